@@ -1,0 +1,127 @@
+#include <cmath>
+
+#include "core/error.hpp"
+#include "import/hf/importer.hpp"
+
+namespace braid::hf {
+
+RopeSpec read_rope(const JsonObject& cfg, int64_t head_dim) {
+  RopeSpec r;
+  double partial = cfg.get_float("partial_rotary_factor", 1.0);
+  const json* scaling = nullptr;
+  if (cfg.has("rope_parameters")) {
+    JsonObject rp = cfg.get_object("rope_parameters");
+    r.theta = rp.get_float("rope_theta", cfg.get_float("rope_theta", 10000.0));
+    r.type = rp.get_string("rope_type", rp.get_string("type", "default"));
+    partial = rp.get_float("partial_rotary_factor", partial);
+    scaling = &cfg.raw()["rope_parameters"];
+  } else {
+    r.theta = cfg.get_float("rope_theta", 10000.0);
+    if (cfg.has("rope_scaling")) {
+      JsonObject rs = cfg.get_object("rope_scaling");
+      r.type = rs.get_string("rope_type", rs.get_string("type", "default"));
+      scaling = &cfg.raw()["rope_scaling"];
+    }
+  }
+  if (scaling && r.type != "default") {
+    JsonObject s(*scaling, cfg.where() + ": rope scaling");
+    r.factor = s.get_float("factor");
+    if (r.type == "llama3") {
+      r.low_freq_factor = s.get_float("low_freq_factor");
+      r.high_freq_factor = s.get_float("high_freq_factor");
+      r.original_max_position = s.get_int("original_max_position_embeddings");
+    }
+  }
+  check(r.type == "default" || r.type == "linear" || r.type == "llama3", cfg.where(),
+        ": rope type '", r.type, "' is not supported (supported: default, linear, llama3)");
+  check(partial > 0 && partial <= 1, cfg.where(), ": partial_rotary_factor ", partial,
+        " must be in (0, 1]");
+  r.rotary_dim = int64_t(double(head_dim) * partial);
+  r.rotary_dim -= r.rotary_dim % 2;
+  return r;
+}
+
+std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key) {
+  std::vector<int64_t> ids;
+  if (!cfg.has(key)) return ids;
+  const json& v = cfg.raw()[key];
+  if (v.is_number_integer()) return {v.get<int64_t>()};
+  check(v.is_array(), cfg.where(), ": field '", key, "' should be an integer or a list of integers");
+  for (const auto& e : v) {
+    check(e.is_number_integer(), cfg.where(), ": field '", key, "' should hold integers");
+    ids.push_back(e.get<int64_t>());
+  }
+  return ids;
+}
+
+Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt) {
+  Import im;
+  ModelSpec& s = im.spec;
+  s.family = cfg.get_string("model_type");
+  s.vocab_size = cfg.get_int("vocab_size");
+  s.d_model = cfg.get_int("hidden_size");
+  s.norm_eps = cfg.get_float("rms_norm_eps", 1e-6);
+  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", opt.default_tie);
+  s.max_context = cfg.get_int("max_position_embeddings", 0);
+  auto bos = read_token_ids(cfg, "bos_token_id");
+  s.bos_token_id = bos.empty() ? -1 : bos[0];
+  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+
+  const int64_t L = cfg.get_int("num_hidden_layers");
+  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t H = cfg.get_int("num_attention_heads");
+  check(H > 0, cfg.where(), ": num_attention_heads must be positive");
+  AttentionSpec a;
+  a.n_heads = H;
+  a.n_kv_heads = cfg.get_int("num_key_value_heads", H);
+  a.head_dim = cfg.get_int("head_dim", s.d_model / H);
+  a.qkv_bias = cfg.get_bool("attention_bias", opt.default_qkv_bias);
+  a.out_bias = cfg.get_bool("attention_bias", false);
+  a.qk_norm = opt.qk_norm;
+  a.rope = read_rope(cfg, a.head_dim);
+
+  MlpSpec m;
+  m.hidden = cfg.get_int("intermediate_size");
+  m.bias = cfg.get_bool("mlp_bias", false);
+  const std::string act = cfg.get_string("hidden_act", "silu");
+  check(parse_activation(act, &m.act), cfg.where(), ": hidden_act '", act, "' is not supported");
+  m.gated = true;
+
+  std::vector<std::string> layer_types;
+  if (cfg.has("layer_types")) {
+    layer_types = cfg.get_string_list("layer_types");
+    check(int64_t(layer_types.size()) == L, cfg.where(), ": layer_types has ", layer_types.size(),
+          " entries for ", L, " layers");
+  }
+  const bool use_sliding = cfg.get_bool("use_sliding_window", false);
+  for (int64_t i = 0; i < L; ++i) {
+    BlockSpec b;
+    b.mixer = MixerKind::Attention;
+    b.attn = a;
+    if (!layer_types.empty()) {
+      const std::string& t = layer_types[size_t(i)];
+      check(t == "full_attention" || t == "sliding_attention", cfg.where(), ": layer_types[", i,
+            "] = '", t, "' is not supported");
+      if (t == "sliding_attention" && use_sliding) b.attn.sliding_window = cfg.get_int("sliding_window");
+    }
+    b.mlp = m;
+    s.blocks.push_back(b);
+  }
+
+  im.tensor_name = [](const std::string& c) -> std::string {
+    if (c == "embed.weight") return "model.embed_tokens.weight";
+    if (c == "final_norm.weight") return "model.norm.weight";
+    if (c == "lm_head.weight") return "lm_head.weight";
+    // blocks.N.rest
+    const size_t dot = c.find('.', 7);
+    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
+    const std::string pre = "model.layers." + n + ".";
+    if (rest == "norm1.weight") return pre + "input_layernorm.weight";
+    if (rest == "norm2.weight") return pre + "post_attention_layernorm.weight";
+    if (rest.rfind("attn.", 0) == 0) return pre + "self_attn." + rest.substr(5);
+    return pre + rest;  // mlp.*
+  };
+  return im;
+}
+
+}  // namespace braid::hf

@@ -1,0 +1,44 @@
+// Hugging Face importers: config.json -> ModelSpec, plus the mapping from braid's
+// canonical parameter names to the checkpoint's tensor names. No math lives here.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "io/json.hpp"
+#include "model/spec.hpp"
+
+namespace braid::hf {
+
+struct Import {
+  ModelSpec spec;
+  // Canonical name ("blocks.3.attn.q_proj.weight") -> name in the checkpoint.
+  std::function<std::string(const std::string&)> tensor_name;
+};
+
+using ImportFn = Import (*)(const JsonObject& config);
+
+struct Importer {
+  const char* model_type;
+  ImportFn fn;
+};
+
+// All registered families; find_importer returns null for an unknown model_type.
+const std::vector<Importer>& importers();
+const Importer* find_importer(const std::string& model_type);
+
+// Shared by Llama-like families (llama, qwen3, ...): decoder blocks of
+// RMSNorm -> attention -> RMSNorm -> gated MLP, names under model.layers.N.
+struct LlamaLikeOptions {
+  bool qk_norm = false;
+  bool default_tie = false;
+  bool default_qkv_bias = false;
+};
+Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt);
+
+// Rotary settings from rope_parameters (transformers >= 5) or rope_theta + rope_scaling.
+RopeSpec read_rope(const JsonObject& cfg, int64_t head_dim);
+// eos_token_id as an int, a list of ints, or null.
+std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key);
+
+}  // namespace braid::hf

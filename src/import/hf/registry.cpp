@@ -1,0 +1,22 @@
+#include "import/hf/importer.hpp"
+
+namespace braid::hf {
+
+Import import_llama(const JsonObject& cfg);
+Import import_qwen3(const JsonObject& cfg);
+
+const std::vector<Importer>& importers() {
+  static const std::vector<Importer> list = {
+      {"llama", import_llama},
+      {"qwen3", import_qwen3},
+  };
+  return list;
+}
+
+const Importer* find_importer(const std::string& model_type) {
+  for (const auto& i : importers())
+    if (model_type == i.model_type) return &i;
+  return nullptr;
+}
+
+}  // namespace braid::hf

@@ -1,0 +1,136 @@
+#include "io/json.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace braid {
+
+json parse_json(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    std::string m = e.what();
+    // nlohmann messages look like "[json.exception.parse_error.101] parse error at line 1, ..."
+    auto p = m.find("] ");
+    fail(what, ": invalid JSON: ", p == std::string::npos ? m : m.substr(p + 2));
+  }
+}
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_json(ss.str(), path);
+}
+
+void write_json_file(const std::string& path, const json& j) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail(tmp, ": cannot create file");
+    out << j.dump(2) << "\n";
+    if (!out) fail(tmp, ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename from ", tmp);
+}
+
+static const char* type_name(const json& v) {
+  if (v.is_null()) return "null";
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_number_integer() || v.is_number_unsigned()) return "an integer";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "an array";
+  return "an object";
+}
+
+double json_to_double(const json& v, const std::string& what) {
+  if (v.is_number()) return v.get<double>();
+  if (v.is_object() && v.size() == 1 && v.contains("__float__") && v["__float__"].is_string()) {
+    std::string s = v["__float__"].get<std::string>();
+    if (s == "Infinity" || s == "inf") return std::numeric_limits<double>::infinity();
+    if (s == "-Infinity" || s == "-inf") return -std::numeric_limits<double>::infinity();
+    if (s == "NaN" || s == "nan") return std::numeric_limits<double>::quiet_NaN();
+    fail(what, ": unknown __float__ value \"", s, "\"");
+  }
+  fail(what, ": expected a number, found ", type_name(v));
+}
+
+JsonObject::JsonObject(const json& j, std::string where) : j_(j), where_(std::move(where)) {
+  check(j_.is_object(), where_, ": expected a JSON object, found ", type_name(j_));
+}
+
+bool JsonObject::has(const std::string& key) const {
+  auto it = j_.find(key);
+  return it != j_.end() && !it->is_null();
+}
+
+const json& JsonObject::field(const std::string& key) const {
+  auto it = j_.find(key);
+  if (it == j_.end() || it->is_null()) fail(where_, ": field '", key, "' is missing");
+  return *it;
+}
+
+int64_t JsonObject::get_int(const std::string& key) const {
+  const json& v = field(key);
+  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::floor(d) == d && std::abs(d) < 9e15) return int64_t(d);
+  }
+  fail(where_, ": field '", key, "' should be an integer, found ", type_name(v));
+}
+
+int64_t JsonObject::get_int(const std::string& key, int64_t dflt) const {
+  return has(key) ? get_int(key) : dflt;
+}
+
+double JsonObject::get_float(const std::string& key) const {
+  return json_to_double(field(key), where_ + ": field '" + key + "'");
+}
+
+double JsonObject::get_float(const std::string& key, double dflt) const {
+  return has(key) ? get_float(key) : dflt;
+}
+
+bool JsonObject::get_bool(const std::string& key, bool dflt) const {
+  if (!has(key)) return dflt;
+  const json& v = field(key);
+  check(v.is_boolean(), where_, ": field '", key, "' should be a boolean, found ", type_name(v));
+  return v.get<bool>();
+}
+
+std::string JsonObject::get_string(const std::string& key) const {
+  const json& v = field(key);
+  check(v.is_string(), where_, ": field '", key, "' should be a string, found ", type_name(v));
+  return v.get<std::string>();
+}
+
+std::string JsonObject::get_string(const std::string& key, const std::string& dflt) const {
+  return has(key) ? get_string(key) : dflt;
+}
+
+JsonObject JsonObject::get_object(const std::string& key) const {
+  const json& v = field(key);
+  check(v.is_object(), where_, ": field '", key, "' should be an object, found ", type_name(v));
+  return JsonObject(v, where_ + ": " + key);
+}
+
+std::vector<std::string> JsonObject::get_string_list(const std::string& key) const {
+  const json& v = field(key);
+  check(v.is_array(), where_, ": field '", key, "' should be an array, found ", type_name(v));
+  std::vector<std::string> out;
+  for (const auto& e : v) {
+    check(e.is_string(), where_, ": field '", key, "' should hold strings, found ", type_name(e));
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace braid

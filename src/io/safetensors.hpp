@@ -1,0 +1,71 @@
+// safetensors: validated zero-copy reader (single file and sharded checkpoints) and
+// an atomic writer. Format: u64 little-endian header length N, N bytes of JSON
+// {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}},
+// then the data buffer, which the tensors must tile exactly.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/buffer.hpp"
+#include "core/tensor.hpp"
+
+namespace braid {
+
+struct TensorInfo {
+  std::string name;
+  std::string dtype_name;  // as written in the file
+  bool supported = false;  // braid has a DType for it
+  DType dtype = DType::F32;
+  Shape shape;
+  size_t begin = 0, end = 0;  // byte offsets inside the data buffer
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the whole file; throws "PATH: problem" on any violation.
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // Validates an in-memory image (used by open and by fuzz/regression tests).
+  static std::shared_ptr<SafetensorsFile> from_memory(std::shared_ptr<MappedFile> file);
+
+  const std::string& path() const { return file_->path(); }
+  const std::vector<TensorInfo>& tensors() const { return infos_; }
+  const TensorInfo* find(const std::string& name) const;
+  // Zero-copy view of a tensor; throws when absent or of an unsupported dtype.
+  Tensor get(const std::string& name) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  std::shared_ptr<MappedFile> file_;
+  size_t data_start_ = 0;
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All weights of a checkpoint directory: model.safetensors, or the shards listed in
+// model.safetensors.index.json.
+class Checkpoint {
+ public:
+  static Checkpoint open_dir(const std::string& dir);
+  bool has(const std::string& name) const { return where_.count(name) != 0; }
+  Tensor get(const std::string& name) const;  // throws naming the tensor when missing
+  const TensorInfo* info(const std::string& name) const;
+  std::vector<std::string> names() const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+// Writes tensors (in the given order) to `path` via a temp file and rename, so an
+// interrupted write never leaves a truncated file behind.
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace braid

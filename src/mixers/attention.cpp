@@ -1,0 +1,147 @@
+#include "mixers/attention.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+std::unique_ptr<State> KVState::clone() const {
+  auto c = std::make_unique<KVState>(n_kv_, hd_);
+  c->reserve(len_);
+  for (int64_t g = 0; g < n_kv_; ++g) {
+    std::memcpy(c->k(g), k(g), size_t(len_ * hd_) * sizeof(float));
+    std::memcpy(c->v(g), v(g), size_t(len_ * hd_) * sizeof(float));
+  }
+  c->len_ = len_;
+  return c;
+}
+
+void KVState::reserve(int64_t n) {
+  if (n <= cap_) return;
+  int64_t cap = std::max<int64_t>(cap_ ? cap_ : 64, 64);
+  while (cap < n) cap *= 2;
+  FloatBuffer nk, nv;
+  nk.reserve(size_t(n_kv_ * cap * hd_));
+  nv.reserve(size_t(n_kv_ * cap * hd_));
+  for (int64_t g = 0; g < n_kv_; ++g) {
+    if (len_ == 0) break;
+    std::memcpy(nk.data() + g * cap * hd_, k(g), size_t(len_ * hd_) * sizeof(float));
+    std::memcpy(nv.data() + g * cap * hd_, v(g), size_t(len_ * hd_) * sizeof(float));
+  }
+  k_ = std::move(nk);
+  v_ = std::move(nv);
+  cap_ = cap;
+}
+
+std::vector<float> rope_inv_freq(const RopeSpec& r) {
+  const int64_t dim = r.rotary_dim;
+  std::vector<float> inv(size_t(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    float e = float(2 * i) / float(dim);
+    inv[size_t(i)] = 1.0f / std::pow(float(r.theta), e);
+  }
+  if (r.type == "linear") {
+    for (float& f : inv) f = float(f / r.factor);
+  } else if (r.type == "llama3") {
+    const double low_wavelen = r.original_max_position / r.low_freq_factor;
+    const double high_wavelen = r.original_max_position / r.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2.0 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = float(f / r.factor);
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (r.original_max_position / wavelen - r.low_freq_factor) /
+                              (r.high_freq_factor - r.low_freq_factor);
+        f = float((1.0 - smooth) * f / r.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+AttentionMixer::AttentionMixer(const AttentionSpec& spec, int64_t d_model, double norm_eps,
+                               AttentionWeights w)
+    : spec_(spec), d_(d_model), eps_(float(norm_eps)), w_(w), inv_freq_(rope_inv_freq(spec.rope)) {}
+
+std::unique_ptr<State> AttentionMixer::make_state() const {
+  return std::make_unique<KVState>(spec_.n_kv_heads, spec_.head_dim);
+}
+
+void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y,
+                             Workspace& ws) const {
+  auto* kv = dynamic_cast<KVState*>(&state);
+  check(kv != nullptr, "attention layer was given a state of another mixer");
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
+  const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
+  float* q = ws.get(Workspace::kQ, size_t(T * qd));
+  float* k = ws.get(Workspace::kK, size_t(T * kd));
+  float* v = ws.get(Workspace::kV, size_t(T * kd));
+  ops::linear(x, T, d_, w_.wq, qd, w_.bq, q);
+  ops::linear(x, T, d_, w_.wk, kd, w_.bk, k);
+  ops::linear(x, T, d_, w_.wv, kd, w_.bv, v);
+  if (spec_.qk_norm) {
+    ops::rmsnorm(q, w_.q_norm, eps_, T * H, hd, q);
+    ops::rmsnorm(k, w_.k_norm, eps_, T * KV, hd, k);
+  }
+  // Rotary embedding: angle = float(pos) * inv_freq in f32, as the reference computes it.
+  const int64_t half = spec_.rope.rotary_dim / 2;
+  if (half > 0) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      float cs[512], sn[512];
+      for (int64_t i = 0; i < half; ++i) {
+        const float ang = float(p0 + t) * inv_freq_[size_t(i)];
+        cs[i] = float(std::cos(double(ang)));
+        sn[i] = float(std::sin(double(ang)));
+      }
+      for (int64_t h = 0; h < H; ++h) ops::rope_rotate_half(q + t * qd + h * hd, cs, sn, 2 * half);
+      for (int64_t g = 0; g < KV; ++g) ops::rope_rotate_half(k + t * kd + g * hd, cs, sn, 2 * half);
+    }
+  }
+  // Append to the cache.
+  kv->reserve(p0 + T);
+  for (int64_t g = 0; g < KV; ++g)
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(kv->k(g) + (p0 + t) * hd, k + t * kd + g * hd, size_t(hd) * sizeof(float));
+      std::memcpy(kv->v(g) + (p0 + t) * hd, v + t * kd + g * hd, size_t(hd) * sizeof(float));
+    }
+  kv->set_length(p0 + T);
+
+  // Causal attention by (head, query tile): scores by GEMM, masked softmax, GEMM with V.
+  constexpr int64_t TQ = 64;
+  const int64_t ntile = (T + TQ - 1) / TQ, L_max = p0 + T, W = spec_.sliding_window;
+  const int nthreads = omp_get_max_threads();
+  float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
+  float* out = ws.get(Workspace::kAttnOut, size_t(T * qd));
+  const float scale = 1.0f / std::sqrt(float(hd));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t job = 0; job < H * ntile; ++job) {
+    const int64_t h = job / ntile, t0 = (job % ntile) * TQ, t1 = std::min(T, t0 + TQ), nq = t1 - t0;
+    const int64_t g = h / G;
+    const int64_t kend = p0 + t1;
+    const int64_t kbeg = W > 0 ? std::max<int64_t>(0, p0 + t0 - W + 1) : 0;
+    const int64_t L = kend - kbeg;
+    float* S = scores + size_t(omp_get_thread_num()) * size_t(TQ * L_max);
+    ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k(g) + kbeg * hd, hd, true, 0.0f, S, L);
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t pos = p0 + t0 + r;
+      const int64_t lo = (W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0) - kbeg;
+      const int64_t hi = pos - kbeg + 1;  // exclusive
+      float* row = S + r * L;
+      for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+      ops::softmax_inplace(row + lo, hi - lo);
+      for (int64_t j = hi; j < L; ++j) row[j] = 0.0f;
+    }
+    ops::gemm(nq, hd, L, 1.0f, S, L, kv->v(g) + kbeg * hd, hd, false, 0.0f, out + t0 * qd + h * hd, qd);
+  }
+  ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
+}
+
+}  // namespace braid

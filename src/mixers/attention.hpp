@@ -1,0 +1,63 @@
+// Softmax attention with grouped KV heads, rotary embedding (full or partial, default /
+// linear / llama3 scaling), optional q/k RMSNorm and sliding window, over a KV cache.
+#pragma once
+#include <vector>
+
+#include "mixers/mixer.hpp"
+#include "mixers/mixer_specs.hpp"
+
+namespace braid {
+
+// KV cache of one attention layer for one sequence. Layout per KV head:
+// k[g][pos][head_dim], so the keys of a head are contiguous for the score GEMM.
+class KVState final : public State {
+ public:
+  KVState(int64_t n_kv_heads, int64_t head_dim) : n_kv_(n_kv_heads), hd_(head_dim) {}
+  int64_t position() const override { return len_; }
+  size_t bytes() const override { return size_t(2 * len_ * n_kv_ * hd_) * sizeof(float); }
+  std::unique_ptr<State> clone() const override;
+
+  // Makes room for n positions (keeps contents, re-laying out per head on growth).
+  void reserve(int64_t n);
+  float* k(int64_t g) { return k_.data() + g * cap_ * hd_; }
+  float* v(int64_t g) { return v_.data() + g * cap_ * hd_; }
+  const float* k(int64_t g) const { return k_.data() + g * cap_ * hd_; }
+  const float* v(int64_t g) const { return v_.data() + g * cap_ * hd_; }
+  int64_t length() const { return len_; }
+  void set_length(int64_t n) { len_ = n; }
+
+ private:
+  int64_t n_kv_, hd_, len_ = 0, cap_ = 0;
+  FloatBuffer k_, v_;
+};
+
+// Weights of one attention layer (row-major [out, in], F32). Biases/norms may be null.
+struct AttentionWeights {
+  const float *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+  const float *q_norm = nullptr, *k_norm = nullptr;
+};
+
+// Inverse frequencies of the rotary embedding, computed in f32 as the reference does.
+std::vector<float> rope_inv_freq(const RopeSpec& r);
+
+class AttentionMixer final : public Mixer {
+ public:
+  AttentionMixer(const AttentionSpec& spec, int64_t d_model, double norm_eps, AttentionWeights w);
+  const char* kind() const override { return "attention"; }
+  std::unique_ptr<State> make_state() const override;
+  void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  size_t fixed_state_bytes() const override { return 0; }
+  size_t bytes_per_token() const override {
+    return size_t(2 * spec_.n_kv_heads * spec_.head_dim) * sizeof(float);
+  }
+
+ private:
+  AttentionSpec spec_;
+  int64_t d_;
+  float eps_;
+  AttentionWeights w_;
+  std::vector<float> inv_freq_;
+};
+
+}  // namespace braid

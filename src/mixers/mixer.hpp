@@ -1,0 +1,48 @@
+// The token-mixer interface. Every mixer (attention now; recurrences and memories
+// later) takes T new tokens and a per-sequence State and continues from it: T == 1 is
+// decode, T > 1 is (chunked) prefill. The State is the only per-sequence memory.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/buffer.hpp"
+
+namespace braid {
+
+// Per-layer, per-sequence memory: a KV cache (grows with context) or a recurrent
+// state (fixed size). A Session snapshots and restores any model through this.
+class State {
+ public:
+  virtual ~State() = default;
+  virtual int64_t position() const = 0;  // tokens consumed so far
+  virtual size_t bytes() const = 0;      // bytes of sequence memory held now
+  virtual std::unique_ptr<State> clone() const = 0;
+};
+
+// Scratch buffers that live in a Session and only grow, so steady-state decoding
+// does not allocate. Slots are named so users do not trample each other.
+class Workspace {
+ public:
+  enum Slot { kHidden, kNormed, kMixOut, kMlpA, kMlpB, kQ, kK, kV, kAttnOut, kScores, kNumSlots };
+  float* get(Slot s, size_t n) { return buf_[s].reserve(n); }
+
+ private:
+  FloatBuffer buf_[kNumSlots];
+};
+
+class Mixer {
+ public:
+  virtual ~Mixer() = default;
+  virtual const char* kind() const = 0;
+  virtual std::unique_ptr<State> make_state() const = 0;
+  // y[T, D] = mixer(x[T, D]) given the state; advances the state by T tokens.
+  virtual void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const = 0;
+  // Bytes of state per sequence that do not depend on context length.
+  virtual size_t fixed_state_bytes() const = 0;
+  // Bytes of state added per token of context (a KV cache); 0 for recurrences.
+  virtual size_t bytes_per_token() const = 0;
+};
+
+}  // namespace braid

@@ -1,0 +1,27 @@
+// Hyper-parameters of each token mixer. Plain data shared by the mixers (which
+// compute) and the ModelSpec (which lists them per layer).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace braid {
+
+struct RopeSpec {
+  std::string type = "default";  // default | linear | llama3
+  double theta = 10000.0;
+  int64_t rotary_dim = 0;        // <= head_dim; 0 disables rotary embedding
+  double factor = 1.0;           // linear / llama3
+  double low_freq_factor = 1.0;  // llama3
+  double high_freq_factor = 4.0;
+  int64_t original_max_position = 8192;
+};
+
+struct AttentionSpec {
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  bool qkv_bias = false, out_bias = false;
+  bool qk_norm = false;      // RMSNorm over head_dim on q and k before RoPE (Qwen3)
+  int64_t sliding_window = 0;  // 0 = full causal attention
+  RopeSpec rope;
+};
+
+}  // namespace braid

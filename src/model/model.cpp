@@ -1,0 +1,166 @@
+#include "model/model.hpp"
+
+#include <cstring>
+
+#include "core/error.hpp"
+#include "mixers/attention.hpp"
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+Model::Model(ModelSpec spec, Weights weights, const std::string& source)
+    : spec_(std::move(spec)) {
+  validate_spec(spec_);
+  for (const ParamDecl& p : param_decls(spec_)) {
+    auto it = weights.find(p.name);
+    check(it != weights.end(), source, ": missing tensor for parameter '", p.name, "'");
+    const Tensor& t = it->second;
+    check(t.shape() == p.shape, source, ": tensor for '", p.name, "' has shape ",
+          shape_str(t.shape()), ", expected ", shape_str(p.shape));
+    check(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, source,
+          ": tensor for '", p.name, "' has dtype ", dtype_name(t.dtype()),
+          ", expected F32, BF16 or F16");
+    weights_[p.name] = t.to_f32();
+  }
+  for (size_t i = 0; i < spec_.blocks.size(); ++i) {
+    const BlockSpec& b = spec_.blocks[i];
+    const std::string pre = "blocks." + std::to_string(i) + ".attn.";
+    switch (b.mixer) {
+      case MixerKind::Attention: {
+        AttentionWeights aw;
+        aw.wq = w(pre + "q_proj.weight");
+        aw.wk = w(pre + "k_proj.weight");
+        aw.wv = w(pre + "v_proj.weight");
+        aw.wo = w(pre + "o_proj.weight");
+        aw.bq = w_opt(pre + "q_proj.bias");
+        aw.bk = w_opt(pre + "k_proj.bias");
+        aw.bv = w_opt(pre + "v_proj.bias");
+        aw.bo = w_opt(pre + "o_proj.bias");
+        aw.q_norm = w_opt(pre + "q_norm.weight");
+        aw.k_norm = w_opt(pre + "k_norm.weight");
+        mixers_.push_back(std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
+        break;
+      }
+    }
+    const std::string blk = "blocks." + std::to_string(i) + ".";
+    BlockWeights bw;
+    bw.norm1 = w(blk + "norm1.weight");
+    if (b.has_mlp) {
+      bw.norm2 = w(blk + "norm2.weight");
+      bw.gate = w_opt(blk + "mlp.gate_proj.weight");
+      bw.gate_b = w_opt(blk + "mlp.gate_proj.bias");
+      bw.up = w(blk + "mlp.up_proj.weight");
+      bw.up_b = w_opt(blk + "mlp.up_proj.bias");
+      bw.down = w(blk + "mlp.down_proj.weight");
+      bw.down_b = w_opt(blk + "mlp.down_proj.bias");
+    }
+    blocks_.push_back(bw);
+  }
+  embed_ = w("embed.weight");
+  final_norm_ = w("final_norm.weight");
+  head_ = w(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
+}
+
+const float* Model::w(const std::string& name) const {
+  auto it = weights_.find(name);
+  check(it != weights_.end(), "model has no parameter '", name, "'");
+  return it->second.f32();
+}
+
+const float* Model::w_opt(const std::string& name) const {
+  auto it = weights_.find(name);
+  return it == weights_.end() ? nullptr : it->second.f32();
+}
+
+int64_t Model::n_params() const {
+  int64_t n = 0;
+  for (const auto& kv : weights_) n += kv.second.numel();
+  return n;
+}
+
+size_t Model::weight_bytes() const {
+  size_t n = 0;
+  for (const auto& kv : weights_) n += kv.second.nbytes();
+  return n;
+}
+
+std::vector<std::unique_ptr<State>> Model::make_states() const {
+  std::vector<std::unique_ptr<State>> s;
+  for (const auto& m : mixers_) s.push_back(m->make_state());
+  return s;
+}
+
+void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws) const {
+  const MlpSpec& m = spec_.blocks[layer].mlp;
+  const BlockWeights& bw = blocks_[layer];
+  const int64_t D = spec_.d_model, F = m.hidden;
+  float* up = ws.get(Workspace::kMlpA, size_t(T * F));
+  ops::linear(x, T, D, bw.up, F, bw.up_b, up);
+  if (m.gated) {
+    float* gate = ws.get(Workspace::kMlpB, size_t(T * F));
+    ops::linear(x, T, D, bw.gate, F, bw.gate_b, gate);
+    switch (m.act) {
+      case Activation::SiLU: ops::swiglu(gate, up, T * F, up); break;
+      case Activation::GeluTanh:
+        ops::gelu_tanh_inplace(gate, T * F);
+        for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+        break;
+      case Activation::GeluErf:
+        ops::gelu_erf_inplace(gate, T * F);
+        for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+        break;
+    }
+  } else {
+    switch (m.act) {
+      case Activation::SiLU: ops::silu_inplace(up, T * F); break;
+      case Activation::GeluTanh: ops::gelu_tanh_inplace(up, T * F); break;
+      case Activation::GeluErf: ops::gelu_erf_inplace(up, T * F); break;
+    }
+  }
+  ops::linear(up, T, F, bw.down, D, bw.down_b, y);
+}
+
+void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
+                    Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
+  check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ",
+        mixers_.size(), " layers");
+  if (T == 0) return;
+  const int64_t D = spec_.d_model, V = spec_.vocab_size;
+  float* h = ws.get(Workspace::kHidden, size_t(T * D));
+  float* n = ws.get(Workspace::kNormed, size_t(T * D));
+  float* tmp = ws.get(Workspace::kMixOut, size_t(T * D));
+  const float* emb = embed_;
+  for (int64_t t = 0; t < T; ++t) {
+    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
+          " is outside the vocabulary [0, ", V, ")");
+    std::memcpy(h + t * D, emb + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
+  }
+  auto snap = [&](const float* src) {
+    if (capture) capture->states.emplace_back(src, src + T * D);
+  };
+  if (capture) capture->states.clear();
+  snap(h);
+  const float eps = float(spec_.norm_eps);
+  for (size_t i = 0; i < mixers_.size(); ++i) {
+    ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
+    mixers_[i]->forward(n, T, *states[i], tmp, ws);
+    ops::add_inplace(h, tmp, T * D);
+    if (spec_.blocks[i].has_mlp) {
+      ops::rmsnorm(h, blocks_[i].norm2, eps, T, D, n);
+      mlp(i, n, T, tmp, ws);
+      ops::add_inplace(h, tmp, T * D);
+    }
+    if (i + 1 < mixers_.size()) snap(h);
+  }
+  ops::rmsnorm(h, final_norm_, eps, T, D, n);
+  snap(n);
+  if (mode == LogitsMode::None) return;
+  const float* head = head_;
+  if (mode == LogitsMode::Last)
+    ops::linear(n + (T - 1) * D, 1, D, head, V, nullptr, logits);
+  else
+    ops::linear(n, T, D, head, V, nullptr, logits);
+}
+
+}  // namespace braid

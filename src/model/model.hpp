@@ -1,0 +1,65 @@
+// Model: embedding, a list of blocks (norm -> token mixer -> residual, norm -> MLP ->
+// residual), final norm and LM head, built from a ModelSpec and canonical weights.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+#include "mixers/mixer.hpp"
+#include "model/spec.hpp"
+
+namespace braid {
+
+using Weights = std::map<std::string, Tensor>;  // canonical name -> tensor
+
+// Per-layer hidden states, as references dump them: [0] the embedding output,
+// [i] the output of block i-1, [L] the final-norm output. Each is T x d_model.
+struct HiddenCapture {
+  std::vector<std::vector<float>> states;
+};
+
+enum class LogitsMode { None, Last, All };
+
+class Model {
+ public:
+  // Checks that every declared parameter is present with the declared shape (F32,
+  // or BF16/F16 converted to F32 on load); `source` names the origin in errors.
+  Model(ModelSpec spec, Weights weights, const std::string& source);
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelSpec& spec() const { return spec_; }
+  const Weights& weights() const { return weights_; }
+  const Mixer& mixer(size_t layer) const { return *mixers_[layer]; }
+  int64_t n_layers() const { return int64_t(mixers_.size()); }
+  int64_t n_params() const;
+  size_t weight_bytes() const;
+
+  std::vector<std::unique_ptr<State>> make_states() const;
+
+  // Runs T tokens through every layer, continuing from `states` (advanced by T).
+  // Writes logits of the last token ([V]) or all tokens ([T, V]) per `mode`.
+  void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
+               Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
+
+ private:
+  // Pointers into weights_ resolved once, so the forward pass does no name lookups.
+  struct BlockWeights {
+    const float *norm1 = nullptr, *norm2 = nullptr;
+    const float *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr;
+    const float *down = nullptr, *down_b = nullptr;
+  };
+  const float* w(const std::string& name) const;
+  const float* w_opt(const std::string& name) const;
+  void mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws) const;
+
+  ModelSpec spec_;
+  Weights weights_;
+  std::vector<std::unique_ptr<Mixer>> mixers_;
+  std::vector<BlockWeights> blocks_;
+  const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
+};
+
+}  // namespace braid

@@ -1,0 +1,103 @@
+#include "model/spec.hpp"
+
+#include "core/error.hpp"
+
+namespace braid {
+
+const char* mixer_kind_name(MixerKind k) {
+  switch (k) {
+    case MixerKind::Attention: return "attention";
+  }
+  return "?";
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::SiLU: return "silu";
+    case Activation::GeluTanh: return "gelu_tanh";
+    case Activation::GeluErf: return "gelu";
+  }
+  return "?";
+}
+
+bool parse_activation(const std::string& s, Activation* out) {
+  if (s == "silu" || s == "swish") *out = Activation::SiLU;
+  else if (s == "gelu_pytorch_tanh" || s == "gelu_new" || s == "gelu_tanh") *out = Activation::GeluTanh;
+  else if (s == "gelu") *out = Activation::GeluErf;
+  else return false;
+  return true;
+}
+
+std::vector<ParamDecl> param_decls(const ModelSpec& s) {
+  using I = ParamDecl::Init;
+  std::vector<ParamDecl> p;
+  const int64_t D = s.d_model;
+  p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    const BlockSpec& b = s.blocks[i];
+    const std::string pre = "blocks." + std::to_string(i) + ".";
+    p.push_back({pre + "norm1.weight", {D}, I::Ones});
+    switch (b.mixer) {
+      case MixerKind::Attention: {
+        const AttentionSpec& a = b.attn;
+        const int64_t q = a.n_heads * a.head_dim, kv = a.n_kv_heads * a.head_dim;
+        p.push_back({pre + "attn.q_proj.weight", {q, D}, I::Normal});
+        p.push_back({pre + "attn.k_proj.weight", {kv, D}, I::Normal});
+        p.push_back({pre + "attn.v_proj.weight", {kv, D}, I::Normal});
+        if (a.qkv_bias) {
+          p.push_back({pre + "attn.q_proj.bias", {q}, I::Zeros});
+          p.push_back({pre + "attn.k_proj.bias", {kv}, I::Zeros});
+          p.push_back({pre + "attn.v_proj.bias", {kv}, I::Zeros});
+        }
+        p.push_back({pre + "attn.o_proj.weight", {D, q}, I::Normal});
+        if (a.out_bias) p.push_back({pre + "attn.o_proj.bias", {D}, I::Zeros});
+        if (a.qk_norm) {
+          p.push_back({pre + "attn.q_norm.weight", {a.head_dim}, I::Ones});
+          p.push_back({pre + "attn.k_norm.weight", {a.head_dim}, I::Ones});
+        }
+        break;
+      }
+    }
+    if (b.has_mlp) {
+      const int64_t F = b.mlp.hidden;
+      p.push_back({pre + "norm2.weight", {D}, I::Ones});
+      if (b.mlp.gated) {
+        p.push_back({pre + "mlp.gate_proj.weight", {F, D}, I::Normal});
+        if (b.mlp.bias) p.push_back({pre + "mlp.gate_proj.bias", {F}, I::Zeros});
+      }
+      p.push_back({pre + "mlp.up_proj.weight", {F, D}, I::Normal});
+      if (b.mlp.bias) p.push_back({pre + "mlp.up_proj.bias", {F}, I::Zeros});
+      p.push_back({pre + "mlp.down_proj.weight", {D, F}, I::Normal});
+      if (b.mlp.bias) p.push_back({pre + "mlp.down_proj.bias", {D}, I::Zeros});
+    }
+  }
+  p.push_back({"final_norm.weight", {D}, I::Ones});
+  if (!s.tie_embeddings) p.push_back({"lm_head.weight", {s.vocab_size, D}, I::Normal});
+  return p;
+}
+
+void validate_spec(const ModelSpec& s) {
+  check(s.vocab_size > 0, "model spec: vocab_size must be positive, found ", s.vocab_size);
+  check(s.d_model > 0, "model spec: d_model must be positive, found ", s.d_model);
+  check(!s.blocks.empty(), "model spec: the model has no layers");
+  check(s.norm_eps > 0, "model spec: norm eps must be positive");
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    const BlockSpec& b = s.blocks[i];
+    const std::string where = "model spec: layer " + std::to_string(i);
+    if (b.mixer == MixerKind::Attention) {
+      const AttentionSpec& a = b.attn;
+      check(a.n_heads > 0 && a.n_kv_heads > 0 && a.head_dim > 0, where,
+            ": attention heads, kv heads and head_dim must be positive");
+      check(a.n_heads % a.n_kv_heads == 0, where, ": n_heads ", a.n_heads,
+            " is not a multiple of n_kv_heads ", a.n_kv_heads);
+      check(a.rope.rotary_dim >= 0 && a.rope.rotary_dim <= a.head_dim && a.rope.rotary_dim % 2 == 0,
+            where, ": rotary_dim ", a.rope.rotary_dim, " must be even and <= head_dim ", a.head_dim);
+      check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
+            ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
+      check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
+    }
+    if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
+  }
+}
+
+}  // namespace braid

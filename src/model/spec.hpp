@@ -1,0 +1,60 @@
+// ModelSpec: a model as data. Importers translate a Hugging Face config.json into a
+// ModelSpec; braid's own spec files (docs/training.md) describe one directly. The
+// Model is built from the spec alone, so a mixer never knows which family uses it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mixers/mixer_specs.hpp"
+
+namespace braid {
+
+enum class MixerKind { Attention };
+enum class Activation { SiLU, GeluTanh, GeluErf };
+
+const char* mixer_kind_name(MixerKind k);
+const char* activation_name(Activation a);
+// Parses the Hugging Face / braid spelling ("silu", "gelu_pytorch_tanh", ...).
+bool parse_activation(const std::string& s, Activation* out);
+
+struct MlpSpec {
+  int64_t hidden = 0;
+  Activation act = Activation::SiLU;
+  bool gated = true;  // act(gate(x)) * up(x), else act(up(x))
+  bool bias = false;
+};
+
+struct BlockSpec {
+  MixerKind mixer = MixerKind::Attention;
+  AttentionSpec attn;
+  bool has_mlp = true;
+  MlpSpec mlp;
+};
+
+struct ModelSpec {
+  std::string family;  // "llama", "qwen3", "braid", ...
+  std::string name;
+  int64_t vocab_size = 0, d_model = 0;
+  double norm_eps = 1e-6;
+  bool tie_embeddings = false;
+  int64_t max_context = 0;  // advisory (from the checkpoint); 0 = unknown
+  std::vector<BlockSpec> blocks;
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+};
+
+// One parameter the spec calls for, under braid's canonical name.
+struct ParamDecl {
+  std::string name;  // e.g. "blocks.0.attn.q_proj.weight"
+  std::vector<int64_t> shape;
+  enum class Init { Normal, Ones, Zeros } init = Init::Normal;
+};
+
+// Every parameter of the model, in a stable order. The single source of truth for
+// loading, initialisation, parameter counts and (later) gradients.
+std::vector<ParamDecl> param_decls(const ModelSpec& spec);
+// Throws braid::Error naming the first inconsistent field.
+void validate_spec(const ModelSpec& spec);
+
+}  // namespace braid

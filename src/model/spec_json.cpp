@@ -1,0 +1,142 @@
+#include "model/spec_json.hpp"
+
+#include "core/error.hpp"
+
+namespace braid {
+
+namespace {
+
+AttentionSpec read_attention(const JsonObject& o) {
+  AttentionSpec a;
+  a.n_heads = o.get_int("n_heads");
+  a.n_kv_heads = o.get_int("n_kv_heads", a.n_heads);
+  a.head_dim = o.get_int("head_dim");
+  a.qkv_bias = o.get_bool("qkv_bias", false);
+  a.out_bias = o.get_bool("out_bias", false);
+  a.qk_norm = o.get_bool("qk_norm", false);
+  a.sliding_window = o.get_int("sliding_window", 0);
+  a.rope.theta = o.get_float("rope_theta", 10000.0);
+  a.rope.rotary_dim = o.get_int("rotary_dim", a.head_dim);
+  a.rope.type = o.get_string("rope_type", "default");
+  a.rope.factor = o.get_float("rope_factor", 1.0);
+  return a;
+}
+
+json write_attention(const AttentionSpec& a) {
+  return {{"type", "attention"},       {"n_heads", a.n_heads},
+          {"n_kv_heads", a.n_kv_heads}, {"head_dim", a.head_dim},
+          {"qkv_bias", a.qkv_bias},     {"out_bias", a.out_bias},
+          {"qk_norm", a.qk_norm},       {"sliding_window", a.sliding_window},
+          {"rope_theta", a.rope.theta}, {"rotary_dim", a.rope.rotary_dim},
+          {"rope_type", a.rope.type},   {"rope_factor", a.rope.factor}};
+}
+
+MlpSpec read_mlp(const JsonObject& o) {
+  MlpSpec m;
+  m.hidden = o.get_int("hidden");
+  const std::string act = o.get_string("activation", "silu");
+  check(parse_activation(act, &m.act), o.where(), ": unknown activation '", act, "'");
+  m.gated = o.get_bool("gated", true);
+  m.bias = o.get_bool("bias", false);
+  return m;
+}
+
+json write_mlp(const MlpSpec& m) {
+  return {{"hidden", m.hidden}, {"activation", activation_name(m.act)}, {"gated", m.gated}, {"bias", m.bias}};
+}
+
+void read_mixer(const JsonObject& o, BlockSpec* b) {
+  const std::string type = o.get_string("type");
+  if (type == "attention") {
+    b->mixer = MixerKind::Attention;
+    b->attn = read_attention(o);
+  } else {
+    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention)");
+  }
+}
+
+}  // namespace
+
+ModelSpec spec_from_json(const json& j, const std::string& where) {
+  JsonObject o(j, where);
+  ModelSpec s;
+  s.family = "braid";
+  s.name = o.get_string("name", "");
+  s.vocab_size = o.get_int("vocab_size");
+  s.d_model = o.get_int("d_model");
+  s.norm_eps = o.get_float("norm_eps", 1e-6);
+  s.tie_embeddings = o.get_bool("tie_embeddings", true);
+  s.max_context = o.get_int("max_context", 0);
+  s.bos_token_id = o.get_int("bos_token_id", -1);
+  if (o.has("eos_token_id")) s.eos_token_ids = {o.get_int("eos_token_id")};
+
+  // Default channel mixer for every layer unless a layer says otherwise.
+  bool default_has_mlp = o.has("mlp");
+  MlpSpec default_mlp;
+  if (default_has_mlp) default_mlp = read_mlp(o.get_object("mlp"));
+
+  std::vector<json> layers;
+  check(o.has("layers"), where, ": field 'layers' is missing");
+  const json& L = j["layers"];
+  if (L.is_object()) {  // {"pattern": [...], "repeat": n}
+    JsonObject lo(L, where + ": layers");
+    const int64_t rep = lo.get_int("repeat", 1);
+    check(rep > 0, where, ": layers.repeat must be positive");
+    check(lo.has("pattern") && L["pattern"].is_array(), where, ": layers.pattern must be an array");
+    for (int64_t r = 0; r < rep; ++r)
+      for (const auto& e : L["pattern"]) layers.push_back(e);
+  } else {
+    check(L.is_array(), where, ": 'layers' must be an array or {pattern, repeat}");
+    for (const auto& e : L) layers.push_back(e);
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string lw = where + ": layers[" + std::to_string(i) + "]";
+    BlockSpec b;
+    b.has_mlp = default_has_mlp;
+    b.mlp = default_mlp;
+    const json& e = layers[i];
+    if (e.is_string()) {  // a name from "mixers"
+      const std::string name = e.get<std::string>();
+      check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw,
+            ": mixer '", name, "' is not defined in 'mixers'");
+      read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), &b);
+    } else {
+      JsonObject lo(e, lw);
+      read_mixer(lo.get_object("mixer"), &b);
+      if (lo.has("mlp")) {
+        b.has_mlp = true;
+        b.mlp = read_mlp(lo.get_object("mlp"));
+      } else if (e.contains("mlp")) {
+        b.has_mlp = false;  // "mlp": null disables the channel mixer for this layer
+      }
+    }
+    s.blocks.push_back(b);
+  }
+  validate_spec(s);
+  return s;
+}
+
+json spec_to_json(const ModelSpec& s) {
+  json j = {{"model_type", "braid"},
+            {"name", s.name},
+            {"vocab_size", s.vocab_size},
+            {"d_model", s.d_model},
+            {"norm_eps", s.norm_eps},
+            {"tie_embeddings", s.tie_embeddings},
+            {"max_context", s.max_context},
+            {"bos_token_id", s.bos_token_id}};
+  if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
+  json layers = json::array();
+  for (const BlockSpec& b : s.blocks) {
+    json l;
+    switch (b.mixer) {
+      case MixerKind::Attention: l["mixer"] = write_attention(b.attn); break;
+    }
+    l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
+    layers.push_back(l);
+  }
+  j["layers"] = layers;
+  return j;
+}
+
+}  // namespace braid

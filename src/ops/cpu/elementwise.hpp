@@ -1,0 +1,30 @@
+// Row-wise and elementwise kernels: norms, activations, softmax, rotary embedding.
+// Each has a scalar reference in tests/test_ops.cpp.
+#pragma once
+#include <cstdint>
+
+namespace braid::ops {
+
+// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w (+ offset), for `rows` rows of n.
+// In-place allowed (y == x). `w_offset` is 1 for checkpoints that store w - 1.
+void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y,
+             float w_offset = 0.0f);
+
+// y = silu(gate) * up, elementwise over n.
+void swiglu(const float* gate, const float* up, int64_t n, float* y);
+void silu_inplace(float* x, int64_t n);
+void gelu_tanh_inplace(float* x, int64_t n);
+void gelu_erf_inplace(float* x, int64_t n);
+
+// Numerically stable softmax over the first n entries of x, in place.
+void softmax_inplace(float* x, int64_t n);
+
+// y += x over n elements.
+void add_inplace(float* y, const float* x, int64_t n);
+
+// Rotary embedding on one head vector in the "rotate half" layout: for i < rot/2,
+// (v[i], v[i + rot/2]) is rotated by the angle whose cos/sin are cs[i], sn[i].
+// Dimensions >= rot are left as they are (partial rotary).
+void rope_rotate_half(float* v, const float* cs, const float* sn, int64_t rot);
+
+}  // namespace braid::ops

@@ -1,0 +1,21 @@
+// Matrix products through BLAS (OpenBLAS, OpenMP build).
+#pragma once
+#include <cstdint>
+
+namespace braid::ops {
+
+// y[T, out] = x[T, in] . W[out, in]^T (+ bias[out]); W row-major as stored in
+// checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode).
+void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
+            float* y);
+
+// C[M, N] = alpha * A[M, K] . op(B) + beta * C, row-major; op(B) = B[K, N] or, when
+// b_transposed, B[N, K]^T. lda/ldb/ldc are row strides in elements.
+void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, bool b_transposed, float beta, float* C, int64_t ldc);
+
+// Scalar reference of linear() in double accumulation, for tests.
+void linear_ref(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
+                float* y);
+
+}  // namespace braid::ops

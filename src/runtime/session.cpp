@@ -1,0 +1,60 @@
+#include "runtime/session.hpp"
+
+#include "core/error.hpp"
+
+namespace braid {
+
+Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  states_ = model_->make_states();
+  logits_.resize(size_t(model_->spec().vocab_size));
+}
+
+const std::vector<float>& Session::feed(const std::vector<int32_t>& tokens) {
+  return feed(tokens.data(), int64_t(tokens.size()));
+}
+
+const std::vector<float>& Session::feed(const int32_t* tokens, int64_t T) {
+  check(T > 0, "cannot feed an empty token sequence");
+  model_->forward(tokens, T, states_, ws_, LogitsMode::Last, logits_.data());
+  pos_ += T;
+  return logits_;
+}
+
+std::vector<float> Session::feed_all(const int32_t* tokens, int64_t T, HiddenCapture* capture) {
+  check(T > 0, "cannot feed an empty token sequence");
+  const int64_t V = model_->spec().vocab_size;
+  std::vector<float> out(size_t(T * V));
+  model_->forward(tokens, T, states_, ws_, LogitsMode::All, out.data(), capture);
+  std::copy(out.end() - V, out.end(), logits_.begin());
+  pos_ += T;
+  return out;
+}
+
+size_t Session::state_bytes() const {
+  size_t n = 0;
+  for (const auto& s : states_) n += s->bytes();
+  return n;
+}
+
+Session::Snapshot Session::snapshot() const {
+  Snapshot s;
+  s.position = pos_;
+  for (const auto& st : states_) s.states.push_back(st->clone());
+  s.logits = logits_;
+  return s;
+}
+
+void Session::restore(const Snapshot& s) {
+  check(s.states.size() == states_.size(), "snapshot has ", s.states.size(), " layers, model has ",
+        states_.size());
+  for (size_t i = 0; i < states_.size(); ++i) states_[i] = s.states[i]->clone();
+  logits_ = s.logits;
+  pos_ = s.position;
+}
+
+void Session::reset() {
+  states_ = model_->make_states();
+  pos_ = 0;
+}
+
+}  // namespace braid

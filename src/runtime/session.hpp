@@ -1,0 +1,45 @@
+// Session: one sequence's state over a shared Model. Prefill and decode go through
+// the same forward; snapshots copy every layer's State (KV or recurrent) at once.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "model/model.hpp"
+
+namespace braid {
+
+class Session {
+ public:
+  explicit Session(std::shared_ptr<const Model> model);
+
+  // Feeds tokens (any count >= 1) and returns the logits of the last one ([vocab]).
+  const std::vector<float>& feed(const std::vector<int32_t>& tokens);
+  const std::vector<float>& feed(const int32_t* tokens, int64_t T);
+  // Feeds tokens and returns logits for every position ([T, vocab], row-major).
+  std::vector<float> feed_all(const int32_t* tokens, int64_t T, HiddenCapture* capture = nullptr);
+
+  int64_t position() const { return pos_; }
+  const std::vector<float>& last_logits() const { return logits_; }
+  // Bytes of per-sequence state (KV caches and recurrent states) held now.
+  size_t state_bytes() const;
+
+  struct Snapshot {
+    int64_t position = 0;
+    std::vector<std::unique_ptr<State>> states;
+    std::vector<float> logits;
+  };
+  Snapshot snapshot() const;
+  void restore(const Snapshot& s);
+  void reset();
+
+  const Model& model() const { return *model_; }
+
+ private:
+  std::shared_ptr<const Model> model_;
+  std::vector<std::unique_ptr<State>> states_;
+  Workspace ws_;
+  std::vector<float> logits_;
+  int64_t pos_ = 0;
+};
+
+}  // namespace braid
