@@ -1,0 +1,71 @@
+// The pipeline stages of a Hugging Face tokenizer.json, each built from its JSON:
+// normalizer -> pre-tokenizer -> model (BPE) -> post-processor; decoder for the way back.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/json.hpp"
+#include "tokenizer/regex.hpp"
+
+namespace braid::tok {
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual void apply(std::string& s) const = 0;
+};
+// Returns null for a JSON null; throws naming the type when unsupported.
+std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& where);
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  // Replaces each piece by the pieces it splits into (and may rewrite their text).
+  virtual void apply(std::vector<std::string>& pieces) const = 0;
+};
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& where);
+
+// Split behaviour shared by the Split, Metaspace and Digits pre-tokenizers.
+enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
+// Splits s at the given [begin, end) match ranges according to `b`.
+std::vector<std::string> split_by_matches(const std::string& s,
+                                          const std::vector<std::pair<size_t, size_t>>& matches,
+                                          SplitBehavior b, bool invert);
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual void apply(std::vector<std::string>& tokens) const = 0;
+};
+std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where);
+
+// Byte-pair encoding model with merges ranked by priority, optional byte fallback,
+// unknown-token fusing, and whole-word lookup (ignore_merges).
+class Bpe {
+ public:
+  Bpe(const json& model, const std::string& where);
+  void tokenize(const std::string& word, std::vector<int32_t>& out) const;
+  int32_t token_id(const std::string& t) const;  // -1 when absent
+  const std::string& token(int32_t id) const;
+  int64_t size() const { return int64_t(id_to_token_.size()); }
+
+ private:
+  void tokenize_uncached(const std::string& word, std::vector<int32_t>& out) const;
+  std::unordered_map<std::string, int32_t> vocab_;
+  std::vector<std::string> id_to_token_;
+  struct Merge {
+    int32_t rank, id;
+  };
+  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> merge
+  int32_t unk_ = -1;
+  bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
+  std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
+  int32_t byte_ids_[256];         // <0xXX> tokens for byte fallback (-1 if absent)
+  mutable std::mutex cache_mu_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+};
+
+}  // namespace braid::tok

@@ -1,0 +1,78 @@
+// Every case in ../shared/fixtures/tokenizers/*/cases.json (made with the Hugging Face
+// tokenizers library) must encode to the same ids and decode to the same text.
+#include <gtest/gtest.h>
+
+#include "core/error.hpp"
+#include "fixtures.hpp"
+#include "io/json.hpp"
+#include "tokenizer/tokenizer.hpp"
+#include "tokenizer/unicode.hpp"
+
+using namespace braid;
+
+namespace {
+
+class TokenizerCases : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TokenizerCases, EncodeAndDecodeMatchReference) {
+  REQUIRE_FIXTURES();
+  const std::string dir = fixtures_dir() + "/tokenizers/" + GetParam();
+  auto tok = Tokenizer::load(dir + "/tokenizer.json");
+  json cases = read_json_file(dir + "/cases.json");
+  ASSERT_GT(cases.size(), 20u);
+  for (const auto& c : cases) {
+    ASSERT_FALSE(c.contains("error")) << "reference failed on a case: " << c.dump();
+    const std::string text = c["text"].get<std::string>();
+    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    const std::vector<int32_t> got = tok->encode(text);
+    EXPECT_EQ(got, want) << "encode " << json(text).dump();
+    EXPECT_EQ(tok->decode(want), c["decoded"].get<std::string>()) << "decode " << json(text).dump();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerCases,
+                         ::testing::Values("bpe_gpt2_style", "bpe_llama3_style", "bpe_sentencepiece_style"));
+
+TEST(Tokenizer, RejectsInvalidUtf8) {
+  REQUIRE_FIXTURES();
+  auto tok = Tokenizer::load(fixtures_dir() + "/tokenizers/bpe_gpt2_style/tokenizer.json");
+  EXPECT_THROW(tok->encode(std::string("ab\xff")), Error);
+}
+
+TEST(Tokenizer, MissingFileIsAnError) {
+  try {
+    Tokenizer::load("/nonexistent/tokenizer.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/tokenizer.json"), std::string::npos);
+  }
+}
+
+TEST(Tokenizer, UnsupportedModelTypeIsNamed) {
+  json j = {{"model", {{"type", "Unigram"}, {"vocab", json::array()}}}};
+  try {
+    Tokenizer::from_json(j, "t.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Unigram"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Unicode, LossyDecodingReplacesMaximalInvalidSubparts) {
+  // Same expectations as Rust's String::from_utf8_lossy.
+  EXPECT_EQ(unicode::from_utf8_lossy("a\xF0\x9F\x98" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(unicode::from_utf8_lossy("\xC0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(unicode::from_utf8_lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(unicode::from_utf8_lossy("ok \xE2\x82\xAC"), "ok \xE2\x82\xAC");
+}
+
+TEST(Unicode, ByteTableRoundTrips) {
+  for (int b = 0; b < 256; ++b) {
+    const std::string& c = unicode::byte_to_char(uint8_t(b));
+    size_t i = 0;
+    EXPECT_EQ(unicode::char_to_byte(unicode::next_cp(c, i)), b);
+  }
+  EXPECT_EQ(unicode::byte_to_char(' '), "\xC4\xA0");  // U+0120 'Ġ'
+}
+
+}  // namespace
