@@ -1,1 +1,41 @@
-int main() { return 0; }
+// braid: run, verify, inspect, initialise and benchmark hybrid sequence models.
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"braid: an engine for hybrid long-context sequence models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "braid 0.1.0");
+  int exit_code = 0;
+  braid::cli::add_run(app, exit_code);
+  braid::cli::add_verify(app, exit_code);
+  braid::cli::add_inspect(app, exit_code);
+  braid::cli::add_init(app, exit_code);
+  braid::cli::add_bench(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "braid: error: %s\n", e.what());
+    return 2;
+  } catch (const braid::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "braid: error: %s\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "braid: error: out of memory\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "braid: error: %s\n", e.what());
+    return 2;
+  }
+  return exit_code;
+}

@@ -1,0 +1,132 @@
+// braid bench: prefill and decode throughput with same-run limits (read bandwidth,
+// SGEMM peak) so results read as a fraction of what this machine can do.
+#include <algorithm>
+#include <cstdio>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "core/rng.hpp"
+#include "core/sysinfo.hpp"
+#include "core/timer.hpp"
+#include "import/load.hpp"
+#include "io/json.hpp"
+#include "ops/cpu/roofline.hpp"
+#include "runtime/sampling.hpp"
+#include "runtime/session.hpp"
+
+namespace braid::cli {
+
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  int64_t prompt_len = 512, decode = 64;
+  int runs = 5, threads = 0;
+  bool as_json = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+void bench(const BenchArgs& a) {
+  check(a.prompt_len >= 1 && a.decode >= 1 && a.runs >= 1, "--prompt-len, --decode and --runs must be >= 1");
+  set_num_threads(a.threads);
+  std::shared_ptr<const Model> model = load_model(a.model);
+  const ModelSpec& s = model->spec();
+  Rng rng(1234);
+  std::vector<int32_t> prompt(size_t(a.prompt_len));
+  for (auto& t : prompt) t = int32_t(rng.next() % uint64_t(s.vocab_size));
+
+  std::vector<double> prefill_tps, decode_tps;
+  size_t state_bytes = 0;
+  for (int r = 0; r < a.runs; ++r) {
+    Session sess(model);
+    Timer t;
+    const std::vector<float>* logits = &sess.feed(prompt);
+    prefill_tps.push_back(double(a.prompt_len) / t.seconds());
+    int32_t tok = argmax(logits->data(), s.vocab_size);
+    t.reset();
+    for (int64_t i = 0; i < a.decode; ++i) {
+      logits = &sess.feed(&tok, 1);
+      tok = argmax(logits->data(), s.vocab_size);
+    }
+    decode_tps.push_back(double(a.decode) / t.seconds());
+    state_bytes = sess.state_bytes();
+  }
+  const double prefill = median(prefill_tps), decode = median(decode_tps);
+  const size_t rss = peak_rss_bytes();
+
+  // Bytes decode must read per token: every weight matrix except the embedding table
+  // (one row is read, unless it doubles as the LM head), plus the KV cache.
+  const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
+  const size_t weights_read = model->weight_bytes() - (s.tie_embeddings ? 0 : embed_bytes);
+  size_t per_token_state = 0;
+  for (int64_t i = 0; i < model->n_layers(); ++i) per_token_state += model->mixer(size_t(i)).bytes_per_token();
+  const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
+  const double decode_bytes = double(weights_read) + avg_ctx * double(per_token_state);
+  // FLOPs per prefill token: 2 per weight multiply-add, plus attention scores and values.
+  double attn_flops = 0;
+  for (const BlockSpec& b : s.blocks)
+    if (b.mixer == MixerKind::Attention)
+      attn_flops += 4.0 * double(b.attn.n_heads * b.attn.head_dim) * (double(a.prompt_len) + 1) / 2.0;
+  const double prefill_flops = 2.0 * double(weights_read) / sizeof(float) + attn_flops;
+
+  const double bw = ops::measure_read_bandwidth();
+  const double peak = ops::measure_sgemm_peak();
+  const double decode_frac = decode * decode_bytes / bw, prefill_frac = prefill * prefill_flops / peak;
+
+  json j = {{"model", a.model},
+            {"family", s.family},
+            {"parameters", model->n_params()},
+            {"threads", num_threads()},
+            {"cpu", cpu_model()},
+            {"runs", a.runs},
+            {"prompt_len", a.prompt_len},
+            {"decode_tokens", a.decode},
+            {"prefill_tokens_per_s", prefill},
+            {"decode_tokens_per_s", decode},
+            {"decode_bytes_per_token", decode_bytes},
+            {"read_bandwidth_bytes_per_s", bw},
+            {"decode_roofline_fraction", decode_frac},
+            {"prefill_flops_per_token", prefill_flops},
+            {"sgemm_peak_flops", peak},
+            {"prefill_peak_fraction", prefill_frac},
+            {"state_bytes", state_bytes},
+            {"peak_rss_bytes", rss}};
+  if (a.as_json) {
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("model            %s (%s, %lld parameters), %d threads\n", a.model.c_str(), s.family.c_str(),
+              (long long)model->n_params(), num_threads());
+  std::printf("prefill          %.1f tokens/s  (T=%lld, median of %d)  %.1f%% of SGEMM peak %.1f GFLOP/s\n", prefill,
+              (long long)a.prompt_len, a.runs, 100 * prefill_frac, peak / 1e9);
+  std::printf("decode           %.2f tokens/s  (%lld tokens after the prompt, median of %d)\n", decode,
+              (long long)a.decode, a.runs);
+  std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
+              decode_bytes / 1e6, bw / 1e9, 100 * decode_frac);
+  std::printf("state            %.2f MiB for %lld tokens; peak RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
+              (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* c = app.add_subcommand("bench", "Measure prefill/decode speed against same-run bandwidth and GEMM limits");
+  c->add_option("--model", a->model, "Model directory")->required();
+  c->add_option("--prompt-len", a->prompt_len, "Prompt tokens for prefill")->capture_default_str();
+  c->add_option("--decode", a->decode, "Tokens to decode after the prompt")->capture_default_str();
+  c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_flag("--json", a->as_json, "Print one JSON object (fields in docs/benchmarks.md)");
+  c->callback([a, &exit_code] {
+    bench(*a);
+    exit_code = 0;
+  });
+}
+
+}  // namespace braid::cli

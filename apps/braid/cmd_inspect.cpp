@@ -1,0 +1,82 @@
+// braid inspect: architecture, parameters, per-layer mixers and memory per sequence.
+#include <cstdio>
+
+#include "commands.hpp"
+#include "import/load.hpp"
+#include "model/spec_json.hpp"
+
+namespace braid::cli {
+
+namespace {
+
+std::string human(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
+void inspect(const std::string& dir, bool as_json) {
+  auto model = load_model(dir);
+  const ModelSpec& s = model->spec();
+  size_t fixed = 0, per_token = 0;
+  json layers = json::array();
+  for (int64_t i = 0; i < model->n_layers(); ++i) {
+    const Mixer& m = model->mixer(size_t(i));
+    fixed += m.fixed_state_bytes();
+    per_token += m.bytes_per_token();
+    json l = {{"layer", i}, {"mixer", m.kind()}, {"state_bytes", m.fixed_state_bytes()},
+              {"bytes_per_token", m.bytes_per_token()}};
+    if (s.blocks[size_t(i)].mixer == MixerKind::Attention) {
+      const AttentionSpec& a = s.blocks[size_t(i)].attn;
+      l["heads"] = a.n_heads;
+      l["kv_heads"] = a.n_kv_heads;
+      l["head_dim"] = a.head_dim;
+      l["sliding_window"] = a.sliding_window;
+    }
+    l["mlp"] = s.blocks[size_t(i)].has_mlp ? s.blocks[size_t(i)].mlp.hidden : 0;
+    layers.push_back(l);
+  }
+  if (as_json) {
+    json j = {{"model", dir},          {"family", s.family},          {"parameters", model->n_params()},
+              {"weight_bytes", model->weight_bytes()}, {"vocab_size", s.vocab_size}, {"d_model", s.d_model},
+              {"state_bytes_per_sequence", fixed}, {"kv_bytes_per_token", per_token}, {"layers", layers}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("model          %s\n", dir.c_str());
+  std::printf("architecture   %s%s\n", s.family.c_str(), s.name.empty() ? "" : (" (" + s.name + ")").c_str());
+  std::printf("parameters     %lld (%s as F32)\n", (long long)model->n_params(), human(double(model->weight_bytes())).c_str());
+  std::printf("vocab / width  %lld / %lld, %s embeddings\n", (long long)s.vocab_size, (long long)s.d_model,
+              s.tie_embeddings ? "tied" : "untied");
+  std::printf("layers         %lld\n", (long long)model->n_layers());
+  for (const auto& l : layers) {
+    std::printf("  %3lld  %-10s", (long long)l["layer"].get<int64_t>(), l["mixer"].get<std::string>().c_str());
+    if (l.contains("heads"))
+      std::printf("  heads %lld/%lld x %lld", (long long)l["heads"].get<int64_t>(), (long long)l["kv_heads"].get<int64_t>(),
+                  (long long)l["head_dim"].get<int64_t>());
+    if (l.value("sliding_window", int64_t(0)) > 0) std::printf("  window %lld", (long long)l["sliding_window"].get<int64_t>());
+    std::printf("  state %s + %s/token  mlp %lld\n", human(double(l["state_bytes"].get<size_t>())).c_str(),
+                human(double(l["bytes_per_token"].get<size_t>())).c_str(), (long long)l["mlp"].get<int64_t>());
+  }
+  std::printf("state/sequence %s fixed + %s per token of context (KV cache)\n", human(double(fixed)).c_str(),
+              human(double(per_token)).c_str());
+}
+
+}  // namespace
+
+void add_inspect(CLI::App& app, int& exit_code) {
+  auto dir = std::make_shared<std::string>();
+  auto as_json = std::make_shared<bool>(false);
+  CLI::App* c = app.add_subcommand("inspect", "Show architecture, parameter count and per-sequence memory");
+  c->add_option("--model", *dir, "Model directory")->required();
+  c->add_flag("--json", *as_json, "Print one JSON object");
+  c->callback([dir, as_json, &exit_code] {
+    inspect(*dir, *as_json);
+    exit_code = 0;
+  });
+}
+
+}  // namespace braid::cli

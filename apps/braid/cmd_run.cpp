@@ -1,0 +1,118 @@
+// braid run: stream a completion for a prompt.
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "import/load.hpp"
+#include "runtime/generate.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace braid::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string model, prompt, prompt_ids;
+  bool has_prompt = false;
+  int64_t n = 64;
+  float temperature = 0.0f, top_p = 1.0f;
+  int top_k = 0;
+  uint64_t seed = 0;
+  int threads = 0;
+  bool no_special = false;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      long v = std::stol(item, &used);
+      check(used == item.size() && v >= 0 && v < (1L << 31), "--prompt-ids: '", item, "' is not a token id");
+      ids.push_back(int32_t(v));
+    } catch (const std::logic_error&) {
+      fail("--prompt-ids: '", item, "' is not a token id");
+    }
+  }
+  return ids;
+}
+
+void run(const RunArgs& a) {
+  set_num_threads(a.threads);
+  check(a.has_prompt || !a.prompt_ids.empty(), "give --prompt TEXT or --prompt-ids 1,2,3");
+  std::shared_ptr<const Model> model = load_model(a.model);
+  const std::string tok_path = (std::filesystem::path(a.model) / "tokenizer.json").string();
+  std::unique_ptr<Tokenizer> tok;
+  if (std::filesystem::exists(tok_path)) tok = Tokenizer::load(tok_path);
+  std::vector<int32_t> prompt;
+  if (!a.prompt_ids.empty()) {
+    prompt = parse_ids(a.prompt_ids);
+  } else {
+    check(tok != nullptr, tok_path, ": missing; the model has no tokenizer, so give --prompt-ids instead of --prompt");
+    check(!a.prompt.empty(), "the prompt is empty");
+    prompt = tok->encode(a.prompt, !a.no_special);
+  }
+  check(!prompt.empty(), "the prompt is empty after tokenization");
+  check(a.n >= 0, "-n must be >= 0");
+
+  GenerateOptions opt;
+  opt.max_new_tokens = a.n;
+  opt.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
+  for (int64_t id : model->spec().eos_token_ids) opt.stop_ids.push_back(int32_t(id));
+  if (tok && tok->token_id("<|endoftext|>") >= 0) opt.stop_ids.push_back(tok->token_id("<|endoftext|>"));
+
+  Session s(model);
+  if (tok && !a.prompt.empty()) std::fputs(a.prompt.c_str(), stdout);
+  std::vector<int32_t> out;
+  std::string shown;  // text printed so far for the generated ids
+  generate(s, prompt, opt, [&](int32_t id) {
+    out.push_back(id);
+    if (!tok) {
+      std::printf("%s%d", out.size() > 1 ? " " : "", id);
+    } else {
+      std::string text = tok->decode(out, true);
+      // Hold back an incomplete UTF-8 sequence until its remaining bytes arrive.
+      if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return true;
+      if (text.size() >= shown.size() && text.compare(0, shown.size(), shown) == 0) {
+        std::fputs(text.c_str() + shown.size(), stdout);
+        shown = text;
+      }
+    }
+    std::fflush(stdout);
+    return true;
+  });
+  if (tok) {
+    std::string text = tok->decode(out, true);
+    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) std::fputs(text.c_str() + shown.size(), stdout);
+  }
+  std::printf("\n");
+}
+
+}  // namespace
+
+void add_run(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<RunArgs>();
+  CLI::App* c = app.add_subcommand("run", "Generate text from a prompt, streaming tokens as they are chosen");
+  c->add_option("--model", a->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  auto* p = c->add_option("--prompt", a->prompt, "Prompt text");
+  c->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids (models without a tokenizer)");
+  c->add_option("-n,--max-tokens", a->n, "Tokens to generate")->capture_default_str();
+  c->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
+  c->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();
+  c->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
+  c->add_option("--seed", a->seed, "Random seed")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_flag("--no-special", a->no_special, "Do not add the tokenizer's special tokens (e.g. BOS)");
+  c->callback([a, p, &exit_code] {
+    a->has_prompt = p->count() > 0;
+    run(*a);
+    exit_code = 0;
+  });
+}
+
+}  // namespace braid::cli

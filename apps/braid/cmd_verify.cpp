@@ -1,0 +1,126 @@
+// braid verify: does braid run this checkpoint exactly? Compares against a reference
+// dump (input_ids, logits, hidden_states.N, gen_prompt / gen_tokens / gen_logits).
+#include <cmath>
+#include <cstdio>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+#include "import/load.hpp"
+#include "io/safetensors.hpp"
+#include "runtime/generate.hpp"
+
+namespace braid::cli {
+
+namespace {
+
+struct VerifyArgs {
+  std::string model, reference;
+  double tol = 1e-4;
+  int threads = 0;
+};
+
+struct Err {
+  double max_abs = 0, max_ref = 0;
+  double rel() const { return max_ref > 0 ? max_abs / max_ref : max_abs; }
+};
+
+Err compare(const float* got, const Tensor& want, size_t n, const std::string& what) {
+  check(want.dtype() == DType::F32, "reference tensor '", what, "' is ", dtype_name(want.dtype()), ", expected F32");
+  check(size_t(want.numel()) == n, "reference tensor '", what, "' has ", want.numel(), " values, braid produced ", n);
+  Err e;
+  for (size_t i = 0; i < n; ++i) {
+    e.max_abs = std::max(e.max_abs, double(std::abs(got[i] - want.f32()[i])));
+    e.max_ref = std::max(e.max_ref, double(std::abs(want.f32()[i])));
+  }
+  if (std::isnan(e.max_abs)) e.max_abs = INFINITY;
+  for (size_t i = 0; i < n; ++i)
+    if (std::isnan(got[i])) e.max_abs = INFINITY;
+  return e;
+}
+
+std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
+  Tensor t = f.get(name);
+  std::vector<int32_t> ids;
+  if (t.dtype() == DType::I32) ids.assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  else if (t.dtype() == DType::I64) for (int64_t i = 0; i < t.numel(); ++i) ids.push_back(int32_t(t.data<int64_t>()[i]));
+  else fail(f.path(), ": '", name, "' must be I32 or I64 token ids, found ", dtype_name(t.dtype()));
+  return ids;
+}
+
+int verify(const VerifyArgs& a) {
+  set_num_threads(a.threads);
+  std::shared_ptr<const Model> model = load_model(a.model);
+  auto ref = SafetensorsFile::open(a.reference);
+  check(ref->find("input_ids") != nullptr, a.reference, ": no 'input_ids' tensor");
+  const int64_t V = model->spec().vocab_size, D = model->spec().d_model;
+  bool ok = true;
+  auto verdict = [&](bool pass) {
+    ok = ok && pass;
+    return pass ? "ok" : "FAIL";
+  };
+  std::printf("model      %s (%s, %lld layers)\nreference  %s\ntolerance  %.1e (max abs error)\n", a.model.c_str(),
+              model->spec().family.c_str(), (long long)model->n_layers(), a.reference.c_str(), a.tol);
+
+  std::vector<int32_t> ids = ids_of(*ref, "input_ids");
+  check(!ids.empty(), a.reference, ": 'input_ids' is empty");
+  Session s(model);
+  HiddenCapture cap;
+  std::vector<float> logits = s.feed_all(ids.data(), int64_t(ids.size()), &cap);
+  for (size_t i = 0; i < cap.states.size(); ++i) {
+    const std::string name = "hidden_states." + std::to_string(i);
+    if (!ref->find(name)) continue;
+    Err e = compare(cap.states[i].data(), ref->get(name), cap.states[i].size(), name);
+    std::printf("hidden %-3zu max abs %.3e  rel %.3e  %s\n", i, e.max_abs, e.rel(), verdict(e.max_abs <= a.tol));
+  }
+  (void)D;
+  if (ref->find("logits")) {
+    Err e = compare(logits.data(), ref->get("logits"), logits.size(), "logits");
+    std::printf("logits     max abs %.3e  rel %.3e  %s\n", e.max_abs, e.rel(), verdict(e.max_abs <= a.tol));
+  }
+  if (ref->find("gen_prompt") && ref->find("gen_tokens")) {
+    std::vector<int32_t> prompt = ids_of(*ref, "gen_prompt"), want = ids_of(*ref, "gen_tokens");
+    const bool have_logits = ref->find("gen_logits") != nullptr;
+    Tensor gl = have_logits ? ref->get("gen_logits") : Tensor();
+    if (have_logits)
+      check(gl.numel() == int64_t(want.size()) * V, a.reference, ": gen_logits has ", gl.numel(), " values, expected ",
+            int64_t(want.size()) * V);
+    Session g(model);
+    GenerateOptions opt;
+    opt.max_new_tokens = int64_t(want.size());
+    Err worst;
+    size_t step = 0;
+    std::vector<int32_t> got = generate(g, prompt, opt, [&](int32_t) {
+      if (have_logits) {
+        Tensor row = Tensor::view(DType::F32, {V}, gl.f32() + step * size_t(V), nullptr);
+        Err e = compare(g.last_logits().data(), row, size_t(V), "gen_logits");
+        worst.max_abs = std::max(worst.max_abs, e.max_abs);
+        worst.max_ref = std::max(worst.max_ref, e.max_ref);
+      }
+      ++step;
+      return true;
+    });
+    size_t same = 0;
+    while (same < got.size() && same < want.size() && got[same] == want[same]) ++same;
+    std::printf("greedy     %zu/%zu tokens equal  %s\n", same, want.size(), verdict(got == want));
+    if (have_logits)
+      std::printf("decode     max abs %.3e  rel %.3e over %zu steps  %s\n", worst.max_abs, worst.rel(), step,
+                  verdict(worst.max_abs <= a.tol));
+  }
+  std::printf("%s\n", ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+void add_verify(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<VerifyArgs>();
+  CLI::App* c = app.add_subcommand("verify", "Check a checkpoint against reference outputs (exit 1 beyond tolerance)");
+  c->add_option("--model", a->model, "Model directory")->required();
+  c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*")->required();
+  c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  c->callback([a, &exit_code] { exit_code = verify(*a); });
+}
+
+}  // namespace braid::cli

@@ -1,0 +1,14 @@
+// Subcommands of the braid CLI; each file adds one to the app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace braid::cli {
+
+// Each registers a subcommand whose callback sets `exit_code`.
+void add_run(CLI::App& app, int& exit_code);
+void add_verify(CLI::App& app, int& exit_code);
+void add_inspect(CLI::App& app, int& exit_code);
+void add_init(CLI::App& app, int& exit_code);
+void add_bench(CLI::App& app, int& exit_code);
+
+}  // namespace braid::cli
