@@ -1,0 +1,120 @@
+// The braid CLI end to end: bad input gives one line on stderr and exit code 2;
+// verify passes on the fixtures; init -> inspect -> run works on a new model.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "fixtures.hpp"
+#include "io/json.hpp"
+
+namespace {
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+Result braid(const std::string& args) {
+  TempDir d;
+  const std::string cmd = std::string(BRAID_BINARY) + " " + args + " >" + (d / "out") + " 2>" + (d / "err") + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(d / "out"), slurp(d / "err")};
+}
+
+// Exit code 2, exactly one line on stderr, containing `what`.
+void expect_usage_error(const Result& r, const std::string& what) {
+  EXPECT_EQ(r.rc, 2) << r.err;
+  EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("braid: error: ", 0), 0u) << r.err;
+}
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+TEST(Cli, VerifyPassesOnAttentionFixtures) {
+  REQUIRE_FIXTURES();
+  for (const char* arch : {"llama", "qwen3"}) {
+    Result r = braid("verify --model " + hf_fixture(arch) + " --reference " + hf_fixture(arch) + "/reference.safetensors");
+    EXPECT_EQ(r.rc, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("greedy     16/16 tokens equal  ok"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("PASS"), std::string::npos);
+  }
+}
+
+TEST(Cli, VerifyFailsBeyondTolerance) {
+  REQUIRE_FIXTURES();
+  // llama's logits differ from the reference by ~1e-6: a 1e-9 tolerance must fail.
+  Result r = braid("verify --model " + hf_fixture("llama") + " --reference " + hf_fixture("llama") +
+                   "/reference.safetensors --tolerance 1e-9");
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_NE(r.out.find("FAIL"), std::string::npos);
+  // A reference from another model does not match either.
+  r = braid("verify --model " + hf_fixture("llama") + " --reference " + hf_fixture("qwen3") + "/reference.safetensors");
+  EXPECT_EQ(r.rc, 1) << r.out;
+}
+
+TEST(Cli, BadInputsAreOneLineErrorsWithExitCode2) {
+  REQUIRE_FIXTURES();
+  TempDir d;
+  const std::string llama = hf_fixture("llama");
+  expect_usage_error(braid("run --model " + hf_fixture("mamba") + " --prompt-ids 1"), "unknown architecture 'mamba'");
+  expect_usage_error(braid("run --model " + llama + " --prompt hello"), "tokenizer.json: missing");
+  expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,x"), "'x' is not a token id");
+  expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,999"), "outside the vocabulary");
+  expect_usage_error(braid("run --model " + d.path.string() + " --prompt x"), "config.json: missing");
+  expect_usage_error(braid("run --model /nonexistent --prompt x"), "not a directory");
+  expect_usage_error(braid("verify --model " + llama + " --reference " + llama + "/config.json"), "config.json");
+  expect_usage_error(braid("run --model " + llama), "--prompt");
+  expect_usage_error(braid("frobnicate"), "");
+  expect_usage_error(braid("run --model " + llama + " --prompt-ids 1 --temperature -1"), "temperature");
+
+  // Truncated and corrupt weights, bad config.
+  const std::string m = d / "m";
+  std::filesystem::create_directories(m);
+  std::filesystem::copy_file(llama + "/config.json", m + "/config.json");
+  std::filesystem::copy_file(llama + "/model.safetensors", m + "/model.safetensors");
+  std::filesystem::resize_file(m + "/model.safetensors", 4000);
+  expect_usage_error(braid("inspect --model " + m), "past the data buffer");
+  { std::ofstream(m + "/model.safetensors", std::ios::binary) << "garbage!garbage!"; }
+  expect_usage_error(braid("inspect --model " + m), "model.safetensors");
+  { std::ofstream(m + "/config.json") << "{\"model_type\": \"llama\", \"vocab_size\": 384"; }
+  expect_usage_error(braid("inspect --model " + m), "invalid JSON");
+  { std::ofstream(m + "/config.json") << "{\"model_type\": \"llama\"}"; }
+  expect_usage_error(braid("inspect --model " + m), "field 'vocab_size' is missing");
+}
+
+TEST(Cli, InitInspectRunOnANewModel) {
+  TempDir d;
+  const std::string spec = d / "spec.json";
+  braid::write_json_file(spec, {{"vocab_size", 260}, {"d_model", 32}, {"mlp", {{"hidden", 64}}},
+                                {"layers", {{"pattern", {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}}}, {"repeat", 2}}}});
+  Result r = braid("init --spec " + spec + " --out " + (d / "m") + " --seed 5 --byte-tokenizer");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = braid("inspect --model " + (d / "m") + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  braid::json j = braid::json::parse(r.out);
+  EXPECT_EQ(j["layers"].size(), 2u);
+  EXPECT_EQ(j["kv_bytes_per_token"].get<int64_t>(), 2 * 2 * 2 * 16 * 4);
+  // Seeded sampling is reproducible; greedy output is a continuation of the prompt.
+  Result a = braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
+  Result b = braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
+  ASSERT_EQ(a.rc, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.out.rfind("Hello", 0), 0u);
+  expect_usage_error(braid("run --model " + (d / "m") + " --prompt ''"), "prompt is empty");
+  // A spec with an unknown mixer is refused.
+  braid::write_json_file(spec, {{"vocab_size", 260}, {"d_model", 32}, {"layers", {{{"mixer", {{"type", "lstm"}}}}}}});
+  expect_usage_error(braid("init --spec " + spec + " --out " + (d / "m2")), "unknown mixer type 'lstm'");
+}
+
+}  // namespace

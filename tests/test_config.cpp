@@ -1,0 +1,167 @@
+// config.json parsing and model loading: real-world quirks and clear errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+
+#include "core/error.hpp"
+#include "fixtures.hpp"
+#include "import/hf/importer.hpp"
+#include "import/load.hpp"
+#include "import/save.hpp"
+#include "io/safetensors.hpp"
+#include "model/init.hpp"
+#include "model/spec_json.hpp"
+
+using namespace braid;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A copy of a fixture model directory whose files the test may modify.
+std::string copy_fixture(const TempDir& d, const std::string& arch) {
+  const std::string out = d / arch;
+  std::filesystem::create_directories(out);
+  for (const char* f : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(hf_fixture(arch) + "/" + f, out + "/" + f);
+  return out;
+}
+
+TEST(Config, ReadsFloatSpellingsOfNonFiniteValues) {
+  REQUIRE_FIXTURES();
+  json j = read_json_file(hf_fixture("mamba2") + "/config.json");
+  JsonObject o(j, "mamba2/config.json");
+  ASSERT_TRUE(j["time_step_limit"].is_array());
+  EXPECT_TRUE(std::isinf(json_to_double(j["time_step_limit"][1], "time_step_limit[1]")));
+  EXPECT_EQ(json_to_double(j["time_step_limit"][0], "time_step_limit[0]"), 0.0);
+  EXPECT_TRUE(std::isnan(json_to_double(json{{"__float__", "NaN"}}, "x")));
+  EXPECT_NE(error_of([] { json_to_double(json{{"__float__", "lots"}}, "x"); }).find("lots"), std::string::npos);
+}
+
+TEST(Config, MissingAndWrongTypedFieldsAreNamed) {
+  json j = {{"hidden_size", "64"}, {"n", 3.5}, {"flag", 1}};
+  JsonObject o(j, "config.json");
+  EXPECT_EQ(error_of([&] { o.get_int("vocab_size"); }), "config.json: field 'vocab_size' is missing");
+  EXPECT_EQ(error_of([&] { o.get_int("hidden_size"); }), "config.json: field 'hidden_size' should be an integer, found a string");
+  EXPECT_NE(error_of([&] { o.get_int("n"); }).find("should be an integer"), std::string::npos);
+  EXPECT_NE(error_of([&] { o.get_bool("flag", false); }).find("should be a boolean"), std::string::npos);
+  EXPECT_EQ(o.get_int("absent", 7), 7);
+}
+
+TEST(Config, LlamaImportReadsRopeAndHeads) {
+  json j = {{"model_type", "llama"}, {"vocab_size", 100}, {"hidden_size", 64}, {"num_hidden_layers", 2},
+            {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"intermediate_size", 128},
+            {"rope_theta", 500000.0}, {"partial_rotary_factor", 0.5},
+            {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                              {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}}};
+  hf::Import im = hf::find_importer("llama")->fn(JsonObject(j, "config.json"));
+  const AttentionSpec& a = im.spec.blocks[0].attn;
+  EXPECT_EQ(a.head_dim, 8);
+  EXPECT_EQ(a.n_kv_heads, 2);
+  EXPECT_EQ(a.rope.rotary_dim, 4);
+  EXPECT_EQ(a.rope.type, "llama3");
+  EXPECT_EQ(a.rope.theta, 500000.0);
+  EXPECT_EQ(im.tensor_name("blocks.1.attn.q_proj.weight"), "model.layers.1.self_attn.q_proj.weight");
+  EXPECT_EQ(im.tensor_name("blocks.0.norm2.weight"), "model.layers.0.post_attention_layernorm.weight");
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_NE(error_of([&] { hf::find_importer("llama")->fn(JsonObject(j, "config.json")); }).find("'yarn' is not supported"),
+            std::string::npos);
+}
+
+TEST(ModelLoad, UnknownArchitectureIsNamed) {
+  REQUIRE_FIXTURES();
+  const std::string m = error_of([] { load_model(hf_fixture("rwkv")); });
+  EXPECT_NE(m.find("unknown architecture 'rwkv'"), std::string::npos) << m;
+}
+
+TEST(ModelLoad, ShapeDtypeAndMissingTensorErrors) {
+  REQUIRE_FIXTURES();
+  TempDir d;
+  const std::string dir = copy_fixture(d, "llama");
+  auto load_modified = [&](const std::function<void(std::vector<std::pair<std::string, Tensor>>&)>& edit) {
+    auto f = SafetensorsFile::open(hf_fixture("llama") + "/model.safetensors");
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (const auto& ti : f->tensors()) ts.emplace_back(ti.name, f->get(ti.name));
+    edit(ts);
+    write_safetensors(dir + "/model.safetensors", ts);
+    return error_of([&] { load_model(dir); });
+  };
+  std::string m = load_modified([](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "model.layers.0.self_attn.q_proj.weight") t = Tensor::zeros(DType::F32, {32, 64});
+  });
+  EXPECT_NE(m.find("'model.layers.0.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]"), std::string::npos) << m;
+  m = load_modified([](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "model.norm.weight") t = Tensor::zeros(DType::I32, {64});
+  });
+  EXPECT_NE(m.find("dtype I32"), std::string::npos) << m;
+  m = load_modified([](auto& ts) {
+    std::erase_if(ts, [](const auto& p) { return p.first == "lm_head.weight"; });
+  });
+  EXPECT_NE(m.find("no tensor 'lm_head.weight'"), std::string::npos) << m;
+  // BF16 weights load (converted to F32) and still give close logits.
+  m = load_modified([](auto& ts) {
+    for (auto& [n, t] : ts) {
+      Tensor b = Tensor::zeros(DType::BF16, t.shape());
+      for (int64_t i = 0; i < t.numel(); ++i) b.data_mut<uint16_t>()[i] = f32_to_bf16(t.f32()[i]);
+      t = b;
+    }
+  });
+  EXPECT_EQ(m, "");
+}
+
+TEST(ModelLoad, TruncatedWeightsFile) {
+  REQUIRE_FIXTURES();
+  TempDir d;
+  const std::string dir = copy_fixture(d, "qwen3");
+  std::filesystem::resize_file(dir + "/model.safetensors", 100000);
+  const std::string m = error_of([&] { load_model(dir); });
+  EXPECT_NE(m.find("model.safetensors"), std::string::npos) << m;
+  EXPECT_NE(m.find("past the data buffer"), std::string::npos) << m;
+}
+
+TEST(SpecJson, PatternExpandsAndRoundTrips) {
+  json j = {{"vocab_size", 300}, {"d_model", 32}, {"mlp", {{"hidden", 64}}},
+            {"mixers", {{"a", {{"type", "attention"}, {"n_heads", 4}, {"n_kv_heads", 2}, {"head_dim", 8}}},
+                        {"w", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"sliding_window", 16}}}}},
+            {"layers", {{"pattern", {"w", "w", "a"}}, {"repeat", 2}}}};
+  ModelSpec s = spec_from_json(j, "spec.json");
+  ASSERT_EQ(s.blocks.size(), 6u);
+  EXPECT_EQ(s.blocks[0].attn.sliding_window, 16);
+  EXPECT_EQ(s.blocks[2].attn.n_kv_heads, 2);
+  ModelSpec r = spec_from_json(spec_to_json(s), "round-trip");
+  EXPECT_EQ(spec_to_json(r), spec_to_json(s));
+  j["layers"] = {"zzz"};
+  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("mixer 'zzz' is not defined"), std::string::npos);
+  j["layers"] = {{{"mixer", {{"type", "mamba9"}}}}};
+  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("unknown mixer type 'mamba9'"), std::string::npos);
+}
+
+TEST(SpecJson, InitSaveLoadGivesTheSameModel) {
+  json j = {{"vocab_size", 300}, {"d_model", 32}, {"tie_embeddings", false}, {"mlp", {{"hidden", 48}}},
+            {"layers", {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"qk_norm", true}}}}}}};
+  ModelSpec s = spec_from_json(j, "spec.json");
+  Weights w = init_weights(s, 3);
+  TempDir d;
+  save_model(d / "m", s, w);
+  auto m = load_model(d / "m");
+  for (const auto& [name, t] : w) {
+    const Tensor& u = m->weights().at(name);
+    ASSERT_EQ(u.shape(), t.shape()) << name;
+    EXPECT_EQ(std::memcmp(u.raw(), t.raw(), t.nbytes()), 0) << name;
+  }
+  EXPECT_EQ(init_weights(s, 3).at("embed.weight").f32()[5], w.at("embed.weight").f32()[5]);  // deterministic
+}
+
+}  // namespace

@@ -1,0 +1,113 @@
+// Kernels against scalar references in double (random shapes, odd sizes).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "core/rng.hpp"
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+using namespace braid;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, double scale = 1.0) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(r.normal() * scale);
+  return v;
+}
+
+TEST(Ops, LinearMatchesScalarReference) {
+  const int64_t shapes[][3] = {{1, 1, 1}, {1, 37, 53}, {3, 64, 17}, {7, 129, 65}, {64, 96, 200}, {1, 1024, 300}};
+  for (const auto& s : shapes) {
+    const int64_t T = s[0], in = s[1], out = s[2];
+    for (bool with_bias : {false, true}) {
+      auto x = randn(size_t(T * in), 1), W = randn(size_t(out * in), 2), b = randn(size_t(out), 3);
+      std::vector<float> y(size_t(T * out)), r(size_t(T * out));
+      ops::linear(x.data(), T, in, W.data(), out, with_bias ? b.data() : nullptr, y.data());
+      ops::linear_ref(x.data(), T, in, W.data(), out, with_bias ? b.data() : nullptr, r.data());
+      // f32 accumulation of `in` products of N(0,1) values: error ~ eps * sqrt(in) * |x||w|.
+      const float tol = 1e-6f * float(in) + 1e-5f;
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], r[i], tol) << T << "x" << in << "x" << out;
+    }
+  }
+}
+
+TEST(Ops, RmsNormMatchesReference) {
+  for (int64_t n : {1, 5, 64, 257}) {
+    auto x = randn(size_t(3 * n), 4, 3.0), w = randn(size_t(n), 5);
+    std::vector<float> y(x.size());
+    ops::rmsnorm(x.data(), w.data(), 1e-6f, 3, n, y.data());
+    for (int64_t r = 0; r < 3; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i) ss += double(x[size_t(r * n + i)]) * x[size_t(r * n + i)];
+      const double inv = 1.0 / std::sqrt(ss / double(n) + 1e-6);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(y[size_t(r * n + i)], double(w[size_t(i)]) * x[size_t(r * n + i)] * inv, 1e-5);
+    }
+  }
+}
+
+TEST(Ops, SoftmaxMatchesReferenceAndHandlesLargeValues) {
+  std::vector<float> x = {1000.f, 999.f, -5.f, 0.f, 1000.f};
+  std::vector<double> e(x.size());
+  double s = 0;
+  for (size_t i = 0; i < x.size(); ++i) s += e[i] = std::exp(double(x[i]) - 1000.0);
+  ops::softmax_inplace(x.data(), int64_t(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(x[i], e[i] / s, 1e-7);
+}
+
+TEST(Ops, ActivationsMatchReference) {
+  auto g = randn(101, 6, 3.0), u = randn(101, 7);
+  std::vector<float> y(101), a = g, b = g;
+  ops::swiglu(g.data(), u.data(), 101, y.data());
+  ops::gelu_tanh_inplace(a.data(), 101);
+  ops::gelu_erf_inplace(b.data(), 101);
+  for (size_t i = 0; i < 101; ++i) {
+    const double v = g[i];
+    EXPECT_NEAR(y[i], v / (1 + std::exp(-v)) * u[i], 1e-5);
+    EXPECT_NEAR(a[i], 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))), 1e-5);
+    EXPECT_NEAR(b[i], 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))), 1e-5);
+  }
+}
+
+TEST(Ops, RopeRotatesPairsHalfApart) {
+  for (int64_t rot : {2, 8, 16}) {
+    auto v = randn(16, 8);
+    auto ref = v;
+    std::vector<float> cs(size_t(rot / 2)), sn(size_t(rot / 2));
+    for (int64_t i = 0; i < rot / 2; ++i) cs[size_t(i)] = std::cos(0.3 * double(i + 1)), sn[size_t(i)] = std::sin(0.3 * double(i + 1));
+    ops::rope_rotate_half(v.data(), cs.data(), sn.data(), rot);
+    for (int64_t i = 0; i < 16; ++i) {
+      double want = ref[size_t(i)];
+      if (i < rot / 2) want = double(ref[size_t(i)]) * cs[size_t(i)] - double(ref[size_t(i + rot / 2)]) * sn[size_t(i)];
+      else if (i < rot) want = double(ref[size_t(i)]) * cs[size_t(i - rot / 2)] + double(ref[size_t(i - rot / 2)]) * sn[size_t(i - rot / 2)];
+      EXPECT_NEAR(v[size_t(i)], want, 1e-6) << "rot " << rot << " dim " << i;  // dims >= rot untouched
+    }
+  }
+}
+
+TEST(DType, HalfPrecisionConversions) {
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);  // exact tie rounds to even
+  EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);  // tie rounds up to even
+  EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(f16_to_f32(0x7bff), 65504.0f);
+  EXPECT_TRUE(std::isinf(f16_to_f32(0x7c00)));
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
+  // Every finite f16 survives a round trip through f32.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00) == 0x7c00) continue;
+    ASSERT_EQ(f32_to_f16(f16_to_f32(uint16_t(h))), h) << std::hex << h;
+  }
+}
+
+}  // namespace
