@@ -1,7 +1,6 @@
 // Access to ../shared/fixtures (reference outputs made with Hugging Face transformers).
 #pragma once
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,10 +10,10 @@ inline std::string fixtures_dir() { return BRAID_FIXTURES_DIR; }
 inline std::string hf_fixture(const std::string& arch) { return fixtures_dir() + "/hf/" + arch; }
 
 // Skips the test (with a message) when the fixtures are not checked out beside the repo.
-#define REQUIRE_FIXTURES()                                                     \
-  do {                                                                          \
-    if (!std::filesystem::exists(fixtures_dir() + "/README.md"))               \
-      GTEST_SKIP() << "fixtures not found at " << fixtures_dir();              \
+#define REQUIRE_FIXTURES()                                        \
+  do {                                                            \
+    if (!std::filesystem::exists(fixtures_dir() + "/README.md"))  \
+      GTEST_SKIP() << "fixtures not found at " << fixtures_dir(); \
   } while (0)
 
 // A fresh scratch directory under the system temp dir, removed by the caller's scope.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "core/rng.hpp"
 #include "mixers/attention.hpp"
@@ -28,11 +29,11 @@ std::vector<float> randn(size_t n, Rng& r, double s) {
 }
 
 // Naive reference: every position attends to its window, all in double.
-std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Params& p, const std::vector<float>& x,
-                              int64_t T, int64_t D) {
+std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Params& p,
+                              const std::vector<float>& x, int64_t T, int64_t D) {
   const int64_t H = c.H, KV = c.KV, hd = c.hd, G = H / KV;
-  auto proj = [&](const std::vector<float>& W, const std::vector<float>& b, int64_t out, const double* in, int64_t nin,
-                  double* y) {
+  auto proj = [&](const std::vector<float>& W, const std::vector<float>& b, int64_t out, const double* in,
+                  int64_t nin, double* y) {
     for (int64_t o = 0; o < out; ++o) {
       double s = b.empty() ? 0 : b[size_t(o)];
       for (int64_t i = 0; i < nin; ++i) s += double(W[size_t(o * nin + i)]) * in[i];
@@ -55,7 +56,8 @@ std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Pa
       v[i + h2] = x1 * std::cos(a) + x0 * std::sin(a);
     }
   };
-  std::vector<double> q(size_t(T * H * hd)), k(size_t(T * KV * hd)), v(size_t(T * KV * hd)), xd(x.begin(), x.end());
+  std::vector<double> q(size_t(T * H * hd)), k(size_t(T * KV * hd)), v(size_t(T * KV * hd)),
+      xd(x.begin(), x.end());
   for (int64_t t = 0; t < T; ++t) {
     proj(p.wq, p.bq, H * hd, &xd[size_t(t * D)], D, &q[size_t(t * H * hd)]);
     proj(p.wk, p.bk, KV * hd, &xd[size_t(t * D)], D, &k[size_t(t * KV * hd)]);
@@ -77,7 +79,8 @@ std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Pa
       double m = -1e300;
       for (int64_t j = lo; j <= t; ++j) {
         double d = 0;
-        for (int64_t i = 0; i < hd; ++i) d += q[size_t((t * H + h) * hd + i)] * k[size_t((j * KV + g) * hd + i)];
+        for (int64_t i = 0; i < hd; ++i)
+          d += q[size_t((t * H + h) * hd + i)] * k[size_t((j * KV + g) * hd + i)];
         s.push_back(d / std::sqrt(double(hd)));
         m = std::max(m, s.back());
       }
@@ -113,10 +116,16 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
     p.bv = randn(size_t(c.KV * c.hd), rng, 0.1), p.bo = randn(size_t(D), rng, 0.1);
   }
   if (c.qk_norm) p.qn = randn(size_t(c.hd), rng, 1), p.kn = randn(size_t(c.hd), rng, 1);
-  AttentionWeights w{p.wq.data(), p.wk.data(), p.wv.data(), p.wo.data(),
-                     c.bias ? p.bq.data() : nullptr, c.bias ? p.bk.data() : nullptr,
-                     c.bias ? p.bv.data() : nullptr, c.bias ? p.bo.data() : nullptr,
-                     c.qk_norm ? p.qn.data() : nullptr, c.qk_norm ? p.kn.data() : nullptr};
+  AttentionWeights w{p.wq.data(),
+                     p.wk.data(),
+                     p.wv.data(),
+                     p.wo.data(),
+                     c.bias ? p.bq.data() : nullptr,
+                     c.bias ? p.bk.data() : nullptr,
+                     c.bias ? p.bv.data() : nullptr,
+                     c.bias ? p.bo.data() : nullptr,
+                     c.qk_norm ? p.qn.data() : nullptr,
+                     c.qk_norm ? p.kn.data() : nullptr};
   AttentionMixer mix(spec, D, 1e-6, w);
   const int64_t TQ = 64;  // the mixer's query tile
   for (int64_t T : {int64_t(1), int64_t(7), TQ - 1, TQ, TQ + 1, 3 * TQ + 5, int64_t(1000)}) {
@@ -154,20 +163,30 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionForms,
-                         ::testing::Values(Case{4, 2, 16, 16, 0, false, false},   // GQA, full rotary
-                                           Case{4, 4, 8, 4, 0, true, false},      // MHA, partial rotary, q/k norm
+                         ::testing::Values(Case{4, 2, 16, 16, 0, false, false},  // GQA, full rotary
+                                           Case{4, 4, 8, 4, 0, true, false},  // MHA, partial rotary, q/k norm
                                            Case{6, 2, 12, 0, 0, false, true},     // no rotary, biases
                                            Case{4, 1, 16, 16, 37, false, false},  // MQA, sliding window
-                                           Case{2, 2, 32, 16, 64, true, true}));
+                                           Case{2, 2, 32, 16, 64, true, true}),
+                         [](const ::testing::TestParamInfo<Case>& i) {
+                           const Case& c = i.param;
+                           char buf[96];
+                           std::snprintf(buf, sizeof(buf), "H%lld_KV%lld_hd%lld_rot%lld_win%lld%s%s",
+                                         (long long)c.H, (long long)c.KV, (long long)c.hd, (long long)c.rot,
+                                         (long long)c.window, c.qk_norm ? "_qknorm" : "",
+                                         c.bias ? "_bias" : "");
+                           return std::string(buf);
+                         });
 
 TEST(Attention, Llama3RopeScalingKeepsHighFrequencies) {
   RopeSpec r;
   r.rotary_dim = 64;
   r.theta = 500000;
   RopeSpec l = r;
-  l.type = "llama3", l.factor = 8, l.low_freq_factor = 1, l.high_freq_factor = 4, l.original_max_position = 8192;
+  l.type = "llama3", l.factor = 8, l.low_freq_factor = 1, l.high_freq_factor = 4,
+  l.original_max_position = 8192;
   auto a = rope_inv_freq(r), b = rope_inv_freq(l);
-  EXPECT_EQ(a[0], b[0]);                    // short wavelengths untouched
+  EXPECT_EQ(a[0], b[0]);                       // short wavelengths untouched
   EXPECT_NEAR(b.back(), a.back() / 8, 1e-12);  // long wavelengths divided by the factor
 }
 

@@ -20,7 +20,8 @@ struct Result {
 
 Result braid(const std::string& args) {
   TempDir d;
-  const std::string cmd = std::string(BRAID_BINARY) + " " + args + " >" + (d / "out") + " 2>" + (d / "err") + " </dev/null";
+  const std::string cmd =
+      std::string(BRAID_BINARY) + " " + args + " >" + (d / "out") + " 2>" + (d / "err") + " </dev/null";
   const int status = std::system(cmd.c_str());
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);
@@ -44,7 +45,8 @@ std::string q(const std::string& s) { return "'" + s + "'"; }
 TEST(Cli, VerifyPassesOnAttentionFixtures) {
   REQUIRE_FIXTURES();
   for (const char* arch : {"llama", "qwen3"}) {
-    Result r = braid("verify --model " + hf_fixture(arch) + " --reference " + hf_fixture(arch) + "/reference.safetensors");
+    Result r = braid("verify --model " + hf_fixture(arch) + " --reference " + hf_fixture(arch) +
+                     "/reference.safetensors");
     EXPECT_EQ(r.rc, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("greedy     16/16 tokens equal  ok"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("PASS"), std::string::npos);
@@ -59,7 +61,8 @@ TEST(Cli, VerifyFailsBeyondTolerance) {
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("FAIL"), std::string::npos);
   // A reference from another model does not match either.
-  r = braid("verify --model " + hf_fixture("llama") + " --reference " + hf_fixture("qwen3") + "/reference.safetensors");
+  r = braid("verify --model " + hf_fixture("llama") + " --reference " + hf_fixture("qwen3") +
+            "/reference.safetensors");
   EXPECT_EQ(r.rc, 1) << r.out;
 }
 
@@ -67,13 +70,15 @@ TEST(Cli, BadInputsAreOneLineErrorsWithExitCode2) {
   REQUIRE_FIXTURES();
   TempDir d;
   const std::string llama = hf_fixture("llama");
-  expect_usage_error(braid("run --model " + hf_fixture("mamba") + " --prompt-ids 1"), "unknown architecture 'mamba'");
+  expect_usage_error(braid("run --model " + hf_fixture("mamba") + " --prompt-ids 1"),
+                     "unknown architecture 'mamba'");
   expect_usage_error(braid("run --model " + llama + " --prompt hello"), "tokenizer.json: missing");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,x"), "'x' is not a token id");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,999"), "outside the vocabulary");
   expect_usage_error(braid("run --model " + d.path.string() + " --prompt x"), "config.json: missing");
   expect_usage_error(braid("run --model /nonexistent --prompt x"), "not a directory");
-  expect_usage_error(braid("verify --model " + llama + " --reference " + llama + "/config.json"), "config.json");
+  expect_usage_error(braid("verify --model " + llama + " --reference " + llama + "/config.json"),
+                     "config.json");
   expect_usage_error(braid("run --model " + llama), "--prompt");
   expect_usage_error(braid("frobnicate"), "");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1 --temperature -1"), "temperature");
@@ -96,8 +101,13 @@ TEST(Cli, BadInputsAreOneLineErrorsWithExitCode2) {
 TEST(Cli, InitInspectRunOnANewModel) {
   TempDir d;
   const std::string spec = d / "spec.json";
-  braid::write_json_file(spec, {{"vocab_size", 260}, {"d_model", 32}, {"mlp", {{"hidden", 64}}},
-                                {"layers", {{"pattern", {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}}}, {"repeat", 2}}}});
+  braid::write_json_file(
+      spec, {{"vocab_size", 260},
+             {"d_model", 32},
+             {"mlp", {{"hidden", 64}}},
+             {"layers",
+              {{"pattern", {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}}},
+               {"repeat", 2}}}});
   Result r = braid("init --spec " + spec + " --out " + (d / "m") + " --seed 5 --byte-tokenizer");
   ASSERT_EQ(r.rc, 0) << r.err;
   r = braid("inspect --model " + (d / "m") + " --json");
@@ -106,14 +116,17 @@ TEST(Cli, InitInspectRunOnANewModel) {
   EXPECT_EQ(j["layers"].size(), 2u);
   EXPECT_EQ(j["kv_bytes_per_token"].get<int64_t>(), 2 * 2 * 2 * 16 * 4);
   // Seeded sampling is reproducible; greedy output is a continuation of the prompt.
-  Result a = braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
-  Result b = braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
+  Result a =
+      braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
+  Result b =
+      braid("run --model " + (d / "m") + " --prompt " + q("Hello") + " -n 12 --temperature 0.9 --seed 3");
   ASSERT_EQ(a.rc, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.out.rfind("Hello", 0), 0u);
   expect_usage_error(braid("run --model " + (d / "m") + " --prompt ''"), "prompt is empty");
   // A spec with an unknown mixer is refused.
-  braid::write_json_file(spec, {{"vocab_size", 260}, {"d_model", 32}, {"layers", {{{"mixer", {{"type", "lstm"}}}}}}});
+  braid::write_json_file(
+      spec, {{"vocab_size", 260}, {"d_model", 32}, {"layers", {{{"mixer", {{"type", "lstm"}}}}}}});
   expect_usage_error(braid("init --spec " + spec + " --out " + (d / "m2")), "unknown mixer type 'lstm'");
 }
 

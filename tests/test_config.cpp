@@ -45,25 +45,39 @@ TEST(Config, ReadsFloatSpellingsOfNonFiniteValues) {
   EXPECT_TRUE(std::isinf(json_to_double(j["time_step_limit"][1], "time_step_limit[1]")));
   EXPECT_EQ(json_to_double(j["time_step_limit"][0], "time_step_limit[0]"), 0.0);
   EXPECT_TRUE(std::isnan(json_to_double(json{{"__float__", "NaN"}}, "x")));
-  EXPECT_NE(error_of([] { json_to_double(json{{"__float__", "lots"}}, "x"); }).find("lots"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              json_to_double(json{{"__float__", "lots"}}, "x");
+            }).find("lots"),
+            std::string::npos);
 }
 
 TEST(Config, MissingAndWrongTypedFieldsAreNamed) {
   json j = {{"hidden_size", "64"}, {"n", 3.5}, {"flag", 1}};
   JsonObject o(j, "config.json");
   EXPECT_EQ(error_of([&] { o.get_int("vocab_size"); }), "config.json: field 'vocab_size' is missing");
-  EXPECT_EQ(error_of([&] { o.get_int("hidden_size"); }), "config.json: field 'hidden_size' should be an integer, found a string");
+  EXPECT_EQ(error_of([&] { o.get_int("hidden_size"); }),
+            "config.json: field 'hidden_size' should be an integer, found a string");
   EXPECT_NE(error_of([&] { o.get_int("n"); }).find("should be an integer"), std::string::npos);
   EXPECT_NE(error_of([&] { o.get_bool("flag", false); }).find("should be a boolean"), std::string::npos);
   EXPECT_EQ(o.get_int("absent", 7), 7);
 }
 
 TEST(Config, LlamaImportReadsRopeAndHeads) {
-  json j = {{"model_type", "llama"}, {"vocab_size", 100}, {"hidden_size", 64}, {"num_hidden_layers", 2},
-            {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"intermediate_size", 128},
-            {"rope_theta", 500000.0}, {"partial_rotary_factor", 0.5},
-            {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                              {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}}};
+  json j = {{"model_type", "llama"},
+            {"vocab_size", 100},
+            {"hidden_size", 64},
+            {"num_hidden_layers", 2},
+            {"num_attention_heads", 8},
+            {"num_key_value_heads", 2},
+            {"intermediate_size", 128},
+            {"rope_theta", 500000.0},
+            {"partial_rotary_factor", 0.5},
+            {"rope_scaling",
+             {{"rope_type", "llama3"},
+              {"factor", 8.0},
+              {"low_freq_factor", 1.0},
+              {"high_freq_factor", 4.0},
+              {"original_max_position_embeddings", 8192}}}};
   hf::Import im = hf::find_importer("llama")->fn(JsonObject(j, "config.json"));
   const AttentionSpec& a = im.spec.blocks[0].attn;
   EXPECT_EQ(a.head_dim, 8);
@@ -74,7 +88,9 @@ TEST(Config, LlamaImportReadsRopeAndHeads) {
   EXPECT_EQ(im.tensor_name("blocks.1.attn.q_proj.weight"), "model.layers.1.self_attn.q_proj.weight");
   EXPECT_EQ(im.tensor_name("blocks.0.norm2.weight"), "model.layers.0.post_attention_layernorm.weight");
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of([&] { hf::find_importer("llama")->fn(JsonObject(j, "config.json")); }).find("'yarn' is not supported"),
+  EXPECT_NE(error_of([&] {
+              hf::find_importer("llama")->fn(JsonObject(j, "config.json"));
+            }).find("'yarn' is not supported"),
             std::string::npos);
 }
 
@@ -100,15 +116,16 @@ TEST(ModelLoad, ShapeDtypeAndMissingTensorErrors) {
     for (auto& [n, t] : ts)
       if (n == "model.layers.0.self_attn.q_proj.weight") t = Tensor::zeros(DType::F32, {32, 64});
   });
-  EXPECT_NE(m.find("'model.layers.0.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]"), std::string::npos) << m;
+  EXPECT_NE(m.find("'model.layers.0.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]"),
+            std::string::npos)
+      << m;
   m = load_modified([](auto& ts) {
     for (auto& [n, t] : ts)
       if (n == "model.norm.weight") t = Tensor::zeros(DType::I32, {64});
   });
   EXPECT_NE(m.find("dtype I32"), std::string::npos) << m;
-  m = load_modified([](auto& ts) {
-    std::erase_if(ts, [](const auto& p) { return p.first == "lm_head.weight"; });
-  });
+  m = load_modified(
+      [](auto& ts) { std::erase_if(ts, [](const auto& p) { return p.first == "lm_head.weight"; }); });
   EXPECT_NE(m.find("no tensor 'lm_head.weight'"), std::string::npos) << m;
   // BF16 weights load (converted to F32) and still give close logits.
   m = load_modified([](auto& ts) {
@@ -132,9 +149,12 @@ TEST(ModelLoad, TruncatedWeightsFile) {
 }
 
 TEST(SpecJson, PatternExpandsAndRoundTrips) {
-  json j = {{"vocab_size", 300}, {"d_model", 32}, {"mlp", {{"hidden", 64}}},
-            {"mixers", {{"a", {{"type", "attention"}, {"n_heads", 4}, {"n_kv_heads", 2}, {"head_dim", 8}}},
-                        {"w", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"sliding_window", 16}}}}},
+  json j = {{"vocab_size", 300},
+            {"d_model", 32},
+            {"mlp", {{"hidden", 64}}},
+            {"mixers",
+             {{"a", {{"type", "attention"}, {"n_heads", 4}, {"n_kv_heads", 2}, {"head_dim", 8}}},
+              {"w", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"sliding_window", 16}}}}},
             {"layers", {{"pattern", {"w", "w", "a"}}, {"repeat", 2}}}};
   ModelSpec s = spec_from_json(j, "spec.json");
   ASSERT_EQ(s.blocks.size(), 6u);
@@ -143,14 +163,20 @@ TEST(SpecJson, PatternExpandsAndRoundTrips) {
   ModelSpec r = spec_from_json(spec_to_json(s), "round-trip");
   EXPECT_EQ(spec_to_json(r), spec_to_json(s));
   j["layers"] = {"zzz"};
-  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("mixer 'zzz' is not defined"), std::string::npos);
+  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("mixer 'zzz' is not defined"),
+            std::string::npos);
   j["layers"] = {{{"mixer", {{"type", "mamba9"}}}}};
-  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("unknown mixer type 'mamba9'"), std::string::npos);
+  EXPECT_NE(error_of([&] { spec_from_json(j, "spec.json"); }).find("unknown mixer type 'mamba9'"),
+            std::string::npos);
 }
 
 TEST(SpecJson, InitSaveLoadGivesTheSameModel) {
-  json j = {{"vocab_size", 300}, {"d_model", 32}, {"tie_embeddings", false}, {"mlp", {{"hidden", 48}}},
-            {"layers", {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"qk_norm", true}}}}}}};
+  json j = {{"vocab_size", 300},
+            {"d_model", 32},
+            {"tie_embeddings", false},
+            {"mlp", {{"hidden", 48}}},
+            {"layers",
+             {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"qk_norm", true}}}}}}};
   ModelSpec s = spec_from_json(j, "spec.json");
   Weights w = init_weights(s, 3);
   TempDir d;

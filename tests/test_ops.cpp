@@ -21,7 +21,8 @@ std::vector<float> randn(size_t n, uint64_t seed, double scale = 1.0) {
 }
 
 TEST(Ops, LinearMatchesScalarReference) {
-  const int64_t shapes[][3] = {{1, 1, 1}, {1, 37, 53}, {3, 64, 17}, {7, 129, 65}, {64, 96, 200}, {1, 1024, 300}};
+  const int64_t shapes[][3] = {{1, 1, 1},    {1, 37, 53},   {3, 64, 17},
+                               {7, 129, 65}, {64, 96, 200}, {1, 1024, 300}};
   for (const auto& s : shapes) {
     const int64_t T = s[0], in = s[1], out = s[2];
     for (bool with_bias : {false, true}) {
@@ -79,12 +80,16 @@ TEST(Ops, RopeRotatesPairsHalfApart) {
     auto v = randn(16, 8);
     auto ref = v;
     std::vector<float> cs(size_t(rot / 2)), sn(size_t(rot / 2));
-    for (int64_t i = 0; i < rot / 2; ++i) cs[size_t(i)] = std::cos(0.3 * double(i + 1)), sn[size_t(i)] = std::sin(0.3 * double(i + 1));
+    for (int64_t i = 0; i < rot / 2; ++i)
+      cs[size_t(i)] = std::cos(0.3 * double(i + 1)), sn[size_t(i)] = std::sin(0.3 * double(i + 1));
     ops::rope_rotate_half(v.data(), cs.data(), sn.data(), rot);
     for (int64_t i = 0; i < 16; ++i) {
       double want = ref[size_t(i)];
-      if (i < rot / 2) want = double(ref[size_t(i)]) * cs[size_t(i)] - double(ref[size_t(i + rot / 2)]) * sn[size_t(i)];
-      else if (i < rot) want = double(ref[size_t(i)]) * cs[size_t(i - rot / 2)] + double(ref[size_t(i - rot / 2)]) * sn[size_t(i - rot / 2)];
+      if (i < rot / 2)
+        want = double(ref[size_t(i)]) * cs[size_t(i)] - double(ref[size_t(i + rot / 2)]) * sn[size_t(i)];
+      else if (i < rot)
+        want = double(ref[size_t(i)]) * cs[size_t(i - rot / 2)] +
+               double(ref[size_t(i - rot / 2)]) * sn[size_t(i - rot / 2)];
       EXPECT_NEAR(v[size_t(i)], want, 1e-6) << "rot " << rot << " dim " << i;  // dims >= rot untouched
     }
   }

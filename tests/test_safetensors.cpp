@@ -62,7 +62,8 @@ TEST(Safetensors, ShardedCheckpoint) {
   write_safetensors(d / "s1.safetensors", {{"x", filled({3}, 0)}});
   write_safetensors(d / "s2.safetensors", {{"y", filled({2, 2}, 5)}});
   write_json_file(d / "model.safetensors.index.json",
-                  {{"metadata", {{"total_size", 28}}}, {"weight_map", {{"x", "s1.safetensors"}, {"y", "s2.safetensors"}}}});
+                  {{"metadata", {{"total_size", 28}}},
+                   {"weight_map", {{"x", "s1.safetensors"}, {"y", "s2.safetensors"}}}});
   Checkpoint c = Checkpoint::open_dir(d.path.string());
   EXPECT_EQ(c.names(), (std::vector<std::string>{"x", "y"}));
   EXPECT_EQ(c.get("y").f32()[3], 8.0f);
@@ -116,8 +117,10 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
   write_raw(p, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", "12345678");
   expect_error(p, "without gaps");
 
-  write_raw(p, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-            "12345678");
+  write_raw(
+      p,
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+      "12345678");
   expect_error(p, "without gaps or overlaps");
 
   write_raw(p, ok_header, "12345678extra");
@@ -126,7 +129,8 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
   write_raw(p, R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", "12345678");
   expect_error(p, "non-negative");
 
-  write_raw(p, R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})", "12345678");
+  write_raw(p, R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})",
+            "12345678");
   expect_error(p, "overflows");
 
   write_raw(p, R"({"a":{"dtype":"F32","shape":[2]}})", "12345678");

@@ -60,7 +60,10 @@ TEST(Tokenizer, UnsupportedModelTypeIsNamed) {
 
 TEST(Unicode, LossyDecodingReplacesMaximalInvalidSubparts) {
   // Same expectations as Rust's String::from_utf8_lossy.
-  EXPECT_EQ(unicode::from_utf8_lossy("a\xF0\x9F\x98" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(unicode::from_utf8_lossy("a\xF0\x9F\x98"
+                                     "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(unicode::from_utf8_lossy("\xC0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(unicode::from_utf8_lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(unicode::from_utf8_lossy("ok \xE2\x82\xAC"), "ok \xE2\x82\xAC");

@@ -64,7 +64,8 @@ void bench(const BenchArgs& a) {
   const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
   const size_t weights_read = model->weight_bytes() - (s.tie_embeddings ? 0 : embed_bytes);
   size_t per_token_state = 0;
-  for (int64_t i = 0; i < model->n_layers(); ++i) per_token_state += model->mixer(size_t(i)).bytes_per_token();
+  for (int64_t i = 0; i < model->n_layers(); ++i)
+    per_token_state += model->mixer(size_t(i)).bytes_per_token();
   const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
   const double decode_bytes = double(weights_read) + avg_ctx * double(per_token_state);
   // FLOPs per prefill token: 2 per weight multiply-add, plus attention scores and values.
@@ -102,21 +103,22 @@ void bench(const BenchArgs& a) {
   }
   std::printf("model            %s (%s, %lld parameters), %d threads\n", a.model.c_str(), s.family.c_str(),
               (long long)model->n_params(), num_threads());
-  std::printf("prefill          %.1f tokens/s  (T=%lld, median of %d)  %.1f%% of SGEMM peak %.1f GFLOP/s\n", prefill,
-              (long long)a.prompt_len, a.runs, 100 * prefill_frac, peak / 1e9);
+  std::printf("prefill          %.1f tokens/s  (T=%lld, median of %d)  %.1f%% of SGEMM peak %.1f GFLOP/s\n",
+              prefill, (long long)a.prompt_len, a.runs, 100 * prefill_frac, peak / 1e9);
   std::printf("decode           %.2f tokens/s  (%lld tokens after the prompt, median of %d)\n", decode,
               (long long)a.decode, a.runs);
   std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
               decode_bytes / 1e6, bw / 1e9, 100 * decode_frac);
-  std::printf("state            %.2f MiB for %lld tokens; peak RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
-              (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
+  std::printf("state            %.2f MiB for %lld tokens; peak RSS %.1f MiB\n",
+              double(state_bytes) / (1 << 20), (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
 
 }  // namespace
 
 void add_bench(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* c = app.add_subcommand("bench", "Measure prefill/decode speed against same-run bandwidth and GEMM limits");
+  CLI::App* c =
+      app.add_subcommand("bench", "Measure prefill/decode speed against same-run bandwidth and GEMM limits");
   c->add_option("--model", a->model, "Model directory")->required();
   c->add_option("--prompt-len", a->prompt_len, "Prompt tokens for prefill")->capture_default_str();
   c->add_option("--decode", a->decode, "Tokens to decode after the prompt")->capture_default_str();

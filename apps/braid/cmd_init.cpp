@@ -25,23 +25,26 @@ void init(const InitArgs& a) {
   Weights w = init_weights(spec, a.seed, a.std);
   save_model(a.out, spec, w);
   if (a.byte_tokenizer)
-    write_json_file((std::filesystem::path(a.out) / "tokenizer.json").string(), byte_level_tokenizer_json(spec.vocab_size));
+    write_json_file((std::filesystem::path(a.out) / "tokenizer.json").string(),
+                    byte_level_tokenizer_json(spec.vocab_size));
   int64_t n = 0;
   for (const auto& kv : w) n += kv.second.numel();
-  std::printf("wrote %s: %zu layers, %lld parameters, seed %llu (untrained)\n", a.out.c_str(), spec.blocks.size(),
-              (long long)n, (unsigned long long)a.seed);
+  std::printf("wrote %s: %zu layers, %lld parameters, seed %llu (untrained)\n", a.out.c_str(),
+              spec.blocks.size(), (long long)n, (unsigned long long)a.seed);
 }
 
 }  // namespace
 
 void add_init(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<InitArgs>();
-  CLI::App* c = app.add_subcommand("init", "Write a randomly initialised model (config.json + safetensors) from a spec");
+  CLI::App* c = app.add_subcommand(
+      "init", "Write a randomly initialised model (config.json + safetensors) from a spec");
   c->add_option("--spec", a->spec, "braid spec JSON (see docs/training.md)")->required();
   c->add_option("--out", a->out, "Output directory")->required();
   c->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   c->add_option("--std", a->std, "Standard deviation of weight matrices")->capture_default_str();
-  c->add_flag("--byte-tokenizer", a->byte_tokenizer, "Also write a byte-level tokenizer.json (vocab_size >= 257)");
+  c->add_flag("--byte-tokenizer", a->byte_tokenizer,
+              "Also write a byte-level tokenizer.json (vocab_size >= 257)");
   c->callback([a, &exit_code] {
     init(*a);
     exit_code = 0;

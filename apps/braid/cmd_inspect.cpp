@@ -27,7 +27,9 @@ void inspect(const std::string& dir, bool as_json) {
     const Mixer& m = model->mixer(size_t(i));
     fixed += m.fixed_state_bytes();
     per_token += m.bytes_per_token();
-    json l = {{"layer", i}, {"mixer", m.kind()}, {"state_bytes", m.fixed_state_bytes()},
+    json l = {{"layer", i},
+              {"mixer", m.kind()},
+              {"state_bytes", m.fixed_state_bytes()},
               {"bytes_per_token", m.bytes_per_token()}};
     if (s.blocks[size_t(i)].mixer == MixerKind::Attention) {
       const AttentionSpec& a = s.blocks[size_t(i)].attn;
@@ -40,26 +42,36 @@ void inspect(const std::string& dir, bool as_json) {
     layers.push_back(l);
   }
   if (as_json) {
-    json j = {{"model", dir},          {"family", s.family},          {"parameters", model->n_params()},
-              {"weight_bytes", model->weight_bytes()}, {"vocab_size", s.vocab_size}, {"d_model", s.d_model},
-              {"state_bytes_per_sequence", fixed}, {"kv_bytes_per_token", per_token}, {"layers", layers}};
+    json j = {{"model", dir},
+              {"family", s.family},
+              {"parameters", model->n_params()},
+              {"weight_bytes", model->weight_bytes()},
+              {"vocab_size", s.vocab_size},
+              {"d_model", s.d_model},
+              {"state_bytes_per_sequence", fixed},
+              {"kv_bytes_per_token", per_token},
+              {"layers", layers}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
   std::printf("model          %s\n", dir.c_str());
   std::printf("architecture   %s%s\n", s.family.c_str(), s.name.empty() ? "" : (" (" + s.name + ")").c_str());
-  std::printf("parameters     %lld (%s as F32)\n", (long long)model->n_params(), human(double(model->weight_bytes())).c_str());
+  std::printf("parameters     %lld (%s as F32)\n", (long long)model->n_params(),
+              human(double(model->weight_bytes())).c_str());
   std::printf("vocab / width  %lld / %lld, %s embeddings\n", (long long)s.vocab_size, (long long)s.d_model,
               s.tie_embeddings ? "tied" : "untied");
   std::printf("layers         %lld\n", (long long)model->n_layers());
   for (const auto& l : layers) {
-    std::printf("  %3lld  %-10s", (long long)l["layer"].get<int64_t>(), l["mixer"].get<std::string>().c_str());
+    std::printf("  %3lld  %-10s", (long long)l["layer"].get<int64_t>(),
+                l["mixer"].get<std::string>().c_str());
     if (l.contains("heads"))
-      std::printf("  heads %lld/%lld x %lld", (long long)l["heads"].get<int64_t>(), (long long)l["kv_heads"].get<int64_t>(),
-                  (long long)l["head_dim"].get<int64_t>());
-    if (l.value("sliding_window", int64_t(0)) > 0) std::printf("  window %lld", (long long)l["sliding_window"].get<int64_t>());
+      std::printf("  heads %lld/%lld x %lld", (long long)l["heads"].get<int64_t>(),
+                  (long long)l["kv_heads"].get<int64_t>(), (long long)l["head_dim"].get<int64_t>());
+    if (l.value("sliding_window", int64_t(0)) > 0)
+      std::printf("  window %lld", (long long)l["sliding_window"].get<int64_t>());
     std::printf("  state %s + %s/token  mlp %lld\n", human(double(l["state_bytes"].get<size_t>())).c_str(),
-                human(double(l["bytes_per_token"].get<size_t>())).c_str(), (long long)l["mlp"].get<int64_t>());
+                human(double(l["bytes_per_token"].get<size_t>())).c_str(),
+                (long long)l["mlp"].get<int64_t>());
   }
   std::printf("state/sequence %s fixed + %s per token of context (KV cache)\n", human(double(fixed)).c_str(),
               human(double(per_token)).c_str());

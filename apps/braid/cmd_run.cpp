@@ -53,7 +53,8 @@ void run(const RunArgs& a) {
   if (!a.prompt_ids.empty()) {
     prompt = parse_ids(a.prompt_ids);
   } else {
-    check(tok != nullptr, tok_path, ": missing; the model has no tokenizer, so give --prompt-ids instead of --prompt");
+    check(tok != nullptr, tok_path,
+          ": missing; the model has no tokenizer, so give --prompt-ids instead of --prompt");
     check(!a.prompt.empty(), "the prompt is empty");
     prompt = tok->encode(a.prompt, !a.no_special);
   }
@@ -88,7 +89,8 @@ void run(const RunArgs& a) {
   });
   if (tok) {
     std::string text = tok->decode(out, true);
-    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) std::fputs(text.c_str() + shown.size(), stdout);
+    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0)
+      std::fputs(text.c_str() + shown.size(), stdout);
   }
   std::printf("\n");
 }
@@ -98,9 +100,11 @@ void run(const RunArgs& a) {
 void add_run(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<RunArgs>();
   CLI::App* c = app.add_subcommand("run", "Generate text from a prompt, streaming tokens as they are chosen");
-  c->add_option("--model", a->model, "Model directory (config.json, safetensors, tokenizer.json)")->required();
+  c->add_option("--model", a->model, "Model directory (config.json, safetensors, tokenizer.json)")
+      ->required();
   auto* p = c->add_option("--prompt", a->prompt, "Prompt text");
-  c->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids (models without a tokenizer)");
+  c->add_option("--prompt-ids", a->prompt_ids,
+                "Prompt as comma-separated token ids (models without a tokenizer)");
   c->add_option("-n,--max-tokens", a->n, "Tokens to generate")->capture_default_str();
   c->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
   c->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();

@@ -26,8 +26,10 @@ struct Err {
 };
 
 Err compare(const float* got, const Tensor& want, size_t n, const std::string& what) {
-  check(want.dtype() == DType::F32, "reference tensor '", what, "' is ", dtype_name(want.dtype()), ", expected F32");
-  check(size_t(want.numel()) == n, "reference tensor '", what, "' has ", want.numel(), " values, braid produced ", n);
+  check(want.dtype() == DType::F32, "reference tensor '", what, "' is ", dtype_name(want.dtype()),
+        ", expected F32");
+  check(size_t(want.numel()) == n, "reference tensor '", what, "' has ", want.numel(),
+        " values, braid produced ", n);
   Err e;
   for (size_t i = 0; i < n; ++i) {
     e.max_abs = std::max(e.max_abs, double(std::abs(got[i] - want.f32()[i])));
@@ -42,9 +44,12 @@ Err compare(const float* got, const Tensor& want, size_t n, const std::string& w
 std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
   Tensor t = f.get(name);
   std::vector<int32_t> ids;
-  if (t.dtype() == DType::I32) ids.assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-  else if (t.dtype() == DType::I64) for (int64_t i = 0; i < t.numel(); ++i) ids.push_back(int32_t(t.data<int64_t>()[i]));
-  else fail(f.path(), ": '", name, "' must be I32 or I64 token ids, found ", dtype_name(t.dtype()));
+  if (t.dtype() == DType::I32)
+    ids.assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  else if (t.dtype() == DType::I64)
+    for (int64_t i = 0; i < t.numel(); ++i) ids.push_back(int32_t(t.data<int64_t>()[i]));
+  else
+    fail(f.path(), ": '", name, "' must be I32 or I64 token ids, found ", dtype_name(t.dtype()));
   return ids;
 }
 
@@ -59,8 +64,9 @@ int verify(const VerifyArgs& a) {
     ok = ok && pass;
     return pass ? "ok" : "FAIL";
   };
-  std::printf("model      %s (%s, %lld layers)\nreference  %s\ntolerance  %.1e (max abs error)\n", a.model.c_str(),
-              model->spec().family.c_str(), (long long)model->n_layers(), a.reference.c_str(), a.tol);
+  std::printf("model      %s (%s, %lld layers)\nreference  %s\ntolerance  %.1e (max abs error)\n",
+              a.model.c_str(), model->spec().family.c_str(), (long long)model->n_layers(),
+              a.reference.c_str(), a.tol);
 
   std::vector<int32_t> ids = ids_of(*ref, "input_ids");
   check(!ids.empty(), a.reference, ": 'input_ids' is empty");
@@ -71,7 +77,8 @@ int verify(const VerifyArgs& a) {
     const std::string name = "hidden_states." + std::to_string(i);
     if (!ref->find(name)) continue;
     Err e = compare(cap.states[i].data(), ref->get(name), cap.states[i].size(), name);
-    std::printf("hidden %-3zu max abs %.3e  rel %.3e  %s\n", i, e.max_abs, e.rel(), verdict(e.max_abs <= a.tol));
+    std::printf("hidden %-3zu max abs %.3e  rel %.3e  %s\n", i, e.max_abs, e.rel(),
+                verdict(e.max_abs <= a.tol));
   }
   (void)D;
   if (ref->find("logits")) {
@@ -83,8 +90,8 @@ int verify(const VerifyArgs& a) {
     const bool have_logits = ref->find("gen_logits") != nullptr;
     Tensor gl = have_logits ? ref->get("gen_logits") : Tensor();
     if (have_logits)
-      check(gl.numel() == int64_t(want.size()) * V, a.reference, ": gen_logits has ", gl.numel(), " values, expected ",
-            int64_t(want.size()) * V);
+      check(gl.numel() == int64_t(want.size()) * V, a.reference, ": gen_logits has ", gl.numel(),
+            " values, expected ", int64_t(want.size()) * V);
     Session g(model);
     GenerateOptions opt;
     opt.max_new_tokens = int64_t(want.size());
@@ -115,10 +122,13 @@ int verify(const VerifyArgs& a) {
 
 void add_verify(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<VerifyArgs>();
-  CLI::App* c = app.add_subcommand("verify", "Check a checkpoint against reference outputs (exit 1 beyond tolerance)");
+  CLI::App* c =
+      app.add_subcommand("verify", "Check a checkpoint against reference outputs (exit 1 beyond tolerance)");
   c->add_option("--model", a->model, "Model directory")->required();
-  c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*")->required();
-  c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")->capture_default_str();
+  c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*")
+      ->required();
+  c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")
+      ->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)");
   c->callback([a, &exit_code] { exit_code = verify(*a); });
 }

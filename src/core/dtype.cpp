@@ -4,32 +4,46 @@ namespace braid {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
-    case DType::I32: return 4;
-    case DType::I64: return 8;
-    case DType::U8: return 1;
+    case DType::F32:
+      return 4;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::I32:
+      return 4;
+    case DType::I64:
+      return 8;
+    case DType::U8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
-    case DType::U8: return "U8";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
+    case DType::U8:
+      return "U8";
   }
   return "?";
 }
 
 bool parse_dtype(const std::string& n, DType* out) {
-  static const struct { const char* name; DType t; } table[] = {
-      {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I32", DType::I32}, {"I64", DType::I64}, {"U8", DType::U8}};
+  static const struct {
+    const char* name;
+    DType t;
+  } table[] = {{"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
+               {"I32", DType::I32}, {"I64", DType::I64}, {"U8", DType::U8}};
   for (const auto& e : table)
     if (n == e.name) {
       *out = e.t;
@@ -69,10 +83,10 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint32_t sign = (u >> 16) & 0x8000u;
   uint32_t absu = u & 0x7fffffffu;
-  if (absu > 0x7f800000u) return uint16_t(sign | 0x7e00u);        // NaN
-  if (absu >= 0x477ff000u) return uint16_t(sign | 0x7c00u);       // overflow -> inf
-  if (absu < 0x38800000u) {                                       // f16 subnormal or zero
-    if (absu < 0x33000000u) return uint16_t(sign);                // rounds to zero
+  if (absu > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
+  if (absu >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow -> inf
+  if (absu < 0x38800000u) {                                  // f16 subnormal or zero
+    if (absu < 0x33000000u) return uint16_t(sign);           // rounds to zero
     uint32_t e = absu >> 23;
     uint32_t man = (absu & 0x7fffffu) | 0x800000u;
     uint32_t shift = 126 - e;  // in [14, 24]

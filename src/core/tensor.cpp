@@ -45,14 +45,13 @@ const float* Tensor::f32() const {
 float* Tensor::f32_mut() { return const_cast<float*>(f32()); }
 
 Tensor Tensor::reshape(Shape shape) const {
-  check(shape_numel(shape) == numel(), "cannot reshape ", shape_str(shape_), " to ",
-        shape_str(shape));
+  check(shape_numel(shape) == numel(), "cannot reshape ", shape_str(shape_), " to ", shape_str(shape));
   return view(dtype_, std::move(shape), data_, owner_);
 }
 
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
-  check(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "row slice [", begin, ", ",
-        end, ") out of range for ", shape_str(shape_));
+  check(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0], "row slice [", begin, ", ", end,
+        ") out of range for ", shape_str(shape_));
   Shape s = shape_;
   s[0] = end - begin;
   int64_t row = shape_[0] ? numel() / shape_[0] : 0;

@@ -16,9 +16,8 @@ namespace {
 // Element sizes of every dtype the format defines (braid computes with a subset).
 bool format_dtype_size(const std::string& n, size_t* size) {
   static const std::map<std::string, size_t> sizes = {
-      {"BOOL", 1}, {"U8", 1},  {"I8", 1},      {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2},
-      {"U16", 2},  {"F16", 2}, {"BF16", 2},    {"I32", 4},     {"U32", 4},     {"F32", 4},
-      {"F64", 8},  {"I64", 8}, {"U64", 8}};
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2}, {"F16", 2},
+      {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},     {"F64", 8},     {"I64", 8}, {"U64", 8}};
   auto it = sizes.find(n);
   if (it == sizes.end()) return false;
   *size = it->second;
@@ -37,13 +36,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
   const std::string& path = file->path();
   const uint8_t* p = file->data();
   size_t size = file->size();
-  check(size >= 8, path, ": not a safetensors file: ", size, " bytes is shorter than the 8-byte header length");
+  check(size >= 8, path, ": not a safetensors file: ", size,
+        " bytes is shorter than the 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | p[i];
   check(n >= 2, path, ": header length ", n, " is too small for a JSON object");
   check(n <= kMaxHeader, path, ": header length ", n, " exceeds the 100 MiB limit");
-  check(n <= size - 8, path, ": truncated: header length ", n, " but only ", size - 8,
-        " bytes follow");
+  check(n <= size - 8, path, ": truncated: header length ", n, " but only ", size - 8, " bytes follow");
   std::string text(reinterpret_cast<const char*>(p + 8), size_t(n));
   json h = parse_json(text, path + " (header)");
   check(h.is_object(), path, ": header is not a JSON object");
@@ -67,8 +66,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
     check(v.is_object(), where, ": entry is not an object");
     check(v.contains("dtype") && v["dtype"].is_string(), where, ": missing or non-string dtype");
     check(v.contains("shape") && v["shape"].is_array(), where, ": missing or non-array shape");
-    check(v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2,
-          where, ": data_offsets must be [begin, end]");
+    check(v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2, where,
+          ": data_offsets must be [begin, end]");
     TensorInfo ti;
     ti.name = name;
     ti.dtype_name = v["dtype"].get<std::string>();
@@ -92,8 +91,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
     check(e <= data_size, where, ": data_offsets end ", e, " is past the data buffer (", data_size,
           " bytes; file truncated?)");
     check(numel <= (uint64_t(1) << 62) / esize && e - b == numel * esize, where, ": ", e - b,
-          " bytes for shape ", shape_str(ti.shape), " of ", ti.dtype_name, " (expected ",
-          numel * esize, ")");
+          " bytes for shape ", shape_str(ti.shape), " of ", ti.dtype_name, " (expected ", numel * esize, ")");
     ti.begin = size_t(b);
     ti.end = size_t(e);
     f->index_[name] = f->infos_.size();
@@ -102,13 +100,12 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
   // The tensors must tile the data buffer: sorted by offset, no gaps, no overlaps.
   std::vector<const TensorInfo*> order;
   for (const auto& t : f->infos_) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto a, auto b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-  });
+  std::sort(order.begin(), order.end(),
+            [](auto a, auto b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
   size_t at = 0;
   for (const TensorInfo* t : order) {
-    check(t->begin == at, path, ": tensor '", t->name, "' starts at byte ", t->begin, ", expected ",
-          at, " (tensors must tile the data buffer without gaps or overlaps)");
+    check(t->begin == at, path, ": tensor '", t->name, "' starts at byte ", t->begin, ", expected ", at,
+          " (tensors must tile the data buffer without gaps or overlaps)");
     at = t->end;
   }
   check(at == data_size, path, ": data buffer is ", data_size, " bytes but tensors cover ", at);
@@ -142,11 +139,10 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
     std::map<std::string, size_t> shard_ids;
     std::map<std::string, std::string> wanted;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      check(it.value().is_string(), index.string(), ": weight_map entry '", it.key(),
-            "' is not a file name");
+      check(it.value().is_string(), index.string(), ": weight_map entry '", it.key(), "' is not a file name");
       std::string file = it.value().get<std::string>();
-      check(file.find('/') == std::string::npos && file.find("..") == std::string::npos,
-            index.string(), ": shard name '", file, "' must be a plain file name");
+      check(file.find('/') == std::string::npos && file.find("..") == std::string::npos, index.string(),
+            ": shard name '", file, "' must be a plain file name");
       if (!shard_ids.count(file)) {
         shard_ids[file] = c.files_.size();
         c.files_.push_back(SafetensorsFile::open((fs::path(dir) / file).string()));
@@ -155,8 +151,8 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
     }
     for (const auto& [name, file] : wanted) {
       size_t id = shard_ids[file];
-      check(c.files_[id]->find(name) != nullptr, index.string(), ": tensor '", name,
-            "' is listed in ", file, " but that shard does not contain it");
+      check(c.files_[id]->find(name) != nullptr, index.string(), ": tensor '", name, "' is listed in ", file,
+            " but that shard does not contain it");
       c.where_[name] = id;
     }
   } else if (fs::exists(single)) {
@@ -185,18 +181,16 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
-void write_safetensors(const std::string& path,
-                       const std::vector<std::pair<std::string, Tensor>>& tensors,
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   size_t off = 0;
   for (const auto& [name, t] : tensors) {
-    check(name != "__metadata__" && !h.contains(name), path, ": duplicate or reserved tensor name '",
-          name, "'");
-    h[name] = {{"dtype", dtype_name(t.dtype())},
-               {"shape", t.shape()},
-               {"data_offsets", {off, off + t.nbytes()}}};
+    check(name != "__metadata__" && !h.contains(name), path, ": duplicate or reserved tensor name '", name,
+          "'");
+    h[name] = {
+        {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
     off += t.nbytes();
   }
   std::string header = h.dump();

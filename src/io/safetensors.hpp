@@ -64,8 +64,7 @@ class Checkpoint {
 
 // Writes tensors (in the given order) to `path` via a temp file and rename, so an
 // interrupted write never leaves a truncated file behind.
-void write_safetensors(const std::string& path,
-                       const std::vector<std::pair<std::string, Tensor>>& tensors,
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace braid

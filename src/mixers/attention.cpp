@@ -74,8 +74,7 @@ std::unique_ptr<State> AttentionMixer::make_state() const {
   return std::make_unique<KVState>(spec_.n_kv_heads, spec_.head_dim);
 }
 
-void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y,
-                             Workspace& ws) const {
+void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* kv = dynamic_cast<KVState*>(&state);
   check(kv != nullptr, "attention layer was given a state of another mixer");
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;

@@ -19,7 +19,7 @@ struct RopeSpec {
 struct AttentionSpec {
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
   bool qkv_bias = false, out_bias = false;
-  bool qk_norm = false;      // RMSNorm over head_dim on q and k before RoPE (Qwen3)
+  bool qk_norm = false;        // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   int64_t sliding_window = 0;  // 0 = full causal attention
   RopeSpec rope;
 };

@@ -9,18 +9,16 @@
 
 namespace braid {
 
-Model::Model(ModelSpec spec, Weights weights, const std::string& source)
-    : spec_(std::move(spec)) {
+Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_(std::move(spec)) {
   validate_spec(spec_);
   for (const ParamDecl& p : param_decls(spec_)) {
     auto it = weights.find(p.name);
     check(it != weights.end(), source, ": missing tensor for parameter '", p.name, "'");
     const Tensor& t = it->second;
-    check(t.shape() == p.shape, source, ": tensor for '", p.name, "' has shape ",
-          shape_str(t.shape()), ", expected ", shape_str(p.shape));
+    check(t.shape() == p.shape, source, ": tensor for '", p.name, "' has shape ", shape_str(t.shape()),
+          ", expected ", shape_str(p.shape));
     check(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, source,
-          ": tensor for '", p.name, "' has dtype ", dtype_name(t.dtype()),
-          ", expected F32, BF16 or F16");
+          ": tensor for '", p.name, "' has dtype ", dtype_name(t.dtype()), ", expected F32, BF16 or F16");
     weights_[p.name] = t.to_f32();
   }
   for (size_t i = 0; i < spec_.blocks.size(); ++i) {
@@ -101,7 +99,9 @@ void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws
     float* gate = ws.get(Workspace::kMlpB, size_t(T * F));
     ops::linear(x, T, D, bw.gate, F, bw.gate_b, gate);
     switch (m.act) {
-      case Activation::SiLU: ops::swiglu(gate, up, T * F, up); break;
+      case Activation::SiLU:
+        ops::swiglu(gate, up, T * F, up);
+        break;
       case Activation::GeluTanh:
         ops::gelu_tanh_inplace(gate, T * F);
         for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
@@ -113,9 +113,15 @@ void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws
     }
   } else {
     switch (m.act) {
-      case Activation::SiLU: ops::silu_inplace(up, T * F); break;
-      case Activation::GeluTanh: ops::gelu_tanh_inplace(up, T * F); break;
-      case Activation::GeluErf: ops::gelu_erf_inplace(up, T * F); break;
+      case Activation::SiLU:
+        ops::silu_inplace(up, T * F);
+        break;
+      case Activation::GeluTanh:
+        ops::gelu_tanh_inplace(up, T * F);
+        break;
+      case Activation::GeluErf:
+        ops::gelu_erf_inplace(up, T * F);
+        break;
     }
   }
   ops::linear(up, T, F, bw.down, D, bw.down_b, y);
@@ -123,8 +129,8 @@ void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws
 
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
-  check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ",
-        mixers_.size(), " layers");
+  check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ", mixers_.size(),
+        " layers");
   if (T == 0) return;
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));

@@ -41,8 +41,8 @@ class Model {
 
   // Runs T tokens through every layer, continuing from `states` (advanced by T).
   // Writes logits of the last token ([V]) or all tokens ([T, V]) per `mode`.
-  void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
-               Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
+  void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
+               LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
 
  private:
   // Pointers into weights_ resolved once, so the forward pass does no name lookups.

@@ -6,25 +6,33 @@ namespace braid {
 
 const char* mixer_kind_name(MixerKind k) {
   switch (k) {
-    case MixerKind::Attention: return "attention";
+    case MixerKind::Attention:
+      return "attention";
   }
   return "?";
 }
 
 const char* activation_name(Activation a) {
   switch (a) {
-    case Activation::SiLU: return "silu";
-    case Activation::GeluTanh: return "gelu_tanh";
-    case Activation::GeluErf: return "gelu";
+    case Activation::SiLU:
+      return "silu";
+    case Activation::GeluTanh:
+      return "gelu_tanh";
+    case Activation::GeluErf:
+      return "gelu";
   }
   return "?";
 }
 
 bool parse_activation(const std::string& s, Activation* out) {
-  if (s == "silu" || s == "swish") *out = Activation::SiLU;
-  else if (s == "gelu_pytorch_tanh" || s == "gelu_new" || s == "gelu_tanh") *out = Activation::GeluTanh;
-  else if (s == "gelu") *out = Activation::GeluErf;
-  else return false;
+  if (s == "silu" || s == "swish")
+    *out = Activation::SiLU;
+  else if (s == "gelu_pytorch_tanh" || s == "gelu_new" || s == "gelu_tanh")
+    *out = Activation::GeluTanh;
+  else if (s == "gelu")
+    *out = Activation::GeluErf;
+  else
+    return false;
   return true;
 }
 
@@ -90,8 +98,8 @@ void validate_spec(const ModelSpec& s) {
             ": attention heads, kv heads and head_dim must be positive");
       check(a.n_heads % a.n_kv_heads == 0, where, ": n_heads ", a.n_heads,
             " is not a multiple of n_kv_heads ", a.n_kv_heads);
-      check(a.rope.rotary_dim >= 0 && a.rope.rotary_dim <= a.head_dim && a.rope.rotary_dim % 2 == 0,
-            where, ": rotary_dim ", a.rope.rotary_dim, " must be even and <= head_dim ", a.head_dim);
+      check(a.rope.rotary_dim >= 0 && a.rope.rotary_dim <= a.head_dim && a.rope.rotary_dim % 2 == 0, where,
+            ": rotary_dim ", a.rope.rotary_dim, " must be even and <= head_dim ", a.head_dim);
       check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
             ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
       check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");

@@ -23,7 +23,7 @@ AttentionSpec read_attention(const JsonObject& o) {
 }
 
 json write_attention(const AttentionSpec& a) {
-  return {{"type", "attention"},       {"n_heads", a.n_heads},
+  return {{"type", "attention"},        {"n_heads", a.n_heads},
           {"n_kv_heads", a.n_kv_heads}, {"head_dim", a.head_dim},
           {"qkv_bias", a.qkv_bias},     {"out_bias", a.out_bias},
           {"qk_norm", a.qk_norm},       {"sliding_window", a.sliding_window},
@@ -97,8 +97,8 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     const json& e = layers[i];
     if (e.is_string()) {  // a name from "mixers"
       const std::string name = e.get<std::string>();
-      check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw,
-            ": mixer '", name, "' is not defined in 'mixers'");
+      check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw, ": mixer '", name,
+            "' is not defined in 'mixers'");
       read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), &b);
     } else {
       JsonObject lo(e, lw);
@@ -117,20 +117,18 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
 }
 
 json spec_to_json(const ModelSpec& s) {
-  json j = {{"model_type", "braid"},
-            {"name", s.name},
-            {"vocab_size", s.vocab_size},
-            {"d_model", s.d_model},
-            {"norm_eps", s.norm_eps},
-            {"tie_embeddings", s.tie_embeddings},
-            {"max_context", s.max_context},
-            {"bos_token_id", s.bos_token_id}};
+  json j = {{"model_type", "braid"},        {"name", s.name},
+            {"vocab_size", s.vocab_size},   {"d_model", s.d_model},
+            {"norm_eps", s.norm_eps},       {"tie_embeddings", s.tie_embeddings},
+            {"max_context", s.max_context}, {"bos_token_id", s.bos_token_id}};
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
     json l;
     switch (b.mixer) {
-      case MixerKind::Attention: l["mixer"] = write_attention(b.attn); break;
+      case MixerKind::Attention:
+        l["mixer"] = write_attention(b.attn);
+        break;
     }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
     layers.push_back(l);

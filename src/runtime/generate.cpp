@@ -6,8 +6,7 @@
 
 namespace braid {
 
-std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt,
-                              const GenerateOptions& opt,
+std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token) {
   check(!prompt.empty(), "prompt is empty: at least one token is needed to start generation");
   Sampler sampler(opt.sampling);

@@ -16,8 +16,7 @@ struct GenerateOptions {
 };
 
 // Returns the generated ids. on_token returns false to stop early.
-std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt,
-                              const GenerateOptions& opt,
+std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token = nullptr);
 
 }  // namespace braid

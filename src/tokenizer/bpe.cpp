@@ -15,7 +15,8 @@ Bpe::Bpe(const json& model, const std::string& where) {
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
     check(it.value().is_number_integer(), where, ": vocab id of '", it.key(), "' is not an integer");
     const int64_t id = it.value().get<int64_t>();
-    check(id >= 0 && id < (int64_t(1) << 31), where, ": vocab id ", id, " of '", it.key(), "' is out of range");
+    check(id >= 0 && id < (int64_t(1) << 31), where, ": vocab id ", id, " of '", it.key(),
+          "' is out of range");
     vocab_[it.key()] = int32_t(id);
     if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
     id_to_token_[size_t(id)] = it.key();
@@ -50,14 +51,15 @@ Bpe::Bpe(const json& model, const std::string& where) {
       a = s.substr(0, sp);
       b = s.substr(sp + 1);
     } else {
-      check(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(), where, ": merge ",
-            r, " is not a pair of strings");
+      check(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(), where, ": merge ", r,
+            " is not a pair of strings");
       a = m[0].get<std::string>();
       b = m[1].get<std::string>();
     }
     const int32_t ia = token_id(a), ib = token_id(b);
     check(ia >= 0 && ib >= 0, where, ": merge ", r, " uses a token missing from the vocabulary");
-    const std::string merged = a + (prefix_.empty() || b.compare(0, prefix_.size(), prefix_) != 0 ? b : b.substr(prefix_.size()));
+    const std::string merged =
+        a + (prefix_.empty() || b.compare(0, prefix_.size(), prefix_) != 0 ? b : b.substr(prefix_.size()));
     const int32_t im = token_id(merged);
     check(im >= 0, where, ": merge ", r, " produces '", merged, "', which is not in the vocabulary");
     merges_.emplace((uint64_t(uint32_t(ia)) << 32) | uint32_t(ib), Merge{int32_t(r), im});
@@ -127,7 +129,8 @@ void Bpe::tokenize_uncached(const std::string& word, std::vector<int32_t>& out) 
       bool all = true;
       for (size_t k = start; k < i; ++k) all = all && byte_ids_[static_cast<unsigned char>(word[k])] >= 0;
       if (all) {
-        for (size_t k = start; k < i; ++k) sym.push_back({byte_ids_[static_cast<unsigned char>(word[k])], 0, 0});
+        for (size_t k = start; k < i; ++k)
+          sym.push_back({byte_ids_[static_cast<unsigned char>(word[k])], 0, 0});
         last_unk = false;
         continue;
       }

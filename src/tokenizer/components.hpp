@@ -63,7 +63,7 @@ class Bpe {
   int32_t unk_ = -1;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   std::string prefix_, suffix_;  // continuing_subword_prefix, end_of_word_suffix
-  int32_t byte_ids_[256];         // <0xXX> tokens for byte fallback (-1 if absent)
+  int32_t byte_ids_[256];        // <0xXX> tokens for byte fallback (-1 if absent)
   mutable std::mutex cache_mu_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
 };

@@ -73,7 +73,8 @@ class ByteFallback final : public Decoder {
     };
     for (const auto& t : tokens) {
       unsigned v = 0;
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) &&
           std::isxdigit(static_cast<unsigned char>(t[4]))) {
         v = unsigned(std::stoul(t.substr(3, 2), nullptr, 16));
         run.push_back(char(v));
@@ -99,12 +100,14 @@ class Fuse final : public Decoder {
 
 class Strip final : public Decoder {
  public:
-  Strip(std::string content, size_t start, size_t stop) : c_(std::move(content)), start_(start), stop_(stop) {}
+  Strip(std::string content, size_t start, size_t stop)
+      : c_(std::move(content)), start_(start), stop_(stop) {}
   void apply(std::vector<std::string>& tokens) const override {
     if (c_.empty()) return;
     for (auto& t : tokens) {
       for (size_t k = 0; k < start_ && t.compare(0, c_.size(), c_) == 0; ++k) t.erase(0, c_.size());
-      for (size_t k = 0; k < stop_ && t.size() >= c_.size() && t.compare(t.size() - c_.size(), c_.size(), c_) == 0; ++k)
+      for (size_t k = 0;
+           k < stop_ && t.size() >= c_.size() && t.compare(t.size() - c_.size(), c_.size(), c_) == 0; ++k)
         t.erase(t.size() - c_.size());
     }
   }
@@ -147,14 +150,16 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
   if (type == "ByteFallback") return std::make_unique<ByteFallback>();
   if (type == "Fuse") return std::make_unique<Fuse>();
   if (type == "Strip")
-    return std::make_unique<Strip>(o.get_string("content"), size_t(o.get_int("start", 0)), size_t(o.get_int("stop", 0)));
+    return std::make_unique<Strip>(o.get_string("content"), size_t(o.get_int("start", 0)),
+                                   size_t(o.get_int("stop", 0)));
   if (type == "Replace") {
     JsonObject pat = o.get_object("pattern");
     check(pat.has("String"), where, ": Replace decoder supports only String patterns");
     return std::make_unique<Replace>(pat.get_string("String"), o.get_string("content"));
   }
   if (type == "Metaspace") {
-    std::string scheme = o.get_string("prepend_scheme", o.get_bool("add_prefix_space", true) ? "always" : "never");
+    std::string scheme =
+        o.get_string("prepend_scheme", o.get_bool("add_prefix_space", true) ? "always" : "never");
     return std::make_unique<Metaspace>(o.get_string("replacement", "\xE2\x96\x81"), scheme != "never");
   }
   if (type == "Sequence") {

@@ -96,7 +96,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& wh
   if (type == "NFKD") return std::make_unique<UnicodeForm>(unicode::Form::NFKD);
   if (type == "Lowercase") return std::make_unique<Lowercase>();
   if (type == "Prepend") return std::make_unique<Prepend>(o.get_string("prepend"));
-  if (type == "Strip") return std::make_unique<Strip>(o.get_bool("strip_left", true), o.get_bool("strip_right", true));
+  if (type == "Strip")
+    return std::make_unique<Strip>(o.get_bool("strip_left", true), o.get_bool("strip_right", true));
   if (type == "Replace") {
     JsonObject pat = o.get_object("pattern");
     const bool is_regex = pat.has("Regex");

@@ -33,16 +33,22 @@ std::vector<std::string> split_by_matches(const std::string& s,
         out.push_back({g.b, g.e});
         break;
       case SplitBehavior::MergedWithPrevious:
-        if (g.match && !out.empty()) out.back().second = g.e;
-        else out.push_back({g.b, g.e});
+        if (g.match && !out.empty())
+          out.back().second = g.e;
+        else
+          out.push_back({g.b, g.e});
         break;
       case SplitBehavior::MergedWithNext:
-        if (prev_match && !out.empty()) out.back().second = g.e;
-        else out.push_back({g.b, g.e});
+        if (prev_match && !out.empty())
+          out.back().second = g.e;
+        else
+          out.push_back({g.b, g.e});
         break;
       case SplitBehavior::Contiguous:
-        if (prev_match && g.match && !out.empty()) out.back().second = g.e;
-        else out.push_back({g.b, g.e});
+        if (prev_match && g.match && !out.empty())
+          out.back().second = g.e;
+        else
+          out.push_back({g.b, g.e});
         break;
     }
     prev_match = g.match;
@@ -56,8 +62,7 @@ std::vector<std::string> split_by_matches(const std::string& s,
 namespace {
 
 // The GPT-2 pre-tokenization pattern used by ByteLevel(use_regex = true).
-const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 void for_each_piece(std::vector<std::string>& pieces,
                     const std::function<void(const std::string&, std::vector<std::string>&)>& f) {
@@ -95,8 +100,10 @@ class ByteLevel final : public PreTokenizer {
 class Split final : public PreTokenizer {
  public:
   Split(std::string pattern, bool is_regex, SplitBehavior b, bool invert) : b_(b), invert_(invert) {
-    if (is_regex) re_ = std::make_unique<Regex>(pattern);
-    else lit_ = std::move(pattern);
+    if (is_regex)
+      re_ = std::make_unique<Regex>(pattern);
+    else
+      lit_ = std::move(pattern);
   }
   void apply(std::vector<std::string>& pieces) const override {
     for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
@@ -127,8 +134,10 @@ class Metaspace final : public PreTokenizer {
     for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
       std::string s;
       for (char c : p) {
-        if (c == ' ') s += repl_;
-        else s.push_back(c);
+        if (c == ' ')
+          s += repl_;
+        else
+          s.push_back(c);
       }
       const bool prepend = scheme_ == "always" || (scheme_ == "first" && first);
       if (prepend && s.compare(0, repl_.size(), repl_) != 0) s = repl_ + s;
@@ -140,7 +149,8 @@ class Metaspace final : public PreTokenizer {
       std::vector<std::pair<size_t, size_t>> m;
       for (size_t at = s.find(repl_); at != std::string::npos; at = s.find(repl_, at + repl_.size()))
         m.push_back({at, at + repl_.size()});
-      for (auto& x : split_by_matches(s, m, SplitBehavior::MergedWithNext, false)) out.push_back(std::move(x));
+      for (auto& x : split_by_matches(s, m, SplitBehavior::MergedWithNext, false))
+        out.push_back(std::move(x));
     });
   }
 
@@ -151,7 +161,8 @@ class Metaspace final : public PreTokenizer {
 
 class RegexSplit final : public PreTokenizer {  // Whitespace, WhitespaceSplit, Digits
  public:
-  RegexSplit(const std::string& pattern, SplitBehavior b, bool invert) : re_(pattern), b_(b), invert_(invert) {}
+  RegexSplit(const std::string& pattern, SplitBehavior b, bool invert)
+      : re_(pattern), b_(b), invert_(invert) {}
   void apply(std::vector<std::string>& pieces) const override {
     for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
       for (auto& s : split_by_matches(p, re_.find_all(p), b_, invert_)) out.push_back(std::move(s));
@@ -197,10 +208,13 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
                                    o.get_bool("invert", false));
   }
   if (type == "Metaspace") {
-    std::string scheme = o.get_string("prepend_scheme", o.get_bool("add_prefix_space", true) ? "always" : "never");
-    return std::make_unique<Metaspace>(o.get_string("replacement", "\xE2\x96\x81"), scheme, o.get_bool("split", true));
+    std::string scheme =
+        o.get_string("prepend_scheme", o.get_bool("add_prefix_space", true) ? "always" : "never");
+    return std::make_unique<Metaspace>(o.get_string("replacement", "\xE2\x96\x81"), scheme,
+                                       o.get_bool("split", true));
   }
-  if (type == "Whitespace") return std::make_unique<RegexSplit>(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true);
+  if (type == "Whitespace")
+    return std::make_unique<RegexSplit>(R"(\w+|[^\w\s]+)", SplitBehavior::Removed, true);
   if (type == "WhitespaceSplit") return std::make_unique<RegexSplit>(R"(\s+)", SplitBehavior::Removed, false);
   if (type == "Digits")
     return o.get_bool("individual_digits", false)
@@ -211,12 +225,14 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     check(j.contains("pretokenizers") && j["pretokenizers"].is_array(), where,
           ": Sequence needs a 'pretokenizers' array");
     for (size_t i = 0; i < j["pretokenizers"].size(); ++i)
-      if (auto p = make_pre_tokenizer(j["pretokenizers"][i], where + ".pretokenizers[" + std::to_string(i) + "]"))
+      if (auto p =
+              make_pre_tokenizer(j["pretokenizers"][i], where + ".pretokenizers[" + std::to_string(i) + "]"))
         seq->parts.push_back(std::move(p));
     return seq;
   }
   fail(where, ": pre-tokenizer type '", type,
-       "' is not supported (supported: ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit, Digits, Sequence)");
+       "' is not supported (supported: ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit, Digits, "
+       "Sequence)");
 }
 
 }  // namespace braid::tok

@@ -15,8 +15,7 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern) {
   if (!re) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof(buf));
-    fail("regex '", pattern, "' does not compile at offset ", off, ": ",
-         reinterpret_cast<const char*>(buf));
+    fail("regex '", pattern, "' does not compile at offset ", off, ": ", reinterpret_cast<const char*>(buf));
   }
   pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);  // optional speed-up; falls back to the interpreter
   code_ = re;
@@ -30,8 +29,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
   size_t at = 0;
   while (at <= s.size()) {
-    int rc = pcre2_match(re, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), at, PCRE2_NO_UTF_CHECK,
-                         md, nullptr);
+    int rc = pcre2_match(re, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), at, PCRE2_NO_UTF_CHECK, md,
+                         nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       pcre2_match_data_free(md);

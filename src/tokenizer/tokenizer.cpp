@@ -67,7 +67,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const json& j, const std::string
     check(j["added_tokens"].is_array(), where, ": 'added_tokens' must be an array");
     for (const auto& a : j["added_tokens"]) {
       JsonObject ao(a, where + ": added_tokens");
-      Added x{ao.get_string("content"), int32_t(ao.get_int("id")), ao.get_bool("special", false),
+      Added x{ao.get_string("content"),     int32_t(ao.get_int("id")),    ao.get_bool("special", false),
               ao.get_bool("lstrip", false), ao.get_bool("rstrip", false), ao.get_bool("single_word", false)};
       check(!x.content.empty() && x.id >= 0, where, ": added token with empty content or negative id");
       t->added_.push_back(std::move(x));

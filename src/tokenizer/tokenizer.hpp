@@ -30,7 +30,7 @@ class Tokenizer {
   std::vector<int32_t> encode(const std::string& text, bool add_special_tokens = false) const;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
-  int64_t vocab_size() const;  // largest id + 1 over the model and added tokens
+  int64_t vocab_size() const;                        // largest id + 1 over the model and added tokens
   int32_t token_id(const std::string& token) const;  // -1 when absent
   std::string token(int32_t id) const;
   bool is_special(int32_t id) const;

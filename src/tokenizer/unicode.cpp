@@ -20,17 +20,22 @@ bool valid_utf8(std::string_view s) {
     }
     int len;
     uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-    else return false;
+    if (c >= 0xc2 && c <= 0xdf)
+      len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+      len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+      len = 4, cp = c & 0x07;
+    else
+      return false;
     if (i + size_t(len) > n) return false;
     for (int k = 1; k < len; ++k) {
       unsigned char d = static_cast<unsigned char>(s[i + size_t(k)]);
       if ((d & 0xc0) != 0x80) return false;
       cp = (cp << 6) | (d & 0x3f);
     }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
       return false;
     i += size_t(len);
   }
@@ -70,14 +75,22 @@ std::string from_utf8_lossy(std::string_view s) {
     // Valid ranges of the second byte per lead byte (Unicode Table 3-7).
     int len = 0;
     unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c == 0xe0) len = 3, lo = 0xa0;
-    else if (c >= 0xe1 && c <= 0xec) len = 3;
-    else if (c == 0xed) len = 3, hi = 0x9f;
-    else if (c >= 0xee && c <= 0xef) len = 3;
-    else if (c == 0xf0) len = 4, lo = 0x90;
-    else if (c >= 0xf1 && c <= 0xf3) len = 4;
-    else if (c == 0xf4) len = 4, hi = 0x8f;
+    if (c >= 0xc2 && c <= 0xdf)
+      len = 2;
+    else if (c == 0xe0)
+      len = 3, lo = 0xa0;
+    else if (c >= 0xe1 && c <= 0xec)
+      len = 3;
+    else if (c == 0xed)
+      len = 3, hi = 0x9f;
+    else if (c >= 0xee && c <= 0xef)
+      len = 3;
+    else if (c == 0xf0)
+      len = 4, lo = 0x90;
+    else if (c >= 0xf1 && c <= 0xf3)
+      len = 4;
+    else if (c == 0xf4)
+      len = 4, hi = 0x8f;
     if (len == 0) {
       bad();
       ++i;
@@ -141,10 +154,18 @@ uint32_t next_cp(std::string_view s, size_t& i) {
 std::string normalize(std::string_view s, Form f) {
   int opts = UTF8PROC_STABLE;
   switch (f) {
-    case Form::NFC: opts |= UTF8PROC_COMPOSE; break;
-    case Form::NFD: opts |= UTF8PROC_DECOMPOSE; break;
-    case Form::NFKC: opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case Form::NFKD: opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case Form::NFC:
+      opts |= UTF8PROC_COMPOSE;
+      break;
+    case Form::NFD:
+      opts |= UTF8PROC_DECOMPOSE;
+      break;
+    case Form::NFKC:
+      opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case Form::NFKD:
+      opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
   }
   utf8proc_uint8_t* out = nullptr;
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),

@@ -32,10 +32,9 @@ RopeSpec read_rope(const JsonObject& cfg, int64_t head_dim) {
       r.original_max_position = s.get_int("original_max_position_embeddings");
     }
   }
-  check(r.type == "default" || r.type == "linear" || r.type == "llama3", cfg.where(),
-        ": rope type '", r.type, "' is not supported (supported: default, linear, llama3)");
-  check(partial > 0 && partial <= 1, cfg.where(), ": partial_rotary_factor ", partial,
-        " must be in (0, 1]");
+  check(r.type == "default" || r.type == "linear" || r.type == "llama3", cfg.where(), ": rope type '", r.type,
+        "' is not supported (supported: default, linear, llama3)");
+  check(partial > 0 && partial <= 1, cfg.where(), ": partial_rotary_factor ", partial, " must be in (0, 1]");
   r.rotary_dim = int64_t(double(head_dim) * partial);
   r.rotary_dim -= r.rotary_dim % 2;
   return r;
@@ -100,8 +99,8 @@ Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt) {
     b.attn = a;
     if (!layer_types.empty()) {
       const std::string& t = layer_types[size_t(i)];
-      check(t == "full_attention" || t == "sliding_attention", cfg.where(), ": layer_types[", i,
-            "] = '", t, "' is not supported");
+      check(t == "full_attention" || t == "sliding_attention", cfg.where(), ": layer_types[", i, "] = '", t,
+            "' is not supported");
       if (t == "sliding_attention" && use_sliding) b.attn.sliding_window = cfg.get_int("sliding_window");
     }
     b.mlp = m;

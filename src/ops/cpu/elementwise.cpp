@@ -4,8 +4,7 @@
 
 namespace braid::ops {
 
-void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y,
-             float w_offset) {
+void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y, float w_offset) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;

@@ -7,12 +7,11 @@ namespace braid::ops {
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, bool b_transposed, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, int(M), int(N),
-              int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+              alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
-void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
-            float* y) {
+void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y) {
   if (T == 0) return;
   if (bias) {
     for (int64_t t = 0; t < T; ++t)

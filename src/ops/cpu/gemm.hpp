@@ -6,8 +6,7 @@ namespace braid::ops {
 
 // y[T, out] = x[T, in] . W[out, in]^T (+ bias[out]); W row-major as stored in
 // checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode).
-void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
-            float* y);
+void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y);
 
 // C[M, N] = alpha * A[M, K] . op(B) + beta * C, row-major; op(B) = B[K, N] or, when
 // b_transposed, B[N, K]^T. lda/ldb/ldc are row strides in elements.
