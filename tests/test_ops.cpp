@@ -116,3 +116,28 @@ TEST(DType, HalfPrecisionConversions) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Ops, VectorKernelsMatchReference) {
+  for (int64_t cols : {1, 15, 16, 17, 64, 100}) {
+    const int64_t rows = 9;
+    auto A = randn(size_t(rows * cols), 9), x = randn(size_t(cols), 10), p = randn(size_t(rows), 11);
+    std::vector<float> y(static_cast<size_t>(rows), 1.0f), z(static_cast<size_t>(cols));
+    ops::matvec(A.data(), x.data(), rows, cols, 0.5f, true, y.data());
+    ops::vecmat(p.data(), A.data(), rows, cols, z.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      double d = 0;
+      for (int64_t c = 0; c < cols; ++c) d += double(A[size_t(r * cols + c)]) * x[size_t(c)];
+      EXPECT_NEAR(y[size_t(r)], 1.0 + 0.5 * d, 1e-5);
+      EXPECT_NEAR(ops::dot(A.data() + r * cols, x.data(), cols), d, 1e-5);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      double d = 0;
+      for (int64_t r = 0; r < rows; ++r) d += double(p[size_t(r)]) * A[size_t(r * cols + c)];
+      EXPECT_NEAR(z[size_t(c)], d, 1e-5);
+    }
+  }
+}
+
+}  // namespace

@@ -14,17 +14,17 @@
 
 namespace braid {
 
-static void* raw_alloc(size_t n) {
+static void* raw_alloc(size_t n, bool zero) {
   size_t bytes = (n + kAlign - 1) / kAlign * kAlign;
   if (bytes == 0) bytes = kAlign;
   void* p = std::aligned_alloc(kAlign, bytes);
   if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
+  if (zero) std::memset(p, 0, bytes);
   return p;
 }
 
 std::shared_ptr<void> aligned_alloc_shared(size_t n) {
-  return std::shared_ptr<void>(raw_alloc(n), [](void* p) { std::free(p); });
+  return std::shared_ptr<void>(raw_alloc(n, true), [](void* p) { std::free(p); });
 }
 
 FloatBuffer::~FloatBuffer() { std::free(p_); }
@@ -33,7 +33,9 @@ float* FloatBuffer::reserve(size_t n, bool keep) {
   if (n <= cap_) return p_;
   size_t cap = cap_ ? cap_ : 64;
   while (cap < n) cap *= 2;
-  auto* np = static_cast<float*>(raw_alloc(cap * sizeof(float)));
+  // Not zeroed: scratch and caches are written before they are read, and touching
+  // fresh pages twice would double the page-fault cost of growing a KV cache.
+  auto* np = static_cast<float*>(raw_alloc(cap * sizeof(float), false));
   if (keep && p_) std::memcpy(np, p_, cap_ * sizeof(float));
   std::free(p_);
   p_ = np;

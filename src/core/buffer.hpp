@@ -27,7 +27,8 @@ class FloatBuffer {
     return *this;
   }
   ~FloatBuffer();
-  // Ensures room for n floats; old contents are kept only when keep is true.
+  // Ensures room for n floats (new space is uninitialised); old contents are kept
+  // only when keep is true.
   float* reserve(size_t n, bool keep = false);
   float* data() { return p_; }
   const float* data() const { return p_; }

@@ -114,7 +114,8 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   kv->set_length(p0 + T);
 
   // Causal attention by (head, query tile): scores by GEMM, masked softmax, GEMM with V.
-  constexpr int64_t TQ = 64;
+  constexpr int64_t TQ = 64;      // query rows per task
+  constexpr int64_t kSmallQ = 4;  // tiles up to this many rows skip GEMM
   const int64_t ntile = (T + TQ - 1) / TQ, L_max = p0 + T, W = spec_.sliding_window;
   const int nthreads = omp_get_max_threads();
   float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
@@ -128,6 +129,22 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     const int64_t kbeg = W > 0 ? std::max<int64_t>(0, p0 + t0 - W + 1) : 0;
     const int64_t L = kend - kbeg;
     float* S = scores + size_t(omp_get_thread_num()) * size_t(TQ * L_max);
+    if (nq <= kSmallQ) {
+      // Few queries (decode): scores and weighted values as matrix-vector products; GEMM
+      // packing would cost more
+      // than the arithmetic here.
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t pos = p0 + t0 + r;
+        const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0;
+        const float* qr = q + (t0 + r) * qd + h * hd;
+        const float* K = kv->k(g);
+        const float* Vv = kv->v(g);
+        ops::matvec(K + lo * hd, qr, pos - lo + 1, hd, scale, false, S);
+        ops::softmax_inplace(S, pos - lo + 1);
+        ops::vecmat(S, Vv + lo * hd, pos - lo + 1, hd, out + (t0 + r) * qd + h * hd);
+      }
+      continue;
+    }
     ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k(g) + kbeg * hd, hd, true, 0.0f, S, L);
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t pos = p0 + t0 + r;

@@ -13,6 +13,13 @@ void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, 
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, bool b_transposed, float beta, float* C, int64_t ldc);
 
+// Single-thread vector kernels with runtime dispatch (AVX-512 / AVX2 / baseline):
+// dot(a, b); y[r] (+)= alpha * A[r, :] . x; y = p^T A (y[c] = sum_r p[r] A[r, c]).
+float dot(const float* a, const float* b, int64_t n);
+void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha, bool accumulate,
+            float* y);
+void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y);
+
 // Scalar reference of linear() in double accumulation, for tests.
 void linear_ref(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
                 float* y);
