@@ -1,9 +1,11 @@
 // The pipeline stages of a Hugging Face tokenizer.json, each built from its JSON:
 // normalizer -> pre-tokenizer -> model (BPE) -> post-processor; decoder for the way back.
 #pragma once
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -20,20 +22,31 @@ class Normalizer {
 // Returns null for a JSON null; throws naming the type when unsupported.
 std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& where);
 
+// Receives each piece a pre-tokenizer produces; at_start is true for a piece that
+// begins at the start of the text being pre-tokenized.
+using PieceSink = std::function<void(std::string_view piece, bool at_start)>;
+
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Replaces each piece by the pieces it splits into (and may rewrite their text).
-  virtual void apply(std::vector<std::string>& pieces) const = 0;
+  // Splits (and may rewrite) one piece, streaming the results to `emit` in order, so
+  // long texts never materialise a list of every piece.
+  virtual void apply(std::string_view piece, bool at_start, const PieceSink& emit) const = 0;
 };
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& where);
 
 // Split behaviour shared by the Split, Metaspace and Digits pre-tokenizers.
 enum class SplitBehavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
-// Splits s at the given [begin, end) match ranges according to `b`.
-std::vector<std::string> split_by_matches(const std::string& s,
-                                          const std::vector<std::pair<size_t, size_t>>& matches,
-                                          SplitBehavior b, bool invert);
+// Splits s at the given [begin, end) match ranges according to `b`, emitting the
+// non-empty pieces in order (at_start: the piece begins at s[0] and s is at the start).
+// `matches` streams the [begin, end) ranges, in order, to the function it is given.
+using MatchSource = std::function<void(const std::function<void(size_t, size_t)>&)>;
+void split_by_matches(std::string_view s, const MatchSource& matches, SplitBehavior b, bool invert,
+                      bool at_start, const PieceSink& emit);
+// Matches of a literal string (non-overlapping, left to right).
+MatchSource literal_matches(std::string_view s, const std::string& lit);
+// Matches of a regex.
+MatchSource regex_matches(std::string_view s, const Regex& re);
 
 class Decoder {
  public:

@@ -9,7 +9,14 @@ namespace {
 class UnicodeForm final : public Normalizer {
  public:
   explicit UnicodeForm(unicode::Form f) : f_(f) {}
-  void apply(std::string& s) const override { s = unicode::normalize(s, f_); }
+  void apply(std::string& s) const override {
+    // ASCII text is invariant under every normalization form.
+    for (unsigned char c : s)
+      if (c >= 0x80) {
+        s = unicode::normalize(s, f_);
+        return;
+      }
+  }
 
  private:
   unicode::Form f_;

@@ -6,57 +6,64 @@
 
 namespace braid::tok {
 
-std::vector<std::string> split_by_matches(const std::string& s,
-                                          const std::vector<std::pair<size_t, size_t>>& matches,
-                                          SplitBehavior b, bool invert) {
-  struct Seg {
-    size_t b, e;
-    bool match;
+void split_by_matches(std::string_view s, const MatchSource& matches, SplitBehavior b, bool invert,
+                      bool at_start, const PieceSink& emit) {
+  // Segments arrive in order; at most one piece is held back while it may still grow.
+  bool have = false, prev_match = false;
+  size_t pb = 0, pe = 0;
+  auto flush = [&] {
+    if (have && pe > pb) emit(s.substr(pb, pe - pb), at_start && pb == 0);
+    have = false;
   };
-  std::vector<Seg> segs;
-  size_t at = 0;
-  for (auto [mb, me] : matches) {
-    if (mb > at) segs.push_back({at, mb, invert});
-    segs.push_back({mb, me, !invert});
-    at = me;
-  }
-  if (at < s.size()) segs.push_back({at, s.size(), invert});
-
-  std::vector<std::pair<size_t, size_t>> out;
-  bool prev_match = false;
-  for (const Seg& g : segs) {
+  auto segment = [&](size_t sb, size_t se, bool match) {
+    bool extend = false;
     switch (b) {
       case SplitBehavior::Removed:
-        if (!g.match) out.push_back({g.b, g.e});
+        if (match) {
+          prev_match = match;
+          return;
+        }
         break;
       case SplitBehavior::Isolated:
-        out.push_back({g.b, g.e});
         break;
       case SplitBehavior::MergedWithPrevious:
-        if (g.match && !out.empty())
-          out.back().second = g.e;
-        else
-          out.push_back({g.b, g.e});
+        extend = match;
         break;
       case SplitBehavior::MergedWithNext:
-        if (prev_match && !out.empty())
-          out.back().second = g.e;
-        else
-          out.push_back({g.b, g.e});
+        extend = prev_match;
         break;
       case SplitBehavior::Contiguous:
-        if (prev_match && g.match && !out.empty())
-          out.back().second = g.e;
-        else
-          out.push_back({g.b, g.e});
+        extend = prev_match && match;
         break;
     }
-    prev_match = g.match;
-  }
-  std::vector<std::string> pieces;
-  for (auto [pb, pe] : out)
-    if (pe > pb) pieces.push_back(s.substr(pb, pe - pb));
-  return pieces;
+    if (extend && have) {
+      pe = se;
+    } else {
+      flush();
+      have = true, pb = sb, pe = se;
+    }
+    prev_match = match;
+  };
+  size_t at = 0;
+  matches([&](size_t mb, size_t me) {
+    if (mb > at) segment(at, mb, invert);
+    segment(mb, me, !invert);
+    at = me;
+  });
+  if (at < s.size()) segment(at, s.size(), invert);
+  flush();
+}
+
+MatchSource literal_matches(std::string_view s, const std::string& lit) {
+  return [s, &lit](const std::function<void(size_t, size_t)>& f) {
+    if (lit.empty()) return;
+    for (size_t at = s.find(lit); at != std::string_view::npos; at = s.find(lit, at + lit.size()))
+      f(at, at + lit.size());
+  };
+}
+
+MatchSource regex_matches(std::string_view s, const Regex& re) {
+  return [s, &re](const std::function<void(size_t, size_t)>& f) { re.for_each_match(s, f); };
 }
 
 namespace {
@@ -64,32 +71,25 @@ namespace {
 // The GPT-2 pre-tokenization pattern used by ByteLevel(use_regex = true).
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-void for_each_piece(std::vector<std::string>& pieces,
-                    const std::function<void(const std::string&, std::vector<std::string>&)>& f) {
-  std::vector<std::string> out;
-  out.reserve(pieces.size());
-  for (const auto& p : pieces) f(p, out);
-  pieces = std::move(out);
-}
-
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex) : prefix_(add_prefix_space) {
     if (use_regex) re_ = std::make_unique<Regex>(kGpt2Pattern);
   }
-  void apply(std::vector<std::string>& pieces) const override {
-    for_each_piece(pieces, [&](const std::string& p0, std::vector<std::string>& out) {
-      std::string p = (prefix_ && (p0.empty() || p0[0] != ' ')) ? " " + p0 : p0;
-      std::vector<std::string> parts =
-          re_ ? split_by_matches(p, re_->find_all(p), SplitBehavior::Isolated, false)
-              : std::vector<std::string>{p};
-      for (const auto& part : parts) {
-        std::string mapped;
-        mapped.reserve(part.size() * 2);
-        for (unsigned char c : part) mapped += unicode::byte_to_char(c);
-        out.push_back(std::move(mapped));
-      }
-    });
+  void apply(std::string_view p0, bool at_start, const PieceSink& emit) const override {
+    std::string p;
+    if (prefix_ && (p0.empty() || p0[0] != ' ')) p = " ";
+    p += p0;
+    auto map = [&](std::string_view part, bool start) {
+      std::string mapped;
+      mapped.reserve(part.size() * 2);
+      for (unsigned char c : part) mapped += unicode::byte_to_char(c);
+      emit(mapped, start);
+    };
+    if (re_)
+      split_by_matches(p, regex_matches(p, *re_), SplitBehavior::Isolated, false, at_start, map);
+    else
+      map(p, at_start);
   }
 
  private:
@@ -105,17 +105,8 @@ class Split final : public PreTokenizer {
     else
       lit_ = std::move(pattern);
   }
-  void apply(std::vector<std::string>& pieces) const override {
-    for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
-      std::vector<std::pair<size_t, size_t>> m;
-      if (re_) {
-        m = re_->find_all(p);
-      } else if (!lit_.empty()) {
-        for (size_t at = p.find(lit_); at != std::string::npos; at = p.find(lit_, at + lit_.size()))
-          m.push_back({at, at + lit_.size()});
-      }
-      for (auto& s : split_by_matches(p, m, b_, invert_)) out.push_back(std::move(s));
-    });
+  void apply(std::string_view p, bool at_start, const PieceSink& emit) const override {
+    split_by_matches(p, re_ ? regex_matches(p, *re_) : literal_matches(p, lit_), b_, invert_, at_start, emit);
   }
 
  private:
@@ -129,29 +120,21 @@ class Metaspace final : public PreTokenizer {
  public:
   Metaspace(std::string repl, std::string scheme, bool split)
       : repl_(std::move(repl)), scheme_(std::move(scheme)), split_(split) {}
-  void apply(std::vector<std::string>& pieces) const override {
-    bool first = true;
-    for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
-      std::string s;
-      for (char c : p) {
-        if (c == ' ')
-          s += repl_;
-        else
-          s.push_back(c);
-      }
-      const bool prepend = scheme_ == "always" || (scheme_ == "first" && first);
-      if (prepend && s.compare(0, repl_.size(), repl_) != 0) s = repl_ + s;
-      first = false;
-      if (!split_) {
-        out.push_back(std::move(s));
-        return;
-      }
-      std::vector<std::pair<size_t, size_t>> m;
-      for (size_t at = s.find(repl_); at != std::string::npos; at = s.find(repl_, at + repl_.size()))
-        m.push_back({at, at + repl_.size()});
-      for (auto& x : split_by_matches(s, m, SplitBehavior::MergedWithNext, false))
-        out.push_back(std::move(x));
-    });
+  void apply(std::string_view p, bool at_start, const PieceSink& emit) const override {
+    std::string s;
+    for (char c : p) {
+      if (c == ' ')
+        s += repl_;
+      else
+        s.push_back(c);
+    }
+    const bool prepend = scheme_ == "always" || (scheme_ == "first" && at_start);
+    if (prepend && s.compare(0, repl_.size(), repl_) != 0) s = repl_ + s;
+    if (!split_) {
+      emit(s, at_start);
+      return;
+    }
+    split_by_matches(s, literal_matches(s, repl_), SplitBehavior::MergedWithNext, false, at_start, emit);
   }
 
  private:
@@ -163,10 +146,8 @@ class RegexSplit final : public PreTokenizer {  // Whitespace, WhitespaceSplit, 
  public:
   RegexSplit(const std::string& pattern, SplitBehavior b, bool invert)
       : re_(pattern), b_(b), invert_(invert) {}
-  void apply(std::vector<std::string>& pieces) const override {
-    for_each_piece(pieces, [&](const std::string& p, std::vector<std::string>& out) {
-      for (auto& s : split_by_matches(p, re_.find_all(p), b_, invert_)) out.push_back(std::move(s));
-    });
+  void apply(std::string_view p, bool at_start, const PieceSink& emit) const override {
+    split_by_matches(p, regex_matches(p, re_), b_, invert_, at_start, emit);
   }
 
  private:
@@ -178,8 +159,18 @@ class RegexSplit final : public PreTokenizer {  // Whitespace, WhitespaceSplit, 
 class Sequence final : public PreTokenizer {
  public:
   std::vector<std::unique_ptr<PreTokenizer>> parts;
-  void apply(std::vector<std::string>& pieces) const override {
-    for (const auto& p : parts) p->apply(pieces);
+  void apply(std::string_view p, bool at_start, const PieceSink& emit) const override {
+    run(0, p, at_start, emit);
+  }
+
+ private:
+  // Feeds a piece to stage i, whose pieces go to stage i + 1, the last to `emit`.
+  void run(size_t i, std::string_view p, bool at_start, const PieceSink& emit) const {
+    if (i == parts.size()) {
+      emit(p, at_start);
+      return;
+    }
+    parts[i]->apply(p, at_start, [&](std::string_view q, bool s) { run(i + 1, q, s, emit); });
   }
 };
 

@@ -25,6 +25,11 @@ Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const {
   std::vector<std::pair<size_t, size_t>> out;
+  for_each_match(s, [&](size_t b, size_t e) { out.emplace_back(b, e); });
+  return out;
+}
+
+void Regex::for_each_match(std::string_view s, const std::function<void(size_t, size_t)>& f) const {
   auto* re = static_cast<pcre2_code*>(code_);
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
   size_t at = 0;
@@ -44,11 +49,10 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
       while (at < s.size() && (static_cast<unsigned char>(s[at]) & 0xc0) == 0x80) ++at;
       continue;
     }
-    out.emplace_back(b, e);
     at = e;
+    f(b, e);
   }
   pcre2_match_data_free(md);
-  return out;
 }
 
 }  // namespace braid

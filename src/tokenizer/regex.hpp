@@ -1,6 +1,7 @@
 // Unicode regular expressions (PCRE2 in UTF + UCP mode, JIT when available) for
 // pre-tokenizer split patterns such as \p{L}+ and (?i:'s|'t).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,8 @@ class Regex {
   // All non-overlapping matches, leftmost first, as [begin, end) byte ranges.
   // Empty matches are skipped. `s` must be valid UTF-8.
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view s) const;
+  // Same matches, streamed to f(begin, end) without building a list.
+  void for_each_match(std::string_view s, const std::function<void(size_t, size_t)>& f) const;
   const std::string& pattern() const { return pattern_; }
 
  private:

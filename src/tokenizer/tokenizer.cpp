@@ -76,6 +76,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const json& j, const std::string
   // Longest first, so matching at a position prefers the longest added token.
   std::stable_sort(t->added_.begin(), t->added_.end(),
                    [](const Added& a, const Added& b) { return a.content.size() > b.content.size(); });
+  for (size_t k = 0; k < t->added_.size(); ++k)
+    t->by_first_byte_[static_cast<unsigned char>(t->added_[k].content[0])].push_back(k);
   return t;
 }
 
@@ -83,9 +85,11 @@ void Tokenizer::encode_segment(const std::string& text, std::vector<int32_t>& ou
   if (text.empty()) return;
   std::string s = text;
   if (normalizer_) normalizer_->apply(s);
-  std::vector<std::string> pieces{s};
-  if (pre_) pre_->apply(pieces);
-  for (const auto& p : pieces) model_->tokenize(p, out);
+  if (!pre_) {
+    model_->tokenize(s, out);
+    return;
+  }
+  pre_->apply(s, true, [&](std::string_view piece, bool) { model_->tokenize(std::string(piece), out); });
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
@@ -98,7 +102,8 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special
   size_t seg = 0, i = 0;
   while (i < text.size()) {
     const Added* hit = nullptr;
-    for (const Added& a : added_) {
+    for (size_t k : by_first_byte_[static_cast<unsigned char>(text[i])]) {
+      const Added& a = added_[k];
       if (text.compare(i, a.content.size(), a.content) != 0) continue;
       if (a.single_word) {
         const size_t e = i + a.content.size();

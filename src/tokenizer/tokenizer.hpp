@@ -1,6 +1,7 @@
 // Hugging Face tokenizer.json: added/special tokens, normalizer, pre-tokenizer, BPE,
 // post-processor (special tokens around a sequence) and decoder.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,6 +46,7 @@ class Tokenizer {
   void encode_segment(const std::string& text, std::vector<int32_t>& out) const;
 
   std::vector<Added> added_;
+  std::array<std::vector<size_t>, 256> by_first_byte_;  // indices into added_, longest first
   std::unique_ptr<tok::Normalizer> normalizer_;
   std::unique_ptr<tok::PreTokenizer> pre_;
   std::unique_ptr<tok::Bpe> model_;
