@@ -40,25 +40,6 @@ void bench(const BenchArgs& a) {
   std::vector<int32_t> prompt(size_t(a.prompt_len));
   for (auto& t : prompt) t = int32_t(rng.next() % uint64_t(s.vocab_size));
 
-  std::vector<double> prefill_tps, decode_tps;
-  size_t state_bytes = 0;
-  for (int r = 0; r < a.runs; ++r) {
-    Session sess(model);
-    Timer t;
-    const std::vector<float>* logits = &sess.feed(prompt);
-    prefill_tps.push_back(double(a.prompt_len) / t.seconds());
-    int32_t tok = argmax(logits->data(), s.vocab_size);
-    t.reset();
-    for (int64_t i = 0; i < a.decode; ++i) {
-      logits = &sess.feed(&tok, 1);
-      tok = argmax(logits->data(), s.vocab_size);
-    }
-    decode_tps.push_back(double(a.decode) / t.seconds());
-    state_bytes = sess.state_bytes();
-  }
-  const double prefill = median(prefill_tps), decode = median(decode_tps);
-  const size_t rss = peak_rss_bytes();
-
   // Bytes decode must read per token: every weight matrix except the embedding table
   // (one row is read, unless it doubles as the LM head), plus the KV cache.
   const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
@@ -75,9 +56,34 @@ void bench(const BenchArgs& a) {
       attn_flops += 4.0 * double(b.attn.n_heads * b.attn.head_dim) * (double(a.prompt_len) + 1) / 2.0;
   const double prefill_flops = 2.0 * double(weights_read) / sizeof(float) + attn_flops;
 
-  const double bw = ops::measure_read_bandwidth();
-  const double peak = ops::measure_sgemm_peak();
-  const double decode_frac = decode * decode_bytes / bw, prefill_frac = prefill * prefill_flops / peak;
+  // Each run measures its own limits just before it, so a fraction compares numbers
+  // taken seconds apart even when the machine's bandwidth drifts; medians are reported.
+  std::vector<double> prefill_tps, decode_tps, bws, peaks, decode_fracs, prefill_fracs;
+  size_t state_bytes = 0, rss = 0;  // RSS sampled after prefill and decode (the limit
+                                    // probes' buffers are freed by then)
+  for (int r = 0; r < a.runs; ++r) {
+    peaks.push_back(ops::measure_sgemm_peak(1024, 3));
+    Session sess(model);
+    Timer t;
+    const std::vector<float>* logits = &sess.feed(prompt);
+    prefill_tps.push_back(double(a.prompt_len) / t.seconds());
+    int32_t tok = argmax(logits->data(), s.vocab_size);
+    rss = std::max(rss, current_rss_bytes());
+    bws.push_back(ops::measure_read_bandwidth(size_t(1) << 29, 3));
+    t.reset();
+    for (int64_t i = 0; i < a.decode; ++i) {
+      logits = &sess.feed(&tok, 1);
+      tok = argmax(logits->data(), s.vocab_size);
+    }
+    decode_tps.push_back(double(a.decode) / t.seconds());
+    state_bytes = sess.state_bytes();
+    rss = std::max(rss, current_rss_bytes());
+    decode_fracs.push_back(decode_tps.back() * decode_bytes / bws.back());
+    prefill_fracs.push_back(prefill_tps.back() * prefill_flops / peaks.back());
+  }
+  const double prefill = median(prefill_tps), decode = median(decode_tps);
+  const double bw = median(bws), peak = median(peaks);
+  const double decode_frac = median(decode_fracs), prefill_frac = median(prefill_fracs);
 
   json j = {{"model", a.model},
             {"family", s.family},
@@ -96,7 +102,7 @@ void bench(const BenchArgs& a) {
             {"sgemm_peak_flops", peak},
             {"prefill_peak_fraction", prefill_frac},
             {"state_bytes", state_bytes},
-            {"peak_rss_bytes", rss}};
+            {"rss_bytes", rss}};
   if (a.as_json) {
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -109,7 +115,7 @@ void bench(const BenchArgs& a) {
               (long long)a.decode, a.runs);
   std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
               decode_bytes / 1e6, bw / 1e9, 100 * decode_frac);
-  std::printf("state            %.2f MiB for %lld tokens; peak RSS %.1f MiB\n",
+  std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n",
               double(state_bytes) / (1 << 20), (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
 
