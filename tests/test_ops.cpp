@@ -141,3 +141,28 @@ TEST(Ops, VectorKernelsMatchReference) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Ops, LinearMultiMatchesSeparateProjections) {
+  const int64_t in = 96;
+  for (int64_t T : {1, 3}) {
+    auto x = randn(size_t(T * in), 12);
+    auto W1 = randn(size_t(300 * in), 13), W2 = randn(size_t(7 * in), 14), W3 = randn(size_t(129 * in), 15);
+    auto b2 = randn(7, 16);
+    std::vector<float> y1(size_t(T * 300)), y2(size_t(T * 7)), y3(size_t(T * 129));
+    const ops::Projection p[3] = {{W1.data(), 300, nullptr, y1.data()},
+                                  {W2.data(), 7, b2.data(), y2.data()},
+                                  {W3.data(), 129, nullptr, y3.data()}};
+    ops::linear_multi(x.data(), T, in, p, 3);
+    const std::vector<float>* ys[3] = {&y1, &y2, &y3};
+    for (int i = 0; i < 3; ++i) {
+      std::vector<float> r(ys[i]->size());
+      ops::linear_ref(x.data(), T, in, p[i].W, p[i].out, p[i].bias, r.data());
+      for (size_t k = 0; k < r.size(); ++k)
+        ASSERT_NEAR((*ys[i])[k], r[k], 1e-4) << "matrix " << i << " T=" << T;
+    }
+  }
+}
+
+}  // namespace

@@ -82,9 +82,8 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   float* q = ws.get(Workspace::kQ, size_t(T * qd));
   float* k = ws.get(Workspace::kK, size_t(T * kd));
   float* v = ws.get(Workspace::kV, size_t(T * kd));
-  ops::linear(x, T, d_, w_.wq, qd, w_.bq, q);
-  ops::linear(x, T, d_, w_.wk, kd, w_.bk, k);
-  ops::linear(x, T, d_, w_.wv, kd, w_.bv, v);
+  const ops::Projection qkv[3] = {{w_.wq, qd, w_.bq, q}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}};
+  ops::linear_multi(x, T, d_, qkv, 3);
   if (spec_.qk_norm) {
     ops::rmsnorm(q, w_.q_norm, eps_, T * H, hd, q);
     ops::rmsnorm(k, w_.k_norm, eps_, T * KV, hd, k);
@@ -92,7 +91,7 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   // Rotary embedding: angle = float(pos) * inv_freq in f32, as the reference computes it.
   const int64_t half = spec_.rope.rotary_dim / 2;
   if (half > 0) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1)
     for (int64_t t = 0; t < T; ++t) {
       float cs[512], sn[512];
       for (int64_t i = 0; i < half; ++i) {

@@ -94,10 +94,10 @@ void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws
   const BlockWeights& bw = blocks_[layer];
   const int64_t D = spec_.d_model, F = m.hidden;
   float* up = ws.get(Workspace::kMlpA, size_t(T * F));
-  ops::linear(x, T, D, bw.up, F, bw.up_b, up);
+  float* gate = m.gated ? ws.get(Workspace::kMlpB, size_t(T * F)) : nullptr;
+  const ops::Projection proj[2] = {{bw.up, F, bw.up_b, up}, {bw.gate, F, bw.gate_b, gate}};
+  ops::linear_multi(x, T, D, proj, m.gated ? 2 : 1);
   if (m.gated) {
-    float* gate = ws.get(Workspace::kMlpB, size_t(T * F));
-    ops::linear(x, T, D, bw.gate, F, bw.gate_b, gate);
     switch (m.act) {
       case Activation::SiLU:
         ops::swiglu(gate, up, T * F, up);

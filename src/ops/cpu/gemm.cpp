@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+
 namespace braid::ops {
 
 namespace {
@@ -81,6 +83,28 @@ void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, 
     gemv_rows(W, x, out, in, bias != nullptr, y);
   } else {
     gemm(T, out, in, 1.0f, x, in, W, in, true, beta, y, out);
+  }
+}
+
+void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) total += p[i].out;
+  if (T != 1 || total * in < (int64_t(1) << 15)) {
+    for (int i = 0; i < n; ++i) linear(x, T, in, p[i].W, p[i].out, p[i].bias, p[i].y);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t b = total * t / nt, e = total * (t + 1) / nt;
+    int64_t base = 0;  // first combined row of matrix i
+    for (int i = 0; i < n; base += p[i].out, ++i) {
+      const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
+      if (lo >= hi) continue;
+      if (p[i].bias)
+        for (int64_t r = lo; r < hi; ++r) p[i].y[r] = p[i].bias[r];
+      matvec(p[i].W + lo * in, x, hi - lo, in, 1.0f, p[i].bias != nullptr, p[i].y + lo);
+    }
   }
 }
 

@@ -8,6 +8,17 @@ namespace braid::ops {
 // checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode).
 void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y);
 
+// Several projections of the same input, y_i = x . W_i^T (+ b_i). For one token the
+// rows of all matrices are split across threads in a single parallel region (one
+// fork/join instead of one per matrix); for T > 1 each is a BLAS GEMM.
+struct Projection {
+  const float* W;
+  int64_t out;
+  const float* bias;  // may be null
+  float* y;
+};
+void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, int n);
+
 // C[M, N] = alpha * A[M, K] . op(B) + beta * C, row-major; op(B) = B[K, N] or, when
 // b_transposed, B[N, K]^T. lda/ldb/ldc are row strides in elements.
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
