@@ -15,12 +15,17 @@ namespace {
 #define BRAID_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
 
 inline float dot16(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
+  // Four independent 16-lane accumulators hide the FMA latency; then 16-wide steps,
+  // then a scalar tail.
+  float acc[4][16] = {};
   int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int j = 0; j < 4; ++j)
+      for (int k = 0; k < 16; ++k) acc[j][k] += a[i + 16 * j + k] * b[i + 16 * j + k];
   for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
+    for (int k = 0; k < 16; ++k) acc[0][k] += a[i + k] * b[i + k];
   float s = 0.0f;
-  for (int k = 0; k < 16; ++k) s += acc[k];
+  for (int k = 0; k < 16; ++k) s += (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]);
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
