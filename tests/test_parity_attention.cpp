@@ -24,14 +24,23 @@ std::vector<int32_t> ids_of(const Tensor& t) {
   return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
 }
 
-class AttentionParity : public ::testing::TestWithParam<std::string> {};
+// The fixture's model and its reference outputs, loaded once per test.
+class AttentionParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(fixtures_dir() + "/README.md")) return;
+    const std::string dir = hf_fixture(GetParam());
+    model = load_model(dir);
+    ref = SafetensorsFile::open(dir + "/reference.safetensors");
+    ids = ids_of(ref->get("input_ids"));
+  }
+  std::shared_ptr<const Model> model;
+  std::shared_ptr<SafetensorsFile> ref;
+  std::vector<int32_t> ids;
+};
 
 TEST_P(AttentionParity, LogitsAndHiddenStates) {
   REQUIRE_FIXTURES();
-  const std::string dir = hf_fixture(GetParam());
-  std::shared_ptr<const Model> model = load_model(dir);
-  auto ref = SafetensorsFile::open(dir + "/reference.safetensors");
-  std::vector<int32_t> ids = ids_of(ref->get("input_ids"));
   Session s(model);
   HiddenCapture cap;
   std::vector<float> logits = s.feed_all(ids.data(), int64_t(ids.size()), &cap);
@@ -49,9 +58,6 @@ TEST_P(AttentionParity, LogitsAndHiddenStates) {
 
 TEST_P(AttentionParity, GreedyDecodeMatchesReference) {
   REQUIRE_FIXTURES();
-  const std::string dir = hf_fixture(GetParam());
-  std::shared_ptr<const Model> model = load_model(dir);
-  auto ref = SafetensorsFile::open(dir + "/reference.safetensors");
   std::vector<int32_t> prompt = ids_of(ref->get("gen_prompt"));
   std::vector<int32_t> want = ids_of(ref->get("gen_tokens"));
   Tensor want_logits = ref->get("gen_logits");
@@ -71,10 +77,6 @@ TEST_P(AttentionParity, GreedyDecodeMatchesReference) {
 
 TEST_P(AttentionParity, PrefillThenDecodeEqualsFullForward) {
   REQUIRE_FIXTURES();
-  const std::string dir = hf_fixture(GetParam());
-  std::shared_ptr<const Model> model = load_model(dir);
-  auto ref = SafetensorsFile::open(dir + "/reference.safetensors");
-  std::vector<int32_t> ids = ids_of(ref->get("input_ids"));
   const int64_t V = model->spec().vocab_size, T = int64_t(ids.size());
   Session full(model);
   std::vector<float> all = full.feed_all(ids.data(), T);
@@ -95,10 +97,6 @@ TEST_P(AttentionParity, PrefillThenDecodeEqualsFullForward) {
 
 TEST_P(AttentionParity, SnapshotRestoreEqualsUninterrupted) {
   REQUIRE_FIXTURES();
-  const std::string dir = hf_fixture(GetParam());
-  std::shared_ptr<const Model> model = load_model(dir);
-  auto ref = SafetensorsFile::open(dir + "/reference.safetensors");
-  std::vector<int32_t> ids = ids_of(ref->get("input_ids"));
   Session s(model);
   s.feed(ids.data(), 50);
   Session::Snapshot snap = s.snapshot();
