@@ -42,9 +42,9 @@ void expect_usage_error(const Result& r, const std::string& what) {
 
 std::string q(const std::string& s) { return "'" + s + "'"; }
 
-TEST(Cli, VerifyPassesOnAttentionFixtures) {
+TEST(Cli, VerifyPassesOnSupportedFixtures) {
   REQUIRE_FIXTURES();
-  for (const char* arch : {"llama", "qwen3"}) {
+  for (const char* arch : {"llama", "qwen3", "mamba", "falcon_mamba"}) {
     Result r = braid("verify --model " + hf_fixture(arch) + " --reference " + hf_fixture(arch) +
                      "/reference.safetensors");
     EXPECT_EQ(r.rc, 0) << r.out << r.err;
@@ -70,8 +70,8 @@ TEST(Cli, BadInputsAreOneLineErrorsWithExitCode2) {
   REQUIRE_FIXTURES();
   TempDir d;
   const std::string llama = hf_fixture("llama");
-  expect_usage_error(braid("run --model " + hf_fixture("mamba") + " --prompt-ids 1"),
-                     "unknown architecture 'mamba'");
+  expect_usage_error(braid("run --model " + hf_fixture("rwkv") + " --prompt-ids 1"),
+                     "unknown architecture 'rwkv'");
   expect_usage_error(braid("run --model " + llama + " --prompt hello"), "tokenizer.json: missing");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,x"), "'x' is not a token id");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,999"), "outside the vocabulary");

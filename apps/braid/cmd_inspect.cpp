@@ -38,6 +38,12 @@ void inspect(const std::string& dir, bool as_json) {
       l["head_dim"] = a.head_dim;
       l["sliding_window"] = a.sliding_window;
     }
+    if (s.blocks[size_t(i)].mixer == MixerKind::Mamba) {
+      const MambaSpec& m = s.blocks[size_t(i)].mamba;
+      l["d_inner"] = m.d_inner;
+      l["d_state"] = m.d_state;
+      l["d_conv"] = m.d_conv;
+    }
     l["mlp"] = s.blocks[size_t(i)].has_mlp ? s.blocks[size_t(i)].mlp.hidden : 0;
     layers.push_back(l);
   }
@@ -67,6 +73,9 @@ void inspect(const std::string& dir, bool as_json) {
     if (l.contains("heads"))
       std::printf("  heads %lld/%lld x %lld", (long long)l["heads"].get<int64_t>(),
                   (long long)l["kv_heads"].get<int64_t>(), (long long)l["head_dim"].get<int64_t>());
+    if (l.contains("d_inner"))
+      std::printf("  d_inner %lld d_state %lld conv %lld", (long long)l["d_inner"].get<int64_t>(),
+                  (long long)l["d_state"].get<int64_t>(), (long long)l["d_conv"].get<int64_t>());
     if (l.value("sliding_window", int64_t(0)) > 0)
       std::printf("  window %lld", (long long)l["sliding_window"].get<int64_t>());
     std::printf("  state %s + %s/token  mlp %lld\n", human(double(l["state_bytes"].get<size_t>())).c_str(),

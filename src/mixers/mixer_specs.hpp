@@ -24,4 +24,15 @@ struct AttentionSpec {
   RopeSpec rope;
 };
 
+// Mamba-1 selective state space mixer (Gu & Dao): in_proj -> causal depthwise conv
+// -> SiLU -> x_proj (dt, B, C) -> softplus(dt_proj) -> diagonal selective scan + D skip
+// -> SiLU(z) gate -> out_proj.
+struct MambaSpec {
+  int64_t d_inner = 0, d_state = 16, d_conv = 4, dt_rank = 0;
+  bool conv_bias = true;
+  bool proj_bias = false;    // biases on in_proj and out_proj
+  double bcdt_norm_eps = 0;  // > 0: weightless RMSNorm on B, C and dt (FalconMamba)
+  int64_t chunk = 256;       // tokens per prefill chunk (bounds activation memory)
+};
+
 }  // namespace braid

@@ -1,5 +1,7 @@
 #include "model/init.hpp"
 
+#include <cmath>
+
 #include "core/rng.hpp"
 
 namespace braid {
@@ -19,6 +21,17 @@ Weights init_weights(const ModelSpec& spec, uint64_t seed, double std) {
         for (int64_t i = 0; i < n; ++i) d[i] = 1.0f;
         break;
       case ParamDecl::Init::Zeros:
+        break;
+      case ParamDecl::Init::SsmALog: {  // rows of log(1), log(2), ..., log(N)
+        const int64_t N = p.shape.back();
+        for (int64_t i = 0; i < n; ++i) d[i] = float(std::log(double(i % N + 1)));
+        break;
+      }
+      case ParamDecl::Init::DtBias:  // softplus^-1(dt), dt log-uniform in [1e-3, 1e-1]
+        for (int64_t i = 0; i < n; ++i) {
+          const double dt = std::exp(std::log(1e-3) + rng.uniform() * (std::log(1e-1) - std::log(1e-3)));
+          d[i] = float(dt + std::log(-std::expm1(-dt)));
+        }
         break;
     }
     w[p.name] = std::move(t);

@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "mixers/attention.hpp"
+#include "mixers/mamba.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -38,6 +39,23 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
         aw.q_norm = w_opt(pre + "q_norm.weight");
         aw.k_norm = w_opt(pre + "k_norm.weight");
         mixers_.push_back(std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
+        break;
+      }
+      case MixerKind::Mamba: {
+        const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
+        MambaWeights mw;
+        mw.in_proj = w(mp + "in_proj.weight");
+        mw.in_proj_b = w_opt(mp + "in_proj.bias");
+        mw.conv_w = w(mp + "conv1d.weight");
+        mw.conv_b = w_opt(mp + "conv1d.bias");
+        mw.x_proj = w(mp + "x_proj.weight");
+        mw.dt_proj = w(mp + "dt_proj.weight");
+        mw.dt_proj_b = w(mp + "dt_proj.bias");
+        mw.A_log = w(mp + "A_log");
+        mw.D = w(mp + "D");
+        mw.out_proj = w(mp + "out_proj.weight");
+        mw.out_proj_b = w_opt(mp + "out_proj.bias");
+        mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
         break;
       }
     }
@@ -146,7 +164,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     if (capture) capture->states.emplace_back(src, src + T * D);
   };
   if (capture) capture->states.clear();
-  snap(h);
+  if (spec_.hidden_states_from_embedding) snap(h);
   const float eps = float(spec_.norm_eps);
   for (size_t i = 0; i < mixers_.size(); ++i) {
     ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
@@ -157,7 +175,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
       mlp(i, n, T, tmp, ws);
       ops::add_inplace(h, tmp, T * D);
     }
-    if (i + 1 < mixers_.size()) snap(h);
+    if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);
   }
   ops::rmsnorm(h, final_norm_, eps, T, D, n);
   snap(n);

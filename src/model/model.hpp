@@ -15,7 +15,9 @@ namespace braid {
 using Weights = std::map<std::string, Tensor>;  // canonical name -> tensor
 
 // Per-layer hidden states, as references dump them: [0] the embedding output,
-// [i] the output of block i-1, [L] the final-norm output. Each is T x d_model.
+// [i] the output of block i-1, [L] the final-norm output (for specs without
+// hidden_states_from_embedding: [i] the output of block i, then the final-norm output).
+// Each is T x d_model.
 struct HiddenCapture {
   std::vector<std::vector<float>> states;
 };

@@ -8,6 +8,8 @@ const char* mixer_kind_name(MixerKind k) {
   switch (k) {
     case MixerKind::Attention:
       return "attention";
+    case MixerKind::Mamba:
+      return "mamba";
   }
   return "?";
 }
@@ -65,6 +67,22 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
         }
         break;
       }
+      case MixerKind::Mamba: {
+        const MambaSpec& m = b.mamba;
+        const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
+        p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
+        if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
+        p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
+        if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
+        p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
+        p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
+        p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
+        p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
+        p.push_back({pre + "mamba.D", {Di}, I::Ones});
+        p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
+        if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
+        break;
+      }
     }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
@@ -103,6 +121,13 @@ void validate_spec(const ModelSpec& s) {
       check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
             ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
       check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
+      check(a.rope.rotary_dim <= 1024, where, ": rotary_dim above 1024 is not supported");
+    }
+    if (b.mixer == MixerKind::Mamba) {
+      const MambaSpec& m = b.mamba;
+      check(m.d_inner > 0 && m.d_state > 0 && m.d_conv > 0 && m.dt_rank > 0, where,
+            ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
+      check(m.chunk > 0, where, ": mamba chunk must be positive");
     }
     if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
   }

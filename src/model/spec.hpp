@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention };
+enum class MixerKind { Attention, Mamba };
 enum class Activation { SiLU, GeluTanh, GeluErf };
 
 const char* mixer_kind_name(MixerKind k);
@@ -28,6 +28,7 @@ struct MlpSpec {
 struct BlockSpec {
   MixerKind mixer = MixerKind::Attention;
   AttentionSpec attn;
+  MambaSpec mamba;
   bool has_mlp = true;
   MlpSpec mlp;
 };
@@ -40,6 +41,9 @@ struct ModelSpec {
   bool tie_embeddings = false;
   int64_t max_context = 0;  // advisory (from the checkpoint); 0 = unknown
   std::vector<BlockSpec> blocks;
+  // Hidden-state dumps start with the embedding output (most families) or with the
+  // output of the first block (Mamba-style models); `verify` follows the reference.
+  bool hidden_states_from_embedding = true;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 };
@@ -48,7 +52,9 @@ struct ModelSpec {
 struct ParamDecl {
   std::string name;  // e.g. "blocks.0.attn.q_proj.weight"
   std::vector<int64_t> shape;
-  enum class Init { Normal, Ones, Zeros } init = Init::Normal;
+  // Normal: N(0, std^2). SsmALog: log(1..N) per row (S4D-real). DtBias: softplus^-1 of
+  // dt ~ log-uniform in [1e-3, 1e-1].
+  enum class Init { Normal, Ones, Zeros, SsmALog, DtBias } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

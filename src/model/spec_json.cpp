@@ -45,13 +45,37 @@ json write_mlp(const MlpSpec& m) {
   return {{"hidden", m.hidden}, {"activation", activation_name(m.act)}, {"gated", m.gated}, {"bias", m.bias}};
 }
 
-void read_mixer(const JsonObject& o, BlockSpec* b) {
+MambaSpec read_mamba(const JsonObject& o, int64_t d_model) {
+  MambaSpec m;
+  m.d_inner = o.get_int("d_inner", o.get_int("expand", 2) * d_model);
+  m.d_state = o.get_int("d_state", 16);
+  m.d_conv = o.get_int("d_conv", 4);
+  m.dt_rank = o.get_int("dt_rank", (d_model + 15) / 16);
+  m.conv_bias = o.get_bool("conv_bias", true);
+  m.proj_bias = o.get_bool("proj_bias", false);
+  m.bcdt_norm_eps = o.get_float("bcdt_norm_eps", 0.0);
+  m.chunk = o.get_int("chunk", 256);
+  return m;
+}
+
+json write_mamba(const MambaSpec& m) {
+  return {{"type", "mamba"},          {"d_inner", m.d_inner},
+          {"d_state", m.d_state},     {"d_conv", m.d_conv},
+          {"dt_rank", m.dt_rank},     {"conv_bias", m.conv_bias},
+          {"proj_bias", m.proj_bias}, {"bcdt_norm_eps", m.bcdt_norm_eps},
+          {"chunk", m.chunk}};
+}
+
+void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   const std::string type = o.get_string("type");
   if (type == "attention") {
     b->mixer = MixerKind::Attention;
     b->attn = read_attention(o);
+  } else if (type == "mamba") {
+    b->mixer = MixerKind::Mamba;
+    b->mamba = read_mamba(o, d_model);
   } else {
-    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention)");
+    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba)");
   }
 }
 
@@ -99,10 +123,10 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
       const std::string name = e.get<std::string>();
       check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw, ": mixer '", name,
             "' is not defined in 'mixers'");
-      read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), &b);
+      read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), s.d_model, &b);
     } else {
       JsonObject lo(e, lw);
-      read_mixer(lo.get_object("mixer"), &b);
+      read_mixer(lo.get_object("mixer"), s.d_model, &b);
       if (lo.has("mlp")) {
         b.has_mlp = true;
         b.mlp = read_mlp(lo.get_object("mlp"));
@@ -128,6 +152,9 @@ json spec_to_json(const ModelSpec& s) {
     switch (b.mixer) {
       case MixerKind::Attention:
         l["mixer"] = write_attention(b.attn);
+        break;
+      case MixerKind::Mamba:
+        l["mixer"] = write_mamba(b.mamba);
         break;
     }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);

@@ -1,5 +1,6 @@
-// Whole-model parity with Hugging Face transformers for the attention families
-// (llama, qwen3): logits, every hidden state, greedy tokens, per-step decode logits.
+// Whole-model parity with Hugging Face transformers for every supported family:
+// logits, every hidden state, greedy tokens, per-step decode logits, chunked prefill
+// then decode, snapshot/restore.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -25,7 +26,7 @@ std::vector<int32_t> ids_of(const Tensor& t) {
 }
 
 // The fixture's model and its reference outputs, loaded once per test.
-class AttentionParity : public ::testing::TestWithParam<std::string> {
+class FamilyParity : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (!std::filesystem::exists(fixtures_dir() + "/README.md")) return;
@@ -39,7 +40,7 @@ class AttentionParity : public ::testing::TestWithParam<std::string> {
   std::vector<int32_t> ids;
 };
 
-TEST_P(AttentionParity, LogitsAndHiddenStates) {
+TEST_P(FamilyParity, LogitsAndHiddenStates) {
   REQUIRE_FIXTURES();
   Session s(model);
   HiddenCapture cap;
@@ -48,6 +49,7 @@ TEST_P(AttentionParity, LogitsAndHiddenStates) {
   ASSERT_EQ(size_t(want.numel()), logits.size());
   EXPECT_LE(max_abs_diff(logits.data(), want.f32(), logits.size()), 1e-4f);
   ASSERT_EQ(cap.states.size(), size_t(model->n_layers() + 1));
+  ASSERT_NE(ref->find("hidden_states." + std::to_string(model->n_layers())), nullptr);
   for (size_t i = 0; i < cap.states.size(); ++i) {
     Tensor h = ref->get("hidden_states." + std::to_string(i));
     ASSERT_EQ(size_t(h.numel()), cap.states[i].size());
@@ -56,7 +58,7 @@ TEST_P(AttentionParity, LogitsAndHiddenStates) {
   }
 }
 
-TEST_P(AttentionParity, GreedyDecodeMatchesReference) {
+TEST_P(FamilyParity, GreedyDecodeMatchesReference) {
   REQUIRE_FIXTURES();
   std::vector<int32_t> prompt = ids_of(ref->get("gen_prompt"));
   std::vector<int32_t> want = ids_of(ref->get("gen_tokens"));
@@ -75,7 +77,7 @@ TEST_P(AttentionParity, GreedyDecodeMatchesReference) {
   EXPECT_EQ(got, want);
 }
 
-TEST_P(AttentionParity, PrefillThenDecodeEqualsFullForward) {
+TEST_P(FamilyParity, PrefillThenDecodeEqualsFullForward) {
   REQUIRE_FIXTURES();
   const int64_t V = model->spec().vocab_size, T = int64_t(ids.size());
   Session full(model);
@@ -95,7 +97,7 @@ TEST_P(AttentionParity, PrefillThenDecodeEqualsFullForward) {
   }
 }
 
-TEST_P(AttentionParity, SnapshotRestoreEqualsUninterrupted) {
+TEST_P(FamilyParity, SnapshotRestoreEqualsUninterrupted) {
   REQUIRE_FIXTURES();
   Session s(model);
   s.feed(ids.data(), 50);
@@ -107,6 +109,29 @@ TEST_P(AttentionParity, SnapshotRestoreEqualsUninterrupted) {
   EXPECT_EQ(a, b);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, AttentionParity, ::testing::Values("llama", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyParity,
+                         ::testing::Values("llama", "qwen3", "mamba", "falcon_mamba"));
+
+}  // namespace
+
+namespace {
+
+// Recurrent layers hold the same bytes at every context length.
+TEST(RecurrentState, DoesNotGrowWithContext) {
+  REQUIRE_FIXTURES();
+  std::shared_ptr<const Model> model = load_model(hf_fixture("mamba"));
+  Session s(model);
+  std::vector<int32_t> ids(1000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 37) % 384);
+  s.feed(ids.data(), 10);
+  const size_t early = s.state_bytes();
+  s.feed(ids.data() + 10, 990);
+  for (int i = 0; i < 100; ++i) s.feed(ids.data() + i, 1);
+  EXPECT_EQ(s.state_bytes(), early);
+  size_t fixed = 0;
+  for (int64_t i = 0; i < model->n_layers(); ++i) fixed += model->mixer(size_t(i)).fixed_state_bytes();
+  EXPECT_EQ(early, fixed);
+  EXPECT_EQ(early, size_t(2 * 128 * (3 + 16) * 4));  // 2 layers x d_inner x (d_conv-1 + d_state) x f32
+}
 
 }  // namespace

@@ -1,0 +1,65 @@
+// MambaForCausalLM and FalconMambaForCausalLM: blocks of RMSNorm -> Mamba-1 mixer ->
+// residual (no MLP), names under backbone.layers.N. FalconMamba adds a weightless
+// RMSNorm on B, C and dt (mixer_rms_eps).
+#include "core/error.hpp"
+#include "import/hf/importer.hpp"
+
+namespace braid::hf {
+
+namespace {
+
+Import import_mamba_family(const JsonObject& cfg, bool falcon) {
+  Import im;
+  ModelSpec& s = im.spec;
+  s.family = cfg.get_string("model_type");
+  s.vocab_size = cfg.get_int("vocab_size");
+  s.d_model = cfg.get_int("hidden_size");
+  s.norm_eps = cfg.get_float("layer_norm_epsilon", 1e-5);
+  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", true);
+  s.hidden_states_from_embedding = false;
+  auto bos = read_token_ids(cfg, "bos_token_id");
+  s.bos_token_id = bos.empty() ? -1 : bos[0];
+  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+  const std::string act = cfg.get_string("hidden_act", "silu");
+  check(act == "silu", cfg.where(), ": hidden_act '", act, "' is not supported for mamba (silu only)");
+
+  MambaSpec m;
+  m.d_inner = cfg.get_int("intermediate_size", cfg.get_int("expand", 2) * s.d_model);
+  m.d_state = cfg.get_int("state_size");
+  m.d_conv = cfg.get_int("conv_kernel");
+  m.dt_rank = cfg.has("time_step_rank") && cfg.raw()["time_step_rank"].is_string()
+                  ? (s.d_model + 15) / 16  // "auto"
+                  : cfg.get_int("time_step_rank", (s.d_model + 15) / 16);
+  m.conv_bias = cfg.get_bool("use_conv_bias", true);
+  m.proj_bias = cfg.get_bool("use_bias", false);
+  if (falcon) m.bcdt_norm_eps = cfg.get_float("mixer_rms_eps", 1e-6);
+
+  const int64_t L = cfg.get_int("num_hidden_layers");
+  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  for (int64_t i = 0; i < L; ++i) {
+    BlockSpec b;
+    b.mixer = MixerKind::Mamba;
+    b.mamba = m;
+    b.has_mlp = false;
+    s.blocks.push_back(b);
+  }
+  im.tensor_name = [](const std::string& c) -> std::string {
+    if (c == "embed.weight") return "backbone.embeddings.weight";
+    if (c == "final_norm.weight") return "backbone.norm_f.weight";
+    if (c == "lm_head.weight") return "lm_head.weight";
+    const size_t dot = c.find('.', 7);
+    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
+    const std::string pre = "backbone.layers." + n + ".";
+    if (rest == "norm1.weight") return pre + "norm.weight";
+    if (rest.rfind("mamba.", 0) == 0) return pre + "mixer." + rest.substr(6);
+    return pre + rest;
+  };
+  return im;
+}
+
+}  // namespace
+
+Import import_mamba(const JsonObject& cfg) { return import_mamba_family(cfg, false); }
+Import import_falcon_mamba(const JsonObject& cfg) { return import_mamba_family(cfg, true); }
+
+}  // namespace braid::hf

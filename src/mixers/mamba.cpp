@@ -1,0 +1,126 @@
+#include "mixers/mamba.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+namespace {
+
+// torch.nn.functional.softplus with its default threshold of 20.
+inline float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
+
+inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
+
+// Weightless RMSNorm over n values of each of `rows` rows (row stride `ld`), in place.
+void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = x + r * ld;
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(v[i]) * v[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    for (int64_t i = 0; i < n; ++i) v[i] *= inv;
+  }
+}
+
+}  // namespace
+
+MambaMixer::MambaMixer(const MambaSpec& spec, int64_t d_model, MambaWeights w)
+    : s_(spec), d_(d_model), w_(w) {
+  A_.resize(size_t(s_.d_inner * s_.d_state));
+  for (size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(w_.A_log[i]);
+}
+
+std::unique_ptr<State> MambaMixer::make_state() const {
+  return std::make_unique<MambaState>(s_.d_inner, s_.d_state, s_.d_conv);
+}
+
+void MambaMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
+  auto* st = dynamic_cast<MambaState*>(&state);
+  check(st != nullptr, "mamba layer was given a state of another mixer");
+  for (int64_t t0 = 0; t0 < T; t0 += s_.chunk) {
+    const int64_t n = std::min(s_.chunk, T - t0);
+    chunk(x + t0 * d_, n, *st, y + t0 * d_, ws);
+  }
+}
+
+void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const {
+  const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
+  // xz[t] = [x-branch (Di) | gate z (Di)]
+  float* xz = ws.get(Workspace::kQ, size_t(T * 2 * Di));
+  ops::linear(x, T, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz);
+
+  // Causal depthwise conv over [previous K-1 inputs | this chunk], then SiLU -> u.
+  float* u = ws.get(Workspace::kK, size_t(T * Di));
+  const float* prev = st.conv.data();  // [K-1][Di]
+#pragma omp parallel for schedule(static) if (T * Di >= 4096)
+  for (int64_t c = 0; c < Di; ++c) {
+    const float* wc = w_.conv_w + c * K;
+    for (int64_t t = 0; t < T; ++t) {
+      float acc = w_.conv_b ? w_.conv_b[c] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = t + k - (K - 1);  // input time index relative to the chunk
+        const float v = src >= 0 ? xz[src * 2 * Di + c] : prev[(K - 1 + src) * Di + c];
+        acc += wc[k] * v;
+      }
+      u[t * Di + c] = silu(acc);
+    }
+  }
+  // Keep the last K-1 conv inputs for the next call.
+  if (K > 1) {
+    std::vector<float>& cs = st.conv;
+    const int64_t keep = K - 1;
+    if (T >= keep) {
+      for (int64_t j = 0; j < keep; ++j)
+        std::memcpy(&cs[size_t(j * Di)], xz + (T - keep + j) * 2 * Di, size_t(Di) * sizeof(float));
+    } else {
+      std::memmove(cs.data(), cs.data() + T * Di, size_t((keep - T) * Di) * sizeof(float));
+      for (int64_t j = 0; j < T; ++j)
+        std::memcpy(&cs[size_t((keep - T + j) * Di)], xz + j * 2 * Di, size_t(Di) * sizeof(float));
+    }
+  }
+
+  // x_proj -> [dt_in (R) | B (N) | C (N)] per token; optional weightless RMSNorm of each.
+  float* dbc = ws.get(Workspace::kV, size_t(T * P));
+  ops::linear(u, T, Di, w_.x_proj, P, nullptr, dbc);
+  if (s_.bcdt_norm_eps > 0) {
+    const float eps = float(s_.bcdt_norm_eps);
+    rms_rows(dbc + R, T, N, P, eps);
+    rms_rows(dbc + R + N, T, N, P, eps);
+    rms_rows(dbc, T, R, P, eps);
+  }
+  // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P, so
+  // multiply through a GEMM with lda = P.
+  float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
+  for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
+  ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj, R, true, 1.0f, dt, Di);
+  for (int64_t i = 0; i < T * Di; ++i) dt[i] = softplus(dt[i]);
+
+  // Selective scan, channels split across threads; gated output into u's slot `g`.
+  float* g = ws.get(Workspace::kScores, size_t(T * Di));
+  float* h = st.ssm.data();
+#pragma omp parallel for schedule(static) if (Di * N * T >= 8192)
+  for (int64_t c = 0; c < Di; ++c) {
+    float* hc = h + c * N;
+    const float* Ac = A_.data() + c * N;
+    for (int64_t t = 0; t < T; ++t) {
+      const float d = dt[t * Di + c], uc = u[t * Di + c];
+      const float* B = dbc + t * P + R;
+      const float* C = B + N;
+      float acc = 0.0f;
+      for (int64_t n = 0; n < N; ++n) {
+        hc[n] = std::exp(Ac[n] * d) * hc[n] + (d * B[n]) * uc;
+        acc += hc[n] * C[n];
+      }
+      g[t * Di + c] = (acc + uc * w_.D[c]) * silu(xz[t * 2 * Di + Di + c]);
+    }
+  }
+  st.pos += T;
+  ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);
+}
+
+}  // namespace braid
