@@ -14,6 +14,7 @@
 #include "io/safetensors.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
+#include "runtime/session.hpp"
 
 using namespace braid;
 
@@ -176,9 +177,16 @@ TEST(SpecJson, InitSaveLoadGivesTheSameModel) {
             {"tie_embeddings", false},
             {"mlp", {{"hidden", 48}}},
             {"layers",
-             {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"qk_norm", true}}}}}}};
+             {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"qk_norm", true}}}},
+              {{"mixer", {{"type", "mamba"}, {"d_state", 8}, {"bcdt_norm_eps", 1e-6}}}, {"mlp", nullptr}}}}};
   ModelSpec s = spec_from_json(j, "spec.json");
+  ASSERT_EQ(s.blocks.size(), 2u);
+  EXPECT_EQ(s.blocks[1].mamba.d_inner, 64);  // expand 2 x d_model
+  EXPECT_EQ(s.blocks[1].mamba.dt_rank, 2);   // ceil(32 / 16)
+  EXPECT_FALSE(s.blocks[1].has_mlp);
+  EXPECT_EQ(spec_to_json(spec_from_json(spec_to_json(s), "round-trip")), spec_to_json(s));
   Weights w = init_weights(s, 3);
+  EXPECT_FLOAT_EQ(w.at("blocks.1.mamba.A_log").f32()[9], std::log(2.0f));  // row 1, state 1
   TempDir d;
   save_model(d / "m", s, w);
   auto m = load_model(d / "m");
@@ -188,6 +196,31 @@ TEST(SpecJson, InitSaveLoadGivesTheSameModel) {
     EXPECT_EQ(std::memcmp(u.raw(), t.raw(), t.nbytes()), 0) << name;
   }
   EXPECT_EQ(init_weights(s, 3).at("embed.weight").f32()[5], w.at("embed.weight").f32()[5]);  // deterministic
+}
+
+}  // namespace
+
+namespace {
+
+// A freshly initialised hybrid runs, and its chunked prefill equals token-by-token decode.
+TEST(SpecJson, InitialisedHybridPrefillEqualsDecode) {
+  json j = {{"vocab_size", 64},
+            {"d_model", 32},
+            {"mlp", {{"hidden", 48}}},
+            {"mixers",
+             {{"m", {{"type", "mamba"}, {"chunk", 8}}},
+              {"a", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}},
+            {"layers", {{"pattern", {"m", "m", "a"}}, {"repeat", 2}}}};
+  ModelSpec s = spec_from_json(j, "spec.json");
+  auto model = std::make_shared<Model>(s, init_weights(s, 11, 0.2), "init");
+  std::vector<int32_t> ids(50);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % 64);
+  Session a(model), b(model);
+  std::vector<float> all = a.feed_all(ids.data(), 50);
+  for (int64_t t = 0; t < 50; ++t) {
+    const auto& l = b.feed(ids.data() + t, 1);
+    for (int64_t v = 0; v < 64; ++v) ASSERT_NEAR(l[size_t(v)], all[size_t(t * 64 + v)], 1e-4) << t;
+  }
 }
 
 }  // namespace
