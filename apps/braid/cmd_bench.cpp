@@ -41,14 +41,17 @@ void bench(const BenchArgs& a) {
   for (auto& t : prompt) t = int32_t(rng.next() % uint64_t(s.vocab_size));
 
   // Bytes decode must read per token: every weight matrix except the embedding table
-  // (one row is read, unless it doubles as the LM head), plus the KV cache.
+  // (one row is read, unless it doubles as the LM head), the recurrent states and the
+  // KV cache at the mean decode context.
   const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
   const size_t weights_read = model->weight_bytes() - (s.tie_embeddings ? 0 : embed_bytes);
-  size_t per_token_state = 0;
-  for (int64_t i = 0; i < model->n_layers(); ++i)
+  size_t per_token_state = 0, fixed_state = 0;
+  for (int64_t i = 0; i < model->n_layers(); ++i) {
     per_token_state += model->mixer(size_t(i)).bytes_per_token();
+    fixed_state += model->mixer(size_t(i)).fixed_state_bytes();
+  }
   const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
-  const double decode_bytes = double(weights_read) + avg_ctx * double(per_token_state);
+  const double decode_bytes = double(weights_read) + double(fixed_state) + avg_ctx * double(per_token_state);
   // FLOPs per prefill token: 2 per weight multiply-add, plus attention scores and values.
   double attn_flops = 0;
   for (const BlockSpec& b : s.blocks)
@@ -115,8 +118,8 @@ void bench(const BenchArgs& a) {
               (long long)a.decode, a.runs);
   std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
               decode_bytes / 1e6, bw / 1e9, 100 * decode_frac);
-  std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n",
-              double(state_bytes) / (1 << 20), (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
+  std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
+              (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
 
 }  // namespace
