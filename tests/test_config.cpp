@@ -209,9 +209,12 @@ TEST(SpecJson, InitialisedHybridPrefillEqualsDecode) {
             {"mlp", {{"hidden", 48}}},
             {"mixers",
              {{"m", {{"type", "mamba"}, {"chunk", 8}}},
+              {"s", {{"type", "mamba2"}, {"head_dim", 8}, {"d_state", 8}, {"n_groups", 2}, {"chunk", 6}}},
               {"a", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}},
-            {"layers", {{"pattern", {"m", "m", "a"}}, {"repeat", 2}}}};
+            {"layers", {{"pattern", {"m", "s", "a"}}, {"repeat", 2}}}};
   ModelSpec s = spec_from_json(j, "spec.json");
+  EXPECT_EQ(s.blocks[1].mamba2.n_heads, 8);  // expand 2 x 32 / head_dim 8
+  EXPECT_EQ(spec_to_json(spec_from_json(spec_to_json(s), "round-trip")), spec_to_json(s));
   auto model = std::make_shared<Model>(s, init_weights(s, 11, 0.2), "init");
   std::vector<int32_t> ids(50);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % 64);

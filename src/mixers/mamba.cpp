@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "ops/cpu/conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -56,33 +57,7 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
 
   // Causal depthwise conv over [previous K-1 inputs | this chunk], then SiLU -> u.
   float* u = ws.get(Workspace::kK, size_t(T * Di));
-  const float* prev = st.conv.data();  // [K-1][Di]
-#pragma omp parallel for schedule(static) if (T * Di >= 4096)
-  for (int64_t c = 0; c < Di; ++c) {
-    const float* wc = w_.conv_w + c * K;
-    for (int64_t t = 0; t < T; ++t) {
-      float acc = w_.conv_b ? w_.conv_b[c] : 0.0f;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t src = t + k - (K - 1);  // input time index relative to the chunk
-        const float v = src >= 0 ? xz[src * 2 * Di + c] : prev[(K - 1 + src) * Di + c];
-        acc += wc[k] * v;
-      }
-      u[t * Di + c] = silu(acc);
-    }
-  }
-  // Keep the last K-1 conv inputs for the next call.
-  if (K > 1) {
-    std::vector<float>& cs = st.conv;
-    const int64_t keep = K - 1;
-    if (T >= keep) {
-      for (int64_t j = 0; j < keep; ++j)
-        std::memcpy(&cs[size_t(j * Di)], xz + (T - keep + j) * 2 * Di, size_t(Di) * sizeof(float));
-    } else {
-      std::memmove(cs.data(), cs.data() + T * Di, size_t((keep - T) * Di) * sizeof(float));
-      for (int64_t j = 0; j < T; ++j)
-        std::memcpy(&cs[size_t((keep - T + j) * Di)], xz + j * 2 * Di, size_t(Di) * sizeof(float));
-    }
-  }
+  ops::causal_conv1d(xz, 2 * Di, T, Di, w_.conv_w, w_.conv_b, K, true, st.conv.data(), u);
 
   // x_proj -> [dt_in (R) | B (N) | C (N)] per token; optional weightless RMSNorm of each.
   float* dbc = ws.get(Workspace::kV, size_t(T * P));

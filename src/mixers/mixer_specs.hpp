@@ -35,4 +35,17 @@ struct MambaSpec {
   int64_t chunk = 256;       // tokens per prefill chunk (bounds activation memory)
 };
 
+// Mamba-2 / SSD mixer (Dao & Gu): in_proj -> [z | x B C | dt], causal depthwise conv on
+// x B C -> SiLU, scalar decay per head, state [heads][head_dim][d_state] shared B/C per
+// group, D skip, gated RMSNorm (per group of channels) with z, out_proj.
+struct Mamba2Spec {
+  int64_t n_heads = 0, head_dim = 0, d_state = 0, n_groups = 1, d_conv = 4;
+  bool conv_bias = true, proj_bias = false;
+  double dt_min = 0.0, dt_max = 0.0;  // clamp of dt after softplus; max <= 0 means no upper limit
+  double norm_eps = 1e-5;
+  int64_t norm_group_size = 0;  // channels per gated-norm group (0 = all d_inner channels)
+  int64_t chunk = 64;           // tokens per SSD chunk
+  int64_t d_inner() const { return n_heads * head_dim; }
+};
+
 }  // namespace braid

@@ -27,6 +27,9 @@ Weights init_weights(const ModelSpec& spec, uint64_t seed, double std) {
         for (int64_t i = 0; i < n; ++i) d[i] = float(std::log(double(i % N + 1)));
         break;
       }
+      case ParamDecl::Init::HeadALog:
+        for (int64_t i = 0; i < n; ++i) d[i] = float(std::log(double(i + 1)));
+        break;
       case ParamDecl::Init::DtBias:  // softplus^-1(dt), dt log-uniform in [1e-3, 1e-1]
         for (int64_t i = 0; i < n; ++i) {
           const double dt = std::exp(std::log(1e-3) + rng.uniform() * (std::log(1e-1) - std::log(1e-3)));

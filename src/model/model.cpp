@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/mamba.hpp"
+#include "mixers/mamba2.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -56,6 +57,22 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
         mw.out_proj = w(mp + "out_proj.weight");
         mw.out_proj_b = w_opt(mp + "out_proj.bias");
         mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
+        break;
+      }
+      case MixerKind::Mamba2: {
+        const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
+        Mamba2Weights mw;
+        mw.in_proj = w(mp + "in_proj.weight");
+        mw.in_proj_b = w_opt(mp + "in_proj.bias");
+        mw.conv_w = w(mp + "conv1d.weight");
+        mw.conv_b = w_opt(mp + "conv1d.bias");
+        mw.dt_bias = w(mp + "dt_bias");
+        mw.A_log = w(mp + "A_log");
+        mw.D = w(mp + "D");
+        mw.norm = w(mp + "norm.weight");
+        mw.out_proj = w(mp + "out_proj.weight");
+        mw.out_proj_b = w_opt(mp + "out_proj.bias");
+        mixers_.push_back(std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
         break;
       }
     }

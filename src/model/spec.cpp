@@ -10,6 +10,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "attention";
     case MixerKind::Mamba:
       return "mamba";
+    case MixerKind::Mamba2:
+      return "mamba2";
   }
   return "?";
 }
@@ -83,6 +85,22 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
         if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
         break;
       }
+      case MixerKind::Mamba2: {
+        const Mamba2Spec& m = b.mamba2;
+        const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
+        const int64_t conv_dim = Di + 2 * GN;
+        p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
+        if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
+        p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
+        if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
+        p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
+        p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
+        p.push_back({pre + "mamba2.D", {H}, I::Ones});
+        p.push_back({pre + "mamba2.norm.weight", {Di}, I::Ones});
+        p.push_back({pre + "mamba2.out_proj.weight", {D, Di}, I::Normal});
+        if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
+        break;
+      }
     }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
@@ -128,6 +146,16 @@ void validate_spec(const ModelSpec& s) {
       check(m.d_inner > 0 && m.d_state > 0 && m.d_conv > 0 && m.dt_rank > 0, where,
             ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
       check(m.chunk > 0, where, ": mamba chunk must be positive");
+    }
+    if (b.mixer == MixerKind::Mamba2) {
+      const Mamba2Spec& m = b.mamba2;
+      check(m.n_heads > 0 && m.head_dim > 0 && m.d_state > 0 && m.n_groups > 0 && m.d_conv > 0, where,
+            ": mamba2 heads, head_dim, d_state, n_groups and d_conv must be positive");
+      check(m.n_heads % m.n_groups == 0, where, ": mamba2 n_heads ", m.n_heads,
+            " is not a multiple of n_groups ", m.n_groups);
+      check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where,
+            ": mamba2 norm group size ", m.norm_group_size, " does not divide d_inner ", m.d_inner());
+      check(m.chunk > 0, where, ": mamba2 chunk must be positive");
     }
     if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
   }

@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba };
+enum class MixerKind { Attention, Mamba, Mamba2 };
 enum class Activation { SiLU, GeluTanh, GeluErf };
 
 const char* mixer_kind_name(MixerKind k);
@@ -29,6 +29,7 @@ struct BlockSpec {
   MixerKind mixer = MixerKind::Attention;
   AttentionSpec attn;
   MambaSpec mamba;
+  Mamba2Spec mamba2;
   bool has_mlp = true;
   MlpSpec mlp;
 };
@@ -54,7 +55,8 @@ struct ParamDecl {
   std::vector<int64_t> shape;
   // Normal: N(0, std^2). SsmALog: log(1..N) per row (S4D-real). DtBias: softplus^-1 of
   // dt ~ log-uniform in [1e-3, 1e-1].
-  enum class Init { Normal, Ones, Zeros, SsmALog, DtBias } init = Init::Normal;
+  // HeadALog: log(1..n) along the vector (Mamba-2's per-head decay).
+  enum class Init { Normal, Ones, Zeros, SsmALog, HeadALog, DtBias } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

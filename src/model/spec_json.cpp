@@ -66,6 +66,31 @@ json write_mamba(const MambaSpec& m) {
           {"chunk", m.chunk}};
 }
 
+Mamba2Spec read_mamba2(const JsonObject& o, int64_t d_model) {
+  Mamba2Spec m;
+  m.head_dim = o.get_int("head_dim", 64);
+  m.n_heads = o.get_int("n_heads", o.get_int("expand", 2) * d_model / m.head_dim);
+  m.d_state = o.get_int("d_state", 64);
+  m.n_groups = o.get_int("n_groups", 1);
+  m.d_conv = o.get_int("d_conv", 4);
+  m.conv_bias = o.get_bool("conv_bias", true);
+  m.proj_bias = o.get_bool("proj_bias", false);
+  m.dt_min = o.get_float("dt_min", 0.0);
+  m.dt_max = o.get_float("dt_max", 0.0);
+  m.norm_eps = o.get_float("norm_eps", 1e-5);
+  m.norm_group_size = o.get_int("norm_group_size", m.n_heads * m.head_dim / m.n_groups);
+  m.chunk = o.get_int("chunk", 64);
+  return m;
+}
+
+json write_mamba2(const Mamba2Spec& m) {
+  return {{"type", "mamba2"},         {"n_heads", m.n_heads},     {"head_dim", m.head_dim},
+          {"d_state", m.d_state},     {"n_groups", m.n_groups},   {"d_conv", m.d_conv},
+          {"conv_bias", m.conv_bias}, {"proj_bias", m.proj_bias}, {"dt_min", m.dt_min},
+          {"dt_max", m.dt_max},       {"norm_eps", m.norm_eps},   {"norm_group_size", m.norm_group_size},
+          {"chunk", m.chunk}};
+}
+
 void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   const std::string type = o.get_string("type");
   if (type == "attention") {
@@ -74,8 +99,11 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "mamba") {
     b->mixer = MixerKind::Mamba;
     b->mamba = read_mamba(o, d_model);
+  } else if (type == "mamba2") {
+    b->mixer = MixerKind::Mamba2;
+    b->mamba2 = read_mamba2(o, d_model);
   } else {
-    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba)");
+    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba, mamba2)");
   }
 }
 
@@ -155,6 +183,9 @@ json spec_to_json(const ModelSpec& s) {
         break;
       case MixerKind::Mamba:
         l["mixer"] = write_mamba(b.mamba);
+        break;
+      case MixerKind::Mamba2:
+        l["mixer"] = write_mamba2(b.mamba2);
         break;
     }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);

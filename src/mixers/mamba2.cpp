@@ -1,0 +1,132 @@
+#include "mixers/mamba2.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "ops/cpu/conv.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+Mamba2Mixer::Mamba2Mixer(const Mamba2Spec& spec, int64_t d_model, Mamba2Weights w)
+    : s_(spec), d_(d_model), w_(w) {
+  A_.resize(size_t(s_.n_heads));
+  for (int64_t h = 0; h < s_.n_heads; ++h) A_[size_t(h)] = -std::exp(w_.A_log[h]);
+}
+
+size_t Mamba2Mixer::fixed_state_bytes() const {
+  const int64_t conv_dim = s_.d_inner() + 2 * s_.n_groups * s_.d_state;
+  return size_t(conv_dim * (s_.d_conv - 1) + s_.n_heads * s_.head_dim * s_.d_state) * sizeof(float);
+}
+
+std::unique_ptr<State> Mamba2Mixer::make_state() const {
+  return std::make_unique<Mamba2State>(s_.d_inner() + 2 * s_.n_groups * s_.d_state, s_.d_conv, s_.n_heads,
+                                       s_.head_dim, s_.d_state);
+}
+
+void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
+  auto* st = dynamic_cast<Mamba2State*>(&state);
+  check(st != nullptr, "mamba2 layer was given a state of another mixer");
+  for (int64_t t0 = 0; t0 < T; t0 += s_.chunk) {
+    const int64_t n = std::min(s_.chunk, T - t0);
+    chunk(x + t0 * d_, n, *st, y + t0 * d_, ws);
+  }
+}
+
+void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Workspace& ws) const {
+  const int64_t H = s_.n_heads, P = s_.head_dim, N = s_.d_state, G = s_.n_groups, Di = s_.d_inner();
+  const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
+  // in_proj -> [z (Di) | x B C (conv_dim) | dt (H)] per token.
+  float* zxbcdt = ws.get(Workspace::kQ, size_t(Q * E));
+  ops::linear(x, Q, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
+  float* xbc = ws.get(Workspace::kK, size_t(Q * conv_dim));  // after conv + SiLU
+  ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true, st.conv.data(), xbc);
+
+  // dt[t][h] = clamp(softplus(dt_raw + dt_bias)); la[t][h] = dt * A (log decay, <= 0).
+  float* dt = ws.get(Workspace::kV, size_t(2 * Q * H));
+  float* la = dt + Q * H;
+  for (int64_t t = 0; t < Q; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const float v = zxbcdt[t * E + Di + conv_dim + h] + w_.dt_bias[h];
+      float d = v > 20.0f ? v : std::log1p(std::exp(v));
+      d = std::max(d, float(s_.dt_min));
+      if (s_.dt_max > 0) d = std::min(d, float(s_.dt_max));
+      dt[t * H + h] = d;
+      la[t * H + h] = d * A_[size_t(h)];
+    }
+
+  // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
+  float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
+  const int nthreads = omp_get_max_threads();
+  const size_t per_thread = size_t(Q * Q + 2 * Q + Q * N + Q * P);
+  float* scratch = ws.get(Workspace::kScores, size_t(nthreads) * per_thread);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t h = 0; h < H; ++h) {
+    float* M = scratch + size_t(omp_get_thread_num()) * per_thread;  // [Q][Q]
+    float* cum = M + Q * Q;                                          // [Q] cumulative log decay
+    float* wgt = cum + Q;                                            // [Q]
+    float* Bw = wgt + Q;                                             // [Q][N]
+    float* Xs = Bw + Q * N;                                          // [Q][P]
+    const int64_t g = h / hpg;
+    const float* X = xbc + h * P;       // rows stride conv_dim
+    const float* B = xbc + Di + g * N;  // rows stride conv_dim
+    const float* C = xbc + Di + GN + g * N;
+    float* S = st.ssm.data() + h * P * N;  // [P][N]
+    float* Y = out + h * P;                // rows stride Di
+    float acc = 0.0f;
+    for (int64_t t = 0; t < Q; ++t) cum[t] = acc += la[t * H + h];
+    // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
+    ops::gemm(Q, Q, N, 1.0f, C, conv_dim, B, conv_dim, true, 0.0f, M, Q);
+    for (int64_t t = 0; t < Q; ++t) {
+      for (int64_t j = 0; j <= t; ++j) M[t * Q + j] *= std::exp(cum[t] - cum[j]) * dt[j * H + h];
+      for (int64_t j = t + 1; j < Q; ++j) M[t * Q + j] = 0.0f;
+    }
+    // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state).
+    ops::gemm(Q, P, Q, 1.0f, M, Q, X, conv_dim, false, 0.0f, Y, Di);
+    for (int64_t t = 0; t < Q; ++t) {
+      const float e = std::exp(cum[t]);
+      for (int64_t n = 0; n < N; ++n) Bw[t * N + n] = C[t * conv_dim + n] * e;  // reuse Bw for C * decay
+    }
+    ops::gemm(Q, P, N, 1.0f, Bw, N, S, N, true, 1.0f, Y, Di);
+    // S <- exp(cum_Q) S + sum_j exp(cum_Q - cum_j) dt_j x_j B_j^T  (X^T diag(w) B)
+    for (int64_t j = 0; j < Q; ++j) wgt[j] = std::exp(cum[Q - 1] - cum[j]) * dt[j * H + h];
+    for (int64_t j = 0; j < Q; ++j)
+      for (int64_t n = 0; n < N; ++n) Bw[j * N + n] = B[j * conv_dim + n] * wgt[j];
+    for (int64_t j = 0; j < Q; ++j) std::memcpy(Xs + j * P, X + j * conv_dim, size_t(P) * sizeof(float));
+    const float decay = std::exp(cum[Q - 1]);
+    for (int64_t i = 0; i < P * N; ++i) S[i] *= decay;
+    // S[P][N] += Xs^T [P][Q] . Bw [Q][N]
+    for (int64_t j = 0; j < Q; ++j)
+      for (int64_t p = 0; p < P; ++p) {
+        const float xv = Xs[j * P + p];
+        float* Sp = S + p * N;
+        const float* bj = Bw + j * N;
+        for (int64_t n = 0; n < N; ++n) Sp[n] += xv * bj[n];
+      }
+    // D skip.
+    for (int64_t t = 0; t < Q; ++t)
+      for (int64_t p = 0; p < P; ++p) Y[t * Di + p] += w_.D[h] * X[t * conv_dim + p];
+  }
+
+  // Gated RMSNorm: v = y * silu(z), normalised per group of channels, times weight.
+  const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
+  for (int64_t t = 0; t < Q; ++t) {
+    float* v = out + t * Di;
+    const float* z = zxbcdt + t * E;
+    for (int64_t i = 0; i < Di; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+    for (int64_t g0 = 0; g0 < Di; g0 += gs) {
+      double ss = 0;
+      for (int64_t i = g0; i < g0 + gs; ++i) ss += double(v[i]) * v[i];
+      const float inv = float(1.0 / std::sqrt(ss / double(gs) + s_.norm_eps));
+      for (int64_t i = g0; i < g0 + gs; ++i) v[i] = w_.norm[i] * (v[i] * inv);
+    }
+  }
+  st.pos += Q;
+  ops::linear(out, Q, Di, w_.out_proj, d_, w_.out_proj_b, y);
+}
+
+}  // namespace braid

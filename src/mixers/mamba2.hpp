@@ -1,0 +1,52 @@
+// Mamba-2 (SSD) mixer. Prefill runs in chunks with the state-space dual form: inside a
+// chunk the output is a masked (decay-weighted) attention-like product computed with
+// GEMMs, and the state is carried from chunk to chunk; decode is the same code with a
+// chunk of one token. Decays stay in log space and only exp(s_t - s_j) with j <= t
+// (never positive) is formed inside a chunk.
+#pragma once
+#include <vector>
+
+#include "mixers/mixer.hpp"
+#include "mixers/mixer_specs.hpp"
+
+namespace braid {
+
+class Mamba2State final : public State {
+ public:
+  Mamba2State(int64_t conv_dim, int64_t d_conv, int64_t n_heads, int64_t head_dim, int64_t d_state)
+      : conv(size_t(conv_dim * (d_conv - 1)), 0.0f), ssm(size_t(n_heads * head_dim * d_state), 0.0f) {}
+  int64_t position() const override { return pos; }
+  size_t bytes() const override { return (conv.size() + ssm.size()) * sizeof(float); }
+  std::unique_ptr<State> clone() const override { return std::make_unique<Mamba2State>(*this); }
+
+  std::vector<float> conv;  // [d_conv - 1][conv_dim], oldest first
+  std::vector<float> ssm;   // [n_heads][head_dim][d_state]
+  int64_t pos = 0;
+};
+
+struct Mamba2Weights {
+  const float *in_proj = nullptr, *in_proj_b = nullptr;
+  const float *conv_w = nullptr, *conv_b = nullptr;
+  const float *dt_bias = nullptr, *A_log = nullptr, *D = nullptr;
+  const float* norm = nullptr;
+  const float *out_proj = nullptr, *out_proj_b = nullptr;
+};
+
+class Mamba2Mixer final : public Mixer {
+ public:
+  Mamba2Mixer(const Mamba2Spec& spec, int64_t d_model, Mamba2Weights w);
+  const char* kind() const override { return "mamba2"; }
+  std::unique_ptr<State> make_state() const override;
+  void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  size_t fixed_state_bytes() const override;
+  size_t bytes_per_token() const override { return 0; }
+
+ private:
+  void chunk(const float* x, int64_t T, Mamba2State& st, float* y, Workspace& ws) const;
+  Mamba2Spec s_;
+  int64_t d_;
+  Mamba2Weights w_;
+  std::vector<float> A_;  // -exp(A_log) per head
+};
+
+}  // namespace braid

@@ -1,0 +1,35 @@
+#include "ops/cpu/conv.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace braid::ops {
+
+void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
+                   int64_t K, bool silu, float* window, float* out) {
+#pragma omp parallel for schedule(static) if (T * C >= 4096)
+  for (int64_t c = 0; c < C; ++c) {
+    const float* wc = w + c * K;
+    for (int64_t t = 0; t < T; ++t) {
+      float acc = bias ? bias[c] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = t + k - (K - 1);
+        acc += wc[k] * (src >= 0 ? in[src * ld + c] : window[(K - 1 + src) * C + c]);
+      }
+      out[t * C + c] = silu ? acc / (1.0f + std::exp(-acc)) : acc;
+    }
+  }
+  const int64_t keep = K - 1;
+  if (keep <= 0) return;
+  if (T >= keep) {
+    for (int64_t j = 0; j < keep; ++j)
+      std::memcpy(window + j * C, in + (T - keep + j) * ld, size_t(C) * sizeof(float));
+  } else {
+    std::memmove(window, window + T * C, size_t((keep - T) * C) * sizeof(float));
+    for (int64_t j = 0; j < T; ++j)
+      std::memcpy(window + (keep - T + j) * C, in + j * ld, size_t(C) * sizeof(float));
+  }
+}
+
+}  // namespace braid::ops

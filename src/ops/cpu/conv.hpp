@@ -1,0 +1,14 @@
+// Causal depthwise 1-D convolution over time with a carried window, as used by Mamba,
+// Mamba-2 and short-convolution mixers.
+#pragma once
+#include <cstdint>
+
+namespace braid::ops {
+
+// out[t][c] = act(bias[c] + sum_k w[c][k] * in[t + k - (K-1)][c]) for t in [0, T), where
+// inputs before t = 0 come from `window` ([K-1][C], oldest first). `in` rows have
+// stride ld. Afterwards `window` holds the last K-1 inputs. act is SiLU when `silu`.
+void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
+                   int64_t K, bool silu, float* window, float* out);
+
+}  // namespace braid::ops
