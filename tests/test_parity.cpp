@@ -110,7 +110,7 @@ TEST_P(FamilyParity, SnapshotRestoreEqualsUninterrupted) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyParity,
-                         ::testing::Values("llama", "qwen3", "mamba", "falcon_mamba", "mamba2"));
+                         ::testing::Values("llama", "qwen3", "mamba", "falcon_mamba", "mamba2", "bamba"));
 
 }  // namespace
 

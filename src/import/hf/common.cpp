@@ -40,6 +40,15 @@ RopeSpec read_rope(const JsonObject& cfg, int64_t head_dim) {
   return r;
 }
 
+void read_time_step_limit(const JsonObject& cfg, Mamba2Spec* m) {
+  if (!cfg.has("time_step_limit")) return;
+  const json& lim = cfg.raw()["time_step_limit"];
+  check(lim.is_array() && lim.size() == 2, cfg.where(), ": time_step_limit must be [min, max]");
+  m->dt_min = json_to_double(lim[0], cfg.where() + ": time_step_limit[0]");
+  const double mx = json_to_double(lim[1], cfg.where() + ": time_step_limit[1]");
+  m->dt_max = std::isinf(mx) ? 0.0 : mx;
+}
+
 std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key) {
   std::vector<int64_t> ids;
   if (!cfg.has(key)) return ids;

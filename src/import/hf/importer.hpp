@@ -38,6 +38,8 @@ Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt);
 
 // Rotary settings from rope_parameters (transformers >= 5) or rope_theta + rope_scaling.
 RopeSpec read_rope(const JsonObject& cfg, int64_t head_dim);
+// time_step_limit [min, max] (max may be {"__float__": "Infinity"}) into a Mamba-2 spec.
+void read_time_step_limit(const JsonObject& cfg, Mamba2Spec* m);
 // eos_token_id as an int, a list of ints, or null.
 std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key);
 

@@ -2,7 +2,6 @@
 // backbone.layers.N. transformers normalises the gated output over all d_inner channels
 // at once (not per group of d_inner / n_groups as the original kernels do), and the
 // fixtures confirm it; braid follows the checkpoint's reference implementation.
-#include <cmath>
 
 #include "core/error.hpp"
 #include "import/hf/importer.hpp"
@@ -41,13 +40,7 @@ Import import_mamba2(const JsonObject& cfg) {
   check(m.n_groups > 0 && m.n_heads % m.n_groups == 0, cfg.where(), ": n_groups ", m.n_groups,
         " must divide num_heads ", m.n_heads);
   m.norm_group_size = m.d_inner();  // one group: see the note at the top
-  if (cfg.has("time_step_limit")) {
-    const json& lim = cfg.raw()["time_step_limit"];
-    check(lim.is_array() && lim.size() == 2, cfg.where(), ": time_step_limit must be [min, max]");
-    m.dt_min = json_to_double(lim[0], cfg.where() + ": time_step_limit[0]");
-    const double mx = json_to_double(lim[1], cfg.where() + ": time_step_limit[1]");
-    m.dt_max = std::isinf(mx) ? 0.0 : mx;
-  }
+  read_time_step_limit(cfg, &m);
   m.chunk = cfg.get_int("chunk_size", 64);
 
   const int64_t L = cfg.get_int("num_hidden_layers");

@@ -7,12 +7,13 @@ Import import_qwen3(const JsonObject& cfg);
 Import import_mamba(const JsonObject& cfg);
 Import import_falcon_mamba(const JsonObject& cfg);
 Import import_mamba2(const JsonObject& cfg);
+Import import_bamba(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   static const std::vector<Importer> list = {
       {"llama", import_llama},   {"qwen3", import_qwen3},
       {"mamba", import_mamba},   {"falcon_mamba", import_falcon_mamba},
-      {"mamba2", import_mamba2},
+      {"mamba2", import_mamba2}, {"bamba", import_bamba},
   };
   return list;
 }
