@@ -63,7 +63,8 @@ TEST(Ops, SoftmaxMatchesReferenceAndHandlesLargeValues) {
 
 TEST(Ops, ActivationsMatchReference) {
   auto g = randn(101, 6, 3.0), u = randn(101, 7);
-  std::vector<float> y(101), a = g, b = g;
+  std::vector<float> y(101), a = g, b = g, c = g;
+  ops::relu2_inplace(c.data(), 101);
   ops::swiglu(g.data(), u.data(), 101, y.data());
   ops::gelu_tanh_inplace(a.data(), 101);
   ops::gelu_erf_inplace(b.data(), 101);
@@ -72,6 +73,7 @@ TEST(Ops, ActivationsMatchReference) {
     EXPECT_NEAR(y[i], v / (1 + std::exp(-v)) * u[i], 1e-5);
     EXPECT_NEAR(a[i], 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))), 1e-5);
     EXPECT_NEAR(b[i], 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))), 1e-5);
+    EXPECT_NEAR(c[i], v > 0 ? v * v : 0.0, 1e-5);
   }
 }
 

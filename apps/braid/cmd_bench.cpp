@@ -45,17 +45,13 @@ void bench(const BenchArgs& a) {
   // KV cache at the mean decode context.
   const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
   const size_t weights_read = model->weight_bytes() - (s.tie_embeddings ? 0 : embed_bytes);
-  size_t per_token_state = 0, fixed_state = 0;
-  for (int64_t i = 0; i < model->n_layers(); ++i) {
-    per_token_state += model->mixer(size_t(i)).bytes_per_token();
-    fixed_state += model->mixer(size_t(i)).fixed_state_bytes();
-  }
+  const size_t per_token_state = model->state_bytes_per_token(), fixed_state = model->fixed_state_bytes();
   const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
   const double decode_bytes = double(weights_read) + double(fixed_state) + avg_ctx * double(per_token_state);
   // FLOPs per prefill token: 2 per weight multiply-add, plus attention scores and values.
   double attn_flops = 0;
   for (const BlockSpec& b : s.blocks)
-    if (b.mixer == MixerKind::Attention)
+    if (b.has_mixer && b.mixer == MixerKind::Attention)
       attn_flops += 4.0 * double(b.attn.n_heads * b.attn.head_dim) * (double(a.prompt_len) + 1) / 2.0;
   const double prefill_flops = 2.0 * double(weights_read) / sizeof(float) + attn_flops;
 

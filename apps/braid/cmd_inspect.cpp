@@ -24,25 +24,28 @@ void inspect(const std::string& dir, bool as_json) {
   size_t fixed = 0, per_token = 0;
   json layers = json::array();
   for (int64_t i = 0; i < model->n_layers(); ++i) {
-    const Mixer& m = model->mixer(size_t(i));
-    fixed += m.fixed_state_bytes();
-    per_token += m.bytes_per_token();
-    json l = {{"layer", i},
-              {"mixer", m.kind()},
-              {"state_bytes", m.fixed_state_bytes()},
-              {"bytes_per_token", m.bytes_per_token()}};
-    if (s.blocks[size_t(i)].mixer == MixerKind::Attention) {
-      const AttentionSpec& a = s.blocks[size_t(i)].attn;
-      l["heads"] = a.n_heads;
-      l["kv_heads"] = a.n_kv_heads;
-      l["head_dim"] = a.head_dim;
-      l["sliding_window"] = a.sliding_window;
+    const Mixer* m = model->mixer(size_t(i));
+    const BlockSpec& b = s.blocks[size_t(i)];
+    const size_t st = m ? m->fixed_state_bytes() : 0, pt = m ? m->bytes_per_token() : 0;
+    fixed += st;
+    per_token += pt;
+    json l = {{"layer", i}, {"mixer", m ? m->kind() : "none"}, {"state_bytes", st}, {"bytes_per_token", pt}};
+    if (m && b.mixer == MixerKind::Attention) {
+      l["heads"] = b.attn.n_heads;
+      l["kv_heads"] = b.attn.n_kv_heads;
+      l["head_dim"] = b.attn.head_dim;
+      l["sliding_window"] = b.attn.sliding_window;
     }
-    if (s.blocks[size_t(i)].mixer == MixerKind::Mamba) {
-      const MambaSpec& m = s.blocks[size_t(i)].mamba;
-      l["d_inner"] = m.d_inner;
-      l["d_state"] = m.d_state;
-      l["d_conv"] = m.d_conv;
+    if (m && b.mixer == MixerKind::Mamba) {
+      l["d_inner"] = b.mamba.d_inner;
+      l["d_state"] = b.mamba.d_state;
+      l["d_conv"] = b.mamba.d_conv;
+    }
+    if (m && b.mixer == MixerKind::Mamba2) {
+      l["ssm_heads"] = b.mamba2.n_heads;
+      l["d_inner"] = b.mamba2.d_inner();
+      l["d_state"] = b.mamba2.d_state;
+      l["d_conv"] = b.mamba2.d_conv;
     }
     l["mlp"] = s.blocks[size_t(i)].has_mlp ? s.blocks[size_t(i)].mlp.hidden : 0;
     layers.push_back(l);

@@ -26,59 +26,60 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   for (size_t i = 0; i < spec_.blocks.size(); ++i) {
     const BlockSpec& b = spec_.blocks[i];
     const std::string pre = "blocks." + std::to_string(i) + ".attn.";
-    switch (b.mixer) {
-      case MixerKind::Attention: {
-        AttentionWeights aw;
-        aw.wq = w(pre + "q_proj.weight");
-        aw.wk = w(pre + "k_proj.weight");
-        aw.wv = w(pre + "v_proj.weight");
-        aw.wo = w(pre + "o_proj.weight");
-        aw.bq = w_opt(pre + "q_proj.bias");
-        aw.bk = w_opt(pre + "k_proj.bias");
-        aw.bv = w_opt(pre + "v_proj.bias");
-        aw.bo = w_opt(pre + "o_proj.bias");
-        aw.q_norm = w_opt(pre + "q_norm.weight");
-        aw.k_norm = w_opt(pre + "k_norm.weight");
-        mixers_.push_back(std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
-        break;
+    if (!b.has_mixer) mixers_.push_back(nullptr);
+    if (b.has_mixer) switch (b.mixer) {
+        case MixerKind::Attention: {
+          AttentionWeights aw;
+          aw.wq = w(pre + "q_proj.weight");
+          aw.wk = w(pre + "k_proj.weight");
+          aw.wv = w(pre + "v_proj.weight");
+          aw.wo = w(pre + "o_proj.weight");
+          aw.bq = w_opt(pre + "q_proj.bias");
+          aw.bk = w_opt(pre + "k_proj.bias");
+          aw.bv = w_opt(pre + "v_proj.bias");
+          aw.bo = w_opt(pre + "o_proj.bias");
+          aw.q_norm = w_opt(pre + "q_norm.weight");
+          aw.k_norm = w_opt(pre + "k_norm.weight");
+          mixers_.push_back(std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
+          break;
+        }
+        case MixerKind::Mamba: {
+          const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
+          MambaWeights mw;
+          mw.in_proj = w(mp + "in_proj.weight");
+          mw.in_proj_b = w_opt(mp + "in_proj.bias");
+          mw.conv_w = w(mp + "conv1d.weight");
+          mw.conv_b = w_opt(mp + "conv1d.bias");
+          mw.x_proj = w(mp + "x_proj.weight");
+          mw.dt_proj = w(mp + "dt_proj.weight");
+          mw.dt_proj_b = w(mp + "dt_proj.bias");
+          mw.A_log = w(mp + "A_log");
+          mw.D = w(mp + "D");
+          mw.out_proj = w(mp + "out_proj.weight");
+          mw.out_proj_b = w_opt(mp + "out_proj.bias");
+          mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
+          break;
+        }
+        case MixerKind::Mamba2: {
+          const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
+          Mamba2Weights mw;
+          mw.in_proj = w(mp + "in_proj.weight");
+          mw.in_proj_b = w_opt(mp + "in_proj.bias");
+          mw.conv_w = w(mp + "conv1d.weight");
+          mw.conv_b = w_opt(mp + "conv1d.bias");
+          mw.dt_bias = w(mp + "dt_bias");
+          mw.A_log = w(mp + "A_log");
+          mw.D = w(mp + "D");
+          mw.norm = w(mp + "norm.weight");
+          mw.out_proj = w(mp + "out_proj.weight");
+          mw.out_proj_b = w_opt(mp + "out_proj.bias");
+          mixers_.push_back(std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
+          break;
+        }
       }
-      case MixerKind::Mamba: {
-        const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
-        MambaWeights mw;
-        mw.in_proj = w(mp + "in_proj.weight");
-        mw.in_proj_b = w_opt(mp + "in_proj.bias");
-        mw.conv_w = w(mp + "conv1d.weight");
-        mw.conv_b = w_opt(mp + "conv1d.bias");
-        mw.x_proj = w(mp + "x_proj.weight");
-        mw.dt_proj = w(mp + "dt_proj.weight");
-        mw.dt_proj_b = w(mp + "dt_proj.bias");
-        mw.A_log = w(mp + "A_log");
-        mw.D = w(mp + "D");
-        mw.out_proj = w(mp + "out_proj.weight");
-        mw.out_proj_b = w_opt(mp + "out_proj.bias");
-        mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
-        break;
-      }
-      case MixerKind::Mamba2: {
-        const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
-        Mamba2Weights mw;
-        mw.in_proj = w(mp + "in_proj.weight");
-        mw.in_proj_b = w_opt(mp + "in_proj.bias");
-        mw.conv_w = w(mp + "conv1d.weight");
-        mw.conv_b = w_opt(mp + "conv1d.bias");
-        mw.dt_bias = w(mp + "dt_bias");
-        mw.A_log = w(mp + "A_log");
-        mw.D = w(mp + "D");
-        mw.norm = w(mp + "norm.weight");
-        mw.out_proj = w(mp + "out_proj.weight");
-        mw.out_proj_b = w_opt(mp + "out_proj.bias");
-        mixers_.push_back(std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
-        break;
-      }
-    }
     const std::string blk = "blocks." + std::to_string(i) + ".";
     BlockWeights bw;
-    bw.norm1 = w(blk + "norm1.weight");
+    if (b.has_mixer) bw.norm1 = w(blk + "norm1.weight");
     if (b.has_mlp) {
       bw.norm2 = w(blk + "norm2.weight");
       bw.gate = w_opt(blk + "mlp.gate_proj.weight");
@@ -118,9 +119,23 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
+size_t Model::fixed_state_bytes() const {
+  size_t n = 0;
+  for (const auto& m : mixers_)
+    if (m) n += m->fixed_state_bytes();
+  return n;
+}
+
+size_t Model::state_bytes_per_token() const {
+  size_t n = 0;
+  for (const auto& m : mixers_)
+    if (m) n += m->bytes_per_token();
+  return n;
+}
+
 std::vector<std::unique_ptr<State>> Model::make_states() const {
   std::vector<std::unique_ptr<State>> s;
-  for (const auto& m : mixers_) s.push_back(m->make_state());
+  for (const auto& m : mixers_) s.push_back(m ? m->make_state() : nullptr);
   return s;
 }
 
@@ -132,32 +147,29 @@ void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws
   float* gate = m.gated ? ws.get(Workspace::kMlpB, size_t(T * F)) : nullptr;
   const ops::Projection proj[2] = {{bw.up, F, bw.up_b, up}, {bw.gate, F, bw.gate_b, gate}};
   ops::linear_multi(x, T, D, proj, m.gated ? 2 : 1);
-  if (m.gated) {
+  auto activate = [&](float* v) {
     switch (m.act) {
       case Activation::SiLU:
-        ops::swiglu(gate, up, T * F, up);
+        ops::silu_inplace(v, T * F);
         break;
       case Activation::GeluTanh:
-        ops::gelu_tanh_inplace(gate, T * F);
-        for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+        ops::gelu_tanh_inplace(v, T * F);
         break;
       case Activation::GeluErf:
-        ops::gelu_erf_inplace(gate, T * F);
-        for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+        ops::gelu_erf_inplace(v, T * F);
+        break;
+      case Activation::Relu2:
+        ops::relu2_inplace(v, T * F);
         break;
     }
+  };
+  if (!m.gated) {
+    activate(up);
+  } else if (m.act == Activation::SiLU) {
+    ops::swiglu(gate, up, T * F, up);
   } else {
-    switch (m.act) {
-      case Activation::SiLU:
-        ops::silu_inplace(up, T * F);
-        break;
-      case Activation::GeluTanh:
-        ops::gelu_tanh_inplace(up, T * F);
-        break;
-      case Activation::GeluErf:
-        ops::gelu_erf_inplace(up, T * F);
-        break;
-    }
+    activate(gate);
+    for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
   }
   ops::linear(up, T, F, bw.down, D, bw.down_b, y);
 }
@@ -184,9 +196,11 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   if (spec_.hidden_states_from_embedding) snap(h);
   const float eps = float(spec_.norm_eps);
   for (size_t i = 0; i < mixers_.size(); ++i) {
-    ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
-    mixers_[i]->forward(n, T, *states[i], tmp, ws);
-    ops::add_inplace(h, tmp, T * D);
+    if (mixers_[i]) {
+      ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
+      mixers_[i]->forward(n, T, *states[i], tmp, ws);
+      ops::add_inplace(h, tmp, T * D);
+    }
     if (spec_.blocks[i].has_mlp) {
       ops::rmsnorm(h, blocks_[i].norm2, eps, T, D, n);
       mlp(i, n, T, tmp, ws);

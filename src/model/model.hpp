@@ -34,7 +34,11 @@ class Model {
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
-  const Mixer& mixer(size_t layer) const { return *mixers_[layer]; }
+  // The token mixer of a layer; null for a block that is only an MLP.
+  const Mixer* mixer(size_t layer) const { return mixers_[layer].get(); }
+  // Per-sequence state over all layers: fixed bytes, and bytes added per token.
+  size_t fixed_state_bytes() const;
+  size_t state_bytes_per_token() const;
   int64_t n_layers() const { return int64_t(mixers_.size()); }
   int64_t n_params() const;
   size_t weight_bytes() const;

@@ -24,6 +24,8 @@ const char* activation_name(Activation a) {
       return "gelu_tanh";
     case Activation::GeluErf:
       return "gelu";
+    case Activation::Relu2:
+      return "relu2";
   }
   return "?";
 }
@@ -35,6 +37,8 @@ bool parse_activation(const std::string& s, Activation* out) {
     *out = Activation::GeluTanh;
   else if (s == "gelu")
     *out = Activation::GeluErf;
+  else if (s == "relu2")
+    *out = Activation::Relu2;
   else
     return false;
   return true;
@@ -48,60 +52,60 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string pre = "blocks." + std::to_string(i) + ".";
-    p.push_back({pre + "norm1.weight", {D}, I::Ones});
-    switch (b.mixer) {
-      case MixerKind::Attention: {
-        const AttentionSpec& a = b.attn;
-        const int64_t q = a.n_heads * a.head_dim, kv = a.n_kv_heads * a.head_dim;
-        p.push_back({pre + "attn.q_proj.weight", {q, D}, I::Normal});
-        p.push_back({pre + "attn.k_proj.weight", {kv, D}, I::Normal});
-        p.push_back({pre + "attn.v_proj.weight", {kv, D}, I::Normal});
-        if (a.qkv_bias) {
-          p.push_back({pre + "attn.q_proj.bias", {q}, I::Zeros});
-          p.push_back({pre + "attn.k_proj.bias", {kv}, I::Zeros});
-          p.push_back({pre + "attn.v_proj.bias", {kv}, I::Zeros});
+    if (b.has_mixer) p.push_back({pre + "norm1.weight", {D}, I::Ones});
+    if (b.has_mixer) switch (b.mixer) {
+        case MixerKind::Attention: {
+          const AttentionSpec& a = b.attn;
+          const int64_t q = a.n_heads * a.head_dim, kv = a.n_kv_heads * a.head_dim;
+          p.push_back({pre + "attn.q_proj.weight", {q, D}, I::Normal});
+          p.push_back({pre + "attn.k_proj.weight", {kv, D}, I::Normal});
+          p.push_back({pre + "attn.v_proj.weight", {kv, D}, I::Normal});
+          if (a.qkv_bias) {
+            p.push_back({pre + "attn.q_proj.bias", {q}, I::Zeros});
+            p.push_back({pre + "attn.k_proj.bias", {kv}, I::Zeros});
+            p.push_back({pre + "attn.v_proj.bias", {kv}, I::Zeros});
+          }
+          p.push_back({pre + "attn.o_proj.weight", {D, q}, I::Normal});
+          if (a.out_bias) p.push_back({pre + "attn.o_proj.bias", {D}, I::Zeros});
+          if (a.qk_norm) {
+            p.push_back({pre + "attn.q_norm.weight", {a.head_dim}, I::Ones});
+            p.push_back({pre + "attn.k_norm.weight", {a.head_dim}, I::Ones});
+          }
+          break;
         }
-        p.push_back({pre + "attn.o_proj.weight", {D, q}, I::Normal});
-        if (a.out_bias) p.push_back({pre + "attn.o_proj.bias", {D}, I::Zeros});
-        if (a.qk_norm) {
-          p.push_back({pre + "attn.q_norm.weight", {a.head_dim}, I::Ones});
-          p.push_back({pre + "attn.k_norm.weight", {a.head_dim}, I::Ones});
+        case MixerKind::Mamba: {
+          const MambaSpec& m = b.mamba;
+          const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
+          p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
+          if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
+          p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
+          if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
+          p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
+          p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
+          p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
+          p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
+          p.push_back({pre + "mamba.D", {Di}, I::Ones});
+          p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
+          if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
+          break;
         }
-        break;
+        case MixerKind::Mamba2: {
+          const Mamba2Spec& m = b.mamba2;
+          const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
+          const int64_t conv_dim = Di + 2 * GN;
+          p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
+          if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
+          p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
+          if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
+          p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
+          p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
+          p.push_back({pre + "mamba2.D", {H}, I::Ones});
+          p.push_back({pre + "mamba2.norm.weight", {Di}, I::Ones});
+          p.push_back({pre + "mamba2.out_proj.weight", {D, Di}, I::Normal});
+          if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
+          break;
+        }
       }
-      case MixerKind::Mamba: {
-        const MambaSpec& m = b.mamba;
-        const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
-        p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
-        if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
-        p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
-        if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
-        p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
-        p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
-        p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
-        p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
-        p.push_back({pre + "mamba.D", {Di}, I::Ones});
-        p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
-        if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
-        break;
-      }
-      case MixerKind::Mamba2: {
-        const Mamba2Spec& m = b.mamba2;
-        const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
-        const int64_t conv_dim = Di + 2 * GN;
-        p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
-        if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
-        p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
-        if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
-        p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
-        p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
-        p.push_back({pre + "mamba2.D", {H}, I::Ones});
-        p.push_back({pre + "mamba2.norm.weight", {Di}, I::Ones});
-        p.push_back({pre + "mamba2.out_proj.weight", {D, Di}, I::Normal});
-        if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
-        break;
-      }
-    }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
       p.push_back({pre + "norm2.weight", {D}, I::Ones});
@@ -128,7 +132,8 @@ void validate_spec(const ModelSpec& s) {
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string where = "model spec: layer " + std::to_string(i);
-    if (b.mixer == MixerKind::Attention) {
+    check(b.has_mixer || b.has_mlp, where, ": a layer needs a token mixer, an MLP or both");
+    if (b.has_mixer && b.mixer == MixerKind::Attention) {
       const AttentionSpec& a = b.attn;
       check(a.n_heads > 0 && a.n_kv_heads > 0 && a.head_dim > 0, where,
             ": attention heads, kv heads and head_dim must be positive");
@@ -141,13 +146,13 @@ void validate_spec(const ModelSpec& s) {
       check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
       check(a.rope.rotary_dim <= 1024, where, ": rotary_dim above 1024 is not supported");
     }
-    if (b.mixer == MixerKind::Mamba) {
+    if (b.has_mixer && b.mixer == MixerKind::Mamba) {
       const MambaSpec& m = b.mamba;
       check(m.d_inner > 0 && m.d_state > 0 && m.d_conv > 0 && m.dt_rank > 0, where,
             ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
       check(m.chunk > 0, where, ": mamba chunk must be positive");
     }
-    if (b.mixer == MixerKind::Mamba2) {
+    if (b.has_mixer && b.mixer == MixerKind::Mamba2) {
       const Mamba2Spec& m = b.mamba2;
       check(m.n_heads > 0 && m.head_dim > 0 && m.d_state > 0 && m.n_groups > 0 && m.d_conv > 0, where,
             ": mamba2 heads, head_dim, d_state, n_groups and d_conv must be positive");

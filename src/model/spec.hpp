@@ -11,7 +11,7 @@
 namespace braid {
 
 enum class MixerKind { Attention, Mamba, Mamba2 };
-enum class Activation { SiLU, GeluTanh, GeluErf };
+enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
 
 const char* mixer_kind_name(MixerKind k);
 const char* activation_name(Activation a);
@@ -26,6 +26,7 @@ struct MlpSpec {
 };
 
 struct BlockSpec {
+  bool has_mixer = true;  // false: the block is only norm -> MLP -> residual
   MixerKind mixer = MixerKind::Attention;
   AttentionSpec attn;
   MambaSpec mamba;

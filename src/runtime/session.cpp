@@ -32,14 +32,15 @@ std::vector<float> Session::feed_all(const int32_t* tokens, int64_t T, HiddenCap
 
 size_t Session::state_bytes() const {
   size_t n = 0;
-  for (const auto& s : states_) n += s->bytes();
+  for (const auto& s : states_)
+    if (s) n += s->bytes();
   return n;
 }
 
 Session::Snapshot Session::snapshot() const {
   Snapshot s;
   s.position = pos_;
-  for (const auto& st : states_) s.states.push_back(st->clone());
+  for (const auto& st : states_) s.states.push_back(st ? st->clone() : nullptr);
   s.logits = logits_;
   return s;
 }
@@ -47,7 +48,7 @@ Session::Snapshot Session::snapshot() const {
 void Session::restore(const Snapshot& s) {
   check(s.states.size() == states_.size(), "snapshot has ", s.states.size(), " layers, model has ",
         states_.size());
-  for (size_t i = 0; i < states_.size(); ++i) states_[i] = s.states[i]->clone();
+  for (size_t i = 0; i < states_.size(); ++i) states_[i] = s.states[i] ? s.states[i]->clone() : nullptr;
   logits_ = s.logits;
   pos_ = s.position;
 }

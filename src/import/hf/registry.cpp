@@ -8,13 +8,20 @@ Import import_mamba(const JsonObject& cfg);
 Import import_falcon_mamba(const JsonObject& cfg);
 Import import_mamba2(const JsonObject& cfg);
 Import import_bamba(const JsonObject& cfg);
+Import import_nemotron_h(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
+  // clang-format off
   static const std::vector<Importer> list = {
-      {"llama", import_llama},   {"qwen3", import_qwen3},
-      {"mamba", import_mamba},   {"falcon_mamba", import_falcon_mamba},
-      {"mamba2", import_mamba2}, {"bamba", import_bamba},
+      {"llama", import_llama},
+      {"qwen3", import_qwen3},
+      {"mamba", import_mamba},
+      {"falcon_mamba", import_falcon_mamba},
+      {"mamba2", import_mamba2},
+      {"bamba", import_bamba},
+      {"nemotron_h", import_nemotron_h},
   };
+  // clang-format on
   return list;
 }
 

@@ -38,6 +38,10 @@ void gelu_erf_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.7071067811865476f));
 }
 
+void relu2_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] * x[i] : 0.0f;
+}
+
 void softmax_inplace(float* x, int64_t n) {
   if (n <= 0) return;
   float m = x[0];

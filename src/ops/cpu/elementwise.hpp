@@ -15,6 +15,7 @@ void swiglu(const float* gate, const float* up, int64_t n, float* y);
 void silu_inplace(float* x, int64_t n);
 void gelu_tanh_inplace(float* x, int64_t n);
 void gelu_erf_inplace(float* x, int64_t n);
+void relu2_inplace(float* x, int64_t n);  // max(x, 0)^2
 
 // Numerically stable softmax over the first n entries of x, in place.
 void softmax_inplace(float* x, int64_t n);
