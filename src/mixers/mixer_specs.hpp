@@ -48,4 +48,11 @@ struct Mamba2Spec {
   int64_t d_inner() const { return n_heads * head_dim; }
 };
 
+// Gated short convolution (LFM2): in_proj -> [B | C | x], y = C * conv(B * x) with a
+// causal depthwise kernel of a few taps, then out_proj. State: the last kernel - 1 inputs.
+struct ShortConvSpec {
+  int64_t kernel = 3;
+  bool bias = false;  // on in_proj, conv and out_proj
+};
+
 }  // namespace braid

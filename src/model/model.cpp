@@ -6,6 +6,7 @@
 #include "mixers/attention.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/short_conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -74,6 +75,18 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
           mw.out_proj = w(mp + "out_proj.weight");
           mw.out_proj_b = w_opt(mp + "out_proj.bias");
           mixers_.push_back(std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
+          break;
+        }
+        case MixerKind::ShortConv: {
+          const std::string cp = "blocks." + std::to_string(i) + ".short_conv.";
+          ShortConvWeights cw;
+          cw.in_proj = w(cp + "in_proj.weight");
+          cw.in_proj_b = w_opt(cp + "in_proj.bias");
+          cw.conv_w = w(cp + "conv.weight");
+          cw.conv_b = w_opt(cp + "conv.bias");
+          cw.out_proj = w(cp + "out_proj.weight");
+          cw.out_proj_b = w_opt(cp + "out_proj.bias");
+          mixers_.push_back(std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw));
           break;
         }
       }

@@ -12,6 +12,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "mamba";
     case MixerKind::Mamba2:
       return "mamba2";
+    case MixerKind::ShortConv:
+      return "short_conv";
   }
   return "?";
 }
@@ -105,6 +107,16 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
           if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
           break;
         }
+        case MixerKind::ShortConv: {
+          const ShortConvSpec& c = b.short_conv;
+          p.push_back({pre + "short_conv.in_proj.weight", {3 * D, D}, I::Normal});
+          if (c.bias) p.push_back({pre + "short_conv.in_proj.bias", {3 * D}, I::Zeros});
+          p.push_back({pre + "short_conv.conv.weight", {D, 1, c.kernel}, I::Normal});
+          if (c.bias) p.push_back({pre + "short_conv.conv.bias", {D}, I::Zeros});
+          p.push_back({pre + "short_conv.out_proj.weight", {D, D}, I::Normal});
+          if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
+          break;
+        }
       }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
@@ -152,6 +164,8 @@ void validate_spec(const ModelSpec& s) {
             ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
       check(m.chunk > 0, where, ": mamba chunk must be positive");
     }
+    if (b.has_mixer && b.mixer == MixerKind::ShortConv)
+      check(b.short_conv.kernel > 0, where, ": short_conv kernel must be positive");
     if (b.has_mixer && b.mixer == MixerKind::Mamba2) {
       const Mamba2Spec& m = b.mamba2;
       check(m.n_heads > 0 && m.head_dim > 0 && m.d_state > 0 && m.n_groups > 0 && m.d_conv > 0, where,

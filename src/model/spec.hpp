@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2 };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
 
 const char* mixer_kind_name(MixerKind k);
@@ -31,6 +31,7 @@ struct BlockSpec {
   AttentionSpec attn;
   MambaSpec mamba;
   Mamba2Spec mamba2;
+  ShortConvSpec short_conv;
   bool has_mlp = true;
   MlpSpec mlp;
 };

@@ -99,11 +99,15 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "mamba") {
     b->mixer = MixerKind::Mamba;
     b->mamba = read_mamba(o, d_model);
+  } else if (type == "short_conv") {
+    b->mixer = MixerKind::ShortConv;
+    b->short_conv.kernel = o.get_int("kernel", 3);
+    b->short_conv.bias = o.get_bool("bias", false);
   } else if (type == "mamba2") {
     b->mixer = MixerKind::Mamba2;
     b->mamba2 = read_mamba2(o, d_model);
   } else {
-    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba, mamba2)");
+    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba, mamba2, short_conv)");
   }
 }
 
@@ -154,7 +158,10 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
       read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), s.d_model, &b);
     } else {
       JsonObject lo(e, lw);
-      read_mixer(lo.get_object("mixer"), s.d_model, &b);
+      if (lo.has("mixer"))
+        read_mixer(lo.get_object("mixer"), s.d_model, &b);
+      else
+        b.has_mixer = false;  // "mixer": null (or absent): an MLP-only block
       if (lo.has("mlp")) {
         b.has_mlp = true;
         b.mlp = read_mlp(lo.get_object("mlp"));
@@ -177,17 +184,23 @@ json spec_to_json(const ModelSpec& s) {
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
     json l;
-    switch (b.mixer) {
-      case MixerKind::Attention:
-        l["mixer"] = write_attention(b.attn);
-        break;
-      case MixerKind::Mamba:
-        l["mixer"] = write_mamba(b.mamba);
-        break;
-      case MixerKind::Mamba2:
-        l["mixer"] = write_mamba2(b.mamba2);
-        break;
-    }
+    if (!b.has_mixer)
+      l["mixer"] = nullptr;
+    else
+      switch (b.mixer) {
+        case MixerKind::Attention:
+          l["mixer"] = write_attention(b.attn);
+          break;
+        case MixerKind::Mamba:
+          l["mixer"] = write_mamba(b.mamba);
+          break;
+        case MixerKind::Mamba2:
+          l["mixer"] = write_mamba2(b.mamba2);
+          break;
+        case MixerKind::ShortConv:
+          l["mixer"] = {{"type", "short_conv"}, {"kernel", b.short_conv.kernel}, {"bias", b.short_conv.bias}};
+          break;
+      }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
     layers.push_back(l);
   }

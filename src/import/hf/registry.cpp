@@ -9,6 +9,7 @@ Import import_falcon_mamba(const JsonObject& cfg);
 Import import_mamba2(const JsonObject& cfg);
 Import import_bamba(const JsonObject& cfg);
 Import import_nemotron_h(const JsonObject& cfg);
+Import import_lfm2(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -20,6 +21,7 @@ const std::vector<Importer>& importers() {
       {"mamba2", import_mamba2},
       {"bamba", import_bamba},
       {"nemotron_h", import_nemotron_h},
+      {"lfm2", import_lfm2},
   };
   // clang-format on
   return list;
