@@ -17,14 +17,14 @@ inline float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v));
 
 inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
-// Weightless RMSNorm over n values of each of `rows` rows (row stride `ld`), in place.
-void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps) {
+// RMSNorm over n values of each of `rows` rows (row stride `ld`), in place; w may be null.
+void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps, const float* w) {
   for (int64_t r = 0; r < rows; ++r) {
     float* v = x + r * ld;
     double ss = 0;
     for (int64_t i = 0; i < n; ++i) ss += double(v[i]) * v[i];
     const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
-    for (int64_t i = 0; i < n; ++i) v[i] *= inv;
+    for (int64_t i = 0; i < n; ++i) v[i] = w ? w[i] * (v[i] * inv) : v[i] * inv;
   }
 }
 
@@ -64,9 +64,9 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   ops::linear(u, T, Di, w_.x_proj, P, nullptr, dbc);
   if (s_.bcdt_norm_eps > 0) {
     const float eps = float(s_.bcdt_norm_eps);
-    rms_rows(dbc + R, T, N, P, eps);
-    rms_rows(dbc + R + N, T, N, P, eps);
-    rms_rows(dbc, T, R, P, eps);
+    rms_rows(dbc + R, T, N, P, eps, w_.b_norm);
+    rms_rows(dbc + R + N, T, N, P, eps, w_.c_norm);
+    rms_rows(dbc, T, R, P, eps, w_.dt_norm);
   }
   // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P, so
   // multiply through a GEMM with lda = P.

@@ -30,6 +30,7 @@ struct MambaWeights {
   const float *dt_proj = nullptr, *dt_proj_b = nullptr;
   const float *A_log = nullptr, *D = nullptr;
   const float *out_proj = nullptr, *out_proj_b = nullptr;
+  const float *b_norm = nullptr, *c_norm = nullptr, *dt_norm = nullptr;  // optional norm weights
 };
 
 class MambaMixer final : public Mixer {

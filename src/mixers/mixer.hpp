@@ -25,7 +25,22 @@ class State {
 // does not allocate. Slots are named so users do not trample each other.
 class Workspace {
  public:
-  enum Slot { kHidden, kNormed, kMixOut, kMlpA, kMlpB, kQ, kK, kV, kAttnOut, kScores, kNumSlots };
+  enum Slot {
+    kHidden,
+    kNormed,
+    kMixOut,
+    kMlpA,
+    kMlpB,
+    kMoeX,
+    kMoeY,
+    kMoeR,
+    kQ,
+    kK,
+    kV,
+    kAttnOut,
+    kScores,
+    kNumSlots
+  };
   float* get(Slot s, size_t n) { return buf_[s].reserve(n); }
 
  private:

@@ -31,8 +31,9 @@ struct MambaSpec {
   int64_t d_inner = 0, d_state = 16, d_conv = 4, dt_rank = 0;
   bool conv_bias = true;
   bool proj_bias = false;    // biases on in_proj and out_proj
-  double bcdt_norm_eps = 0;  // > 0: weightless RMSNorm on B, C and dt (FalconMamba)
-  int64_t chunk = 256;       // tokens per prefill chunk (bounds activation memory)
+  double bcdt_norm_eps = 0;  // > 0: RMSNorm on B, C and dt (FalconMamba: no weights; Jamba: weights)
+  bool bcdt_norm_weights = false;
+  int64_t chunk = 256;  // tokens per prefill chunk (bounds activation memory)
 };
 
 // Mamba-2 / SSD mixer (Dao & Gu): in_proj -> [z | x B C | dt], causal depthwise conv on

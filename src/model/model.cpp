@@ -58,6 +58,9 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
           mw.D = w(mp + "D");
           mw.out_proj = w(mp + "out_proj.weight");
           mw.out_proj_b = w_opt(mp + "out_proj.bias");
+          mw.b_norm = w_opt(mp + "b_norm.weight");
+          mw.c_norm = w_opt(mp + "c_norm.weight");
+          mw.dt_norm = w_opt(mp + "dt_norm.weight");
           mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
           break;
         }
@@ -95,12 +98,22 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     if (b.has_mixer) bw.norm1 = w(blk + "norm1.weight");
     if (b.has_mlp) {
       bw.norm2 = w(blk + "norm2.weight");
-      bw.gate = w_opt(blk + "mlp.gate_proj.weight");
-      bw.gate_b = w_opt(blk + "mlp.gate_proj.bias");
-      bw.up = w(blk + "mlp.up_proj.weight");
-      bw.up_b = w_opt(blk + "mlp.up_proj.bias");
-      bw.down = w(blk + "mlp.down_proj.weight");
-      bw.down_b = w_opt(blk + "mlp.down_proj.bias");
+      bw.mlp = {w_opt(blk + "mlp.gate_proj.weight"), w_opt(blk + "mlp.gate_proj.bias"),
+                w(blk + "mlp.up_proj.weight"),       w_opt(blk + "mlp.up_proj.bias"),
+                w(blk + "mlp.down_proj.weight"),     w_opt(blk + "mlp.down_proj.bias")};
+    }
+    if (b.has_moe) {
+      bw.norm2 = w(blk + "norm2.weight");
+      bw.moe.router = w(blk + "moe.router.weight");
+      for (int64_t e = 0; e < b.moe.n_experts; ++e) {
+        const std::string ep = blk + "moe.experts." + std::to_string(e) + ".";
+        bw.moe.experts.push_back({w(ep + "gate_proj.weight"), nullptr, w(ep + "up_proj.weight"), nullptr,
+                                  w(ep + "down_proj.weight"), nullptr});
+      }
+      if (b.moe.shared_hidden > 0)
+        bw.moe.shared = {w(blk + "moe.shared.gate_proj.weight"), nullptr,
+                         w(blk + "moe.shared.up_proj.weight"),   nullptr,
+                         w(blk + "moe.shared.down_proj.weight"), nullptr};
     }
     blocks_.push_back(bw);
   }
@@ -152,41 +165,6 @@ std::vector<std::unique_ptr<State>> Model::make_states() const {
   return s;
 }
 
-void Model::mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws) const {
-  const MlpSpec& m = spec_.blocks[layer].mlp;
-  const BlockWeights& bw = blocks_[layer];
-  const int64_t D = spec_.d_model, F = m.hidden;
-  float* up = ws.get(Workspace::kMlpA, size_t(T * F));
-  float* gate = m.gated ? ws.get(Workspace::kMlpB, size_t(T * F)) : nullptr;
-  const ops::Projection proj[2] = {{bw.up, F, bw.up_b, up}, {bw.gate, F, bw.gate_b, gate}};
-  ops::linear_multi(x, T, D, proj, m.gated ? 2 : 1);
-  auto activate = [&](float* v) {
-    switch (m.act) {
-      case Activation::SiLU:
-        ops::silu_inplace(v, T * F);
-        break;
-      case Activation::GeluTanh:
-        ops::gelu_tanh_inplace(v, T * F);
-        break;
-      case Activation::GeluErf:
-        ops::gelu_erf_inplace(v, T * F);
-        break;
-      case Activation::Relu2:
-        ops::relu2_inplace(v, T * F);
-        break;
-    }
-  };
-  if (!m.gated) {
-    activate(up);
-  } else if (m.act == Activation::SiLU) {
-    ops::swiglu(gate, up, T * F, up);
-  } else {
-    activate(gate);
-    for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
-  }
-  ops::linear(up, T, F, bw.down, D, bw.down_b, y);
-}
-
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
   check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ", mixers_.size(),
@@ -214,9 +192,13 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
       mixers_[i]->forward(n, T, *states[i], tmp, ws);
       ops::add_inplace(h, tmp, T * D);
     }
-    if (spec_.blocks[i].has_mlp) {
+    const BlockSpec& b = spec_.blocks[i];
+    if (b.has_mlp || b.has_moe) {
       ops::rmsnorm(h, blocks_[i].norm2, eps, T, D, n);
-      mlp(i, n, T, tmp, ws);
+      if (b.has_moe)
+        moe_forward(b.moe, blocks_[i].moe, n, T, D, tmp, ws);
+      else
+        ffn_forward(n, T, D, b.mlp.hidden, b.mlp.act, b.mlp.gated, blocks_[i].mlp, tmp, ws);
       ops::add_inplace(h, tmp, T * D);
     }
     if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);

@@ -8,6 +8,7 @@
 
 #include "core/tensor.hpp"
 #include "mixers/mixer.hpp"
+#include "model/ffn.hpp"
 #include "model/spec.hpp"
 
 namespace braid {
@@ -54,12 +55,11 @@ class Model {
   // Pointers into weights_ resolved once, so the forward pass does no name lookups.
   struct BlockWeights {
     const float *norm1 = nullptr, *norm2 = nullptr;
-    const float *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr;
-    const float *down = nullptr, *down_b = nullptr;
+    FfnWeights mlp;
+    MoeWeights moe;
   };
   const float* w(const std::string& name) const;
   const float* w_opt(const std::string& name) const;
-  void mlp(size_t layer, const float* x, int64_t T, float* y, Workspace& ws) const;
 
   ModelSpec spec_;
   Weights weights_;

@@ -89,6 +89,11 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
           p.push_back({pre + "mamba.D", {Di}, I::Ones});
           p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
           if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
+          if (m.bcdt_norm_weights) {
+            p.push_back({pre + "mamba.b_norm.weight", {N}, I::Ones});
+            p.push_back({pre + "mamba.c_norm.weight", {N}, I::Ones});
+            p.push_back({pre + "mamba.dt_norm.weight", {R}, I::Ones});
+          }
           break;
         }
         case MixerKind::Mamba2: {
@@ -118,6 +123,23 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
           break;
         }
       }
+    if (b.has_moe) {
+      const MoeSpec& m = b.moe;
+      const int64_t F = m.hidden;
+      p.push_back({pre + "norm2.weight", {D}, I::Ones});
+      p.push_back({pre + "moe.router.weight", {m.n_experts, D}, I::Normal});
+      for (int64_t e = 0; e < m.n_experts; ++e) {
+        const std::string ep = pre + "moe.experts." + std::to_string(e) + ".";
+        p.push_back({ep + "gate_proj.weight", {F, D}, I::Normal});
+        p.push_back({ep + "up_proj.weight", {F, D}, I::Normal});
+        p.push_back({ep + "down_proj.weight", {D, F}, I::Normal});
+      }
+      if (m.shared_hidden > 0) {
+        p.push_back({pre + "moe.shared.gate_proj.weight", {m.shared_hidden, D}, I::Normal});
+        p.push_back({pre + "moe.shared.up_proj.weight", {m.shared_hidden, D}, I::Normal});
+        p.push_back({pre + "moe.shared.down_proj.weight", {D, m.shared_hidden}, I::Normal});
+      }
+    }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
       p.push_back({pre + "norm2.weight", {D}, I::Ones});
@@ -144,7 +166,11 @@ void validate_spec(const ModelSpec& s) {
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string where = "model spec: layer " + std::to_string(i);
-    check(b.has_mixer || b.has_mlp, where, ": a layer needs a token mixer, an MLP or both");
+    check(b.has_mixer || b.has_mlp || b.has_moe, where, ": a layer needs a token mixer, an MLP or both");
+    check(!(b.has_mlp && b.has_moe), where, ": a layer has either an MLP or a mixture of experts");
+    if (b.has_moe)
+      check(b.moe.n_experts > 0 && b.moe.top_k > 0 && b.moe.top_k <= b.moe.n_experts && b.moe.hidden > 0,
+            where, ": moe needs n_experts > 0, 0 < top_k <= n_experts and hidden > 0");
     if (b.has_mixer && b.mixer == MixerKind::Attention) {
       const AttentionSpec& a = b.attn;
       check(a.n_heads > 0 && a.n_kv_heads > 0 && a.head_dim > 0, where,

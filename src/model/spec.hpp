@@ -25,6 +25,17 @@ struct MlpSpec {
   bool bias = false;
 };
 
+// Mixture of gated-MLP experts: scores = softmax or sigmoid of a linear router, each
+// token goes to its top_k experts weighted by their scores (renormalised to sum to 1 when
+// `renormalize`), plus an optional always-on shared expert.
+struct MoeSpec {
+  int64_t n_experts = 0, top_k = 0, hidden = 0;
+  Activation act = Activation::SiLU;
+  bool renormalize = false;
+  bool sigmoid_scores = false;
+  int64_t shared_hidden = 0;  // 0 = no shared expert
+};
+
 struct BlockSpec {
   bool has_mixer = true;  // false: the block is only norm -> MLP -> residual
   MixerKind mixer = MixerKind::Attention;
@@ -34,6 +45,8 @@ struct BlockSpec {
   ShortConvSpec short_conv;
   bool has_mlp = true;
   MlpSpec mlp;
+  bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`
+  MoeSpec moe;
 };
 
 struct ModelSpec {

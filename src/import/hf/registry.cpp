@@ -10,6 +10,7 @@ Import import_mamba2(const JsonObject& cfg);
 Import import_bamba(const JsonObject& cfg);
 Import import_nemotron_h(const JsonObject& cfg);
 Import import_lfm2(const JsonObject& cfg);
+Import import_jamba(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -22,6 +23,7 @@ const std::vector<Importer>& importers() {
       {"bamba", import_bamba},
       {"nemotron_h", import_nemotron_h},
       {"lfm2", import_lfm2},
+      {"jamba", import_jamba},
   };
   // clang-format on
   return list;

@@ -1,0 +1,103 @@
+#include "model/ffn.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+namespace {
+
+void activate(Activation a, float* v, int64_t n) {
+  switch (a) {
+    case Activation::SiLU:
+      ops::silu_inplace(v, n);
+      break;
+    case Activation::GeluTanh:
+      ops::gelu_tanh_inplace(v, n);
+      break;
+    case Activation::GeluErf:
+      ops::gelu_erf_inplace(v, n);
+      break;
+    case Activation::Relu2:
+      ops::relu2_inplace(v, n);
+      break;
+  }
+}
+
+}  // namespace
+
+void ffn_forward(const float* x, int64_t T, int64_t D, int64_t F, Activation act, bool gated,
+                 const FfnWeights& w, float* y, Workspace& ws) {
+  float* up = ws.get(Workspace::kMlpA, size_t(T * F));
+  float* gate = gated ? ws.get(Workspace::kMlpB, size_t(T * F)) : nullptr;
+  const ops::Projection proj[2] = {{w.up, F, w.up_b, up}, {w.gate, F, w.gate_b, gate}};
+  ops::linear_multi(x, T, D, proj, gated ? 2 : 1);
+  if (!gated) {
+    activate(act, up, T * F);
+  } else if (act == Activation::SiLU) {
+    ops::swiglu(gate, up, T * F, up);
+  } else {
+    activate(act, gate, T * F);
+    for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+  }
+  ops::linear(up, T, F, w.down, D, w.down_b, y);
+}
+
+void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t T, int64_t D, float* y,
+                 Workspace& ws) {
+  const int64_t E = s.n_experts, K = s.top_k;
+  float* scores = ws.get(Workspace::kMoeR, size_t(T * E));
+  ops::linear(x, T, D, w.router, E, nullptr, scores);
+  // Top-k per token: chosen[t * K + j] = expert, weight[t * K + j] = score.
+  std::vector<int32_t> chosen(size_t(T * K));
+  std::vector<float> weight(size_t(T * K));
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    float* sc = scores + t * E;
+    if (s.sigmoid_scores)
+      for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
+    else
+      ops::softmax_inplace(sc, E);
+    for (int64_t e = 0; e < E; ++e) order[size_t(e)] = int32_t(e);
+    std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                      [&](int32_t a, int32_t b) { return sc[a] != sc[b] ? sc[a] > sc[b] : a < b; });
+    double sum = 0;
+    for (int64_t j = 0; j < K; ++j) sum += sc[order[size_t(j)]];
+    for (int64_t j = 0; j < K; ++j) {
+      chosen[size_t(t * K + j)] = order[size_t(j)];
+      weight[size_t(t * K + j)] = s.renormalize ? float(sc[order[size_t(j)]] / sum) : sc[order[size_t(j)]];
+    }
+  }
+  std::memset(y, 0, size_t(T * D) * sizeof(float));
+  // Each expert runs once over the tokens routed to it (gathered into one batch).
+  std::vector<int64_t> rows;
+  std::vector<float> rw;
+  for (int64_t e = 0; e < E; ++e) {
+    rows.clear();
+    rw.clear();
+    for (int64_t i = 0; i < T * K; ++i)
+      if (chosen[size_t(i)] == e) rows.push_back(i / K), rw.push_back(weight[size_t(i)]);
+    if (rows.empty()) continue;
+    const int64_t n = int64_t(rows.size());
+    float* xe = ws.get(Workspace::kMoeX, size_t(n * D));
+    float* ye = ws.get(Workspace::kMoeY, size_t(n * D));
+    for (int64_t r = 0; r < n; ++r)
+      std::memcpy(xe + r * D, x + rows[size_t(r)] * D, size_t(D) * sizeof(float));
+    ffn_forward(xe, n, D, s.hidden, s.act, true, w.experts[size_t(e)], ye, ws);
+    for (int64_t r = 0; r < n; ++r) {
+      float* dst = y + rows[size_t(r)] * D;
+      for (int64_t i = 0; i < D; ++i) dst[i] += rw[size_t(r)] * ye[r * D + i];
+    }
+  }
+  if (s.shared_hidden > 0) {
+    float* ys = ws.get(Workspace::kMoeY, size_t(T * D));
+    ffn_forward(x, T, D, s.shared_hidden, s.act, true, w.shared, ys, ws);
+    ops::add_inplace(y, ys, T * D);
+  }
+}
+
+}  // namespace braid

@@ -1,0 +1,30 @@
+// Channel mixers: the (gated) MLP and the mixture of experts built from it.
+#pragma once
+#include <vector>
+
+#include "mixers/mixer.hpp"
+#include "model/spec.hpp"
+
+namespace braid {
+
+struct FfnWeights {
+  const float *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr;
+  const float *down = nullptr, *down_b = nullptr;
+};
+
+// y[T, D] = down(act(gate(x)) * up(x)) (gated) or down(act(up(x))), hidden size F.
+void ffn_forward(const float* x, int64_t T, int64_t D, int64_t F, Activation act, bool gated,
+                 const FfnWeights& w, float* y, Workspace& ws);
+
+struct MoeWeights {
+  const float* router = nullptr;  // [n_experts][D]
+  std::vector<FfnWeights> experts;
+  FfnWeights shared;  // used when MoeSpec::shared_hidden > 0
+};
+
+// Routes each token to its top_k experts (gated MLPs) and sums their outputs weighted
+// by the router scores; adds the shared expert when there is one.
+void moe_forward(const MoeSpec& spec, const MoeWeights& w, const float* x, int64_t T, int64_t D, float* y,
+                 Workspace& ws);
+
+}  // namespace braid
