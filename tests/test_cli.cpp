@@ -44,8 +44,8 @@ std::string q(const std::string& s) { return "'" + s + "'"; }
 
 TEST(Cli, VerifyPassesOnSupportedFixtures) {
   REQUIRE_FIXTURES();
-  for (const char* arch :
-       {"llama", "qwen3", "mamba", "falcon_mamba", "mamba2", "bamba", "nemotron_h", "lfm2", "jamba"}) {
+  for (const char* arch : {"llama", "qwen3", "mamba", "falcon_mamba", "mamba2", "bamba", "nemotron_h", "lfm2",
+                           "jamba", "granitemoehybrid"}) {
     Result r = braid("verify --model " + hf_fixture(arch) + " --reference " + hf_fixture(arch) +
                      "/reference.safetensors");
     EXPECT_EQ(r.rc, 0) << r.out << r.err;

@@ -13,7 +13,7 @@ namespace {
 
 struct Resolved {
   ModelSpec spec;
-  std::function<std::string(const std::string&)> tensor_name;
+  std::function<hf::TensorRef(const std::string&)> tensor_ref;
 };
 
 Resolved resolve(const std::string& dir) {
@@ -24,7 +24,8 @@ Resolved resolve(const std::string& dir) {
   json j = read_json_file(path);
   JsonObject cfg(j, path);
   const std::string type = cfg.get_string("model_type");
-  if (type == "braid") return {spec_from_json(j, path), [](const std::string& n) { return n; }};
+  if (type == "braid")
+    return {spec_from_json(j, path), [](const std::string& n) { return hf::TensorRef{n}; }};
   const hf::Importer* imp = hf::find_importer(type);
   if (!imp) {
     std::string known = "braid";
@@ -33,7 +34,9 @@ Resolved resolve(const std::string& dir) {
   }
   hf::Import im = imp->fn(cfg);
   im.spec.name = fs::path(dir).filename().string();
-  return {std::move(im.spec), std::move(im.tensor_name)};
+  if (im.tensor_ref) return {std::move(im.spec), std::move(im.tensor_ref)};
+  auto by_name = im.tensor_name;
+  return {std::move(im.spec), [by_name](const std::string& n) { return hf::TensorRef{by_name(n)}; }};
 }
 
 }  // namespace
@@ -45,17 +48,34 @@ std::unique_ptr<Model> load_model(const std::string& dir) {
   Checkpoint ck = Checkpoint::open_dir(dir);
   Weights w;
   for (const ParamDecl& p : param_decls(r.spec)) {
-    const std::string name = r.tensor_name(p.name);
-    if (!ck.has(name)) {
-      // Tied heads are sometimes also saved; a missing untied head is an error.
-      fail(dir, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
-    }
+    const hf::TensorRef ref = r.tensor_ref(p.name);
+    const std::string& name = ref.name;
+    if (!ck.has(name)) fail(dir, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
     const TensorInfo* info = ck.info(name);
     check(info->supported, dir, ": tensor '", name, "' has dtype ", info->dtype_name,
           ", which braid does not support (F32, BF16, F16)");
-    check(info->shape == p.shape, dir, ": tensor '", name, "' has shape ", shape_str(info->shape),
-          ", expected ", shape_str(p.shape));
-    w[p.name] = ck.get(name);
+    // Shape after taking the referenced entry and rows.
+    Shape shape = info->shape;
+    if (ref.index >= 0) {
+      check(shape.size() >= 2 && ref.index < shape[0], dir, ": tensor '", name, "' with shape ",
+            shape_str(shape), " has no entry ", ref.index, " (needed for ", p.name, ")");
+      shape.erase(shape.begin());
+    }
+    if (ref.row_end >= 0) {
+      check(!shape.empty() && ref.row_begin >= 0 && ref.row_begin < ref.row_end && ref.row_end <= shape[0],
+            dir, ": tensor '", name, "' with shape ", shape_str(info->shape), " has no rows [", ref.row_begin,
+            ", ", ref.row_end, ") (needed for ", p.name, ")");
+      shape[0] = ref.row_end - ref.row_begin;
+    }
+    check(shape == p.shape, dir, ": tensor '", name, "' has shape ", shape_str(shape), ", expected ",
+          shape_str(p.shape), ref.index >= 0 || ref.row_end >= 0 ? " (after slicing)" : "");
+    Tensor t = ck.get(name);
+    if (ref.index >= 0) {
+      Shape rest(t.shape().begin() + 1, t.shape().end());
+      t = t.slice_rows(ref.index, ref.index + 1).reshape(rest);
+    }
+    if (ref.row_end >= 0) t = t.slice_rows(ref.row_begin, ref.row_end);
+    w[p.name] = t;
   }
   return std::make_unique<Model>(std::move(r.spec), std::move(w), dir);
 }

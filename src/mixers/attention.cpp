@@ -119,7 +119,7 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   const int nthreads = omp_get_max_threads();
   float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
   float* out = ws.get(Workspace::kAttnOut, size_t(T * qd));
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t job = 0; job < H * ntile; ++job) {
     const int64_t h = job / ntile, t0 = (job % ntile) * TQ, t1 = std::min(T, t0 + TQ), nq = t1 - t0;

@@ -21,6 +21,7 @@ struct AttentionSpec {
   bool qkv_bias = false, out_bias = false;
   bool qk_norm = false;        // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   int64_t sliding_window = 0;  // 0 = full causal attention
+  double scale = 0;            // score scale; 0 = 1 / sqrt(head_dim)
   RopeSpec rope;
 };
 

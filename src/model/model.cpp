@@ -180,6 +180,15 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
           " is outside the vocabulary [0, ", V, ")");
     std::memcpy(h + t * D, emb + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
   }
+  if (spec_.embedding_multiplier != 1.0)
+    for (int64_t i = 0; i < T * D; ++i) h[i] *= float(spec_.embedding_multiplier);
+  const float rm = float(spec_.residual_multiplier);
+  auto residual = [&](const float* v) {
+    if (rm == 1.0f)
+      ops::add_inplace(h, v, T * D);
+    else
+      for (int64_t i = 0; i < T * D; ++i) h[i] += v[i] * rm;
+  };
   auto snap = [&](const float* src) {
     if (capture) capture->states.emplace_back(src, src + T * D);
   };
@@ -190,7 +199,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     if (mixers_[i]) {
       ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
       mixers_[i]->forward(n, T, *states[i], tmp, ws);
-      ops::add_inplace(h, tmp, T * D);
+      residual(tmp);
     }
     const BlockSpec& b = spec_.blocks[i];
     if (b.has_mlp || b.has_moe) {
@@ -199,7 +208,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
         moe_forward(b.moe, blocks_[i].moe, n, T, D, tmp, ws);
       else
         ffn_forward(n, T, D, b.mlp.hidden, b.mlp.act, b.mlp.gated, blocks_[i].mlp, tmp, ws);
-      ops::add_inplace(h, tmp, T * D);
+      residual(tmp);
     }
     if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);
   }
@@ -211,6 +220,11 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     ops::linear(n + (T - 1) * D, 1, D, head, V, nullptr, logits);
   else
     ops::linear(n, T, D, head, V, nullptr, logits);
+  if (spec_.logits_scaling != 1.0) {
+    const int64_t n_out = (mode == LogitsMode::Last ? 1 : T) * V;
+    const float sc = float(spec_.logits_scaling);
+    for (int64_t i = 0; i < n_out; ++i) logits[i] /= sc;
+  }
 }
 
 }  // namespace braid

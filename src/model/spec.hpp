@@ -55,6 +55,10 @@ struct ModelSpec {
   int64_t vocab_size = 0, d_model = 0;
   double norm_eps = 1e-6;
   bool tie_embeddings = false;
+  // Scalar multipliers some families use (Granite): embeddings are multiplied by
+  // embedding_multiplier, each block's mixer/MLP output by residual_multiplier before
+  // the residual add, and logits divided by logits_scaling.
+  double embedding_multiplier = 1.0, residual_multiplier = 1.0, logits_scaling = 1.0;
   int64_t max_context = 0;  // advisory (from the checkpoint); 0 = unknown
   std::vector<BlockSpec> blocks;
   // Hidden-state dumps start with the embedding output (most families) or with the

@@ -10,10 +10,21 @@
 
 namespace braid::hf {
 
+// Where a canonical parameter lives in a checkpoint: a tensor, optionally one entry of
+// its first dimension (fused expert weights [E, ...]) and then a range of rows (fused
+// gate/up halves). Slices are zero-copy views.
+struct TensorRef {
+  std::string name;
+  int64_t index = -1;                   // -1: the whole tensor
+  int64_t row_begin = 0, row_end = -1;  // -1: all rows
+};
+
 struct Import {
   ModelSpec spec;
   // Canonical name ("blocks.3.attn.q_proj.weight") -> name in the checkpoint.
   std::function<std::string(const std::string&)> tensor_name;
+  // Set instead of tensor_name by families that store several parameters in one tensor.
+  std::function<TensorRef(const std::string&)> tensor_ref;
 };
 
 using ImportFn = Import (*)(const JsonObject& config);

@@ -11,6 +11,7 @@ Import import_bamba(const JsonObject& cfg);
 Import import_nemotron_h(const JsonObject& cfg);
 Import import_lfm2(const JsonObject& cfg);
 Import import_jamba(const JsonObject& cfg);
+Import import_granitemoehybrid(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -24,6 +25,7 @@ const std::vector<Importer>& importers() {
       {"nemotron_h", import_nemotron_h},
       {"lfm2", import_lfm2},
       {"jamba", import_jamba},
+      {"granitemoehybrid", import_granitemoehybrid},
   };
   // clang-format on
   return list;
