@@ -19,16 +19,24 @@ AttentionSpec read_attention(const JsonObject& o) {
   a.rope.rotary_dim = o.get_int("rotary_dim", a.head_dim);
   a.rope.type = o.get_string("rope_type", "default");
   a.rope.factor = o.get_float("rope_factor", 1.0);
+  a.scale = o.get_float("scale", 0.0);
   return a;
 }
 
 json write_attention(const AttentionSpec& a) {
-  return {{"type", "attention"},        {"n_heads", a.n_heads},
-          {"n_kv_heads", a.n_kv_heads}, {"head_dim", a.head_dim},
-          {"qkv_bias", a.qkv_bias},     {"out_bias", a.out_bias},
-          {"qk_norm", a.qk_norm},       {"sliding_window", a.sliding_window},
-          {"rope_theta", a.rope.theta}, {"rotary_dim", a.rope.rotary_dim},
-          {"rope_type", a.rope.type},   {"rope_factor", a.rope.factor}};
+  return {{"type", "attention"},
+          {"n_heads", a.n_heads},
+          {"n_kv_heads", a.n_kv_heads},
+          {"head_dim", a.head_dim},
+          {"qkv_bias", a.qkv_bias},
+          {"out_bias", a.out_bias},
+          {"qk_norm", a.qk_norm},
+          {"sliding_window", a.sliding_window},
+          {"rope_theta", a.rope.theta},
+          {"rotary_dim", a.rope.rotary_dim},
+          {"rope_type", a.rope.type},
+          {"rope_factor", a.rope.factor},
+          {"scale", a.scale}};
 }
 
 MlpSpec read_mlp(const JsonObject& o) {
@@ -123,6 +131,9 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
   s.norm_eps = o.get_float("norm_eps", 1e-6);
   s.tie_embeddings = o.get_bool("tie_embeddings", true);
   s.max_context = o.get_int("max_context", 0);
+  s.embedding_multiplier = o.get_float("embedding_multiplier", 1.0);
+  s.residual_multiplier = o.get_float("residual_multiplier", 1.0);
+  s.logits_scaling = o.get_float("logits_scaling", 1.0);
   s.bos_token_id = o.get_int("bos_token_id", -1);
   if (o.has("eos_token_id")) s.eos_token_ids = {o.get_int("eos_token_id")};
 
@@ -176,10 +187,17 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
 }
 
 json spec_to_json(const ModelSpec& s) {
-  json j = {{"model_type", "braid"},        {"name", s.name},
-            {"vocab_size", s.vocab_size},   {"d_model", s.d_model},
-            {"norm_eps", s.norm_eps},       {"tie_embeddings", s.tie_embeddings},
-            {"max_context", s.max_context}, {"bos_token_id", s.bos_token_id}};
+  json j = {{"model_type", "braid"},
+            {"name", s.name},
+            {"vocab_size", s.vocab_size},
+            {"d_model", s.d_model},
+            {"norm_eps", s.norm_eps},
+            {"tie_embeddings", s.tie_embeddings},
+            {"max_context", s.max_context},
+            {"bos_token_id", s.bos_token_id},
+            {"embedding_multiplier", s.embedding_multiplier},
+            {"residual_multiplier", s.residual_multiplier},
+            {"logits_scaling", s.logits_scaling}};
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
