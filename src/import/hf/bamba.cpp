@@ -13,24 +13,8 @@ Import import_bamba(const JsonObject& cfg) {
   Import im = import_llama_like(cfg, {});
   ModelSpec& s = im.spec;
 
-  Mamba2Spec m;
-  m.n_heads = cfg.get_int("mamba_n_heads");
-  m.head_dim = cfg.get_int("mamba_d_head");
-  m.d_state = cfg.get_int("mamba_d_state");
-  m.n_groups = cfg.get_int("mamba_n_groups", 1);
-  m.d_conv = cfg.get_int("mamba_d_conv", 4);
-  m.conv_bias = cfg.get_bool("mamba_conv_bias", true);
-  m.proj_bias = cfg.get_bool("mamba_proj_bias", false);
-  m.norm_eps = s.norm_eps;
-  m.chunk = cfg.get_int("mamba_chunk_size", 256);
-  const int64_t expand = cfg.get_int("mamba_expand", 2);
-  check(m.n_heads * m.head_dim == expand * s.d_model, cfg.where(),
-        ": mamba_n_heads x mamba_d_head = ", m.n_heads * m.head_dim,
-        " but mamba_expand x hidden_size = ", expand * s.d_model);
-  check(m.n_groups > 0 && m.n_heads % m.n_groups == 0, cfg.where(), ": mamba_n_groups ", m.n_groups,
-        " must divide mamba_n_heads ", m.n_heads);
-  m.norm_group_size = m.d_inner();  // transformers normalises the gated output over all channels
-  read_time_step_limit(cfg, &m);
+  // transformers normalises Bamba's gated SSD output over all channels at once.
+  const Mamba2Spec m = read_prefixed_mamba2(cfg, s.norm_eps, /*grouped_norm=*/false);
 
   std::vector<int64_t> attn;
   if (cfg.has("attn_layer_indices")) {
@@ -47,20 +31,16 @@ Import import_bamba(const JsonObject& cfg) {
       s.blocks[i].mamba2 = m;
     }
 
-  im.tensor_name = [](const std::string& c) -> std::string {
-    if (c == "embed.weight") return "model.embed_tokens.weight";
-    if (c == "final_norm.weight") return "model.final_layernorm.weight";
-    if (c == "lm_head.weight") return "lm_head.weight";
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
-    const std::string pre = "model.layers." + n + ".";
-    if (rest == "norm1.weight") return pre + "input_layernorm.weight";
-    if (rest == "norm2.weight") return pre + "pre_ff_layernorm.weight";
-    if (rest.rfind("attn.", 0) == 0) return pre + "self_attn." + rest.substr(5);
-    if (rest.rfind("mamba2.", 0) == 0) return pre + "mamba." + rest.substr(7);
-    if (rest.rfind("mlp.", 0) == 0) return pre + "feed_forward." + rest.substr(4);
-    return pre + rest;
-  };
+  im.tensor_name = tensor_namer({"model.embed_tokens.weight",
+                                 "model.final_layernorm.weight",
+                                 "lm_head.weight",
+                                 "model.layers.{}.",
+                                 {{"norm1.weight", "input_layernorm.weight"},
+                                  {"norm2.weight", "pre_ff_layernorm.weight"},
+                                  {"attn.", "self_attn."},
+                                  {"mamba2.", "mamba."},
+                                  {"mlp.", "feed_forward."}}});
+
   return im;
 }
 

@@ -49,6 +49,68 @@ void read_time_step_limit(const JsonObject& cfg, Mamba2Spec* m) {
   m->dt_max = std::isinf(mx) ? 0.0 : mx;
 }
 
+void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double default_eps,
+                       bool default_tie, ModelSpec* s) {
+  s->family = cfg.get_string("model_type");
+  s->vocab_size = cfg.get_int("vocab_size");
+  s->d_model = cfg.get_int("hidden_size");
+  s->norm_eps = cfg.get_float(eps_key, default_eps);
+  s->tie_embeddings = cfg.get_bool("tie_word_embeddings", default_tie);
+  s->max_context = cfg.get_int("max_position_embeddings", 0);
+  auto bos = read_token_ids(cfg, "bos_token_id");
+  s->bos_token_id = bos.empty() ? -1 : bos[0];
+  s->eos_token_ids = read_token_ids(cfg, "eos_token_id");
+}
+
+Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool grouped_norm) {
+  Mamba2Spec m;
+  m.n_heads = cfg.get_int("mamba_n_heads");
+  m.head_dim = cfg.get_int("mamba_d_head");
+  m.d_state = cfg.get_int("mamba_d_state");
+  m.n_groups = cfg.get_int("mamba_n_groups", 1);
+  m.d_conv = cfg.get_int("mamba_d_conv", 4);
+  m.conv_bias = cfg.get_bool("mamba_conv_bias", true);
+  m.proj_bias = cfg.get_bool("mamba_proj_bias", false);
+  m.norm_eps = norm_eps;
+  m.chunk = cfg.get_int("mamba_chunk_size", 256);
+  check(m.n_heads > 0 && m.head_dim > 0, cfg.where(), ": mamba_n_heads and mamba_d_head must be positive");
+  check(m.n_groups > 0 && m.n_heads % m.n_groups == 0, cfg.where(), ": mamba_n_groups ", m.n_groups,
+        " must divide mamba_n_heads ", m.n_heads);
+  if (cfg.has("mamba_expand")) {
+    const int64_t expand = cfg.get_int("mamba_expand");
+    check(m.n_heads * m.head_dim == expand * cfg.get_int("hidden_size"), cfg.where(),
+          ": mamba_n_heads x mamba_d_head = ", m.n_heads * m.head_dim,
+          " but mamba_expand x hidden_size = ", expand * cfg.get_int("hidden_size"));
+  }
+  m.norm_group_size = grouped_norm ? m.d_inner() / m.n_groups : m.d_inner();
+  read_time_step_limit(cfg, &m);
+  return m;
+}
+
+bool split_block_name(const std::string& c, std::string* n, std::string* rest) {
+  if (c.rfind("blocks.", 0) != 0) return false;
+  const size_t dot = c.find('.', 7);
+  if (dot == std::string::npos) return false;
+  *n = c.substr(7, dot - 7);
+  *rest = c.substr(dot + 1);
+  return true;
+}
+
+std::function<std::string(const std::string&)> tensor_namer(NameMap map) {
+  return [map = std::move(map)](const std::string& c) -> std::string {
+    if (c == "embed.weight") return map.embed;
+    if (c == "final_norm.weight") return map.final_norm;
+    if (c == "lm_head.weight") return map.lm_head;
+    std::string n, rest;
+    if (!split_block_name(c, &n, &rest)) return c;
+    std::string pre = map.layer_prefix;
+    pre.replace(pre.find("{}"), 2, n);
+    for (const auto& [from, to] : map.rules)
+      if (rest.rfind(from, 0) == 0) return pre + to + rest.substr(from.size());
+    return pre + rest;
+  };
+}
+
 std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key) {
   std::vector<int64_t> ids;
   if (!cfg.has(key)) return ids;
@@ -65,15 +127,7 @@ std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& ke
 Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("rms_norm_eps", 1e-6);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", opt.default_tie);
-  s.max_context = cfg.get_int("max_position_embeddings", 0);
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+  read_model_fields(cfg, "rms_norm_eps", 1e-6, opt.default_tie, &s);
 
   const int64_t L = cfg.get_int("num_hidden_layers");
   check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
@@ -116,19 +170,14 @@ Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt) {
     s.blocks.push_back(b);
   }
 
-  im.tensor_name = [](const std::string& c) -> std::string {
-    if (c == "embed.weight") return "model.embed_tokens.weight";
-    if (c == "final_norm.weight") return "model.norm.weight";
-    if (c == "lm_head.weight") return "lm_head.weight";
-    // blocks.N.rest
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
-    const std::string pre = "model.layers." + n + ".";
-    if (rest == "norm1.weight") return pre + "input_layernorm.weight";
-    if (rest == "norm2.weight") return pre + "post_attention_layernorm.weight";
-    if (rest.rfind("attn.", 0) == 0) return pre + "self_attn." + rest.substr(5);
-    return pre + rest;  // mlp.*
-  };
+  im.tensor_name = tensor_namer({"model.embed_tokens.weight",
+                                 "model.norm.weight",
+                                 "lm_head.weight",
+                                 "model.layers.{}.",
+                                 {{"norm1.weight", "input_layernorm.weight"},
+                                  {"norm2.weight", "post_attention_layernorm.weight"},
+                                  {"attn.", "self_attn."}}});
+
   return im;
 }
 

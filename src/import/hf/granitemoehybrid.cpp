@@ -13,19 +13,11 @@ namespace braid::hf {
 Import import_granitemoehybrid(const JsonObject& cfg) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("rms_norm_eps", 1e-6);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", false);
-  s.max_context = cfg.get_int("max_position_embeddings", 0);
+  read_model_fields(cfg, "rms_norm_eps", 1e-6, false, &s);
   s.embedding_multiplier = cfg.get_float("embedding_multiplier", 1.0);
   s.residual_multiplier = cfg.get_float("residual_multiplier", 1.0);
   s.logits_scaling = cfg.get_float("logits_scaling", 1.0);
   check(s.logits_scaling != 0, cfg.where(), ": logits_scaling must not be 0");
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
 
   AttentionSpec a;
   a.n_heads = cfg.get_int("num_attention_heads");
@@ -41,20 +33,9 @@ Import import_granitemoehybrid(const JsonObject& cfg) {
   else
     a.rope.rotary_dim = 0;
 
-  Mamba2Spec m;
-  m.n_heads = cfg.get_int("mamba_n_heads");
-  m.head_dim = cfg.get_int("mamba_d_head");
-  m.d_state = cfg.get_int("mamba_d_state");
-  m.n_groups = cfg.get_int("mamba_n_groups", 1);
-  m.d_conv = cfg.get_int("mamba_d_conv", 4);
-  m.conv_bias = cfg.get_bool("mamba_conv_bias", true);
-  m.proj_bias = cfg.get_bool("mamba_proj_bias", false);
-  m.norm_eps = s.norm_eps;
-  m.chunk = cfg.get_int("mamba_chunk_size", 256);
-  check(m.n_groups > 0 && m.n_heads % m.n_groups == 0, cfg.where(), ": mamba_n_groups ", m.n_groups,
-        " must divide mamba_n_heads ", m.n_heads);
-  m.norm_group_size = m.d_inner() / m.n_groups;
-  read_time_step_limit(cfg, &m);
+  // Like Bamba, transformers normalises the gated SSD output over all channels at once
+  // (fixtures have n_groups = 1, where both conventions agree).
+  const Mamba2Spec m = read_prefixed_mamba2(cfg, s.norm_eps, /*grouped_norm=*/false);
 
   MoeSpec moe;
   moe.n_experts = cfg.get_int("num_local_experts");
@@ -88,18 +69,21 @@ Import import_granitemoehybrid(const JsonObject& cfg) {
   }
 
   const int64_t F = moe.hidden, S = moe.shared_hidden;
-  im.tensor_ref = [F, S](const std::string& c) -> TensorRef {
-    if (c == "embed.weight") return {"model.embed_tokens.weight"};
-    if (c == "final_norm.weight") return {"model.norm.weight"};
-    if (c == "lm_head.weight") return {"lm_head.weight"};
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
+  auto base = tensor_namer({"model.embed_tokens.weight",
+                            "model.norm.weight",
+                            "lm_head.weight",
+                            "model.layers.{}.",
+                            {{"norm1.weight", "input_layernorm.weight"},
+                             {"norm2.weight", "post_attention_layernorm.weight"},
+                             {"attn.", "self_attn."},
+                             {"mamba2.", "mamba."},
+                             {"moe.router.", "block_sparse_moe.router.layer."}}});
+  // Fused tensors: expert E's gate is rows [0, F) of input_linear[E], its up rows
+  // [F, 2F), its down output_linear[E]; the shared MLP is split the same way.
+  im.tensor_ref = [F, S, base](const std::string& c) -> TensorRef {
+    std::string n, rest;
+    if (!split_block_name(c, &n, &rest)) return {base(c)};
     const std::string pre = "model.layers." + n + ".";
-    if (rest == "norm1.weight") return {pre + "input_layernorm.weight"};
-    if (rest == "norm2.weight") return {pre + "post_attention_layernorm.weight"};
-    if (rest.rfind("attn.", 0) == 0) return {pre + "self_attn." + rest.substr(5)};
-    if (rest.rfind("mamba2.", 0) == 0) return {pre + "mamba." + rest.substr(7)};
-    if (rest == "moe.router.weight") return {pre + "block_sparse_moe.router.layer.weight"};
     if (rest == "moe.shared.gate_proj.weight") return {pre + "shared_mlp.input_linear.weight", -1, 0, S};
     if (rest == "moe.shared.up_proj.weight") return {pre + "shared_mlp.input_linear.weight", -1, S, 2 * S};
     if (rest == "moe.shared.down_proj.weight") return {pre + "shared_mlp.output_linear.weight"};
@@ -111,8 +95,9 @@ Import import_granitemoehybrid(const JsonObject& cfg) {
       if (what == "up_proj.weight") return {pre + "block_sparse_moe.input_linear.weight", e, F, 2 * F};
       return {pre + "block_sparse_moe.output_linear.weight", e};
     }
-    return {pre + rest};
+    return {base(c)};
   };
+
   return im;
 }
 

@@ -54,4 +54,26 @@ void read_time_step_limit(const JsonObject& cfg, Mamba2Spec* m);
 // eos_token_id as an int, a list of ints, or null.
 std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& key);
 
+// The model-level fields every family has: model_type, vocab_size, hidden_size, the
+// norm epsilon (under `eps_key`), tie_word_embeddings, max_position_embeddings, and the
+// bos / eos token ids.
+void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double default_eps,
+                       bool default_tie, ModelSpec* s);
+
+// Mamba-2 hyper-parameters stored under `mamba_*` keys (bamba, granitemoehybrid).
+// `grouped_norm`: the gated norm works per group of d_inner / n_groups channels.
+Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool grouped_norm);
+
+// Checkpoint naming of a family: where the embedding, final norm and head live, the
+// prefix of layer N ("model.layers.{}." with {} for N), and how the rest of a canonical block name is
+// renamed: the first rule whose `from` is a prefix of it (or equal to it, for exact
+// names) replaces that prefix with `to`; without a match the rest is kept.
+struct NameMap {
+  std::string embed, final_norm, lm_head = "lm_head.weight", layer_prefix;
+  std::vector<std::pair<std::string, std::string>> rules;
+};
+std::function<std::string(const std::string&)> tensor_namer(NameMap map);
+// Splits "blocks.N.rest" into N and rest; false for other names.
+bool split_block_name(const std::string& canonical, std::string* n, std::string* rest);
+
 }  // namespace braid::hf

@@ -10,15 +10,7 @@ namespace braid::hf {
 Import import_jamba(const JsonObject& cfg) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("rms_norm_eps", 1e-6);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", false);
-  s.max_context = cfg.get_int("max_position_embeddings", 0);
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+  read_model_fields(cfg, "rms_norm_eps", 1e-6, false, &s);
   const std::string act = cfg.get_string("hidden_act", "silu");
 
   AttentionSpec a;
@@ -73,24 +65,19 @@ Import import_jamba(const JsonObject& cfg) {
     s.blocks.push_back(b);
   }
 
-  im.tensor_name = [](const std::string& c) -> std::string {
-    if (c == "embed.weight") return "model.embed_tokens.weight";
-    if (c == "final_norm.weight") return "model.final_layernorm.weight";
-    if (c == "lm_head.weight") return "lm_head.weight";
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
-    const std::string pre = "model.layers." + n + ".";
-    if (rest == "norm1.weight") return pre + "input_layernorm.weight";
-    if (rest == "norm2.weight") return pre + "pre_ff_layernorm.weight";
-    if (rest.rfind("attn.", 0) == 0) return pre + "self_attn." + rest.substr(5);
-    if (rest == "mamba.b_norm.weight") return pre + "mamba.b_layernorm.weight";
-    if (rest == "mamba.c_norm.weight") return pre + "mamba.c_layernorm.weight";
-    if (rest == "mamba.dt_norm.weight") return pre + "mamba.dt_layernorm.weight";
-    if (rest.rfind("mamba.", 0) == 0) return pre + rest;
-    if (rest.rfind("mlp.", 0) == 0) return pre + "feed_forward." + rest.substr(4);
-    if (rest.rfind("moe.", 0) == 0) return pre + "feed_forward." + rest.substr(4);  // router, experts.N.*
-    return pre + rest;
-  };
+  im.tensor_name = tensor_namer({"model.embed_tokens.weight",
+                                 "model.final_layernorm.weight",
+                                 "lm_head.weight",
+                                 "model.layers.{}.",
+                                 {{"norm1.weight", "input_layernorm.weight"},
+                                  {"norm2.weight", "pre_ff_layernorm.weight"},
+                                  {"attn.", "self_attn."},
+                                  {"mamba.b_norm.", "mamba.b_layernorm."},
+                                  {"mamba.c_norm.", "mamba.c_layernorm."},
+                                  {"mamba.dt_norm.", "mamba.dt_layernorm."},
+                                  {"mlp.", "feed_forward."},
+                                  {"moe.", "feed_forward."}}});
+
   return im;
 }
 

@@ -9,15 +9,7 @@ namespace braid::hf {
 Import import_lfm2(const JsonObject& cfg) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("norm_eps", 1e-5);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", true);
-  s.max_context = cfg.get_int("max_position_embeddings", 0);
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+  read_model_fields(cfg, "norm_eps", 1e-5, true, &s);
   check(!cfg.get_bool("block_auto_adjust_ff_dim", false), cfg.where(),
         ": block_auto_adjust_ff_dim = true is not supported (give intermediate_size as stored)");
 
@@ -68,25 +60,21 @@ Import import_lfm2(const JsonObject& cfg) {
     s.blocks.push_back(b);
   }
 
-  im.tensor_name = [](const std::string& cn) -> std::string {
-    if (cn == "embed.weight") return "model.embed_tokens.weight";
-    if (cn == "final_norm.weight") return "model.embedding_norm.weight";
-    if (cn == "lm_head.weight") return "lm_head.weight";
-    const size_t dot = cn.find('.', 7);
-    const std::string n = cn.substr(7, dot - 7), rest = cn.substr(dot + 1);
-    const std::string pre = "model.layers." + n + ".";
-    if (rest == "norm1.weight") return pre + "operator_norm.weight";
-    if (rest == "norm2.weight") return pre + "ffn_norm.weight";
-    if (rest == "attn.q_norm.weight") return pre + "self_attn.q_layernorm.weight";
-    if (rest == "attn.k_norm.weight") return pre + "self_attn.k_layernorm.weight";
-    if (rest.rfind("attn.o_proj.", 0) == 0) return pre + "self_attn.out_proj." + rest.substr(12);
-    if (rest.rfind("attn.", 0) == 0) return pre + "self_attn." + rest.substr(5);
-    if (rest.rfind("short_conv.", 0) == 0) return pre + "conv." + rest.substr(11);
-    if (rest == "mlp.gate_proj.weight") return pre + "feed_forward.w1.weight";
-    if (rest == "mlp.up_proj.weight") return pre + "feed_forward.w3.weight";
-    if (rest == "mlp.down_proj.weight") return pre + "feed_forward.w2.weight";
-    return pre + rest;
-  };
+  im.tensor_name = tensor_namer({"model.embed_tokens.weight",
+                                 "model.embedding_norm.weight",
+                                 "lm_head.weight",
+                                 "model.layers.{}.",
+                                 {{"norm1.weight", "operator_norm.weight"},
+                                  {"norm2.weight", "ffn_norm.weight"},
+                                  {"attn.q_norm.", "self_attn.q_layernorm."},
+                                  {"attn.k_norm.", "self_attn.k_layernorm."},
+                                  {"attn.o_proj.", "self_attn.out_proj."},
+                                  {"attn.", "self_attn."},
+                                  {"short_conv.", "conv."},
+                                  {"mlp.gate_proj.", "feed_forward.w1."},
+                                  {"mlp.up_proj.", "feed_forward.w3."},
+                                  {"mlp.down_proj.", "feed_forward.w2."}}});
+
   return im;
 }
 

@@ -11,15 +11,8 @@ namespace braid::hf {
 Import import_mamba2(const JsonObject& cfg) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("layer_norm_epsilon", 1e-5);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", false);
+  read_model_fields(cfg, "layer_norm_epsilon", 1e-5, false, &s);
   s.hidden_states_from_embedding = false;
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
   const std::string act = cfg.get_string("hidden_act", "silu");
   check(act == "silu", cfg.where(), ": hidden_act '", act, "' is not supported for mamba2 (silu only)");
 
@@ -52,17 +45,12 @@ Import import_mamba2(const JsonObject& cfg) {
     b.has_mlp = false;
     s.blocks.push_back(b);
   }
-  im.tensor_name = [](const std::string& c) -> std::string {
-    if (c == "embed.weight") return "backbone.embeddings.weight";
-    if (c == "final_norm.weight") return "backbone.norm_f.weight";
-    if (c == "lm_head.weight") return "lm_head.weight";
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
-    const std::string pre = "backbone.layers." + n + ".";
-    if (rest == "norm1.weight") return pre + "norm.weight";
-    if (rest.rfind("mamba2.", 0) == 0) return pre + "mixer." + rest.substr(7);
-    return pre + rest;
-  };
+  im.tensor_name = tensor_namer({"backbone.embeddings.weight",
+                                 "backbone.norm_f.weight",
+                                 "lm_head.weight",
+                                 "backbone.layers.{}.",
+                                 {{"norm1.weight", "norm.weight"}, {"mamba2.", "mixer."}}});
+
   return im;
 }
 

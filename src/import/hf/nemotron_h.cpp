@@ -10,15 +10,7 @@ namespace braid::hf {
 Import import_nemotron_h(const JsonObject& cfg) {
   Import im;
   ModelSpec& s = im.spec;
-  s.family = cfg.get_string("model_type");
-  s.vocab_size = cfg.get_int("vocab_size");
-  s.d_model = cfg.get_int("hidden_size");
-  s.norm_eps = cfg.get_float("layer_norm_epsilon", 1e-5);
-  s.tie_embeddings = cfg.get_bool("tie_word_embeddings", false);
-  s.max_context = cfg.get_int("max_position_embeddings", 0);
-  auto bos = read_token_ids(cfg, "bos_token_id");
-  s.bos_token_id = bos.empty() ? -1 : bos[0];
-  s.eos_token_ids = read_token_ids(cfg, "eos_token_id");
+  read_model_fields(cfg, "layer_norm_epsilon", 1e-5, false, &s);
 
   std::vector<std::string> kinds;
   if (cfg.has("layers_block_type")) {
@@ -89,17 +81,17 @@ Import import_nemotron_h(const JsonObject& cfg) {
   }
   s.hidden_states_from_embedding = true;
 
-  im.tensor_name = [](const std::string& c) -> std::string {
-    if (c == "embed.weight") return "backbone.embeddings.weight";
-    if (c == "final_norm.weight") return "backbone.norm_f.weight";
-    if (c == "lm_head.weight") return "lm_head.weight";
-    const size_t dot = c.find('.', 7);
-    const std::string n = c.substr(7, dot - 7), rest = c.substr(dot + 1);
-    const std::string pre = "backbone.layers." + n + ".";
-    if (rest == "norm1.weight" || rest == "norm2.weight") return pre + "norm.weight";  // one norm per layer
-    const size_t sub = rest.find('.');
-    return pre + "mixer." + rest.substr(sub + 1);  // attn.*, mamba2.*, mlp.* all live under mixer.
-  };
+  // One norm per layer, and every op (attention, Mamba-2, MLP) lives under "mixer.".
+  im.tensor_name = tensor_namer({"backbone.embeddings.weight",
+                                 "backbone.norm_f.weight",
+                                 "lm_head.weight",
+                                 "backbone.layers.{}.",
+                                 {{"norm1.weight", "norm.weight"},
+                                  {"norm2.weight", "norm.weight"},
+                                  {"attn.", "mixer."},
+                                  {"mamba2.", "mixer."},
+                                  {"mlp.", "mixer."}}});
+
   return im;
 }
 
