@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "mixers/attention.hpp"
 
 using namespace braid;
@@ -131,34 +132,12 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
   for (int64_t T : {int64_t(1), int64_t(7), TQ - 1, TQ, TQ + 1, 3 * TQ + 5, int64_t(1000)}) {
     std::vector<float> x = randn(size_t(T * D), rng, 1);
     const std::vector<double> ref = reference(c, spec, p, x, T, D);
-    Workspace ws;
-    // One call over all T tokens.
-    auto st = mix.make_state();
-    std::vector<float> full(size_t(T * D));
-    mix.forward(x.data(), T, *st, full.data(), ws);
-    EXPECT_EQ(st->position(), T);
-    EXPECT_EQ(st->bytes(), size_t(T) * mix.bytes_per_token());
-    // Token by token.
-    auto st2 = mix.make_state();
-    std::vector<float> step(size_t(T * D));
-    for (int64_t t = 0; t < T; ++t) mix.forward(x.data() + t * D, 1, *st2, step.data() + t * D, ws);
-    // Uneven chunks.
-    auto st3 = mix.make_state();
-    std::vector<float> chunk(size_t(T * D));
-    for (int64_t at = 0, k = 1; at < T; k = k * 3 + 1) {
-      const int64_t n = std::min(k, T - at);
-      mix.forward(x.data() + at * D, n, *st3, chunk.data() + at * D, ws);
-      at += n;
-    }
-    double e_full = 0, e_step = 0, e_chunk = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      e_full = std::max(e_full, std::abs(full[i] - ref[i]));
-      e_step = std::max(e_step, std::abs(step[i] - ref[i]));
-      e_chunk = std::max(e_chunk, std::abs(chunk[i] - ref[i]));
-    }
-    EXPECT_LT(e_full, 2e-5) << "T=" << T;
-    EXPECT_LT(e_step, 2e-5) << "T=" << T;
-    EXPECT_LT(e_chunk, 2e-5) << "T=" << T;
+    const FormErrors e = run_three_forms(mix, x, T, D, ref);
+    EXPECT_EQ(e.position, T);
+    EXPECT_EQ(e.state_bytes, size_t(T) * mix.bytes_per_token());
+    EXPECT_LT(e.full, 2e-5) << "T=" << T;
+    EXPECT_LT(e.step, 2e-5) << "T=" << T;
+    EXPECT_LT(e.pieces, 2e-5) << "T=" << T;
   }
 }
 

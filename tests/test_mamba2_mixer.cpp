@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "mixers/mamba2.hpp"
 
 using namespace braid;
@@ -115,31 +116,13 @@ TEST_P(Mamba2Forms, ChunkedEqualsStepEqualsNaive) {
     if (T < 1) continue;
     std::vector<float> x = randn(size_t(T * Dm), rng, 1);
     const std::vector<double> ref = reference(c, p, x, T, Dm);
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> full(size_t(T * Dm)), step(size_t(T * Dm)), pieces(size_t(T * Dm));
-    mix.forward(x.data(), T, *st, full.data(), ws);
-    EXPECT_EQ(st->position(), T);
-    EXPECT_EQ(st->bytes(), mix.fixed_state_bytes());
-    auto st2 = mix.make_state();
-    for (int64_t t = 0; t < T; ++t) mix.forward(x.data() + t * Dm, 1, *st2, step.data() + t * Dm, ws);
-    auto st3 = mix.make_state();
-    for (int64_t at = 0, k = 1; at < T; k = k * 2 + 1) {
-      const int64_t n = std::min(k, T - at);
-      mix.forward(x.data() + at * Dm, n, *st3, pieces.data() + at * Dm, ws);
-      at += n;
-    }
-    double e_full = 0, e_step = 0, e_pieces = 0, scale = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      e_full = std::max(e_full, std::abs(full[i] - ref[i]));
-      e_step = std::max(e_step, std::abs(step[i] - ref[i]));
-      e_pieces = std::max(e_pieces, std::abs(pieces[i] - ref[i]));
-      scale = std::max(scale, std::abs(ref[i]));
-    }
-    const double tol = 1e-5 * std::max(1.0, scale);
-    EXPECT_LT(e_full, tol) << "T=" << T << " scale " << scale;
-    EXPECT_LT(e_step, tol) << "T=" << T;
-    EXPECT_LT(e_pieces, tol) << "T=" << T;
+    const FormErrors e = run_three_forms(mix, x, T, Dm, ref);
+    EXPECT_EQ(e.position, T);
+    EXPECT_EQ(e.state_bytes, mix.fixed_state_bytes());
+    const double tol = 1e-5 * std::max(1.0, e.ref_scale);
+    EXPECT_LT(e.full, tol) << "T=" << T << " scale " << e.ref_scale;
+    EXPECT_LT(e.step, tol) << "T=" << T;
+    EXPECT_LT(e.pieces, tol) << "T=" << T;
   }
 }
 

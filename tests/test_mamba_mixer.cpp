@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "mixers/mamba.hpp"
 
 using namespace braid;
@@ -127,32 +128,14 @@ TEST_P(MambaForms, ChunkedEqualsStepEqualsNaive) {
     if (T < 1) continue;
     std::vector<float> x = randn(size_t(T * D), rng, 1);
     const std::vector<double> ref = reference(c, p, x, T, D);
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> full(size_t(T * D)), step(size_t(T * D)), pieces(size_t(T * D));
-    mix.forward(x.data(), T, *st, full.data(), ws);
-    EXPECT_EQ(st->position(), T);
-    EXPECT_EQ(st->bytes(), mix.fixed_state_bytes());
-    auto st2 = mix.make_state();
-    for (int64_t t = 0; t < T; ++t) mix.forward(x.data() + t * D, 1, *st2, step.data() + t * D, ws);
-    auto st3 = mix.make_state();
-    for (int64_t at = 0, k = 1; at < T; k = k * 2 + 1) {  // 1, 3, 7, 15, ... tokens per call
-      const int64_t n = std::min(k, T - at);
-      mix.forward(x.data() + at * D, n, *st3, pieces.data() + at * D, ws);
-      at += n;
-    }
-    double e_full = 0, e_step = 0, e_pieces = 0, scale = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      e_full = std::max(e_full, std::abs(full[i] - ref[i]));
-      e_step = std::max(e_step, std::abs(step[i] - ref[i]));
-      e_pieces = std::max(e_pieces, std::abs(pieces[i] - ref[i]));
-      scale = std::max(scale, std::abs(ref[i]));
-    }
+    const FormErrors e = run_three_forms(mix, x, T, D, ref);
+    EXPECT_EQ(e.position, T);
+    EXPECT_EQ(e.state_bytes, mix.fixed_state_bytes());
     // f32 against double over up to 1000 steps of a contracting recurrence: relative 1e-5.
-    const double tol = 1e-5 * std::max(1.0, scale);
-    EXPECT_LT(e_full, tol) << "T=" << T << " scale " << scale;
-    EXPECT_LT(e_step, tol) << "T=" << T;
-    EXPECT_LT(e_pieces, tol) << "T=" << T;
+    const double tol = 1e-5 * std::max(1.0, e.ref_scale);
+    EXPECT_LT(e.full, tol) << "T=" << T << " scale " << e.ref_scale;
+    EXPECT_LT(e.step, tol) << "T=" << T;
+    EXPECT_LT(e.pieces, tol) << "T=" << T;
   }
 }
 

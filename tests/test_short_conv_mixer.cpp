@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "mixers/short_conv.hpp"
 
 using namespace braid;
@@ -61,22 +62,11 @@ TEST_P(ShortConvForms, ChunkedEqualsStepEqualsNaive) {
         ref[size_t(t * D + o)] = s;
       }
     }
-    Workspace ws;
-    std::vector<float> full(size_t(T * D)), step(size_t(T * D)), pieces(size_t(T * D));
-    auto s1 = mix.make_state(), s2 = mix.make_state(), s3 = mix.make_state();
-    mix.forward(x.data(), T, *s1, full.data(), ws);
-    for (int64_t t = 0; t < T; ++t) mix.forward(x.data() + t * D, 1, *s2, step.data() + t * D, ws);
-    for (int64_t at = 0, k = 1; at < T; k = k * 2 + 1) {
-      const int64_t n = std::min(k, T - at);
-      mix.forward(x.data() + at * D, n, *s3, pieces.data() + at * D, ws);
-      at += n;
-    }
-    EXPECT_EQ(s1->bytes(), mix.fixed_state_bytes());
-    for (size_t i = 0; i < ref.size(); ++i) {
-      ASSERT_NEAR(full[i], ref[i], 1e-5) << "T=" << T;
-      ASSERT_NEAR(step[i], ref[i], 1e-5) << "T=" << T;
-      ASSERT_NEAR(pieces[i], ref[i], 1e-5) << "T=" << T;
-    }
+    const FormErrors e = run_three_forms(mix, x, T, D, ref);
+    EXPECT_EQ(e.state_bytes, mix.fixed_state_bytes());
+    EXPECT_LT(e.full, 1e-5) << "T=" << T;
+    EXPECT_LT(e.step, 1e-5) << "T=" << T;
+    EXPECT_LT(e.pieces, 1e-5) << "T=" << T;
   }
 }
 

@@ -1,0 +1,39 @@
+// Shared harness for the "three forms" tests: a mixer run over the same tokens as one
+// call, one token per call, and calls of 1, 3, 7, 15, ... tokens must all match a
+// naive reference computed by the test.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "mixers/mixer.hpp"
+
+struct FormErrors {
+  double full = 0, step = 0, pieces = 0, ref_scale = 0;
+  int64_t position = 0;  // state position after the one-call run
+  size_t state_bytes = 0;
+};
+
+inline FormErrors run_three_forms(const braid::Mixer& mix, const std::vector<float>& x, int64_t T, int64_t D,
+                                  const std::vector<double>& ref) {
+  braid::Workspace ws;
+  std::vector<float> full(size_t(T * D)), step(size_t(T * D)), pieces(size_t(T * D));
+  auto s1 = mix.make_state(), s2 = mix.make_state(), s3 = mix.make_state();
+  mix.forward(x.data(), T, *s1, full.data(), ws);
+  for (int64_t t = 0; t < T; ++t) mix.forward(x.data() + t * D, 1, *s2, step.data() + t * D, ws);
+  for (int64_t at = 0, k = 1; at < T; k = k * 2 + 1) {
+    const int64_t n = std::min(k, T - at);
+    mix.forward(x.data() + at * D, n, *s3, pieces.data() + at * D, ws);
+    at += n;
+  }
+  FormErrors e;
+  e.position = s1->position();
+  e.state_bytes = s1->bytes();
+  for (size_t i = 0; i < ref.size(); ++i) {
+    e.full = std::max(e.full, std::abs(full[i] - ref[i]));
+    e.step = std::max(e.step, std::abs(step[i] - ref[i]));
+    e.pieces = std::max(e.pieces, std::abs(pieces[i] - ref[i]));
+    e.ref_scale = std::max(e.ref_scale, std::abs(ref[i]));
+  }
+  return e;
+}
