@@ -64,9 +64,12 @@ TEST_P(ShortConvForms, ChunkedEqualsStepEqualsNaive) {
     }
     const FormErrors e = run_three_forms(mix, x, T, D, ref);
     EXPECT_EQ(e.state_bytes, mix.fixed_state_bytes());
-    EXPECT_LT(e.full, 1e-5) << "T=" << T;
-    EXPECT_LT(e.step, 1e-5) << "T=" << T;
-    EXPECT_LT(e.pieces, 1e-5) << "T=" << T;
+    // f32 against double: relative to the output's magnitude (products of three
+    // projections reach |y| ~ 10 here), as in the other mixer tests.
+    const double tol = 1e-6 * std::max(1.0, e.ref_scale);
+    EXPECT_LT(e.full, tol) << "T=" << T << " scale " << e.ref_scale;
+    EXPECT_LT(e.step, tol) << "T=" << T << " scale " << e.ref_scale;
+    EXPECT_LT(e.pieces, tol) << "T=" << T << " scale " << e.ref_scale;
   }
 }
 
