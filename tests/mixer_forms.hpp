@@ -6,7 +6,15 @@
 #include <cmath>
 #include <vector>
 
+#include "core/rng.hpp"
 #include "mixers/mixer.hpp"
+
+// n values ~ N(mean, s^2) from r.
+inline std::vector<float> randn(size_t n, braid::Rng& r, double s, double mean = 0) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(mean + r.normal() * s);
+  return v;
+}
 
 struct FormErrors {
   double full = 0, step = 0, pieces = 0, ref_scale = 0;

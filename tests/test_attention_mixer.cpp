@@ -23,12 +23,6 @@ struct Params {
   std::vector<float> wq, wk, wv, wo, bq, bk, bv, bo, qn, kn;
 };
 
-std::vector<float> randn(size_t n, Rng& r, double s) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal() * s);
-  return v;
-}
-
 // Naive reference: every position attends to its window, all in double.
 std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Params& p,
                               const std::vector<float>& x, int64_t T, int64_t D) {

@@ -20,12 +20,6 @@ struct Case {
   double dt_max;
 };
 
-std::vector<float> randn(size_t n, Rng& r, double s, double mean = 0) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(mean + r.normal() * s);
-  return v;
-}
-
 struct Params {
   std::vector<float> in_proj, in_b, conv_w, conv_b, dt_bias, A_log, D, norm, out_proj, out_b;
 };

@@ -23,12 +23,6 @@ struct Params {
   std::vector<float> in_proj, in_b, conv_w, conv_b, x_proj, dt_proj, dt_b, A_log, D, out_proj, out_b;
 };
 
-std::vector<float> randn(size_t n, Rng& r, double s, double mean = 0) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(mean + r.normal() * s);
-  return v;
-}
-
 double softplus(double v) { return v > 20 ? v : std::log1p(std::exp(v)); }
 double silu(double v) { return v / (1 + std::exp(-v)); }
 

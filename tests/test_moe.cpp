@@ -7,17 +7,12 @@
 #include <numeric>
 
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "model/ffn.hpp"
 
 using namespace braid;
 
 namespace {
-
-std::vector<float> randn(size_t n, Rng& r, double s) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal() * s);
-  return v;
-}
 
 struct Expert {
   std::vector<float> g, u, d;

@@ -6,6 +6,7 @@
 
 #include "core/dtype.hpp"
 #include "core/rng.hpp"
+#include "mixer_forms.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -15,9 +16,7 @@ namespace {
 
 std::vector<float> randn(size_t n, uint64_t seed, double scale = 1.0) {
   Rng r(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal() * scale);
-  return v;
+  return ::randn(n, r, scale);
 }
 
 TEST(Ops, LinearMatchesScalarReference) {

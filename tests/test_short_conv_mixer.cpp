@@ -12,12 +12,6 @@ using namespace braid;
 
 namespace {
 
-std::vector<float> randn(size_t n, Rng& r, double s) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal() * s);
-  return v;
-}
-
 class ShortConvForms : public ::testing::TestWithParam<std::pair<int64_t, bool>> {};
 
 TEST_P(ShortConvForms, ChunkedEqualsStepEqualsNaive) {

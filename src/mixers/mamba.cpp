@@ -43,10 +43,7 @@ std::unique_ptr<State> MambaMixer::make_state() const {
 void MambaMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<MambaState*>(&state);
   check(st != nullptr, "mamba layer was given a state of another mixer");
-  for (int64_t t0 = 0; t0 < T; t0 += s_.chunk) {
-    const int64_t n = std::min(s_.chunk, T - t0);
-    chunk(x + t0 * d_, n, *st, y + t0 * d_, ws);
-  }
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
 }
 
 void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const {

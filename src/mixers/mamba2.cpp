@@ -31,10 +31,7 @@ std::unique_ptr<State> Mamba2Mixer::make_state() const {
 void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<Mamba2State*>(&state);
   check(st != nullptr, "mamba2 layer was given a state of another mixer");
-  for (int64_t t0 = 0; t0 < T; t0 += s_.chunk) {
-    const int64_t n = std::min(s_.chunk, T - t0);
-    chunk(x + t0 * d_, n, *st, y + t0 * d_, ws);
-  }
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
 }
 
 void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Workspace& ws) const {

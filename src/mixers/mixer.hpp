@@ -47,6 +47,13 @@ class Workspace {
   FloatBuffer buf_[kNumSlots];
 };
 
+// Calls f(t0, n) for consecutive chunks [t0, t0 + n) of at most `chunk` of T tokens;
+// chunked mixers bound their activation memory this way.
+template <class F>
+void for_each_chunk(int64_t T, int64_t chunk, F&& f) {
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) f(t0, T - t0 < chunk ? T - t0 : chunk);
+}
+
 class Mixer {
  public:
   virtual ~Mixer() = default;

@@ -62,6 +62,12 @@ void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double
   s->eos_token_ids = read_token_ids(cfg, "eos_token_id");
 }
 
+std::vector<BlockSpec> repeat_block(const JsonObject& cfg, const BlockSpec& b) {
+  const int64_t L = cfg.get_int("num_hidden_layers");
+  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  return std::vector<BlockSpec>(size_t(L), b);
+}
+
 Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool grouped_norm) {
   Mamba2Spec m;
   m.n_heads = cfg.get_int("mamba_n_heads");

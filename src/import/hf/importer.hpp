@@ -60,6 +60,9 @@ std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& ke
 void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double default_eps,
                        bool default_tie, ModelSpec* s);
 
+// num_hidden_layers copies of one block (checked positive).
+std::vector<BlockSpec> repeat_block(const JsonObject& cfg, const BlockSpec& b);
+
 // Mamba-2 hyper-parameters stored under `mamba_*` keys (bamba, granitemoehybrid).
 // `grouped_norm`: the gated norm works per group of d_inner / n_groups channels.
 Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool grouped_norm);

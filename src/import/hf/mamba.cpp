@@ -27,15 +27,11 @@ Import import_mamba_family(const JsonObject& cfg, bool falcon) {
   m.proj_bias = cfg.get_bool("use_bias", false);
   if (falcon) m.bcdt_norm_eps = cfg.get_float("mixer_rms_eps", 1e-6);
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
-  for (int64_t i = 0; i < L; ++i) {
-    BlockSpec b;
-    b.mixer = MixerKind::Mamba;
-    b.mamba = m;
-    b.has_mlp = false;
-    s.blocks.push_back(b);
-  }
+  BlockSpec b;
+  b.mixer = MixerKind::Mamba;
+  b.mamba = m;
+  b.has_mlp = false;
+  s.blocks = repeat_block(cfg, b);
   im.tensor_name = tensor_namer({"backbone.embeddings.weight",
                                  "backbone.norm_f.weight",
                                  "lm_head.weight",

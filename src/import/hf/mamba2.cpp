@@ -36,15 +36,11 @@ Import import_mamba2(const JsonObject& cfg) {
   read_time_step_limit(cfg, &m);
   m.chunk = cfg.get_int("chunk_size", 64);
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
-  for (int64_t i = 0; i < L; ++i) {
-    BlockSpec b;
-    b.mixer = MixerKind::Mamba2;
-    b.mamba2 = m;
-    b.has_mlp = false;
-    s.blocks.push_back(b);
-  }
+  BlockSpec b;
+  b.mixer = MixerKind::Mamba2;
+  b.mamba2 = m;
+  b.has_mlp = false;
+  s.blocks = repeat_block(cfg, b);
   im.tensor_name = tensor_namer({"backbone.embeddings.weight",
                                  "backbone.norm_f.weight",
                                  "lm_head.weight",
