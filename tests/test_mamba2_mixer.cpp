@@ -18,7 +18,11 @@ struct Case {
   int64_t H, P, N, G, K, chunk, norm_group;
   bool proj_bias;
   double dt_max;
+  Mamba2Norm norm = Mamba2Norm::GateThenNorm;
+  bool multipliers = false;  // scale the in_proj sections
 };
+
+const double kSection[5] = {0.9, 1.3, 0.7, 1.1, 1.2};  // z, x, B, C, dt
 
 struct Params {
   std::vector<float> in_proj, in_b, conv_w, conv_b, dt_bias, A_log, D, norm, out_proj, out_b;
@@ -37,6 +41,11 @@ std::vector<double> reference(const Case& c, const Params& p, const std::vector<
       for (int64_t i = 0; i < Dm; ++i) s += double(p.in_proj[size_t(o * Dm + i)]) * x[size_t(t * Dm + i)];
       e[size_t(o)] = s;
     }
+    if (c.multipliers)
+      for (int64_t o = 0; o < E; ++o) {
+        const int sec = o < Di ? 0 : o < 2 * Di ? 1 : o < 2 * Di + GN ? 2 : o < 2 * Di + 2 * GN ? 3 : 4;
+        e[size_t(o)] *= kSection[sec];
+      }
     for (int64_t k = 0; k + 1 < K; ++k)
       for (int64_t ch = 0; ch < CD; ++ch) hist[size_t(k * CD + ch)] = hist[size_t((k + 1) * CD + ch)];
     for (int64_t ch = 0; ch < CD; ++ch) hist[size_t((K - 1) * CD + ch)] = e[size_t(Di + ch)];
@@ -61,15 +70,19 @@ std::vector<double> reference(const Case& c, const Params& p, const std::vector<
           s = decay * s + dt * xv * xbc[size_t(Di + g * N + n)];
           acc += s * xbc[size_t(Di + GN + g * N + n)];
         }
-        v[size_t(h * P + q)] = (acc + p.D[size_t(h)] * xv) * silu(e[size_t(h * P + q)]);
+        v[size_t(h * P + q)] = acc + p.D[size_t(h)] * xv;
       }
     }
-    for (int64_t g0 = 0; g0 < Di; g0 += c.norm_group) {
+    if (c.norm != Mamba2Norm::NormThenGate)
+      for (int64_t i = 0; i < Di; ++i) v[size_t(i)] *= silu(e[size_t(i)]);
+    for (int64_t g0 = 0; g0 < Di && c.norm != Mamba2Norm::GateOnly; g0 += c.norm_group) {
       double ss = 0;
       for (int64_t i = g0; i < g0 + c.norm_group; ++i) ss += v[size_t(i)] * v[size_t(i)];
       const double inv = 1 / std::sqrt(ss / double(c.norm_group) + 1e-5);
       for (int64_t i = g0; i < g0 + c.norm_group; ++i) v[size_t(i)] *= inv * p.norm[size_t(i)];
     }
+    if (c.norm == Mamba2Norm::NormThenGate)
+      for (int64_t i = 0; i < Di; ++i) v[size_t(i)] *= silu(e[size_t(i)]);
     for (int64_t o = 0; o < Dm; ++o) {
       double s = c.proj_bias ? p.out_b[size_t(o)] : 0;
       for (int64_t i = 0; i < Di; ++i) s += double(p.out_proj[size_t(o * Di + i)]) * v[size_t(i)];
@@ -99,10 +112,13 @@ TEST_P(Mamba2Forms, ChunkedEqualsStepEqualsNaive) {
   Mamba2Spec s;
   s.n_heads = c.H, s.head_dim = c.P, s.d_state = c.N, s.n_groups = c.G, s.d_conv = c.K, s.chunk = c.chunk;
   s.proj_bias = c.proj_bias, s.dt_max = c.dt_max, s.norm_group_size = c.norm_group, s.norm_eps = 1e-5;
+  s.norm = c.norm;
+  if (c.multipliers)
+    for (int i = 0; i < 5; ++i) s.proj_multipliers[size_t(i)] = kSection[i];
   Mamba2Weights w{p.in_proj.data(),  c.proj_bias ? p.in_b.data() : nullptr,
                   p.conv_w.data(),   p.conv_b.data(),
                   p.dt_bias.data(),  p.A_log.data(),
-                  p.D.data(),        p.norm.data(),
+                  p.D.data(),        c.norm == Mamba2Norm::GateOnly ? nullptr : p.norm.data(),
                   p.out_proj.data(), c.proj_bias ? p.out_b.data() : nullptr};
   Mamba2Mixer mix(s, Dm, w);
   const int64_t ch = c.chunk;
@@ -120,20 +136,26 @@ TEST_P(Mamba2Forms, ChunkedEqualsStepEqualsNaive) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, Mamba2Forms,
-                         ::testing::Values(Case{8, 16, 16, 2, 4, 32, 128, false, 0.0},  // the fixture's shape
-                                           Case{4, 8, 8, 1, 4, 16, 16, true, 0.0},   // grouped norm, biases
-                                           Case{6, 4, 12, 3, 2, 7, 24, false, 0.5},  // dt upper limit
-                                           Case{2, 32, 4, 2, 3, 64, 32, false, 0.0}),
-                         [](const ::testing::TestParamInfo<Case>& i) {
-                           const Case& c = i.param;
-                           char buf[96];
-                           std::snprintf(buf, sizeof(buf),
-                                         "H%lld_P%lld_N%lld_G%lld_K%lld_chunk%lld_norm%lld%s%s",
-                                         (long long)c.H, (long long)c.P, (long long)c.N, (long long)c.G,
-                                         (long long)c.K, (long long)c.chunk, (long long)c.norm_group,
-                                         c.proj_bias ? "_bias" : "", c.dt_max > 0 ? "_dtmax" : "");
-                           return std::string(buf);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Mamba2Forms,
+    ::testing::Values(Case{8, 16, 16, 2, 4, 32, 128, false, 0.0},  // the fixture's shape
+                      Case{4, 8, 8, 1, 4, 16, 16, true, 0.0},      // grouped norm, biases
+                      Case{6, 4, 12, 3, 2, 7, 24, false, 0.5},     // dt upper limit
+                      Case{2, 32, 4, 2, 3, 64, 32, false, 0.0},
+                      // Falcon-H1: norm then gate, or gate only; section multipliers
+                      Case{4, 8, 8, 2, 4, 16, 16, false, 0.0, Mamba2Norm::NormThenGate, true},
+                      Case{4, 8, 8, 1, 4, 16, 32, false, 0.0, Mamba2Norm::GateOnly, true}),
+    [](const ::testing::TestParamInfo<Case>& i) {
+      const Case& c = i.param;
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), "H%lld_P%lld_N%lld_G%lld_K%lld_chunk%lld_norm%lld%s%s%s",
+                    (long long)c.H, (long long)c.P, (long long)c.N, (long long)c.G, (long long)c.K,
+                    (long long)c.chunk, (long long)c.norm_group, c.proj_bias ? "_bias" : "",
+                    c.dt_max > 0 ? "_dtmax" : "",
+                    c.norm == Mamba2Norm::NormThenGate ? "_normgate"
+                    : c.norm == Mamba2Norm::GateOnly   ? "_gateonly"
+                                                       : "");
+      return std::string(buf);
+    });
 
 }  // namespace

@@ -82,8 +82,23 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   float* q = ws.get(Workspace::kQ, size_t(T * qd));
   float* k = ws.get(Workspace::kK, size_t(T * kd));
   float* v = ws.get(Workspace::kV, size_t(T * kd));
-  const ops::Projection qkv[3] = {{w_.wq, qd, w_.bq, q}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}};
+  // With an output gate, q_proj yields [query | gate] per head; split them apart.
+  float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * T * qd)) : nullptr;  // gate, then raw
+  float* qg = spec_.output_gate ? gate + T * qd : q;
+  const ops::Projection qkv[3] = {
+      {w_.wq, spec_.output_gate ? 2 * qd : qd, w_.bq, qg}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}};
   ops::linear_multi(x, T, d_, qkv, 3);
+  if (spec_.output_gate)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* src = qg + t * 2 * qd + h * 2 * hd;
+        std::memcpy(q + t * qd + h * hd, src, size_t(hd) * sizeof(float));
+        std::memcpy(gate + t * qd + h * hd, src + hd, size_t(hd) * sizeof(float));
+      }
+  if (spec_.key_multiplier != 1.0) {
+    const float m = float(spec_.key_multiplier);
+    for (int64_t i = 0; i < T * kd; ++i) k[i] *= m;
+  }
   if (spec_.qk_norm) {
     ops::rmsnorm(q, w_.q_norm, eps_, T * H, hd, q);
     ops::rmsnorm(k, w_.k_norm, eps_, T * KV, hd, k);
@@ -156,6 +171,8 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     }
     ops::gemm(nq, hd, L, 1.0f, S, L, kv->v(g) + kbeg * hd, hd, false, 0.0f, out + t0 * qd + h * hd, qd);
   }
+  if (spec_.output_gate)
+    for (int64_t i = 0; i < T * qd; ++i) out[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
 }
 

@@ -16,6 +16,7 @@ Mamba2Mixer::Mamba2Mixer(const Mamba2Spec& spec, int64_t d_model, Mamba2Weights 
     : s_(spec), d_(d_model), w_(w) {
   A_.resize(size_t(s_.n_heads));
   for (int64_t h = 0; h < s_.n_heads; ++h) A_[size_t(h)] = -std::exp(w_.A_log[h]);
+  for (double m : s_.proj_multipliers) scaled_ = scaled_ || m != 1.0;
 }
 
 size_t Mamba2Mixer::fixed_state_bytes() const {
@@ -40,6 +41,14 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
   // in_proj -> [z (Di) | x B C (conv_dim) | dt (H)] per token.
   float* zxbcdt = ws.get(Workspace::kQ, size_t(Q * E));
   ops::linear(x, Q, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
+  if (scaled_) {
+    const int64_t bounds[6] = {0, Di, 2 * Di, 2 * Di + GN, 2 * Di + 2 * GN, E};
+    for (int64_t t = 0; t < Q; ++t)
+      for (int sec = 0; sec < 5; ++sec) {
+        const float m = float(s_.proj_multipliers[size_t(sec)]);
+        for (int64_t i = bounds[sec]; i < bounds[sec + 1]; ++i) zxbcdt[t * E + i] *= m;
+      }
+  }
   float* xbc = ws.get(Workspace::kK, size_t(Q * conv_dim));  // after conv + SiLU
   ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true, st.conv.data(), xbc);
 
@@ -109,18 +118,24 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
       for (int64_t p = 0; p < P; ++p) Y[t * Di + p] += w_.D[h] * X[t * conv_dim + p];
   }
 
-  // Gated RMSNorm: v = y * silu(z), normalised per group of channels, times weight.
+  // Output gate and norm: rmsnorm(y * silu(z)), rmsnorm(y) * silu(z) or y * silu(z); the
+  // norm works per group of channels.
   const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
+  auto gate = [&](float* v, const float* z) {
+    for (int64_t i = 0; i < Di; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+  };
   for (int64_t t = 0; t < Q; ++t) {
     float* v = out + t * Di;
     const float* z = zxbcdt + t * E;
-    for (int64_t i = 0; i < Di; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+    if (s_.norm != Mamba2Norm::NormThenGate) gate(v, z);
+    if (s_.norm == Mamba2Norm::GateOnly) continue;
     for (int64_t g0 = 0; g0 < Di; g0 += gs) {
       double ss = 0;
       for (int64_t i = g0; i < g0 + gs; ++i) ss += double(v[i]) * v[i];
       const float inv = float(1.0 / std::sqrt(ss / double(gs) + s_.norm_eps));
       for (int64_t i = g0; i < g0 + gs; ++i) v[i] = w_.norm[i] * (v[i] * inv);
     }
+    if (s_.norm == Mamba2Norm::NormThenGate) gate(v, z);
   }
   st.pos += Q;
   ops::linear(out, Q, Di, w_.out_proj, d_, w_.out_proj_b, y);

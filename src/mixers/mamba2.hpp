@@ -28,7 +28,7 @@ struct Mamba2Weights {
   const float *in_proj = nullptr, *in_proj_b = nullptr;
   const float *conv_w = nullptr, *conv_b = nullptr;
   const float *dt_bias = nullptr, *A_log = nullptr, *D = nullptr;
-  const float* norm = nullptr;
+  const float* norm = nullptr;  // null for Mamba2Norm::GateOnly
   const float *out_proj = nullptr, *out_proj_b = nullptr;
 };
 
@@ -47,6 +47,7 @@ class Mamba2Mixer final : public Mixer {
   int64_t d_;
   Mamba2Weights w_;
   std::vector<float> A_;  // -exp(A_log) per head
+  bool scaled_ = false;   // some proj_multipliers differ from 1
 };
 
 }  // namespace braid

@@ -39,6 +39,9 @@ class Workspace {
     kV,
     kAttnOut,
     kScores,
+    kGate,
+    kBranchIn,
+    kBranchOut,
     kNumSlots
   };
   float* get(Slot s, size_t n) { return buf_[s].reserve(n); }

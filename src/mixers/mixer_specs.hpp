@@ -1,6 +1,7 @@
 // Hyper-parameters of each token mixer. Plain data shared by the mixers (which
 // compute) and the ModelSpec (which lists them per layer).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -22,6 +23,10 @@ struct AttentionSpec {
   bool qk_norm = false;        // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   int64_t sliding_window = 0;  // 0 = full causal attention
   double scale = 0;            // score scale; 0 = 1 / sqrt(head_dim)
+  double key_multiplier = 1;   // keys scaled after projection (Falcon-H1)
+  // q_proj also yields a per-channel gate, interleaved per head as [query | gate]; the
+  // attention output is multiplied by sigmoid(gate) before o_proj (Qwen3-Next).
+  bool output_gate = false;
   RopeSpec rope;
 };
 
@@ -40,6 +45,12 @@ struct MambaSpec {
 // Mamba-2 / SSD mixer (Dao & Gu): in_proj -> [z | x B C | dt], causal depthwise conv on
 // x B C -> SiLU, scalar decay per head, state [heads][head_dim][d_state] shared B/C per
 // group, D skip, gated RMSNorm (per group of channels) with z, out_proj.
+enum class Mamba2Norm {
+  GateThenNorm,  // rmsnorm(y * silu(z)) (Mamba-2, Bamba, NemotronH)
+  NormThenGate,  // rmsnorm(y) * silu(z)
+  GateOnly,      // y * silu(z), no norm and no norm weight (Falcon-H1 without mamba_rms_norm)
+};
+
 struct Mamba2Spec {
   int64_t n_heads = 0, head_dim = 0, d_state = 0, n_groups = 1, d_conv = 4;
   bool conv_bias = true, proj_bias = false;
@@ -47,6 +58,9 @@ struct Mamba2Spec {
   double norm_eps = 1e-5;
   int64_t norm_group_size = 0;  // channels per gated-norm group (0 = all d_inner channels)
   int64_t chunk = 64;           // tokens per SSD chunk
+  Mamba2Norm norm = Mamba2Norm::GateThenNorm;
+  // Scales of the in_proj output sections [z, x, B, C, dt] (Falcon-H1's ssm_multipliers).
+  std::array<double, 5> proj_multipliers{1, 1, 1, 1, 1};
   int64_t d_inner() const { return n_heads * head_dim; }
 };
 

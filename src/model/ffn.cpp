@@ -30,26 +30,39 @@ void activate(Activation a, float* v, int64_t n) {
 
 }  // namespace
 
-void ffn_forward(const float* x, int64_t T, int64_t D, int64_t F, Activation act, bool gated,
-                 const FfnWeights& w, float* y, Workspace& ws) {
-  float* up = ws.get(Workspace::kMlpA, size_t(T * F));
-  float* gate = gated ? ws.get(Workspace::kMlpB, size_t(T * F)) : nullptr;
+void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w, float* y,
+                 Workspace& ws) {
+  const int64_t F = spec.hidden, n = T * F;
+  const bool gated = spec.gated;
+  float* up = ws.get(Workspace::kMlpA, size_t(n));
+  float* gate = gated ? ws.get(Workspace::kMlpB, size_t(n)) : nullptr;
   const ops::Projection proj[2] = {{w.up, F, w.up_b, up}, {w.gate, F, w.gate_b, gate}};
   ops::linear_multi(x, T, D, proj, gated ? 2 : 1);
+  if (gated && spec.gate_multiplier != 1.0) {
+    const float m = float(spec.gate_multiplier);
+    for (int64_t i = 0; i < n; ++i) gate[i] *= m;
+  }
   if (!gated) {
-    activate(act, up, T * F);
-  } else if (act == Activation::SiLU) {
-    ops::swiglu(gate, up, T * F, up);
+    activate(spec.act, up, n);
+  } else if (spec.act == Activation::SiLU) {
+    ops::swiglu(gate, up, n, up);
   } else {
-    activate(act, gate, T * F);
-    for (int64_t i = 0; i < T * F; ++i) up[i] *= gate[i];
+    activate(spec.act, gate, n);
+    for (int64_t i = 0; i < n; ++i) up[i] *= gate[i];
   }
   ops::linear(up, T, F, w.down, D, w.down_b, y);
+  if (spec.down_multiplier != 1.0) {
+    const float m = float(spec.down_multiplier);
+    for (int64_t i = 0; i < T * D; ++i) y[i] *= m;
+  }
 }
 
 void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t T, int64_t D, float* y,
                  Workspace& ws) {
   const int64_t E = s.n_experts, K = s.top_k;
+  MlpSpec expert;
+  expert.hidden = s.hidden;
+  expert.act = s.act;
   float* scores = ws.get(Workspace::kMoeR, size_t(T * E));
   ops::linear(x, T, D, w.router, E, nullptr, scores);
   // Top-k per token: chosen[t * K + j] = expert, weight[t * K + j] = score.
@@ -87,15 +100,24 @@ void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t 
     float* ye = ws.get(Workspace::kMoeY, size_t(n * D));
     for (int64_t r = 0; r < n; ++r)
       std::memcpy(xe + r * D, x + rows[size_t(r)] * D, size_t(D) * sizeof(float));
-    ffn_forward(xe, n, D, s.hidden, s.act, true, w.experts[size_t(e)], ye, ws);
+    ffn_forward(expert, xe, n, D, w.experts[size_t(e)], ye, ws);
     for (int64_t r = 0; r < n; ++r) {
       float* dst = y + rows[size_t(r)] * D;
       for (int64_t i = 0; i < D; ++i) dst[i] += rw[size_t(r)] * ye[r * D + i];
     }
   }
   if (s.shared_hidden > 0) {
+    MlpSpec shared = expert;
+    shared.hidden = s.shared_hidden;
     float* ys = ws.get(Workspace::kMoeY, size_t(T * D));
-    ffn_forward(x, T, D, s.shared_hidden, s.act, true, w.shared, ys, ws);
+    ffn_forward(shared, x, T, D, w.shared, ys, ws);
+    if (s.shared_gate) {
+      // Each token's shared-expert output is scaled by sigmoid(w . x).
+      for (int64_t t = 0; t < T; ++t) {
+        const float g = 1.0f / (1.0f + std::exp(-ops::dot(w.shared_gate, x + t * D, D)));
+        for (int64_t i = 0; i < D; ++i) ys[t * D + i] *= g;
+      }
+    }
     ops::add_inplace(y, ys, T * D);
   }
 }

@@ -12,14 +12,16 @@ struct FfnWeights {
   const float *down = nullptr, *down_b = nullptr;
 };
 
-// y[T, D] = down(act(gate(x)) * up(x)) (gated) or down(act(up(x))), hidden size F.
-void ffn_forward(const float* x, int64_t T, int64_t D, int64_t F, Activation act, bool gated,
-                 const FfnWeights& w, float* y, Workspace& ws);
+// y[T, D] = down(act(gate(x)) * up(x)) (gated) or down(act(up(x))), hidden size
+// spec.hidden, with the spec's gate / down multipliers.
+void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w, float* y,
+                 Workspace& ws);
 
 struct MoeWeights {
   const float* router = nullptr;  // [n_experts][D]
   std::vector<FfnWeights> experts;
-  FfnWeights shared;  // used when MoeSpec::shared_hidden > 0
+  FfnWeights shared;                   // used when MoeSpec::shared_hidden > 0
+  const float* shared_gate = nullptr;  // [1][D], when MoeSpec::shared_gate
 };
 
 // Routes each token to its top_k experts (gated MLPs) and sums their outputs weighted

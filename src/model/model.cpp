@@ -6,6 +6,7 @@
 #include "mixers/attention.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/parallel.hpp"
 #include "mixers/short_conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
@@ -26,84 +27,27 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   }
   for (size_t i = 0; i < spec_.blocks.size(); ++i) {
     const BlockSpec& b = spec_.blocks[i];
-    const std::string pre = "blocks." + std::to_string(i) + ".attn.";
-    if (!b.has_mixer) mixers_.push_back(nullptr);
-    if (b.has_mixer) switch (b.mixer) {
-        case MixerKind::Attention: {
-          AttentionWeights aw;
-          aw.wq = w(pre + "q_proj.weight");
-          aw.wk = w(pre + "k_proj.weight");
-          aw.wv = w(pre + "v_proj.weight");
-          aw.wo = w(pre + "o_proj.weight");
-          aw.bq = w_opt(pre + "q_proj.bias");
-          aw.bk = w_opt(pre + "k_proj.bias");
-          aw.bv = w_opt(pre + "v_proj.bias");
-          aw.bo = w_opt(pre + "o_proj.bias");
-          aw.q_norm = w_opt(pre + "q_norm.weight");
-          aw.k_norm = w_opt(pre + "k_norm.weight");
-          mixers_.push_back(std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
-          break;
-        }
-        case MixerKind::Mamba: {
-          const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
-          MambaWeights mw;
-          mw.in_proj = w(mp + "in_proj.weight");
-          mw.in_proj_b = w_opt(mp + "in_proj.bias");
-          mw.conv_w = w(mp + "conv1d.weight");
-          mw.conv_b = w_opt(mp + "conv1d.bias");
-          mw.x_proj = w(mp + "x_proj.weight");
-          mw.dt_proj = w(mp + "dt_proj.weight");
-          mw.dt_proj_b = w(mp + "dt_proj.bias");
-          mw.A_log = w(mp + "A_log");
-          mw.D = w(mp + "D");
-          mw.out_proj = w(mp + "out_proj.weight");
-          mw.out_proj_b = w_opt(mp + "out_proj.bias");
-          mw.b_norm = w_opt(mp + "b_norm.weight");
-          mw.c_norm = w_opt(mp + "c_norm.weight");
-          mw.dt_norm = w_opt(mp + "dt_norm.weight");
-          mixers_.push_back(std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
-          break;
-        }
-        case MixerKind::Mamba2: {
-          const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
-          Mamba2Weights mw;
-          mw.in_proj = w(mp + "in_proj.weight");
-          mw.in_proj_b = w_opt(mp + "in_proj.bias");
-          mw.conv_w = w(mp + "conv1d.weight");
-          mw.conv_b = w_opt(mp + "conv1d.bias");
-          mw.dt_bias = w(mp + "dt_bias");
-          mw.A_log = w(mp + "A_log");
-          mw.D = w(mp + "D");
-          mw.norm = w(mp + "norm.weight");
-          mw.out_proj = w(mp + "out_proj.weight");
-          mw.out_proj_b = w_opt(mp + "out_proj.bias");
-          mixers_.push_back(std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
-          break;
-        }
-        case MixerKind::ShortConv: {
-          const std::string cp = "blocks." + std::to_string(i) + ".short_conv.";
-          ShortConvWeights cw;
-          cw.in_proj = w(cp + "in_proj.weight");
-          cw.in_proj_b = w_opt(cp + "in_proj.bias");
-          cw.conv_w = w(cp + "conv.weight");
-          cw.conv_b = w_opt(cp + "conv.bias");
-          cw.out_proj = w(cp + "out_proj.weight");
-          cw.out_proj_b = w_opt(cp + "out_proj.bias");
-          mixers_.push_back(std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw));
-          break;
-        }
-      }
+    if (!b.has_mixer) {
+      mixers_.push_back(nullptr);
+    } else if (!b.has_parallel) {
+      mixers_.push_back(make_mixer(b.mixer, i));
+    } else {
+      std::vector<ParallelMixer::Branch> br(2);
+      br[0] = {make_mixer(b.mixer, i), float(b.mixer_in_scale), float(b.mixer_out_scale)};
+      br[1] = {make_mixer(b.parallel, i), float(b.parallel_in_scale), float(b.parallel_out_scale)};
+      mixers_.push_back(std::make_unique<ParallelMixer>(std::move(br), spec_.d_model));
+    }
     const std::string blk = "blocks." + std::to_string(i) + ".";
     BlockWeights bw;
-    if (b.has_mixer) bw.norm1 = w(blk + "norm1.weight");
+    if (b.has_mixer) bw.norm1 = norm_w(blk + "norm1.weight");
     if (b.has_mlp) {
-      bw.norm2 = w(blk + "norm2.weight");
+      bw.norm2 = norm_w(blk + "norm2.weight");
       bw.mlp = {w_opt(blk + "mlp.gate_proj.weight"), w_opt(blk + "mlp.gate_proj.bias"),
                 w(blk + "mlp.up_proj.weight"),       w_opt(blk + "mlp.up_proj.bias"),
                 w(blk + "mlp.down_proj.weight"),     w_opt(blk + "mlp.down_proj.bias")};
     }
     if (b.has_moe) {
-      bw.norm2 = w(blk + "norm2.weight");
+      bw.norm2 = norm_w(blk + "norm2.weight");
       bw.moe.router = w(blk + "moe.router.weight");
       for (int64_t e = 0; e < b.moe.n_experts; ++e) {
         const std::string ep = blk + "moe.experts." + std::to_string(e) + ".";
@@ -114,12 +58,92 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
         bw.moe.shared = {w(blk + "moe.shared.gate_proj.weight"), nullptr,
                          w(blk + "moe.shared.up_proj.weight"),   nullptr,
                          w(blk + "moe.shared.down_proj.weight"), nullptr};
+      if (b.moe.shared_gate) bw.moe.shared_gate = w(blk + "moe.shared_gate.weight");
     }
     blocks_.push_back(bw);
   }
   embed_ = w("embed.weight");
-  final_norm_ = w("final_norm.weight");
+  final_norm_ = norm_w("final_norm.weight");
   head_ = w(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
+}
+
+std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
+  const BlockSpec& b = spec_.blocks[i];
+  const std::string pre = "blocks." + std::to_string(i) + ".attn.";
+  switch (kind) {
+    case MixerKind::Attention: {
+      AttentionWeights aw;
+      aw.wq = w(pre + "q_proj.weight");
+      aw.wk = w(pre + "k_proj.weight");
+      aw.wv = w(pre + "v_proj.weight");
+      aw.wo = w(pre + "o_proj.weight");
+      aw.bq = w_opt(pre + "q_proj.bias");
+      aw.bk = w_opt(pre + "k_proj.bias");
+      aw.bv = w_opt(pre + "v_proj.bias");
+      aw.bo = w_opt(pre + "o_proj.bias");
+      aw.q_norm = b.attn.qk_norm ? norm_w(pre + "q_norm.weight") : nullptr;
+      aw.k_norm = b.attn.qk_norm ? norm_w(pre + "k_norm.weight") : nullptr;
+      return (std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
+    }
+    case MixerKind::Mamba: {
+      const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
+      MambaWeights mw;
+      mw.in_proj = w(mp + "in_proj.weight");
+      mw.in_proj_b = w_opt(mp + "in_proj.bias");
+      mw.conv_w = w(mp + "conv1d.weight");
+      mw.conv_b = w_opt(mp + "conv1d.bias");
+      mw.x_proj = w(mp + "x_proj.weight");
+      mw.dt_proj = w(mp + "dt_proj.weight");
+      mw.dt_proj_b = w(mp + "dt_proj.bias");
+      mw.A_log = w(mp + "A_log");
+      mw.D = w(mp + "D");
+      mw.out_proj = w(mp + "out_proj.weight");
+      mw.out_proj_b = w_opt(mp + "out_proj.bias");
+      mw.b_norm = w_opt(mp + "b_norm.weight");
+      mw.c_norm = w_opt(mp + "c_norm.weight");
+      mw.dt_norm = w_opt(mp + "dt_norm.weight");
+      return (std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
+    }
+    case MixerKind::Mamba2: {
+      const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
+      Mamba2Weights mw;
+      mw.in_proj = w(mp + "in_proj.weight");
+      mw.in_proj_b = w_opt(mp + "in_proj.bias");
+      mw.conv_w = w(mp + "conv1d.weight");
+      mw.conv_b = w_opt(mp + "conv1d.bias");
+      mw.dt_bias = w(mp + "dt_bias");
+      mw.A_log = w(mp + "A_log");
+      mw.D = w(mp + "D");
+      mw.norm = w_opt(mp + "norm.weight");
+      mw.out_proj = w(mp + "out_proj.weight");
+      mw.out_proj_b = w_opt(mp + "out_proj.bias");
+      return (std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
+    }
+    case MixerKind::ShortConv: {
+      const std::string cp = "blocks." + std::to_string(i) + ".short_conv.";
+      ShortConvWeights cw;
+      cw.in_proj = w(cp + "in_proj.weight");
+      cw.in_proj_b = w_opt(cp + "in_proj.bias");
+      cw.conv_w = w(cp + "conv.weight");
+      cw.conv_b = w_opt(cp + "conv.bias");
+      cw.out_proj = w(cp + "out_proj.weight");
+      cw.out_proj_b = w_opt(cp + "out_proj.bias");
+      return (std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw));
+    }
+  }
+  fail("unknown mixer kind");
+}
+
+const float* Model::norm_w(const std::string& name) {
+  if (!spec_.norm_weight_offset) return w(name);
+  auto it = weights_.find(name);
+  check(it != weights_.end(), "model has no parameter '", name, "'");
+  // The reference multiplies by (1 + w) computed in f32; precompute exactly that.
+  std::vector<float>& v = offset_norms_[name];
+  const float* src = it->second.f32();
+  v.resize(size_t(it->second.numel()));
+  for (size_t j = 0; j < v.size(); ++j) v[j] = 1.0f + src[j];
+  return v.data();
 }
 
 const float* Model::w(const std::string& name) const {
@@ -207,7 +231,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
       if (b.has_moe)
         moe_forward(b.moe, blocks_[i].moe, n, T, D, tmp, ws);
       else
-        ffn_forward(n, T, D, b.mlp.hidden, b.mlp.act, b.mlp.gated, blocks_[i].mlp, tmp, ws);
+        ffn_forward(b.mlp, n, T, D, blocks_[i].mlp, tmp, ws);
       residual(tmp);
     }
     if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);

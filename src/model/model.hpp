@@ -60,9 +60,13 @@ class Model {
   };
   const float* w(const std::string& name) const;
   const float* w_opt(const std::string& name) const;
+  // A norm weight as the norm applies it: w, or 1 + w under spec.norm_weight_offset.
+  const float* norm_w(const std::string& name);
+  std::unique_ptr<Mixer> make_mixer(MixerKind kind, size_t layer);
 
   ModelSpec spec_;
   Weights weights_;
+  std::map<std::string, std::vector<float>> offset_norms_;  // 1 + w, for norm_weight_offset
   std::vector<std::unique_ptr<Mixer>> mixers_;
   std::vector<BlockWeights> blocks_;
   const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;

@@ -46,87 +46,101 @@ bool parse_activation(const std::string& s, Activation* out) {
   return true;
 }
 
+namespace {
+
+// The parameters of one token mixer of kind `k` in block `b`, under prefix `pre`.
+void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64_t D, bool norm_offset,
+                  std::vector<ParamDecl>& p) {
+  using I = ParamDecl::Init;
+  const I norm_init = norm_offset ? I::Zeros : I::Ones;
+  switch (k) {
+    case MixerKind::Attention: {
+      const AttentionSpec& a = b.attn;
+      const int64_t q = a.n_heads * a.head_dim, kv = a.n_kv_heads * a.head_dim;
+      p.push_back({pre + "attn.q_proj.weight", {a.output_gate ? 2 * q : q, D}, I::Normal});
+      p.push_back({pre + "attn.k_proj.weight", {kv, D}, I::Normal});
+      p.push_back({pre + "attn.v_proj.weight", {kv, D}, I::Normal});
+      if (a.qkv_bias) {
+        p.push_back({pre + "attn.q_proj.bias", {a.output_gate ? 2 * q : q}, I::Zeros});
+        p.push_back({pre + "attn.k_proj.bias", {kv}, I::Zeros});
+        p.push_back({pre + "attn.v_proj.bias", {kv}, I::Zeros});
+      }
+      p.push_back({pre + "attn.o_proj.weight", {D, q}, I::Normal});
+      if (a.out_bias) p.push_back({pre + "attn.o_proj.bias", {D}, I::Zeros});
+      if (a.qk_norm) {
+        p.push_back({pre + "attn.q_norm.weight", {a.head_dim}, norm_init});
+        p.push_back({pre + "attn.k_norm.weight", {a.head_dim}, norm_init});
+      }
+      break;
+    }
+    case MixerKind::Mamba: {
+      const MambaSpec& m = b.mamba;
+      const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
+      p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
+      if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
+      p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
+      if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
+      p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
+      p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
+      p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
+      p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
+      p.push_back({pre + "mamba.D", {Di}, I::Ones});
+      p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
+      if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
+      if (m.bcdt_norm_weights) {
+        p.push_back({pre + "mamba.b_norm.weight", {N}, I::Ones});
+        p.push_back({pre + "mamba.c_norm.weight", {N}, I::Ones});
+        p.push_back({pre + "mamba.dt_norm.weight", {R}, I::Ones});
+      }
+      break;
+    }
+    case MixerKind::Mamba2: {
+      const Mamba2Spec& m = b.mamba2;
+      const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
+      const int64_t conv_dim = Di + 2 * GN;
+      p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
+      if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
+      p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
+      if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
+      p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
+      p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
+      p.push_back({pre + "mamba2.D", {H}, I::Ones});
+      if (m.norm != Mamba2Norm::GateOnly) p.push_back({pre + "mamba2.norm.weight", {Di}, I::Ones});
+      p.push_back({pre + "mamba2.out_proj.weight", {D, Di}, I::Normal});
+      if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
+      break;
+    }
+    case MixerKind::ShortConv: {
+      const ShortConvSpec& c = b.short_conv;
+      p.push_back({pre + "short_conv.in_proj.weight", {3 * D, D}, I::Normal});
+      if (c.bias) p.push_back({pre + "short_conv.in_proj.bias", {3 * D}, I::Zeros});
+      p.push_back({pre + "short_conv.conv.weight", {D, 1, c.kernel}, I::Normal});
+      if (c.bias) p.push_back({pre + "short_conv.conv.bias", {D}, I::Zeros});
+      p.push_back({pre + "short_conv.out_proj.weight", {D, D}, I::Normal});
+      if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
+      break;
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<ParamDecl> param_decls(const ModelSpec& s) {
   using I = ParamDecl::Init;
+  const I norm_init = s.norm_weight_offset ? I::Zeros : I::Ones;
   std::vector<ParamDecl> p;
   const int64_t D = s.d_model;
   p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string pre = "blocks." + std::to_string(i) + ".";
-    if (b.has_mixer) p.push_back({pre + "norm1.weight", {D}, I::Ones});
-    if (b.has_mixer) switch (b.mixer) {
-        case MixerKind::Attention: {
-          const AttentionSpec& a = b.attn;
-          const int64_t q = a.n_heads * a.head_dim, kv = a.n_kv_heads * a.head_dim;
-          p.push_back({pre + "attn.q_proj.weight", {q, D}, I::Normal});
-          p.push_back({pre + "attn.k_proj.weight", {kv, D}, I::Normal});
-          p.push_back({pre + "attn.v_proj.weight", {kv, D}, I::Normal});
-          if (a.qkv_bias) {
-            p.push_back({pre + "attn.q_proj.bias", {q}, I::Zeros});
-            p.push_back({pre + "attn.k_proj.bias", {kv}, I::Zeros});
-            p.push_back({pre + "attn.v_proj.bias", {kv}, I::Zeros});
-          }
-          p.push_back({pre + "attn.o_proj.weight", {D, q}, I::Normal});
-          if (a.out_bias) p.push_back({pre + "attn.o_proj.bias", {D}, I::Zeros});
-          if (a.qk_norm) {
-            p.push_back({pre + "attn.q_norm.weight", {a.head_dim}, I::Ones});
-            p.push_back({pre + "attn.k_norm.weight", {a.head_dim}, I::Ones});
-          }
-          break;
-        }
-        case MixerKind::Mamba: {
-          const MambaSpec& m = b.mamba;
-          const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
-          p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
-          if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
-          p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
-          if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
-          p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
-          p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
-          p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
-          p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
-          p.push_back({pre + "mamba.D", {Di}, I::Ones});
-          p.push_back({pre + "mamba.out_proj.weight", {D, Di}, I::Normal});
-          if (m.proj_bias) p.push_back({pre + "mamba.out_proj.bias", {D}, I::Zeros});
-          if (m.bcdt_norm_weights) {
-            p.push_back({pre + "mamba.b_norm.weight", {N}, I::Ones});
-            p.push_back({pre + "mamba.c_norm.weight", {N}, I::Ones});
-            p.push_back({pre + "mamba.dt_norm.weight", {R}, I::Ones});
-          }
-          break;
-        }
-        case MixerKind::Mamba2: {
-          const Mamba2Spec& m = b.mamba2;
-          const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
-          const int64_t conv_dim = Di + 2 * GN;
-          p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
-          if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
-          p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
-          if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
-          p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
-          p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
-          p.push_back({pre + "mamba2.D", {H}, I::Ones});
-          p.push_back({pre + "mamba2.norm.weight", {Di}, I::Ones});
-          p.push_back({pre + "mamba2.out_proj.weight", {D, Di}, I::Normal});
-          if (m.proj_bias) p.push_back({pre + "mamba2.out_proj.bias", {D}, I::Zeros});
-          break;
-        }
-        case MixerKind::ShortConv: {
-          const ShortConvSpec& c = b.short_conv;
-          p.push_back({pre + "short_conv.in_proj.weight", {3 * D, D}, I::Normal});
-          if (c.bias) p.push_back({pre + "short_conv.in_proj.bias", {3 * D}, I::Zeros});
-          p.push_back({pre + "short_conv.conv.weight", {D, 1, c.kernel}, I::Normal});
-          if (c.bias) p.push_back({pre + "short_conv.conv.bias", {D}, I::Zeros});
-          p.push_back({pre + "short_conv.out_proj.weight", {D, D}, I::Normal});
-          if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
-          break;
-        }
-      }
+    if (b.has_mixer) p.push_back({pre + "norm1.weight", {D}, norm_init});
+    if (b.has_mixer) mixer_params(b.mixer, b, pre, D, s.norm_weight_offset, p);
+    if (b.has_mixer && b.has_parallel) mixer_params(b.parallel, b, pre, D, s.norm_weight_offset, p);
     if (b.has_moe) {
       const MoeSpec& m = b.moe;
       const int64_t F = m.hidden;
-      p.push_back({pre + "norm2.weight", {D}, I::Ones});
+      p.push_back({pre + "norm2.weight", {D}, norm_init});
       p.push_back({pre + "moe.router.weight", {m.n_experts, D}, I::Normal});
       for (int64_t e = 0; e < m.n_experts; ++e) {
         const std::string ep = pre + "moe.experts." + std::to_string(e) + ".";
@@ -138,11 +152,12 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
         p.push_back({pre + "moe.shared.gate_proj.weight", {m.shared_hidden, D}, I::Normal});
         p.push_back({pre + "moe.shared.up_proj.weight", {m.shared_hidden, D}, I::Normal});
         p.push_back({pre + "moe.shared.down_proj.weight", {D, m.shared_hidden}, I::Normal});
+        if (m.shared_gate) p.push_back({pre + "moe.shared_gate.weight", {1, D}, I::Normal});
       }
     }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
-      p.push_back({pre + "norm2.weight", {D}, I::Ones});
+      p.push_back({pre + "norm2.weight", {D}, norm_init});
       if (b.mlp.gated) {
         p.push_back({pre + "mlp.gate_proj.weight", {F, D}, I::Normal});
         if (b.mlp.bias) p.push_back({pre + "mlp.gate_proj.bias", {F}, I::Zeros});
@@ -153,10 +168,49 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
       if (b.mlp.bias) p.push_back({pre + "mlp.down_proj.bias", {D}, I::Zeros});
     }
   }
-  p.push_back({"final_norm.weight", {D}, I::Ones});
+  p.push_back({"final_norm.weight", {D}, norm_init});
   if (!s.tie_embeddings) p.push_back({"lm_head.weight", {s.vocab_size, D}, I::Normal});
   return p;
 }
+
+namespace {
+
+// Throws for the first inconsistent hyper-parameter of the mixer of kind `k` in `b`.
+void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
+  if (k == MixerKind::Attention) {
+    const AttentionSpec& a = b.attn;
+    check(a.n_heads > 0 && a.n_kv_heads > 0 && a.head_dim > 0, where,
+          ": attention heads, kv heads and head_dim must be positive");
+    check(a.n_heads % a.n_kv_heads == 0, where, ": n_heads ", a.n_heads, " is not a multiple of n_kv_heads ",
+          a.n_kv_heads);
+    check(a.rope.rotary_dim >= 0 && a.rope.rotary_dim <= a.head_dim && a.rope.rotary_dim % 2 == 0, where,
+          ": rotary_dim ", a.rope.rotary_dim, " must be even and <= head_dim ", a.head_dim);
+    check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
+          ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
+    check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
+    check(a.rope.rotary_dim <= 1024, where, ": rotary_dim above 1024 is not supported");
+  }
+  if (k == MixerKind::Mamba) {
+    const MambaSpec& m = b.mamba;
+    check(m.d_inner > 0 && m.d_state > 0 && m.d_conv > 0 && m.dt_rank > 0, where,
+          ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
+    check(m.chunk > 0, where, ": mamba chunk must be positive");
+  }
+  if (k == MixerKind::ShortConv)
+    check(b.short_conv.kernel > 0, where, ": short_conv kernel must be positive");
+  if (k == MixerKind::Mamba2) {
+    const Mamba2Spec& m = b.mamba2;
+    check(m.n_heads > 0 && m.head_dim > 0 && m.d_state > 0 && m.n_groups > 0 && m.d_conv > 0, where,
+          ": mamba2 heads, head_dim, d_state, n_groups and d_conv must be positive");
+    check(m.n_heads % m.n_groups == 0, where, ": mamba2 n_heads ", m.n_heads,
+          " is not a multiple of n_groups ", m.n_groups);
+    check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where, ": mamba2 norm group size ",
+          m.norm_group_size, " does not divide d_inner ", m.d_inner());
+    check(m.chunk > 0, where, ": mamba2 chunk must be positive");
+  }
+}
+
+}  // namespace
 
 void validate_spec(const ModelSpec& s) {
   check(s.vocab_size > 0, "model spec: vocab_size must be positive, found ", s.vocab_size);
@@ -171,36 +225,11 @@ void validate_spec(const ModelSpec& s) {
     if (b.has_moe)
       check(b.moe.n_experts > 0 && b.moe.top_k > 0 && b.moe.top_k <= b.moe.n_experts && b.moe.hidden > 0,
             where, ": moe needs n_experts > 0, 0 < top_k <= n_experts and hidden > 0");
-    if (b.has_mixer && b.mixer == MixerKind::Attention) {
-      const AttentionSpec& a = b.attn;
-      check(a.n_heads > 0 && a.n_kv_heads > 0 && a.head_dim > 0, where,
-            ": attention heads, kv heads and head_dim must be positive");
-      check(a.n_heads % a.n_kv_heads == 0, where, ": n_heads ", a.n_heads,
-            " is not a multiple of n_kv_heads ", a.n_kv_heads);
-      check(a.rope.rotary_dim >= 0 && a.rope.rotary_dim <= a.head_dim && a.rope.rotary_dim % 2 == 0, where,
-            ": rotary_dim ", a.rope.rotary_dim, " must be even and <= head_dim ", a.head_dim);
-      check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
-            ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
-      check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
-      check(a.rope.rotary_dim <= 1024, where, ": rotary_dim above 1024 is not supported");
-    }
-    if (b.has_mixer && b.mixer == MixerKind::Mamba) {
-      const MambaSpec& m = b.mamba;
-      check(m.d_inner > 0 && m.d_state > 0 && m.d_conv > 0 && m.dt_rank > 0, where,
-            ": mamba d_inner, d_state, d_conv and dt_rank must be positive");
-      check(m.chunk > 0, where, ": mamba chunk must be positive");
-    }
-    if (b.has_mixer && b.mixer == MixerKind::ShortConv)
-      check(b.short_conv.kernel > 0, where, ": short_conv kernel must be positive");
-    if (b.has_mixer && b.mixer == MixerKind::Mamba2) {
-      const Mamba2Spec& m = b.mamba2;
-      check(m.n_heads > 0 && m.head_dim > 0 && m.d_state > 0 && m.n_groups > 0 && m.d_conv > 0, where,
-            ": mamba2 heads, head_dim, d_state, n_groups and d_conv must be positive");
-      check(m.n_heads % m.n_groups == 0, where, ": mamba2 n_heads ", m.n_heads,
-            " is not a multiple of n_groups ", m.n_groups);
-      check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where,
-            ": mamba2 norm group size ", m.norm_group_size, " does not divide d_inner ", m.d_inner());
-      check(m.chunk > 0, where, ": mamba2 chunk must be positive");
+    if (b.has_mixer) validate_mixer(b.mixer, b, where);
+    if (b.has_parallel) {
+      check(b.has_mixer, where, ": a parallel mixer needs a main mixer");
+      check(b.parallel != b.mixer, where, ": the parallel mixer must be of another kind than the main one");
+      validate_mixer(b.parallel, b, where);
     }
     if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
   }

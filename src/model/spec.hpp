@@ -23,6 +23,8 @@ struct MlpSpec {
   Activation act = Activation::SiLU;
   bool gated = true;  // act(gate(x)) * up(x), else act(up(x))
   bool bias = false;
+  // Falcon-H1: act(gate(x) * gate_multiplier), down(...) * down_multiplier.
+  double gate_multiplier = 1, down_multiplier = 1;
 };
 
 // Mixture of gated-MLP experts: scores = softmax or sigmoid of a linear router, each
@@ -34,11 +36,17 @@ struct MoeSpec {
   bool renormalize = false;
   bool sigmoid_scores = false;
   int64_t shared_hidden = 0;  // 0 = no shared expert
+  bool shared_gate = false;   // shared expert output times sigmoid(w . x) (Qwen3-Next)
 };
 
 struct BlockSpec {
   bool has_mixer = true;  // false: the block is only norm -> MLP -> residual
   MixerKind mixer = MixerKind::Attention;
+  // A second token mixer reading the same normed input (Falcon-H1: attention and Mamba-2
+  // side by side); the block adds mixer(x * in) * out + parallel(x * in') * out'.
+  bool has_parallel = false;
+  MixerKind parallel = MixerKind::Mamba2;
+  double mixer_in_scale = 1, mixer_out_scale = 1, parallel_in_scale = 1, parallel_out_scale = 1;
   AttentionSpec attn;
   MambaSpec mamba;
   Mamba2Spec mamba2;
@@ -64,6 +72,9 @@ struct ModelSpec {
   // Hidden-state dumps start with the embedding output (most families) or with the
   // output of the first block (Mamba-style models); `verify` follows the reference.
   bool hidden_states_from_embedding = true;
+  // Norm weights stored as offsets from one: the norm multiplies by (1 + w) (Gemma-style;
+  // Qwen3-Next). Applies to block norms, the final norm and attention q/k norms.
+  bool norm_weight_offset = false;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 };

@@ -82,7 +82,11 @@ Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool gro
   check(m.n_heads > 0 && m.head_dim > 0, cfg.where(), ": mamba_n_heads and mamba_d_head must be positive");
   check(m.n_groups > 0 && m.n_heads % m.n_groups == 0, cfg.where(), ": mamba_n_groups ", m.n_groups,
         " must divide mamba_n_heads ", m.n_heads);
-  if (cfg.has("mamba_expand")) {
+  if (cfg.has("mamba_d_ssm") && !cfg.raw()["mamba_d_ssm"].is_null()) {
+    check(m.d_inner() == cfg.get_int("mamba_d_ssm"), cfg.where(),
+          ": mamba_n_heads x mamba_d_head = ", m.d_inner(),
+          " but mamba_d_ssm = ", cfg.get_int("mamba_d_ssm"));
+  } else if (cfg.has("mamba_expand")) {
     const int64_t expand = cfg.get_int("mamba_expand");
     check(m.n_heads * m.head_dim == expand * cfg.get_int("hidden_size"), cfg.where(),
           ": mamba_n_heads x mamba_d_head = ", m.n_heads * m.head_dim,

@@ -12,6 +12,7 @@ Import import_nemotron_h(const JsonObject& cfg);
 Import import_lfm2(const JsonObject& cfg);
 Import import_jamba(const JsonObject& cfg);
 Import import_granitemoehybrid(const JsonObject& cfg);
+Import import_falcon_h1(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -26,6 +27,7 @@ const std::vector<Importer>& importers() {
       {"lfm2", import_lfm2},
       {"jamba", import_jamba},
       {"granitemoehybrid", import_granitemoehybrid},
+      {"falcon_h1", import_falcon_h1},
   };
   // clang-format on
   return list;
