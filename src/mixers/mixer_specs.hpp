@@ -71,4 +71,20 @@ struct ShortConvSpec {
   bool bias = false;  // on in_proj, conv and out_proj
 };
 
+// Gated DeltaNet (Yang et al.): per value head a matrix state S [head_k_dim][head_v_dim]
+// updated by the gated delta rule S_t = a_t S_{t-1} + b_t k_t (v_t - a_t S_{t-1}^T k_t)^T
+// with decay a_t = exp(-exp(A_log) softplus(alpha_t + dt_bias)), b_t = sigmoid(beta_t),
+// L2-normalised q and k after a causal depthwise conv (SiLU), o_t = S_t^T q_t / sqrt(d_k),
+// then a per-head RMSNorm gated by SiLU(z). Value heads share key heads in groups
+// (n_v_heads a multiple of n_k_heads). in_proj_qkvz rows are grouped per key head as
+// [q | k | v (group's value heads) | z (same)] and in_proj_ba as [beta | alpha] (Qwen3-Next).
+struct GatedDeltaNetSpec {
+  int64_t n_k_heads = 0, n_v_heads = 0, head_k_dim = 0, head_v_dim = 0, d_conv = 4;
+  double norm_eps = 1e-6;
+  int64_t chunk = 64;  // tokens per chunk of the chunked (WY) form
+  int64_t key_dim() const { return n_k_heads * head_k_dim; }
+  int64_t value_dim() const { return n_v_heads * head_v_dim; }
+  int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }
+};
+
 }  // namespace braid

@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "mixers/attention.hpp"
+#include "mixers/gated_deltanet.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/parallel.hpp"
@@ -83,7 +84,7 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       aw.bo = w_opt(pre + "o_proj.bias");
       aw.q_norm = b.attn.qk_norm ? norm_w(pre + "q_norm.weight") : nullptr;
       aw.k_norm = b.attn.qk_norm ? norm_w(pre + "k_norm.weight") : nullptr;
-      return (std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw));
+      return std::make_unique<AttentionMixer>(b.attn, spec_.d_model, spec_.norm_eps, aw);
     }
     case MixerKind::Mamba: {
       const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
@@ -102,7 +103,7 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       mw.b_norm = w_opt(mp + "b_norm.weight");
       mw.c_norm = w_opt(mp + "c_norm.weight");
       mw.dt_norm = w_opt(mp + "dt_norm.weight");
-      return (std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw));
+      return std::make_unique<MambaMixer>(b.mamba, spec_.d_model, mw);
     }
     case MixerKind::Mamba2: {
       const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
@@ -117,7 +118,7 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       mw.norm = w_opt(mp + "norm.weight");
       mw.out_proj = w(mp + "out_proj.weight");
       mw.out_proj_b = w_opt(mp + "out_proj.bias");
-      return (std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw));
+      return std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw);
     }
     case MixerKind::ShortConv: {
       const std::string cp = "blocks." + std::to_string(i) + ".short_conv.";
@@ -128,7 +129,19 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       cw.conv_b = w_opt(cp + "conv.bias");
       cw.out_proj = w(cp + "out_proj.weight");
       cw.out_proj_b = w_opt(cp + "out_proj.bias");
-      return (std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw));
+      return std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw);
+    }
+    case MixerKind::GatedDeltaNet: {
+      const std::string gp = "blocks." + std::to_string(i) + ".gdn.";
+      GatedDeltaNetWeights gw;
+      gw.in_proj_qkvz = w(gp + "in_proj_qkvz.weight");
+      gw.in_proj_ba = w(gp + "in_proj_ba.weight");
+      gw.conv_w = w(gp + "conv1d.weight");
+      gw.dt_bias = w(gp + "dt_bias");
+      gw.A_log = w(gp + "A_log");
+      gw.norm = w(gp + "norm.weight");
+      gw.out_proj = w(gp + "out_proj.weight");
+      return std::make_unique<GatedDeltaNetMixer>(b.gdn, spec_.d_model, gw);
     }
   }
   fail("unknown mixer kind");

@@ -14,6 +14,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "mamba2";
     case MixerKind::ShortConv:
       return "short_conv";
+    case MixerKind::GatedDeltaNet:
+      return "gated_deltanet";
   }
   return "?";
 }
@@ -120,6 +122,18 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
       break;
     }
+    case MixerKind::GatedDeltaNet: {
+      const GatedDeltaNetSpec& g = b.gdn;
+      const int64_t NV = g.n_v_heads;
+      p.push_back({pre + "gdn.in_proj_qkvz.weight", {2 * g.key_dim() + 2 * g.value_dim(), D}, I::Normal});
+      p.push_back({pre + "gdn.in_proj_ba.weight", {2 * NV, D}, I::Normal});
+      p.push_back({pre + "gdn.conv1d.weight", {g.conv_dim(), 1, g.d_conv}, I::Normal});
+      p.push_back({pre + "gdn.dt_bias", {NV}, I::DtBias});
+      p.push_back({pre + "gdn.A_log", {NV}, I::HeadALog});
+      p.push_back({pre + "gdn.norm.weight", {g.head_v_dim}, I::Ones});
+      p.push_back({pre + "gdn.out_proj.weight", {D, g.value_dim()}, I::Normal});
+      break;
+    }
   }
 }
 
@@ -207,6 +221,15 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
     check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where, ": mamba2 norm group size ",
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
+  }
+  if (k == MixerKind::GatedDeltaNet) {
+    const GatedDeltaNetSpec& g = b.gdn;
+    check(g.n_k_heads > 0 && g.n_v_heads > 0 && g.head_k_dim > 0 && g.head_v_dim > 0 && g.d_conv > 0, where,
+          ": gated_deltanet heads, head dims and d_conv must be positive");
+    check(g.n_v_heads % g.n_k_heads == 0, where, ": gated_deltanet n_v_heads ", g.n_v_heads,
+          " is not a multiple of n_k_heads ", g.n_k_heads);
+    check(g.head_v_dim <= 1024, where, ": gated_deltanet head_v_dim above 1024 is not supported");
+    check(g.chunk > 0, where, ": gated_deltanet chunk must be positive");
   }
 }
 

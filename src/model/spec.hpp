@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
 
 const char* mixer_kind_name(MixerKind k);
@@ -51,6 +51,7 @@ struct BlockSpec {
   MambaSpec mamba;
   Mamba2Spec mamba2;
   ShortConvSpec short_conv;
+  GatedDeltaNetSpec gdn;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`

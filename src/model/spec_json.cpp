@@ -99,6 +99,25 @@ json write_mamba2(const Mamba2Spec& m) {
           {"chunk", m.chunk}};
 }
 
+GatedDeltaNetSpec read_gdn(const JsonObject& o) {
+  GatedDeltaNetSpec g;
+  g.n_k_heads = o.get_int("n_k_heads");
+  g.n_v_heads = o.get_int("n_v_heads", g.n_k_heads);
+  g.head_k_dim = o.get_int("head_k_dim");
+  g.head_v_dim = o.get_int("head_v_dim", g.head_k_dim);
+  g.d_conv = o.get_int("d_conv", 4);
+  g.norm_eps = o.get_float("norm_eps", 1e-6);
+  g.chunk = o.get_int("chunk", 64);
+  return g;
+}
+
+json write_gdn(const GatedDeltaNetSpec& g) {
+  return {{"type", "gated_deltanet"},   {"n_k_heads", g.n_k_heads},
+          {"n_v_heads", g.n_v_heads},   {"head_k_dim", g.head_k_dim},
+          {"head_v_dim", g.head_v_dim}, {"d_conv", g.d_conv},
+          {"norm_eps", g.norm_eps},     {"chunk", g.chunk}};
+}
+
 void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   const std::string type = o.get_string("type");
   if (type == "attention") {
@@ -114,8 +133,12 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "mamba2") {
     b->mixer = MixerKind::Mamba2;
     b->mamba2 = read_mamba2(o, d_model);
+  } else if (type == "gated_deltanet") {
+    b->mixer = MixerKind::GatedDeltaNet;
+    b->gdn = read_gdn(o);
   } else {
-    fail(o.where(), ": unknown mixer type '", type, "' (supported: attention, mamba, mamba2, short_conv)");
+    fail(o.where(), ": unknown mixer type '", type,
+         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet)");
   }
 }
 
@@ -217,6 +240,9 @@ json spec_to_json(const ModelSpec& s) {
           break;
         case MixerKind::ShortConv:
           l["mixer"] = {{"type", "short_conv"}, {"kernel", b.short_conv.kernel}, {"bias", b.short_conv.bias}};
+          break;
+        case MixerKind::GatedDeltaNet:
+          l["mixer"] = write_gdn(b.gdn);
           break;
       }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);

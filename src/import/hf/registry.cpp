@@ -13,6 +13,7 @@ Import import_lfm2(const JsonObject& cfg);
 Import import_jamba(const JsonObject& cfg);
 Import import_granitemoehybrid(const JsonObject& cfg);
 Import import_falcon_h1(const JsonObject& cfg);
+Import import_qwen3_next(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -28,6 +29,7 @@ const std::vector<Importer>& importers() {
       {"jamba", import_jamba},
       {"granitemoehybrid", import_granitemoehybrid},
       {"falcon_h1", import_falcon_h1},
+      {"qwen3_next", import_qwen3_next},
   };
   // clang-format on
   return list;

@@ -24,6 +24,14 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, bool b_transposed, float beta, float* C, int64_t ldc);
 
+// C[M, N] = alpha * A[K, M]^T . B[K, N] + beta * C (row-major, row strides lda/ldb/ldc).
+void gemm_tn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Solves (I + L) X = B in place for X, L the strictly lower part of the n x n matrix `l`
+// (its diagonal and upper part are not read); B is n x m with row stride ldb.
+void solve_unit_lower(int64_t n, int64_t m, const float* l, int64_t ldl, float* B, int64_t ldb);
+
 // Single-thread vector kernels with runtime dispatch (AVX-512 / AVX2 / baseline):
 // dot(a, b); y[r] (+)= alpha * A[r, :] . x; y = p^T A (y[c] = sum_r p[r] A[r, c]).
 float dot(const float* a, const float* b, int64_t n);
