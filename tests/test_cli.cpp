@@ -71,8 +71,10 @@ TEST(Cli, BadInputsAreOneLineErrorsWithExitCode2) {
   REQUIRE_FIXTURES();
   TempDir d;
   const std::string llama = hf_fixture("llama");
-  expect_usage_error(braid("run --model " + hf_fixture("rwkv") + " --prompt-ids 1"),
-                     "unknown architecture 'rwkv'");
+  { std::ofstream(d / "config.json") << R"({"model_type": "bert", "vocab_size": 8})"; }
+  expect_usage_error(braid("run --model " + d.path.string() + " --prompt-ids 1"),
+                     "unknown architecture 'bert'");
+  std::filesystem::remove(d / "config.json");
   expect_usage_error(braid("run --model " + llama + " --prompt hello"), "tokenizer.json: missing");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,x"), "'x' is not a token id");
   expect_usage_error(braid("run --model " + llama + " --prompt-ids 1,999"), "outside the vocabulary");

@@ -51,6 +51,25 @@ TEST(Ops, RmsNormMatchesReference) {
   }
 }
 
+TEST(Ops, LayerNormMatchesReference) {
+  for (int64_t n : {1, 5, 64, 257}) {
+    auto x = randn(size_t(3 * n), 6, 3.0), w = randn(size_t(n), 7), b = randn(size_t(n), 8);
+    for (auto& v : x) v += 10.0f;  // a large mean must not cost precision
+    std::vector<float> y(x.size());
+    ops::layernorm(x.data(), w.data(), b.data(), 1e-5f, 3, n, y.data());
+    for (int64_t r = 0; r < 3; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < n; ++i) mean += x[size_t(r * n + i)];
+      mean /= double(n);
+      for (int64_t i = 0; i < n; ++i) var += (x[size_t(r * n + i)] - mean) * (x[size_t(r * n + i)] - mean);
+      const double inv = 1.0 / std::sqrt(var / double(n) + 1e-5);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(y[size_t(r * n + i)], (x[size_t(r * n + i)] - mean) * inv * w[size_t(i)] + b[size_t(i)],
+                    1e-5 * (1 + std::abs(w[size_t(i)])));
+    }
+  }
+}
+
 TEST(Ops, SoftmaxMatchesReferenceAndHandlesLargeValues) {
   std::vector<float> x = {1000.f, 999.f, -5.f, 0.f, 1000.f};
   std::vector<double> e(x.size());

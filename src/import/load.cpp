@@ -67,6 +67,9 @@ std::unique_ptr<Model> load_model(const std::string& dir) {
             ", ", ref.row_end, ") (needed for ", p.name, ")");
       shape[0] = ref.row_end - ref.row_begin;
     }
+    // Vectors some checkpoints store with leading unit dimensions ([1, 1, D] for [D]).
+    bool squeezed = false;
+    while (shape.size() > p.shape.size() && shape.front() == 1) shape.erase(shape.begin()), squeezed = true;
     check(shape == p.shape, dir, ": tensor '", name, "' has shape ", shape_str(shape), ", expected ",
           shape_str(p.shape), ref.index >= 0 || ref.row_end >= 0 ? " (after slicing)" : "");
     Tensor t = ck.get(name);
@@ -75,6 +78,7 @@ std::unique_ptr<Model> load_model(const std::string& dir) {
       t = t.slice_rows(ref.index, ref.index + 1).reshape(rest);
     }
     if (ref.row_end >= 0) t = t.slice_rows(ref.row_begin, ref.row_end);
+    if (squeezed) t = t.reshape(shape);
     w[p.name] = t;
   }
   return std::make_unique<Model>(std::move(r.spec), std::move(w), dir);

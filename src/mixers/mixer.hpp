@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/buffer.hpp"
 
@@ -19,6 +20,17 @@ class State {
   virtual int64_t position() const = 0;  // tokens consumed so far
   virtual size_t bytes() const = 0;      // bytes of sequence memory held now
   virtual std::unique_ptr<State> clone() const = 0;
+};
+
+// Several states held as one (the branches of a parallel block, or a token mixer and a
+// stateful channel mixer). Parts may be null; position() is that of the first non-null.
+class CompositeState final : public State {
+ public:
+  int64_t position() const override;
+  size_t bytes() const override;
+  std::unique_ptr<State> clone() const override;
+
+  std::vector<std::unique_ptr<State>> parts;
 };
 
 // Scratch buffers that live in a Session and only grow, so steady-state decoding

@@ -87,4 +87,21 @@ struct GatedDeltaNetSpec {
   int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }
 };
 
+// RWKV-4 time mixing (Peng et al.): token shift (each of k, v, r mixes the current and the
+// previous normed input with learned per-channel ratios), then the WKV recurrence per
+// channel with decay w = -exp(time_decay) and bonus u = time_first for the current token:
+// wkv_t = (sum_{i<t} e^{-(t-1-i)|w| + k_i} v_i + e^{u + k_t} v_t) / (same without v), kept
+// as a (num, den, max) state for stability; out = W_o (sigmoid(r) * wkv) * out_scale.
+struct Rwkv4Spec {
+  int64_t attn_dim = 0;  // attention_hidden_size (channels of k, v, r)
+  double out_scale = 1;  // 2^-(layer / rescale_every) in Hugging Face's inference rescaling
+};
+
+// RWKV-4 channel mixing: token shift for k and r, then sigmoid(r) * W_v relu(W_k x_k)^2,
+// times out_scale. Stateful (the previous normed input), so it is a Mixer too.
+struct RwkvChannelMixSpec {
+  int64_t hidden = 0;
+  double out_scale = 1;
+};
+
 }  // namespace braid

@@ -4,18 +4,6 @@
 
 namespace braid {
 
-size_t ParallelState::bytes() const {
-  size_t n = 0;
-  for (const auto& p : parts) n += p->bytes();
-  return n;
-}
-
-std::unique_ptr<State> ParallelState::clone() const {
-  auto c = std::make_unique<ParallelState>();
-  for (const auto& p : parts) c->parts.push_back(p->clone());
-  return c;
-}
-
 ParallelMixer::ParallelMixer(std::vector<Branch> branches, int64_t d_model)
     : branches_(std::move(branches)), d_(d_model) {
   check(!branches_.empty(), "parallel mixer: no branches");
@@ -26,13 +14,13 @@ ParallelMixer::ParallelMixer(std::vector<Branch> branches, int64_t d_model)
 }
 
 std::unique_ptr<State> ParallelMixer::make_state() const {
-  auto s = std::make_unique<ParallelState>();
+  auto s = std::make_unique<CompositeState>();
   for (const Branch& b : branches_) s->parts.push_back(b.mixer->make_state());
   return s;
 }
 
 void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
-  auto* st = dynamic_cast<ParallelState*>(&state);
+  auto* st = dynamic_cast<CompositeState*>(&state);
   check(st != nullptr && st->parts.size() == branches_.size(),
         "parallel mixer layer was given a state of another mixer");
   const int64_t n = T * d_;

@@ -8,15 +8,6 @@
 
 namespace braid {
 
-class ParallelState final : public State {
- public:
-  int64_t position() const override { return parts.front()->position(); }
-  size_t bytes() const override;
-  std::unique_ptr<State> clone() const override;
-
-  std::vector<std::unique_ptr<State>> parts;  // one per branch
-};
-
 class ParallelMixer final : public Mixer {
  public:
   struct Branch {

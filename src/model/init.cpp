@@ -22,6 +22,9 @@ Weights init_weights(const ModelSpec& spec, uint64_t seed, double std) {
         break;
       case ParamDecl::Init::Zeros:
         break;
+      case ParamDecl::Init::Half:
+        for (int64_t i = 0; i < n; ++i) d[i] = 0.5f;
+        break;
       case ParamDecl::Init::SsmALog: {  // rows of log(1), log(2), ..., log(N)
         const int64_t N = p.shape.back();
         for (int64_t i = 0; i < n; ++i) d[i] = float(std::log(double(i % N + 1)));

@@ -8,6 +8,7 @@
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/parallel.hpp"
+#include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
@@ -40,7 +41,20 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     }
     const std::string blk = "blocks." + std::to_string(i) + ".";
     BlockWeights bw;
-    if (b.has_mixer) bw.norm1 = norm_w(blk + "norm1.weight");
+    if (b.has_mixer) bw.norm1 = norm_w(blk + "norm1.weight"), bw.norm1_b = w_opt(blk + "norm1.bias");
+    bw.norm2_b = w_opt(blk + "norm2.bias");
+    if (b.has_cmix) {
+      bw.norm2 = norm_w(blk + "norm2.weight");
+      RwkvChannelMixWeights cw;
+      cw.mix_k = w(blk + "cmix.time_mix_k");
+      cw.mix_r = w(blk + "cmix.time_mix_r");
+      cw.key = w(blk + "cmix.key.weight");
+      cw.receptance = w(blk + "cmix.receptance.weight");
+      cw.value = w(blk + "cmix.value.weight");
+      cmixers_.push_back(std::make_unique<RwkvChannelMix>(b.cmix, spec_.d_model, cw));
+    } else {
+      cmixers_.push_back(nullptr);
+    }
     if (b.has_mlp) {
       bw.norm2 = norm_w(blk + "norm2.weight");
       bw.mlp = {w_opt(blk + "mlp.gate_proj.weight"), w_opt(blk + "mlp.gate_proj.bias"),
@@ -65,6 +79,8 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   }
   embed_ = w("embed.weight");
   final_norm_ = norm_w("final_norm.weight");
+  final_norm_b_ = w_opt("final_norm.bias");
+  if (spec_.embed_norm) embed_norm_ = norm_w("embed_norm.weight"), embed_norm_b_ = w_opt("embed_norm.bias");
   head_ = w(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
 }
 
@@ -131,6 +147,20 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       cw.out_proj_b = w_opt(cp + "out_proj.bias");
       return std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw);
     }
+    case MixerKind::Rwkv4: {
+      const std::string rp = "blocks." + std::to_string(i) + ".rwkv.";
+      Rwkv4Weights rw;
+      rw.time_decay = w(rp + "time_decay");
+      rw.time_first = w(rp + "time_first");
+      rw.mix_k = w(rp + "time_mix_k");
+      rw.mix_v = w(rp + "time_mix_v");
+      rw.mix_r = w(rp + "time_mix_r");
+      rw.key = w(rp + "key.weight");
+      rw.value = w(rp + "value.weight");
+      rw.receptance = w(rp + "receptance.weight");
+      rw.output = w(rp + "output.weight");
+      return std::make_unique<Rwkv4TimeMix>(b.rwkv, spec_.d_model, rw);
+    }
     case MixerKind::GatedDeltaNet: {
       const std::string gp = "blocks." + std::to_string(i) + ".gdn.";
       GatedDeltaNetWeights gw;
@@ -186,6 +216,8 @@ size_t Model::fixed_state_bytes() const {
   size_t n = 0;
   for (const auto& m : mixers_)
     if (m) n += m->fixed_state_bytes();
+  for (const auto& m : cmixers_)
+    if (m) n += m->fixed_state_bytes();
   return n;
 }
 
@@ -198,8 +230,26 @@ size_t Model::state_bytes_per_token() const {
 
 std::vector<std::unique_ptr<State>> Model::make_states() const {
   std::vector<std::unique_ptr<State>> s;
-  for (const auto& m : mixers_) s.push_back(m ? m->make_state() : nullptr);
+  for (size_t i = 0; i < mixers_.size(); ++i) {
+    std::unique_ptr<State> tok = mixers_[i] ? mixers_[i]->make_state() : nullptr;
+    if (!cmixers_[i]) {
+      s.push_back(std::move(tok));
+      continue;
+    }
+    auto c = std::make_unique<CompositeState>();
+    c->parts.push_back(std::move(tok));
+    c->parts.push_back(cmixers_[i]->make_state());
+    s.push_back(std::move(c));
+  }
   return s;
+}
+
+void Model::norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps) const {
+  if (eps == 0) eps = spec_.norm_eps;
+  if (spec_.norm_kind == NormKind::Layer)
+    ops::layernorm(x, w, b, float(eps), T, spec_.d_model, y);
+  else
+    ops::rmsnorm(x, w, float(eps), T, spec_.d_model, y);
 }
 
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
@@ -230,26 +280,40 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     if (capture) capture->states.emplace_back(src, src + T * D);
   };
   if (capture) capture->states.clear();
+  if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
-  const float eps = float(spec_.norm_eps);
   for (size_t i = 0; i < mixers_.size(); ++i) {
-    if (mixers_[i]) {
-      ops::rmsnorm(h, blocks_[i].norm1, eps, T, D, n);
-      mixers_[i]->forward(n, T, *states[i], tmp, ws);
-      residual(tmp);
-    }
     const BlockSpec& b = spec_.blocks[i];
-    if (b.has_mlp || b.has_moe) {
-      ops::rmsnorm(h, blocks_[i].norm2, eps, T, D, n);
-      if (b.has_moe)
-        moe_forward(b.moe, blocks_[i].moe, n, T, D, tmp, ws);
-      else
-        ffn_forward(b.mlp, n, T, D, blocks_[i].mlp, tmp, ws);
+    const BlockWeights& bw = blocks_[i];
+    State* tok = states[i].get();
+    State* chan = nullptr;
+    if (cmixers_[i]) {
+      auto* c = dynamic_cast<CompositeState*>(states[i].get());
+      check(c != nullptr && c->parts.size() == 2, "forward: layer ", i,
+            " was given a state of another model");
+      tok = c->parts[0].get();
+      chan = c->parts[1].get();
+    }
+    if (mixers_[i]) {
+      norm(h, bw.norm1, bw.norm1_b, T, n);
+      mixers_[i]->forward(n, T, *tok, tmp, ws);
       residual(tmp);
     }
+    if (b.has_mlp || b.has_moe || b.has_cmix) {
+      norm(h, bw.norm2, bw.norm2_b, T, n);
+      if (b.has_cmix)
+        cmixers_[i]->forward(n, T, *chan, tmp, ws);
+      else if (b.has_moe)
+        moe_forward(b.moe, bw.moe, n, T, D, tmp, ws);
+      else
+        ffn_forward(b.mlp, n, T, D, bw.mlp, tmp, ws);
+      residual(tmp);
+    }
+    if (b.post_scale != 1.0)
+      for (int64_t j = 0; j < T * D; ++j) h[j] *= float(b.post_scale);
     if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);
   }
-  ops::rmsnorm(h, final_norm_, eps, T, D, n);
+  norm(h, final_norm_, final_norm_b_, T, n, spec_.final_norm_eps);
   snap(n);
   if (mode == LogitsMode::None) return;
   const float* head = head_;

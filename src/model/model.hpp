@@ -55,6 +55,7 @@ class Model {
   // Pointers into weights_ resolved once, so the forward pass does no name lookups.
   struct BlockWeights {
     const float *norm1 = nullptr, *norm2 = nullptr;
+    const float *norm1_b = nullptr, *norm2_b = nullptr;  // LayerNorm biases
     FfnWeights mlp;
     MoeWeights moe;
   };
@@ -68,8 +69,14 @@ class Model {
   Weights weights_;
   std::map<std::string, std::vector<float>> offset_norms_;  // 1 + w, for norm_weight_offset
   std::vector<std::unique_ptr<Mixer>> mixers_;
+  // Stateful channel mixers (RWKV); null where the channel mixer is an MLP / MoE / none.
+  // A layer with one keeps a CompositeState {token mixer state, channel mixer state}.
+  std::vector<std::unique_ptr<Mixer>> cmixers_;
   std::vector<BlockWeights> blocks_;
   const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
+  const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
+  // RMSNorm or LayerNorm of rows x[T, D] into y, per spec.norm_kind (eps 0: spec.norm_eps).
+  void norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps = 0) const;
 };
 
 }  // namespace braid

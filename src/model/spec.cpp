@@ -16,6 +16,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "short_conv";
     case MixerKind::GatedDeltaNet:
       return "gated_deltanet";
+    case MixerKind::Rwkv4:
+      return "rwkv4";
   }
   return "?";
 }
@@ -122,6 +124,19 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
       break;
     }
+    case MixerKind::Rwkv4: {
+      const int64_t A = b.rwkv.attn_dim;
+      p.push_back({pre + "rwkv.time_decay", {A}, I::Zeros});
+      p.push_back({pre + "rwkv.time_first", {A}, I::Zeros});
+      p.push_back({pre + "rwkv.time_mix_k", {D}, I::Half});
+      p.push_back({pre + "rwkv.time_mix_v", {D}, I::Half});
+      p.push_back({pre + "rwkv.time_mix_r", {D}, I::Half});
+      p.push_back({pre + "rwkv.key.weight", {A, D}, I::Normal});
+      p.push_back({pre + "rwkv.value.weight", {A, D}, I::Normal});
+      p.push_back({pre + "rwkv.receptance.weight", {A, D}, I::Normal});
+      p.push_back({pre + "rwkv.output.weight", {D, A}, I::Normal});
+      break;
+    }
     case MixerKind::GatedDeltaNet: {
       const GatedDeltaNetSpec& g = b.gdn;
       const int64_t NV = g.n_v_heads;
@@ -144,17 +159,23 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
   const I norm_init = s.norm_weight_offset ? I::Zeros : I::Ones;
   std::vector<ParamDecl> p;
   const int64_t D = s.d_model;
+  // A norm's weight, and its bias for LayerNorm.
+  auto norm = [&](const std::string& name) {
+    p.push_back({name + ".weight", {D}, norm_init});
+    if (s.norm_kind == NormKind::Layer) p.push_back({name + ".bias", {D}, I::Zeros});
+  };
   p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
+  if (s.embed_norm) norm("embed_norm");
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string pre = "blocks." + std::to_string(i) + ".";
-    if (b.has_mixer) p.push_back({pre + "norm1.weight", {D}, norm_init});
+    if (b.has_mixer) norm(pre + "norm1");
     if (b.has_mixer) mixer_params(b.mixer, b, pre, D, s.norm_weight_offset, p);
     if (b.has_mixer && b.has_parallel) mixer_params(b.parallel, b, pre, D, s.norm_weight_offset, p);
     if (b.has_moe) {
       const MoeSpec& m = b.moe;
       const int64_t F = m.hidden;
-      p.push_back({pre + "norm2.weight", {D}, norm_init});
+      norm(pre + "norm2");
       p.push_back({pre + "moe.router.weight", {m.n_experts, D}, I::Normal});
       for (int64_t e = 0; e < m.n_experts; ++e) {
         const std::string ep = pre + "moe.experts." + std::to_string(e) + ".";
@@ -169,9 +190,18 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
         if (m.shared_gate) p.push_back({pre + "moe.shared_gate.weight", {1, D}, I::Normal});
       }
     }
+    if (b.has_cmix) {
+      const int64_t F = b.cmix.hidden;
+      norm(pre + "norm2");
+      p.push_back({pre + "cmix.time_mix_k", {D}, I::Half});
+      p.push_back({pre + "cmix.time_mix_r", {D}, I::Half});
+      p.push_back({pre + "cmix.key.weight", {F, D}, I::Normal});
+      p.push_back({pre + "cmix.receptance.weight", {D, D}, I::Normal});
+      p.push_back({pre + "cmix.value.weight", {D, F}, I::Normal});
+    }
     if (b.has_mlp) {
       const int64_t F = b.mlp.hidden;
-      p.push_back({pre + "norm2.weight", {D}, norm_init});
+      norm(pre + "norm2");
       if (b.mlp.gated) {
         p.push_back({pre + "mlp.gate_proj.weight", {F, D}, I::Normal});
         if (b.mlp.bias) p.push_back({pre + "mlp.gate_proj.bias", {F}, I::Zeros});
@@ -182,7 +212,7 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
       if (b.mlp.bias) p.push_back({pre + "mlp.down_proj.bias", {D}, I::Zeros});
     }
   }
-  p.push_back({"final_norm.weight", {D}, norm_init});
+  norm("final_norm");
   if (!s.tie_embeddings) p.push_back({"lm_head.weight", {s.vocab_size, D}, I::Normal});
   return p;
 }
@@ -222,6 +252,7 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
   }
+  if (k == MixerKind::Rwkv4) check(b.rwkv.attn_dim > 0, where, ": rwkv4 attn_dim must be positive");
   if (k == MixerKind::GatedDeltaNet) {
     const GatedDeltaNetSpec& g = b.gdn;
     check(g.n_k_heads > 0 && g.n_v_heads > 0 && g.head_k_dim > 0 && g.head_v_dim > 0 && g.d_conv > 0, where,
@@ -243,8 +274,11 @@ void validate_spec(const ModelSpec& s) {
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
     const std::string where = "model spec: layer " + std::to_string(i);
-    check(b.has_mixer || b.has_mlp || b.has_moe, where, ": a layer needs a token mixer, an MLP or both");
-    check(!(b.has_mlp && b.has_moe), where, ": a layer has either an MLP or a mixture of experts");
+    check(b.has_mixer || b.has_mlp || b.has_moe || b.has_cmix, where,
+          ": a layer needs a token mixer, a channel mixer or both");
+    check(int(b.has_mlp) + int(b.has_moe) + int(b.has_cmix) <= 1, where,
+          ": a layer has at most one channel mixer (MLP, mixture of experts or RWKV channel mix)");
+    if (b.has_cmix) check(b.cmix.hidden > 0, where, ": rwkv channel mix hidden size must be positive");
     if (b.has_moe)
       check(b.moe.n_experts > 0 && b.moe.top_k > 0 && b.moe.top_k <= b.moe.n_experts && b.moe.hidden > 0,
             where, ": moe needs n_experts > 0, 0 < top_k <= n_experts and hidden > 0");

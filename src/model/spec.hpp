@@ -10,7 +10,9 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4 };
+// Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
+enum class NormKind { RMS, Layer };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
 
 const char* mixer_kind_name(MixerKind k);
@@ -52,10 +54,14 @@ struct BlockSpec {
   Mamba2Spec mamba2;
   ShortConvSpec short_conv;
   GatedDeltaNetSpec gdn;
+  Rwkv4Spec rwkv;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`
   MoeSpec moe;
+  bool has_cmix = false;  // the channel mixer is RWKV channel mixing (stateful)
+  RwkvChannelMixSpec cmix;
+  double post_scale = 1;  // the residual stream is multiplied by this after the block
 };
 
 struct ModelSpec {
@@ -63,6 +69,7 @@ struct ModelSpec {
   std::string name;
   int64_t vocab_size = 0, d_model = 0;
   double norm_eps = 1e-6;
+  double final_norm_eps = 0;  // the final norm's epsilon when it differs (0 = norm_eps)
   bool tie_embeddings = false;
   // Scalar multipliers some families use (Granite): embeddings are multiplied by
   // embedding_multiplier, each block's mixer/MLP output by residual_multiplier before
@@ -76,6 +83,8 @@ struct ModelSpec {
   // Norm weights stored as offsets from one: the norm multiplies by (1 + w) (Gemma-style;
   // Qwen3-Next). Applies to block norms, the final norm and attention q/k norms.
   bool norm_weight_offset = false;
+  NormKind norm_kind = NormKind::RMS;
+  bool embed_norm = false;  // a norm on the embedding output (RWKV's pre_ln), params embed_norm.*
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 };
@@ -87,7 +96,8 @@ struct ParamDecl {
   // Normal: N(0, std^2). SsmALog: log(1..N) per row (S4D-real). DtBias: softplus^-1 of
   // dt ~ log-uniform in [1e-3, 1e-1].
   // HeadALog: log(1..n) along the vector (Mamba-2's per-head decay).
-  enum class Init { Normal, Ones, Zeros, SsmALog, HeadALog, DtBias } init = Init::Normal;
+  // Half: every entry 0.5 (RWKV token-shift mixing ratios).
+  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

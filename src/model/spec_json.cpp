@@ -222,8 +222,12 @@ json spec_to_json(const ModelSpec& s) {
             {"residual_multiplier", s.residual_multiplier},
             {"logits_scaling", s.logits_scaling}};
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
+  check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm,
+        "braid's spec format cannot express LayerNorm, (1 + w) norms or an embedding norm yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
+    check(!b.has_moe && !b.has_parallel && !b.has_cmix && b.post_scale == 1.0, "braid's spec format cannot ",
+          "express mixtures of experts, parallel mixers or RWKV channel mixing yet");
     json l;
     if (!b.has_mixer)
       l["mixer"] = nullptr;
@@ -244,6 +248,8 @@ json spec_to_json(const ModelSpec& s) {
         case MixerKind::GatedDeltaNet:
           l["mixer"] = write_gdn(b.gdn);
           break;
+        case MixerKind::Rwkv4:
+          fail("braid's spec format cannot express rwkv4 layers yet");
       }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
     layers.push_back(l);

@@ -111,6 +111,8 @@ std::function<std::string(const std::string&)> tensor_namer(NameMap map) {
     if (c == "embed.weight") return map.embed;
     if (c == "final_norm.weight") return map.final_norm;
     if (c == "lm_head.weight") return map.lm_head;
+    for (const auto& [from, to] : map.exact)
+      if (c == from) return to;
     std::string n, rest;
     if (!split_block_name(c, &n, &rest)) return c;
     std::string pre = map.layer_prefix;

@@ -74,6 +74,8 @@ Mamba2Spec read_prefixed_mamba2(const JsonObject& cfg, double norm_eps, bool gro
 struct NameMap {
   std::string embed, final_norm, lm_head = "lm_head.weight", layer_prefix;
   std::vector<std::pair<std::string, std::string>> rules;
+  // Other names outside the blocks, exactly ("final_norm.bias" -> "model.norm.bias").
+  std::vector<std::pair<std::string, std::string>> exact = {};
 };
 std::function<std::string(const std::string&)> tensor_namer(NameMap map);
 // Splits "blocks.N.rest" into N and rest; false for other names.

@@ -14,6 +14,7 @@ Import import_jamba(const JsonObject& cfg);
 Import import_granitemoehybrid(const JsonObject& cfg);
 Import import_falcon_h1(const JsonObject& cfg);
 Import import_qwen3_next(const JsonObject& cfg);
+Import import_rwkv(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -30,6 +31,7 @@ const std::vector<Importer>& importers() {
       {"granitemoehybrid", import_granitemoehybrid},
       {"falcon_h1", import_falcon_h1},
       {"qwen3_next", import_qwen3_next},
+      {"rwkv", import_rwkv},
   };
   // clang-format on
   return list;

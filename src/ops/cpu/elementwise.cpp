@@ -4,14 +4,28 @@
 
 namespace braid::ops {
 
-void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y, float w_offset) {
+void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
     double ss = 0.0;
     for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * double(xr[i]);
     const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
-    for (int64_t i = 0; i < n; ++i) yr[i] = (w[i] + w_offset) * (xr[i] * inv);
+    for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows, int64_t n, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += xr[i];
+    const double mean = sum / double(n);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+    const float m = float(mean), inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * inv * w[i] + b[i];
   }
 }
 

@@ -5,10 +5,11 @@
 
 namespace braid::ops {
 
-// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w (+ offset), for `rows` rows of n.
-// In-place allowed (y == x). `w_offset` is 1 for checkpoints that store w - 1.
-void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y,
-             float w_offset = 0.0f);
+// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, for `rows` rows of n. In-place
+// allowed (y == x).
+void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y);
+// y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b (biased variance); in-place allowed.
+void layernorm(const float* x, const float* w, const float* b, float eps, int64_t rows, int64_t n, float* y);
 
 // y = silu(gate) * up, elementwise over n.
 void swiglu(const float* gate, const float* up, int64_t n, float* y);

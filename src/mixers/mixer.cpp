@@ -1,0 +1,24 @@
+#include "mixers/mixer.hpp"
+
+namespace braid {
+
+int64_t CompositeState::position() const {
+  for (const auto& p : parts)
+    if (p) return p->position();
+  return 0;
+}
+
+size_t CompositeState::bytes() const {
+  size_t n = 0;
+  for (const auto& p : parts)
+    if (p) n += p->bytes();
+  return n;
+}
+
+std::unique_ptr<State> CompositeState::clone() const {
+  auto c = std::make_unique<CompositeState>();
+  for (const auto& p : parts) c->parts.push_back(p ? p->clone() : nullptr);
+  return c;
+}
+
+}  // namespace braid
