@@ -104,4 +104,14 @@ struct RwkvChannelMixSpec {
   double out_scale = 1;
 };
 
+// Griffin's recurrent block (RG-LRU, De et al.): x = conv(W_x h) (causal depthwise, with
+// bias), y = gelu_tanh(W_y h); per head block-diagonal gates i_t = sigmoid(x W_i + b_i),
+// r_t = sigmoid(x W_r + b_r); log a_t = -8 r_t softplus(Lambda);
+// h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t) (the sqrt factor is 1 at position 0);
+// out = W_out (h * y). State: the conv window and h.
+struct RgLruSpec {
+  int64_t width = 0, n_heads = 1, d_conv = 4;
+  int64_t head_width() const { return width / n_heads; }
+};
+
 }  // namespace braid

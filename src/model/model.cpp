@@ -1,5 +1,6 @@
 #include "model/model.hpp"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -8,6 +9,7 @@
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/parallel.hpp"
+#include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
 #include "ops/cpu/elementwise.hpp"
@@ -160,6 +162,24 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       rw.receptance = w(rp + "receptance.weight");
       rw.output = w(rp + "output.weight");
       return std::make_unique<Rwkv4TimeMix>(b.rwkv, spec_.d_model, rw);
+    }
+    case MixerKind::RgLru: {
+      const std::string rp = "blocks." + std::to_string(i) + ".rglru.";
+      RgLruWeights rw;
+      rw.linear_x = w(rp + "linear_x.weight");
+      rw.linear_x_b = w(rp + "linear_x.bias");
+      rw.linear_y = w(rp + "linear_y.weight");
+      rw.linear_y_b = w(rp + "linear_y.bias");
+      rw.linear_out = w(rp + "linear_out.weight");
+      rw.linear_out_b = w(rp + "linear_out.bias");
+      rw.conv_w = w(rp + "conv1d.weight");
+      rw.conv_b = w(rp + "conv1d.bias");
+      rw.input_gate = w(rp + "input_gate_weight");
+      rw.input_gate_b = w(rp + "input_gate_bias");
+      rw.a_gate = w(rp + "recurrent_gate_weight");
+      rw.a_gate_b = w(rp + "recurrent_gate_bias");
+      rw.a_param = w(rp + "recurrent_param");
+      return std::make_unique<RgLruMixer>(b.rglru, spec_.d_model, rw);
     }
     case MixerKind::GatedDeltaNet: {
       const std::string gp = "blocks." + std::to_string(i) + ".gdn.";
@@ -321,10 +341,14 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     ops::linear(n + (T - 1) * D, 1, D, head, V, nullptr, logits);
   else
     ops::linear(n, T, D, head, V, nullptr, logits);
+  const int64_t n_out = (mode == LogitsMode::Last ? 1 : T) * V;
   if (spec_.logits_scaling != 1.0) {
-    const int64_t n_out = (mode == LogitsMode::Last ? 1 : T) * V;
     const float sc = float(spec_.logits_scaling);
     for (int64_t i = 0; i < n_out; ++i) logits[i] /= sc;
+  }
+  if (spec_.logits_soft_cap > 0) {
+    const float cap = float(spec_.logits_soft_cap);
+    for (int64_t i = 0; i < n_out; ++i) logits[i] = std::tanh(logits[i] / cap) * cap;
   }
 }
 

@@ -18,6 +18,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "gated_deltanet";
     case MixerKind::Rwkv4:
       return "rwkv4";
+    case MixerKind::RgLru:
+      return "rglru";
   }
   return "?";
 }
@@ -137,6 +139,23 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rwkv.output.weight", {D, A}, I::Normal});
       break;
     }
+    case MixerKind::RgLru: {
+      const int64_t W = b.rglru.width, H = b.rglru.n_heads, bw = b.rglru.head_width();
+      p.push_back({pre + "rglru.linear_x.weight", {W, D}, I::Normal});
+      p.push_back({pre + "rglru.linear_x.bias", {W}, I::Zeros});
+      p.push_back({pre + "rglru.linear_y.weight", {W, D}, I::Normal});
+      p.push_back({pre + "rglru.linear_y.bias", {W}, I::Zeros});
+      p.push_back({pre + "rglru.linear_out.weight", {D, W}, I::Normal});
+      p.push_back({pre + "rglru.linear_out.bias", {D}, I::Zeros});
+      p.push_back({pre + "rglru.conv1d.weight", {W, 1, b.rglru.d_conv}, I::Normal});
+      p.push_back({pre + "rglru.conv1d.bias", {W}, I::Zeros});
+      p.push_back({pre + "rglru.input_gate_weight", {H, bw, bw}, I::Normal});
+      p.push_back({pre + "rglru.input_gate_bias", {H, bw}, I::Zeros});
+      p.push_back({pre + "rglru.recurrent_gate_weight", {H, bw, bw}, I::Normal});
+      p.push_back({pre + "rglru.recurrent_gate_bias", {H, bw}, I::Zeros});
+      p.push_back({pre + "rglru.recurrent_param", {W}, I::Zeros});
+      break;
+    }
     case MixerKind::GatedDeltaNet: {
       const GatedDeltaNetSpec& g = b.gdn;
       const int64_t NV = g.n_v_heads;
@@ -252,6 +271,10 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
   }
+  if (k == MixerKind::RgLru)
+    check(b.rglru.width > 0 && b.rglru.n_heads > 0 && b.rglru.width % b.rglru.n_heads == 0 &&
+              b.rglru.d_conv > 0,
+          where, ": rglru width must be a positive multiple of n_heads, d_conv positive");
   if (k == MixerKind::Rwkv4) check(b.rwkv.attn_dim > 0, where, ": rwkv4 attn_dim must be positive");
   if (k == MixerKind::GatedDeltaNet) {
     const GatedDeltaNetSpec& g = b.gdn;

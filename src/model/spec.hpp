@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4 };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru };
 // Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
 enum class NormKind { RMS, Layer };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
@@ -55,6 +55,7 @@ struct BlockSpec {
   ShortConvSpec short_conv;
   GatedDeltaNetSpec gdn;
   Rwkv4Spec rwkv;
+  RgLruSpec rglru;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`
@@ -75,7 +76,8 @@ struct ModelSpec {
   // embedding_multiplier, each block's mixer/MLP output by residual_multiplier before
   // the residual add, and logits divided by logits_scaling.
   double embedding_multiplier = 1.0, residual_multiplier = 1.0, logits_scaling = 1.0;
-  int64_t max_context = 0;  // advisory (from the checkpoint); 0 = unknown
+  double logits_soft_cap = 0;  // > 0: logits = cap * tanh(logits / cap) (Gemma-style)
+  int64_t max_context = 0;     // advisory (from the checkpoint); 0 = unknown
   std::vector<BlockSpec> blocks;
   // Hidden-state dumps start with the embedding output (most families) or with the
   // output of the first block (Mamba-style models); `verify` follows the reference.

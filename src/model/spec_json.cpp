@@ -222,8 +222,8 @@ json spec_to_json(const ModelSpec& s) {
             {"residual_multiplier", s.residual_multiplier},
             {"logits_scaling", s.logits_scaling}};
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
-  check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm,
-        "braid's spec format cannot express LayerNorm, (1 + w) norms or an embedding norm yet");
+  check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0,
+        "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
     check(!b.has_moe && !b.has_parallel && !b.has_cmix && b.post_scale == 1.0, "braid's spec format cannot ",
@@ -249,7 +249,8 @@ json spec_to_json(const ModelSpec& s) {
           l["mixer"] = write_gdn(b.gdn);
           break;
         case MixerKind::Rwkv4:
-          fail("braid's spec format cannot express rwkv4 layers yet");
+        case MixerKind::RgLru:
+          fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");
       }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
     layers.push_back(l);

@@ -15,6 +15,7 @@ Import import_granitemoehybrid(const JsonObject& cfg);
 Import import_falcon_h1(const JsonObject& cfg);
 Import import_qwen3_next(const JsonObject& cfg);
 Import import_rwkv(const JsonObject& cfg);
+Import import_recurrent_gemma(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -32,6 +33,7 @@ const std::vector<Importer>& importers() {
       {"falcon_h1", import_falcon_h1},
       {"qwen3_next", import_qwen3_next},
       {"rwkv", import_rwkv},
+      {"recurrent_gemma", import_recurrent_gemma},
   };
   // clang-format on
   return list;
