@@ -114,4 +114,15 @@ struct RgLruSpec {
   int64_t head_width() const { return width / n_heads; }
 };
 
+// Lightning attention (MiniMax-01): q, k, v = SiLU(W_qkv x) (per head [q | k | v]); per
+// head linear attention with a fixed decay exp(-slope_h) per token, slope_h =
+// 2^(-8 (h + 1) / n_heads) * slope_factor; RMSNorm over all heads, times
+// sigmoid(W_gate x), then out_proj. State: S [n_heads][head_dim][head_dim].
+struct LightningSpec {
+  int64_t n_heads = 0, head_dim = 0;
+  double slope_factor = 1;  // MiniMax: 1 - layer / (n_layers - 1 + 1e-5) + 1e-5
+  double norm_eps = 1e-6;
+  int64_t chunk = 64;  // tokens per chunk of the chunked form
+};
+
 }  // namespace braid

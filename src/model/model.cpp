@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
+#include "mixers/lightning.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/parallel.hpp"
@@ -181,6 +182,15 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       rw.a_param = w(rp + "recurrent_param");
       return std::make_unique<RgLruMixer>(b.rglru, spec_.d_model, rw);
     }
+    case MixerKind::Lightning: {
+      const std::string lp = "blocks." + std::to_string(i) + ".lightning.";
+      LightningWeights lw;
+      lw.qkv_proj = w(lp + "qkv_proj.weight");
+      lw.output_gate = w(lp + "output_gate.weight");
+      lw.norm = w(lp + "norm.weight");
+      lw.out_proj = w(lp + "out_proj.weight");
+      return std::make_unique<LightningMixer>(b.lightning, spec_.d_model, lw);
+    }
     case MixerKind::GatedDeltaNet: {
       const std::string gp = "blocks." + std::to_string(i) + ".gdn.";
       GatedDeltaNetWeights gw;
@@ -290,11 +300,12 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   if (spec_.embedding_multiplier != 1.0)
     for (int64_t i = 0; i < T * D; ++i) h[i] *= float(spec_.embedding_multiplier);
   const float rm = float(spec_.residual_multiplier);
-  auto residual = [&](const float* v) {
-    if (rm == 1.0f)
-      ops::add_inplace(h, v, T * D);
-    else
-      for (int64_t i = 0; i < T * D; ++i) h[i] += v[i] * rm;
+  // h = base * alpha + v * beta * rm, base the raw stream h or (normed residual) n.
+  auto residual = [&](const float* v, bool from_norm, double alpha, double beta) {
+    if (!from_norm && rm == 1.0f && alpha == 1.0 && beta == 1.0) return ops::add_inplace(h, v, T * D);
+    const float* base = from_norm ? n : h;
+    const float a = float(alpha), b = float(beta) * rm;
+    for (int64_t i = 0; i < T * D; ++i) h[i] = base[i] * a + v[i] * b;
   };
   auto snap = [&](const float* src) {
     if (capture) capture->states.emplace_back(src, src + T * D);
@@ -317,7 +328,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     if (mixers_[i]) {
       norm(h, bw.norm1, bw.norm1_b, T, n);
       mixers_[i]->forward(n, T, *tok, tmp, ws);
-      residual(tmp);
+      residual(tmp, b.normed_residual, b.mixer_alpha, b.mixer_beta);
     }
     if (b.has_mlp || b.has_moe || b.has_cmix) {
       norm(h, bw.norm2, bw.norm2_b, T, n);
@@ -327,7 +338,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
         moe_forward(b.moe, bw.moe, n, T, D, tmp, ws);
       else
         ffn_forward(b.mlp, n, T, D, bw.mlp, tmp, ws);
-      residual(tmp);
+      residual(tmp, b.normed_residual, b.channel_alpha, b.channel_beta);
     }
     if (b.post_scale != 1.0)
       for (int64_t j = 0; j < T * D; ++j) h[j] *= float(b.post_scale);

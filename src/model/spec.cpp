@@ -20,6 +20,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "rwkv4";
     case MixerKind::RgLru:
       return "rglru";
+    case MixerKind::Lightning:
+      return "lightning";
   }
   return "?";
 }
@@ -156,6 +158,14 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rglru.recurrent_param", {W}, I::Zeros});
       break;
     }
+    case MixerKind::Lightning: {
+      const int64_t HD = b.lightning.n_heads * b.lightning.head_dim;
+      p.push_back({pre + "lightning.qkv_proj.weight", {3 * HD, D}, I::Normal});
+      p.push_back({pre + "lightning.output_gate.weight", {HD, D}, I::Normal});
+      p.push_back({pre + "lightning.norm.weight", {HD}, I::Ones});
+      p.push_back({pre + "lightning.out_proj.weight", {D, HD}, I::Normal});
+      break;
+    }
     case MixerKind::GatedDeltaNet: {
       const GatedDeltaNetSpec& g = b.gdn;
       const int64_t NV = g.n_v_heads;
@@ -271,6 +281,9 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
   }
+  if (k == MixerKind::Lightning)
+    check(b.lightning.n_heads > 0 && b.lightning.head_dim > 0 && b.lightning.chunk > 0, where,
+          ": lightning n_heads, head_dim and chunk must be positive");
   if (k == MixerKind::RgLru)
     check(b.rglru.width > 0 && b.rglru.n_heads > 0 && b.rglru.width % b.rglru.n_heads == 0 &&
               b.rglru.d_conv > 0,

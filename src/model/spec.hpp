@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru, Lightning };
 // Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
 enum class NormKind { RMS, Layer };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
@@ -56,6 +56,7 @@ struct BlockSpec {
   GatedDeltaNetSpec gdn;
   Rwkv4Spec rwkv;
   RgLruSpec rglru;
+  LightningSpec lightning;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`
@@ -63,6 +64,10 @@ struct BlockSpec {
   bool has_cmix = false;  // the channel mixer is RWKV channel mixing (stateful)
   RwkvChannelMixSpec cmix;
   double post_scale = 1;  // the residual stream is multiplied by this after the block
+  // MiniMax-style residuals: the stream continues from the normed input instead of the raw
+  // one, and h = alpha * h + beta * f(h) for the token mixer and for the channel mixer.
+  bool normed_residual = false;
+  double mixer_alpha = 1, mixer_beta = 1, channel_alpha = 1, channel_beta = 1;
 };
 
 struct ModelSpec {

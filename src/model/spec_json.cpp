@@ -226,7 +226,8 @@ json spec_to_json(const ModelSpec& s) {
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
-    check(!b.has_moe && !b.has_parallel && !b.has_cmix && b.post_scale == 1.0, "braid's spec format cannot ",
+    check(!b.has_moe && !b.has_parallel && !b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
+          "braid's spec format cannot ",
           "express mixtures of experts, parallel mixers or RWKV channel mixing yet");
     json l;
     if (!b.has_mixer)
@@ -250,6 +251,7 @@ json spec_to_json(const ModelSpec& s) {
           break;
         case MixerKind::Rwkv4:
         case MixerKind::RgLru:
+        case MixerKind::Lightning:
           fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");
       }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);

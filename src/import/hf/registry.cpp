@@ -16,6 +16,7 @@ Import import_falcon_h1(const JsonObject& cfg);
 Import import_qwen3_next(const JsonObject& cfg);
 Import import_rwkv(const JsonObject& cfg);
 Import import_recurrent_gemma(const JsonObject& cfg);
+Import import_minimax(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -34,6 +35,7 @@ const std::vector<Importer>& importers() {
       {"qwen3_next", import_qwen3_next},
       {"rwkv", import_rwkv},
       {"recurrent_gemma", import_recurrent_gemma},
+      {"minimax", import_minimax},
   };
   // clang-format on
   return list;

@@ -1,0 +1,33 @@
+// The decayed linear-attention kernel shared by the gated-linear-attention family
+// (lightning attention's fixed per-head decay, RetNet / SimpleGLA scalar gates, GLA's
+// per-key-channel gates). For one head and a chunk of Q tokens, continuing from S [dk][dv]:
+//   S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,   o_t = S_t^T q_t.
+// g holds log decays (<= 0): one per token (scalar gate) or dk per token (per channel).
+// Q > 1 uses the chunked form: with c the cumulative log decay from the chunk start,
+//   o = ((q k^T) masked by exp(c_i - c_j), j <= i) v + (q exp(c)) S_0,
+//   S = exp(c_last) S_0 + (k exp(c_last - c))^T v,
+// forming only exp of non-positive numbers. Q == 1 is the direct recurrence.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace braid {
+
+struct LinearAttentionChunk {
+  int64_t Q = 0, dk = 0, dv = 0;
+  const float *q = nullptr, *k = nullptr, *v = nullptr;  // rows of length dk / dk / dv
+  int64_t ldq = 0, ldk = 0, ldv = 0;                     // row strides
+  const float* g = nullptr;                              // [Q] or [Q][dk] (row stride ldg)
+  bool per_channel = false;
+  int64_t ldg = 0;
+  float* S = nullptr;  // [dk][dv], updated in place
+  float* o = nullptr;  // [Q] rows of dv, stride ldo (overwritten)
+  int64_t ldo = 0;
+};
+
+// Floats of scratch linear_attention() needs for a chunk of Q tokens.
+size_t linear_attention_scratch(int64_t Q, int64_t dk, int64_t dv, bool per_channel);
+// Single-threaded (callers parallelise over heads); `scratch` as sized above.
+void linear_attention(const LinearAttentionChunk& c, float* scratch);
+
+}  // namespace braid
