@@ -60,6 +60,9 @@ TEST_P(FamilyParity, LogitsAndHiddenStates) {
 
 TEST_P(FamilyParity, GreedyDecodeMatchesReference) {
   REQUIRE_FIXTURES();
+  // The xlstm fixture has no generation reference (its generate path failed upstream);
+  // its decode path is still checked against its own full forward below.
+  if (!ref->find("gen_tokens")) GTEST_SKIP() << GetParam() << " has no generation reference";
   std::vector<int32_t> prompt = ids_of(ref->get("gen_prompt"));
   std::vector<int32_t> want = ids_of(ref->get("gen_tokens"));
   Tensor want_logits = ref->get("gen_logits");
@@ -112,7 +115,7 @@ TEST_P(FamilyParity, SnapshotRestoreEqualsUninterrupted) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, FamilyParity,
                          ::testing::Values("llama", "qwen3", "mamba", "falcon_mamba", "mamba2", "bamba",
                                            "nemotron_h", "lfm2", "jamba", "granitemoehybrid", "falcon_h1",
-                                           "qwen3_next"));
+                                           "qwen3_next", "minimax", "recurrent_gemma", "rwkv", "xlstm"));
 
 }  // namespace
 

@@ -125,4 +125,17 @@ struct LightningSpec {
   int64_t chunk = 64;  // tokens per chunk of the chunked form
 };
 
+// mLSTM (xLSTM, Beck et al.): per head a matrix memory C [dk][dv] and normaliser n [dk]
+// with exponential input gate and sigmoid forget gate, stabilised by a running max m:
+//   m_t = max(log sigmoid(f_t) + m_{t-1}, i_t),  C_t = e^{lsig(f_t) + m_{t-1} - m_t} C_{t-1}
+//   + e^{i_t - m_t} k_t v_t^T (n likewise with k_t), h_t = C_t^T q~ / (max(|n_t . q~|, e^{-m_t}) + eps)
+// with q~ = q / sqrt(dk); gate pre-activations are soft-capped. Then a per-head LayerNorm
+// (weight over all channels), times sigmoid(o), and out_proj.
+struct MlstmSpec {
+  int64_t n_heads = 0, qk_dim = 0, v_dim = 0;  // totals over heads
+  double gate_soft_cap = 0;                    // 0 = none
+  double eps = 1e-6, norm_eps = 1e-6;
+  int64_t chunk = 64;
+};
+
 }  // namespace braid

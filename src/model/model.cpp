@@ -9,6 +9,7 @@
 #include "mixers/lightning.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/mlstm.hpp"
 #include "mixers/parallel.hpp"
 #include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
@@ -181,6 +182,21 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       rw.a_gate_b = w(rp + "recurrent_gate_bias");
       rw.a_param = w(rp + "recurrent_param");
       return std::make_unique<RgLruMixer>(b.rglru, spec_.d_model, rw);
+    }
+    case MixerKind::Mlstm: {
+      const std::string mp = "blocks." + std::to_string(i) + ".mlstm.";
+      MlstmWeights mw;
+      mw.q = w(mp + "q.weight");
+      mw.k = w(mp + "k.weight");
+      mw.v = w(mp + "v.weight");
+      mw.o = w(mp + "ogate_preact.weight");
+      mw.igate = w(mp + "igate_preact.weight");
+      mw.igate_b = w(mp + "igate_preact.bias");
+      mw.fgate = w(mp + "fgate_preact.weight");
+      mw.fgate_b = w(mp + "fgate_preact.bias");
+      mw.norm = w(mp + "multihead_norm.weight");
+      mw.out_proj = w(mp + "out_proj.weight");
+      return std::make_unique<MlstmMixer>(b.mlstm, spec_.d_model, mw);
     }
     case MixerKind::Lightning: {
       const std::string lp = "blocks." + std::to_string(i) + ".lightning.";

@@ -22,6 +22,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "rglru";
     case MixerKind::Lightning:
       return "lightning";
+    case MixerKind::Mlstm:
+      return "mlstm";
   }
   return "?";
 }
@@ -158,6 +160,20 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rglru.recurrent_param", {W}, I::Zeros});
       break;
     }
+    case MixerKind::Mlstm: {
+      const MlstmSpec& m = b.mlstm;
+      p.push_back({pre + "mlstm.q.weight", {m.qk_dim, D}, I::Normal});
+      p.push_back({pre + "mlstm.k.weight", {m.qk_dim, D}, I::Normal});
+      p.push_back({pre + "mlstm.v.weight", {m.v_dim, D}, I::Normal});
+      p.push_back({pre + "mlstm.ogate_preact.weight", {m.v_dim, D}, I::Normal});
+      p.push_back({pre + "mlstm.igate_preact.weight", {m.n_heads, D}, I::Normal});
+      p.push_back({pre + "mlstm.igate_preact.bias", {m.n_heads}, I::Zeros});
+      p.push_back({pre + "mlstm.fgate_preact.weight", {m.n_heads, D}, I::Normal});
+      p.push_back({pre + "mlstm.fgate_preact.bias", {m.n_heads}, I::Ones});
+      p.push_back({pre + "mlstm.multihead_norm.weight", {m.v_dim}, I::Ones});
+      p.push_back({pre + "mlstm.out_proj.weight", {D, m.v_dim}, I::Normal});
+      break;
+    }
     case MixerKind::Lightning: {
       const int64_t HD = b.lightning.n_heads * b.lightning.head_dim;
       p.push_back({pre + "lightning.qkv_proj.weight", {3 * HD, D}, I::Normal});
@@ -280,6 +296,13 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
     check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where, ": mamba2 norm group size ",
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
+  }
+  if (k == MixerKind::Mlstm) {
+    const MlstmSpec& m = b.mlstm;
+    check(
+        m.n_heads > 0 && m.qk_dim > 0 && m.v_dim > 0 && m.qk_dim % m.n_heads == 0 && m.v_dim % m.n_heads == 0,
+        where, ": mlstm qk_dim and v_dim must be positive multiples of n_heads");
+    check(m.chunk > 0, where, ": mlstm chunk must be positive");
   }
   if (k == MixerKind::Lightning)
     check(b.lightning.n_heads > 0 && b.lightning.head_dim > 0 && b.lightning.chunk > 0, where,

@@ -10,7 +10,7 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru, Lightning };
+enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru, Lightning, Mlstm };
 // Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
 enum class NormKind { RMS, Layer };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
@@ -57,6 +57,7 @@ struct BlockSpec {
   Rwkv4Spec rwkv;
   RgLruSpec rglru;
   LightningSpec lightning;
+  MlstmSpec mlstm;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`

@@ -252,6 +252,7 @@ json spec_to_json(const ModelSpec& s) {
         case MixerKind::Rwkv4:
         case MixerKind::RgLru:
         case MixerKind::Lightning:
+        case MixerKind::Mlstm:
           fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");
       }
     l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);

@@ -17,6 +17,7 @@ Import import_qwen3_next(const JsonObject& cfg);
 Import import_rwkv(const JsonObject& cfg);
 Import import_recurrent_gemma(const JsonObject& cfg);
 Import import_minimax(const JsonObject& cfg);
+Import import_xlstm(const JsonObject& cfg);
 
 const std::vector<Importer>& importers() {
   // clang-format off
@@ -36,6 +37,7 @@ const std::vector<Importer>& importers() {
       {"rwkv", import_rwkv},
       {"recurrent_gemma", import_recurrent_gemma},
       {"minimax", import_minimax},
+      {"xlstm", import_xlstm},
   };
   // clang-format on
   return list;
