@@ -24,6 +24,7 @@ struct BenchArgs {
   int64_t prompt_len = 512, decode = 64;
   int runs = 5, threads = 0;
   bool as_json = false;
+  bool compare_step = false;  // also time the prompt fed one token at a time
 };
 
 double median(std::vector<double> v) {
@@ -81,6 +82,15 @@ void bench(const BenchArgs& a) {
     prefill_fracs.push_back(prefill_tps.back() * prefill_flops / peaks.back());
   }
   const double prefill = median(prefill_tps), decode = median(decode_tps);
+  // The same prompt fed one token at a time (once: it is slow), to show what chunked
+  // prefill buys over a token loop.
+  double step_tps = 0;
+  if (a.compare_step) {
+    Session sess(model);
+    Timer t;
+    for (int64_t i = 0; i < a.prompt_len; ++i) sess.feed(&prompt[size_t(i)], 1);
+    step_tps = double(a.prompt_len) / t.seconds();
+  }
   const double bw = median(bws), peak = median(peaks);
   const double decode_frac = median(decode_fracs), prefill_frac = median(prefill_fracs);
 
@@ -102,6 +112,10 @@ void bench(const BenchArgs& a) {
             {"prefill_peak_fraction", prefill_frac},
             {"state_bytes", state_bytes},
             {"rss_bytes", rss}};
+  if (a.compare_step) {
+    j["step_prefill_tokens_per_s"] = step_tps;
+    j["chunked_over_step"] = prefill / step_tps;
+  }
   if (a.as_json) {
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -110,6 +124,10 @@ void bench(const BenchArgs& a) {
               (long long)model->n_params(), num_threads());
   std::printf("prefill          %.1f tokens/s  (T=%lld, median of %d)  %.1f%% of SGEMM peak %.1f GFLOP/s\n",
               prefill, (long long)a.prompt_len, a.runs, 100 * prefill_frac, peak / 1e9);
+  if (a.compare_step)
+    std::printf(
+        "token loop       %.1f tokens/s feeding the prompt one token at a time: chunked is %.1fx faster\n",
+        step_tps, prefill / step_tps);
   std::printf("decode           %.2f tokens/s  (%lld tokens after the prompt, median of %d)\n", decode,
               (long long)a.decode, a.runs);
   std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
@@ -129,6 +147,7 @@ void add_bench(CLI::App& app, int& exit_code) {
   c->add_option("--decode", a->decode, "Tokens to decode after the prompt")->capture_default_str();
   c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_flag("--compare-step", a->compare_step, "Also time the prompt fed one token at a time");
   c->add_flag("--json", a->as_json, "Print one JSON object (fields in docs/benchmarks.md)");
   c->callback([a, &exit_code] {
     bench(*a);

@@ -65,57 +65,80 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
       la[t * H + h] = d * A_[size_t(h)];
     }
 
-  // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
   float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
-  const int nthreads = omp_get_max_threads();
-  const size_t per_thread = size_t(Q * Q + 2 * Q + Q * N + Q * P);
-  float* scratch = ws.get(Workspace::kScores, size_t(nthreads) * per_thread);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t h = 0; h < H; ++h) {
-    float* M = scratch + size_t(omp_get_thread_num()) * per_thread;  // [Q][Q]
-    float* cum = M + Q * Q;                                          // [Q] cumulative log decay
-    float* wgt = cum + Q;                                            // [Q]
-    float* Bw = wgt + Q;                                             // [Q][N]
-    float* Xs = Bw + Q * N;                                          // [Q][P]
-    const int64_t g = h / hpg;
-    const float* X = xbc + h * P;       // rows stride conv_dim
-    const float* B = xbc + Di + g * N;  // rows stride conv_dim
-    const float* C = xbc + Di + GN + g * N;
-    float* S = st.ssm.data() + h * P * N;  // [P][N]
-    float* Y = out + h * P;                // rows stride Di
-    float acc = 0.0f;
-    for (int64_t t = 0; t < Q; ++t) cum[t] = acc += la[t * H + h];
-    // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
-    ops::gemm(Q, Q, N, 1.0f, C, conv_dim, B, conv_dim, true, 0.0f, M, Q);
-    for (int64_t t = 0; t < Q; ++t) {
-      for (int64_t j = 0; j <= t; ++j) M[t * Q + j] *= std::exp(cum[t] - cum[j]) * dt[j * H + h];
-      for (int64_t j = t + 1; j < Q; ++j) M[t * Q + j] = 0.0f;
-    }
-    // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state).
-    ops::gemm(Q, P, Q, 1.0f, M, Q, X, conv_dim, false, 0.0f, Y, Di);
-    for (int64_t t = 0; t < Q; ++t) {
-      const float e = std::exp(cum[t]);
-      for (int64_t n = 0; n < N; ++n) Bw[t * N + n] = C[t * conv_dim + n] * e;  // reuse Bw for C * decay
-    }
-    ops::gemm(Q, P, N, 1.0f, Bw, N, S, N, true, 1.0f, Y, Di);
-    // S <- exp(cum_Q) S + sum_j exp(cum_Q - cum_j) dt_j x_j B_j^T  (X^T diag(w) B)
-    for (int64_t j = 0; j < Q; ++j) wgt[j] = std::exp(cum[Q - 1] - cum[j]) * dt[j * H + h];
-    for (int64_t j = 0; j < Q; ++j)
-      for (int64_t n = 0; n < N; ++n) Bw[j * N + n] = B[j * conv_dim + n] * wgt[j];
-    for (int64_t j = 0; j < Q; ++j) std::memcpy(Xs + j * P, X + j * conv_dim, size_t(P) * sizeof(float));
-    const float decay = std::exp(cum[Q - 1]);
-    for (int64_t i = 0; i < P * N; ++i) S[i] *= decay;
-    // S[P][N] += Xs^T [P][Q] . Bw [Q][N]
-    for (int64_t j = 0; j < Q; ++j)
+  if (Q == 1) {
+    // Decode: S = exp(dt A) S + dt x B^T; y = S C + D x, one pass over each head's state.
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / hpg;
+      const float* X = xbc + h * P;
+      const float* B = xbc + Di + g * N;
+      const float* C = xbc + Di + GN + g * N;
+      const float a = std::exp(la[h]), d = dt[h];
+      float* S = st.ssm.data() + h * P * N;
       for (int64_t p = 0; p < P; ++p) {
-        const float xv = Xs[j * P + p];
         float* Sp = S + p * N;
-        const float* bj = Bw + j * N;
-        for (int64_t n = 0; n < N; ++n) Sp[n] += xv * bj[n];
+        const float xd = d * X[p];
+        float acc = 0.0f;
+        for (int64_t n = 0; n < N; ++n) {
+          Sp[n] = a * Sp[n] + xd * B[n];
+          acc += Sp[n] * C[n];
+        }
+        out[h * P + p] = acc + w_.D[h] * X[p];
       }
-    // D skip.
-    for (int64_t t = 0; t < Q; ++t)
-      for (int64_t p = 0; p < P; ++p) Y[t * Di + p] += w_.D[h] * X[t * conv_dim + p];
+    }
+  } else {
+    // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
+    const int nthreads = omp_get_max_threads();
+    const size_t per_thread = size_t(Q * Q + 2 * Q + Q * N + Q * P);
+    float* scratch = ws.get(Workspace::kScores, size_t(nthreads) * per_thread);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t h = 0; h < H; ++h) {
+      float* M = scratch + size_t(omp_get_thread_num()) * per_thread;  // [Q][Q]
+      float* cum = M + Q * Q;                                          // [Q] cumulative log decay
+      float* wgt = cum + Q;                                            // [Q]
+      float* Bw = wgt + Q;                                             // [Q][N]
+      float* Xs = Bw + Q * N;                                          // [Q][P]
+      const int64_t g = h / hpg;
+      const float* X = xbc + h * P;       // rows stride conv_dim
+      const float* B = xbc + Di + g * N;  // rows stride conv_dim
+      const float* C = xbc + Di + GN + g * N;
+      float* S = st.ssm.data() + h * P * N;  // [P][N]
+      float* Y = out + h * P;                // rows stride Di
+      float acc = 0.0f;
+      for (int64_t t = 0; t < Q; ++t) cum[t] = acc += la[t * H + h];
+      // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
+      ops::gemm(Q, Q, N, 1.0f, C, conv_dim, B, conv_dim, true, 0.0f, M, Q);
+      for (int64_t t = 0; t < Q; ++t) {
+        for (int64_t j = 0; j <= t; ++j) M[t * Q + j] *= std::exp(cum[t] - cum[j]) * dt[j * H + h];
+        for (int64_t j = t + 1; j < Q; ++j) M[t * Q + j] = 0.0f;
+      }
+      // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state).
+      ops::gemm(Q, P, Q, 1.0f, M, Q, X, conv_dim, false, 0.0f, Y, Di);
+      for (int64_t t = 0; t < Q; ++t) {
+        const float e = std::exp(cum[t]);
+        for (int64_t n = 0; n < N; ++n) Bw[t * N + n] = C[t * conv_dim + n] * e;  // reuse Bw for C * decay
+      }
+      ops::gemm(Q, P, N, 1.0f, Bw, N, S, N, true, 1.0f, Y, Di);
+      // S <- exp(cum_Q) S + sum_j exp(cum_Q - cum_j) dt_j x_j B_j^T  (X^T diag(w) B)
+      for (int64_t j = 0; j < Q; ++j) wgt[j] = std::exp(cum[Q - 1] - cum[j]) * dt[j * H + h];
+      for (int64_t j = 0; j < Q; ++j)
+        for (int64_t n = 0; n < N; ++n) Bw[j * N + n] = B[j * conv_dim + n] * wgt[j];
+      for (int64_t j = 0; j < Q; ++j) std::memcpy(Xs + j * P, X + j * conv_dim, size_t(P) * sizeof(float));
+      const float decay = std::exp(cum[Q - 1]);
+      for (int64_t i = 0; i < P * N; ++i) S[i] *= decay;
+      // S[P][N] += Xs^T [P][Q] . Bw [Q][N]
+      for (int64_t j = 0; j < Q; ++j)
+        for (int64_t p = 0; p < P; ++p) {
+          const float xv = Xs[j * P + p];
+          float* Sp = S + p * N;
+          const float* bj = Bw + j * N;
+          for (int64_t n = 0; n < N; ++n) Sp[n] += xv * bj[n];
+        }
+      // D skip.
+      for (int64_t t = 0; t < Q; ++t)
+        for (int64_t p = 0; p < P; ++p) Y[t * Di + p] += w_.D[h] * X[t * conv_dim + p];
+    }
   }
 
   // Output gate and norm: rmsnorm(y * silu(z)), rmsnorm(y) * silu(z) or y * silu(z); the
