@@ -51,3 +51,24 @@ TEST(StateMemory, AttentionGrowsByItsKvBytesPerToken) {
   s.feed(ids.data(), 300);
   EXPECT_EQ(s.state_bytes(), model->fixed_state_bytes() + 300 * model->state_bytes_per_token());
 }
+
+TEST(StateMemory, SlidingWindowCacheStaysBoundedOver10kTokens) {
+  const json local =
+      json::array({{{"mixer",
+                     {{"type", "attention"},
+                      {"n_heads", 4},
+                      {"n_kv_heads", 1},
+                      {"head_dim", 8},
+                      {"sliding_window", 16}}}},
+                   {{"mixer", {{"type", "gated_deltanet"}, {"n_k_heads", 2}, {"head_k_dim", 8}}}}});
+  auto model = tiny(local);
+  EXPECT_EQ(model->state_bytes_per_token(), 0u);
+  Session s(model);
+  size_t most = 0;
+  for (int i = 0; i < 10000; ++i) {
+    int32_t tok = int32_t((i * 7 + 3) % 64);
+    s.feed(&tok, 1);
+    most = std::max(most, s.state_bytes());
+  }
+  EXPECT_LE(most, model->fixed_state_bytes());
+}

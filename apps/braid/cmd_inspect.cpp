@@ -26,7 +26,7 @@ void inspect(const std::string& dir, bool as_json) {
   for (int64_t i = 0; i < model->n_layers(); ++i) {
     const Mixer* m = model->mixer(size_t(i));
     const BlockSpec& b = s.blocks[size_t(i)];
-    const size_t st = m ? m->fixed_state_bytes() : 0, pt = m ? m->bytes_per_token() : 0;
+    const size_t st = model->layer_fixed_state_bytes(size_t(i)), pt = model->layer_bytes_per_token(size_t(i));
     fixed += st;
     per_token += pt;
     json l = {{"layer", i}, {"mixer", m ? m->kind() : "none"}, {"state_bytes", st}, {"bytes_per_token", pt}};
@@ -47,7 +47,14 @@ void inspect(const std::string& dir, bool as_json) {
       l["d_state"] = b.mamba2.d_state;
       l["d_conv"] = b.mamba2.d_conv;
     }
-    l["mlp"] = s.blocks[size_t(i)].has_mlp ? s.blocks[size_t(i)].mlp.hidden : 0;
+    l["mlp"] = b.has_mlp ? b.mlp.hidden : 0;
+    if (b.has_moe) {
+      l["experts"] = b.moe.n_experts;
+      l["top_k"] = b.moe.top_k;
+      l["expert_hidden"] = b.moe.hidden;
+      l["shared_hidden"] = b.moe.shared_hidden;
+    }
+    if (b.has_cmix) l["rwkv_channel_mix"] = b.cmix.hidden;
     layers.push_back(l);
   }
   if (as_json) {
@@ -81,9 +88,18 @@ void inspect(const std::string& dir, bool as_json) {
                   (long long)l["d_state"].get<int64_t>(), (long long)l["d_conv"].get<int64_t>());
     if (l.value("sliding_window", int64_t(0)) > 0)
       std::printf("  window %lld", (long long)l["sliding_window"].get<int64_t>());
-    std::printf("  state %s + %s/token  mlp %lld\n", human(double(l["state_bytes"].get<size_t>())).c_str(),
-                human(double(l["bytes_per_token"].get<size_t>())).c_str(),
-                (long long)l["mlp"].get<int64_t>());
+    std::printf("  state %s + %s/token", human(double(l["state_bytes"].get<size_t>())).c_str(),
+                human(double(l["bytes_per_token"].get<size_t>())).c_str());
+    if (l.contains("experts"))
+      std::printf("  moe %lld x %lld top-%lld%s\n", (long long)l["experts"].get<int64_t>(),
+                  (long long)l["expert_hidden"].get<int64_t>(), (long long)l["top_k"].get<int64_t>(),
+                  l["shared_hidden"].get<int64_t>() > 0 ? " + shared" : "");
+    else if (l.contains("rwkv_channel_mix"))
+      std::printf("  channel mix %lld\n", (long long)l["rwkv_channel_mix"].get<int64_t>());
+    else if (l["mlp"].get<int64_t>() > 0)
+      std::printf("  mlp %lld\n", (long long)l["mlp"].get<int64_t>());
+    else
+      std::printf("\n");
   }
   std::printf("state/sequence %s fixed + %s per token of context (KV cache)\n", human(double(fixed)).c_str(),
               human(double(per_token)).c_str());

@@ -14,30 +14,47 @@ namespace braid {
 
 std::unique_ptr<State> KVState::clone() const {
   auto c = std::make_unique<KVState>(n_kv_, hd_);
+  c->start_ = start_;
   c->reserve(len_);
   for (int64_t g = 0; g < n_kv_; ++g) {
-    std::memcpy(c->k(g), k(g), size_t(len_ * hd_) * sizeof(float));
-    std::memcpy(c->v(g), v(g), size_t(len_ * hd_) * sizeof(float));
+    std::memcpy(c->k_.data() + g * c->cap_ * hd_, k_.data() + g * cap_ * hd_,
+                size_t(stored() * hd_) * sizeof(float));
+    std::memcpy(c->v_.data() + g * c->cap_ * hd_, v_.data() + g * cap_ * hd_,
+                size_t(stored() * hd_) * sizeof(float));
   }
   c->len_ = len_;
   return c;
 }
 
 void KVState::reserve(int64_t n) {
-  if (n <= cap_) return;
+  const int64_t need = n - start_;
+  if (need <= cap_) return;
   int64_t cap = std::max<int64_t>(cap_ ? cap_ : 64, 64);
-  while (cap < n) cap *= 2;
+  while (cap < need) cap *= 2;
   FloatBuffer nk, nv;
   nk.reserve(size_t(n_kv_ * cap * hd_));
   nv.reserve(size_t(n_kv_ * cap * hd_));
-  for (int64_t g = 0; g < n_kv_; ++g) {
-    if (len_ == 0) break;
-    std::memcpy(nk.data() + g * cap * hd_, k(g), size_t(len_ * hd_) * sizeof(float));
-    std::memcpy(nv.data() + g * cap * hd_, v(g), size_t(len_ * hd_) * sizeof(float));
+  for (int64_t g = 0; g < n_kv_ && stored() > 0; ++g) {
+    std::memcpy(nk.data() + g * cap * hd_, k_.data() + g * cap_ * hd_,
+                size_t(stored() * hd_) * sizeof(float));
+    std::memcpy(nv.data() + g * cap * hd_, v_.data() + g * cap_ * hd_,
+                size_t(stored() * hd_) * sizeof(float));
   }
   k_ = std::move(nk);
   v_ = std::move(nv);
   cap_ = cap;
+}
+
+void KVState::drop_before(int64_t pos) {
+  if (pos <= start_) return;
+  const int64_t drop = std::min(pos, len_) - start_, keep = stored() - drop;
+  for (int64_t g = 0; g < n_kv_; ++g) {
+    float* kg = k_.data() + g * cap_ * hd_;
+    float* vg = v_.data() + g * cap_ * hd_;
+    std::memmove(kg, kg + drop * hd_, size_t(keep * hd_) * sizeof(float));
+    std::memmove(vg, vg + drop * hd_, size_t(keep * hd_) * sizeof(float));
+  }
+  start_ += drop;
 }
 
 std::vector<float> rope_inv_freq(const RopeSpec& r) {
@@ -122,8 +139,8 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   kv->reserve(p0 + T);
   for (int64_t g = 0; g < KV; ++g)
     for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(kv->k(g) + (p0 + t) * hd, k + t * kd + g * hd, size_t(hd) * sizeof(float));
-      std::memcpy(kv->v(g) + (p0 + t) * hd, v + t * kd + g * hd, size_t(hd) * sizeof(float));
+      std::memcpy(kv->k_at(g, p0 + t), k + t * kd + g * hd, size_t(hd) * sizeof(float));
+      std::memcpy(kv->v_at(g, p0 + t), v + t * kd + g * hd, size_t(hd) * sizeof(float));
     }
   kv->set_length(p0 + T);
 
@@ -151,15 +168,15 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
         const int64_t pos = p0 + t0 + r;
         const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0;
         const float* qr = q + (t0 + r) * qd + h * hd;
-        const float* K = kv->k(g);
-        const float* Vv = kv->v(g);
-        ops::matvec(K + lo * hd, qr, pos - lo + 1, hd, scale, false, S);
+        const float* K = kv->k_at(g, lo);
+        const float* Vv = kv->v_at(g, lo);
+        ops::matvec(K, qr, pos - lo + 1, hd, scale, false, S);
         ops::softmax_inplace(S, pos - lo + 1);
-        ops::vecmat(S, Vv + lo * hd, pos - lo + 1, hd, out + (t0 + r) * qd + h * hd);
+        ops::vecmat(S, Vv, pos - lo + 1, hd, out + (t0 + r) * qd + h * hd);
       }
       continue;
     }
-    ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k(g) + kbeg * hd, hd, true, 0.0f, S, L);
+    ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k_at(g, kbeg), hd, true, 0.0f, S, L);
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t pos = p0 + t0 + r;
       const int64_t lo = (W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0) - kbeg;
@@ -169,11 +186,14 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
       ops::softmax_inplace(row + lo, hi - lo);
       for (int64_t j = hi; j < L; ++j) row[j] = 0.0f;
     }
-    ops::gemm(nq, hd, L, 1.0f, S, L, kv->v(g) + kbeg * hd, hd, false, 0.0f, out + t0 * qd + h * hd, qd);
+    ops::gemm(nq, hd, L, 1.0f, S, L, kv->v_at(g, kbeg), hd, false, 0.0f, out + t0 * qd + h * hd, qd);
   }
   if (spec_.output_gate)
     for (int64_t i = 0; i < T * qd; ++i) out[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
+  // A sliding-window cache keeps the last window - 1 positions (all the next token can
+  // see), compacting only when it has doubled so the move costs O(1) per token.
+  if (W > 0 && kv->stored() > 2 * W) kv->drop_before(kv->length() - W + 1);
 }
 
 }  // namespace braid

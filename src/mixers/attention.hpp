@@ -9,25 +9,29 @@
 namespace braid {
 
 // KV cache of one attention layer for one sequence. Layout per KV head:
-// k[g][pos][head_dim], so the keys of a head are contiguous for the score GEMM.
+// k[g][pos][head_dim], so the keys of a head are contiguous for the score GEMM. Positions
+// are absolute; a sliding-window layer drops positions it can no longer attend to, so the
+// cache holds [start, length).
 class KVState final : public State {
  public:
   KVState(int64_t n_kv_heads, int64_t head_dim) : n_kv_(n_kv_heads), hd_(head_dim) {}
   int64_t position() const override { return len_; }
-  size_t bytes() const override { return size_t(2 * len_ * n_kv_ * hd_) * sizeof(float); }
+  size_t bytes() const override { return size_t(2 * stored() * n_kv_ * hd_) * sizeof(float); }
   std::unique_ptr<State> clone() const override;
 
-  // Makes room for n positions (keeps contents, re-laying out per head on growth).
+  // Makes room for positions up to n (keeps contents, re-laying out per head on growth).
   void reserve(int64_t n);
-  float* k(int64_t g) { return k_.data() + g * cap_ * hd_; }
-  float* v(int64_t g) { return v_.data() + g * cap_ * hd_; }
-  const float* k(int64_t g) const { return k_.data() + g * cap_ * hd_; }
-  const float* v(int64_t g) const { return v_.data() + g * cap_ * hd_; }
+  float* k_at(int64_t g, int64_t pos) { return k_.data() + (g * cap_ + pos - start_) * hd_; }
+  float* v_at(int64_t g, int64_t pos) { return v_.data() + (g * cap_ + pos - start_) * hd_; }
   int64_t length() const { return len_; }
+  int64_t start() const { return start_; }
+  int64_t stored() const { return len_ - start_; }
   void set_length(int64_t n) { len_ = n; }
+  // Forgets positions before `pos` (moving the rest to the front of each head's rows).
+  void drop_before(int64_t pos);
 
  private:
-  int64_t n_kv_, hd_, len_ = 0, cap_ = 0;
+  int64_t n_kv_, hd_, start_ = 0, len_ = 0, cap_ = 0;
   FloatBuffer k_, v_;
 };
 
@@ -47,12 +51,17 @@ class AttentionMixer final : public Mixer {
   const char* kind() const override { return "attention"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
-  size_t fixed_state_bytes() const override { return 0; }
-  size_t bytes_per_token() const override {
-    return size_t(2 * spec_.n_kv_heads * spec_.head_dim) * sizeof(float);
+  // A full-attention cache grows by bytes_per_token(); a sliding-window one keeps at most
+  // 2 x window positions between calls.
+  size_t fixed_state_bytes() const override {
+    return spec_.sliding_window > 0 ? size_t(2 * spec_.sliding_window) * kv_bytes_per_position() : 0;
   }
+  size_t bytes_per_token() const override { return spec_.sliding_window > 0 ? 0 : kv_bytes_per_position(); }
 
  private:
+  size_t kv_bytes_per_position() const {
+    return size_t(2 * spec_.n_kv_heads * spec_.head_dim) * sizeof(float);
+  }
   AttentionSpec spec_;
   int64_t d_;
   float eps_;

@@ -258,19 +258,25 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
+size_t Model::layer_fixed_state_bytes(size_t i) const {
+  return (mixers_[i] ? mixers_[i]->fixed_state_bytes() : 0) +
+         (cmixers_[i] ? cmixers_[i]->fixed_state_bytes() : 0);
+}
+
+size_t Model::layer_bytes_per_token(size_t i) const {
+  return (mixers_[i] ? mixers_[i]->bytes_per_token() : 0) +
+         (cmixers_[i] ? cmixers_[i]->bytes_per_token() : 0);
+}
+
 size_t Model::fixed_state_bytes() const {
   size_t n = 0;
-  for (const auto& m : mixers_)
-    if (m) n += m->fixed_state_bytes();
-  for (const auto& m : cmixers_)
-    if (m) n += m->fixed_state_bytes();
+  for (size_t i = 0; i < mixers_.size(); ++i) n += layer_fixed_state_bytes(i);
   return n;
 }
 
 size_t Model::state_bytes_per_token() const {
   size_t n = 0;
-  for (const auto& m : mixers_)
-    if (m) n += m->bytes_per_token();
+  for (size_t i = 0; i < mixers_.size(); ++i) n += layer_bytes_per_token(i);
   return n;
 }
 

@@ -37,9 +37,12 @@ class Model {
   const Weights& weights() const { return weights_; }
   // The token mixer of a layer; null for a block that is only an MLP.
   const Mixer* mixer(size_t layer) const { return mixers_[layer].get(); }
-  // Per-sequence state over all layers: fixed bytes, and bytes added per token.
+  // Per-sequence state over all layers (or of one layer, token and channel mixer
+  // together): fixed bytes, and bytes added per token of context.
   size_t fixed_state_bytes() const;
   size_t state_bytes_per_token() const;
+  size_t layer_fixed_state_bytes(size_t layer) const;
+  size_t layer_bytes_per_token(size_t layer) const;
   int64_t n_layers() const { return int64_t(mixers_.size()); }
   int64_t n_params() const;
   size_t weight_bytes() const;
