@@ -29,7 +29,7 @@ TEST(RgLruForms, ChunkedEqualsStepEqualsNaive) {
     RgLruMixer mix(s, D,
                    {lx.data(), lxb.data(), ly.data(), lyb.data(), lo.data(), lob.data(), cw.data(), cb.data(),
                     gi.data(), gib.data(), ga.data(), gab.data(), lam.data()});
-    for (int64_t T : {int64_t(1), int64_t(7), int64_t(100)}) {
+    for (int64_t T : {int64_t(1), int64_t(7), int64_t(100), int64_t(1000)}) {
       auto x = randn(size_t(T * D), rng, 1.0);
       std::vector<double> ref(size_t(T * D)), hist(size_t(K * W), 0.0), h(size_t(W), 0.0);
       for (int64_t t = 0; t < T; ++t) {

@@ -50,7 +50,7 @@ TEST(RwkvForms, TimeMixEqualsNaiveSeries) {
     Rwkv4TimeMix mix(s, D,
                      {decay.data(), first.data(), mk.data(), mv.data(), mr.data(), Wk.data(), Wv.data(),
                       Wr.data(), Wo.data()});
-    for (int64_t T : {int64_t(1), int64_t(7), int64_t(64), int64_t(300)}) {
+    for (int64_t T : {int64_t(1), int64_t(7), int64_t(64), int64_t(1000)}) {
       auto x = randn(size_t(T * D), rng, 1.0);
       std::vector<std::vector<double>> K, V;
       std::vector<double> ref(size_t(T * D));
@@ -93,7 +93,7 @@ TEST(RwkvForms, ChannelMixEqualsNaive) {
   RwkvChannelMixSpec s;
   s.hidden = F;
   RwkvChannelMix mix(s, D, {mk.data(), mr.data(), Wk.data(), Wr.data(), Wv.data()});
-  for (int64_t T : {int64_t(1), int64_t(9), int64_t(100)}) {
+  for (int64_t T : {int64_t(1), int64_t(9), int64_t(100), int64_t(1000)}) {
     auto x = randn(size_t(T * D), rng, 1.0);
     std::vector<double> ref(size_t(T * D));
     for (int64_t t = 0; t < T; ++t) {

@@ -138,4 +138,20 @@ struct MlstmSpec {
   int64_t chunk = 64;
 };
 
+// Gated linear attention, the family braid's own specs use (GLA, Yang et al.; SimpleGLA /
+// RetNet-style gates): per head S_t = diag(a_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t / sqrt(dk),
+// with log a_t per key channel (log sigmoid of a low-rank projection, / gate_normalizer), per
+// head (log sigmoid of a linear gate, / gate_normalizer) or fixed per head (RetNet:
+// a_h = 1 - 2^(-5 - h)). Output: per-head RMSNorm times SiLU(W_g x), then o_proj.
+enum class GlaGate { PerChannel, PerHead, Fixed };
+
+struct GlaSpec {
+  int64_t n_heads = 0, head_k_dim = 0, head_v_dim = 0;
+  GlaGate gate = GlaGate::PerChannel;
+  int64_t gate_rank = 16;         // low-rank width of the per-channel gate projection
+  double gate_normalizer = 16.0;  // log gate divided by this (not used for Fixed)
+  double norm_eps = 1e-5;
+  int64_t chunk = 64;
+};
+
 }  // namespace braid

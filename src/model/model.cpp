@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
+#include "mixers/gla.hpp"
 #include "mixers/lightning.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
@@ -182,6 +183,25 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       rw.a_gate_b = w(rp + "recurrent_gate_bias");
       rw.a_param = w(rp + "recurrent_param");
       return std::make_unique<RgLruMixer>(b.rglru, spec_.d_model, rw);
+    }
+    case MixerKind::Gla: {
+      const std::string gp = "blocks." + std::to_string(i) + ".gla.";
+      GlaWeights gw;
+      gw.q = w(gp + "q_proj.weight");
+      gw.k = w(gp + "k_proj.weight");
+      gw.v = w(gp + "v_proj.weight");
+      if (b.gla.gate == GlaGate::PerChannel) {
+        gw.gate_a = w(gp + "gk_proj.0.weight");
+        gw.gate_b = w(gp + "gk_proj.1.weight");
+        gw.gate_bias = w(gp + "gk_proj.1.bias");
+      } else if (b.gla.gate == GlaGate::PerHead) {
+        gw.gate_b = w(gp + "gk_proj.weight");
+        gw.gate_bias = w(gp + "gk_proj.bias");
+      }
+      gw.g = w(gp + "g_proj.weight");
+      gw.norm = w(gp + "g_norm.weight");
+      gw.o = w(gp + "o_proj.weight");
+      return std::make_unique<GlaMixer>(b.gla, spec_.d_model, gw);
     }
     case MixerKind::Mlstm: {
       const std::string mp = "blocks." + std::to_string(i) + ".mlstm.";

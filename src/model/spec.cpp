@@ -24,6 +24,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "lightning";
     case MixerKind::Mlstm:
       return "mlstm";
+    case MixerKind::Gla:
+      return "gla";
   }
   return "?";
 }
@@ -158,6 +160,25 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rglru.recurrent_gate_weight", {H, bw, bw}, I::Normal});
       p.push_back({pre + "rglru.recurrent_gate_bias", {H, bw}, I::Zeros});
       p.push_back({pre + "rglru.recurrent_param", {W}, I::Zeros});
+      break;
+    }
+    case MixerKind::Gla: {
+      const GlaSpec& g = b.gla;
+      const int64_t KD = g.n_heads * g.head_k_dim, VD = g.n_heads * g.head_v_dim;
+      p.push_back({pre + "gla.q_proj.weight", {KD, D}, I::Normal});
+      p.push_back({pre + "gla.k_proj.weight", {KD, D}, I::Normal});
+      p.push_back({pre + "gla.v_proj.weight", {VD, D}, I::Normal});
+      if (g.gate == GlaGate::PerChannel) {
+        p.push_back({pre + "gla.gk_proj.0.weight", {g.gate_rank, D}, I::Normal});
+        p.push_back({pre + "gla.gk_proj.1.weight", {KD, g.gate_rank}, I::Normal});
+        p.push_back({pre + "gla.gk_proj.1.bias", {KD}, I::Zeros});
+      } else if (g.gate == GlaGate::PerHead) {
+        p.push_back({pre + "gla.gk_proj.weight", {g.n_heads, D}, I::Normal});
+        p.push_back({pre + "gla.gk_proj.bias", {g.n_heads}, I::Zeros});
+      }
+      p.push_back({pre + "gla.g_proj.weight", {VD, D}, I::Normal});
+      p.push_back({pre + "gla.g_norm.weight", {g.head_v_dim}, I::Ones});
+      p.push_back({pre + "gla.o_proj.weight", {D, VD}, I::Normal});
       break;
     }
     case MixerKind::Mlstm: {
@@ -296,6 +317,13 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
     check(m.norm_group_size == 0 || m.d_inner() % m.norm_group_size == 0, where, ": mamba2 norm group size ",
           m.norm_group_size, " does not divide d_inner ", m.d_inner());
     check(m.chunk > 0, where, ": mamba2 chunk must be positive");
+  }
+  if (k == MixerKind::Gla) {
+    const GlaSpec& g = b.gla;
+    check(g.n_heads > 0 && g.head_k_dim > 0 && g.head_v_dim > 0 && g.chunk > 0, where,
+          ": gla n_heads, head dims and chunk must be positive");
+    check(g.gate != GlaGate::PerChannel || g.gate_rank > 0, where, ": gla gate_rank must be positive");
+    check(g.gate == GlaGate::Fixed || g.gate_normalizer > 0, where, ": gla gate_normalizer must be positive");
   }
   if (k == MixerKind::Mlstm) {
     const MlstmSpec& m = b.mlstm;

@@ -10,7 +10,18 @@
 
 namespace braid {
 
-enum class MixerKind { Attention, Mamba, Mamba2, ShortConv, GatedDeltaNet, Rwkv4, RgLru, Lightning, Mlstm };
+enum class MixerKind {
+  Attention,
+  Mamba,
+  Mamba2,
+  ShortConv,
+  GatedDeltaNet,
+  Rwkv4,
+  RgLru,
+  Lightning,
+  Mlstm,
+  Gla
+};
 // Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
 enum class NormKind { RMS, Layer };
 enum class Activation { SiLU, GeluTanh, GeluErf, Relu2 };
@@ -58,6 +69,7 @@ struct BlockSpec {
   RgLruSpec rglru;
   LightningSpec lightning;
   MlstmSpec mlstm;
+  GlaSpec gla;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`

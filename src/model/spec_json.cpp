@@ -118,6 +118,42 @@ json write_gdn(const GatedDeltaNetSpec& g) {
           {"norm_eps", g.norm_eps},     {"chunk", g.chunk}};
 }
 
+GlaSpec read_gla(const JsonObject& o) {
+  GlaSpec g;
+  g.n_heads = o.get_int("n_heads");
+  g.head_k_dim = o.get_int("head_k_dim");
+  g.head_v_dim = o.get_int("head_v_dim", g.head_k_dim);
+  const std::string gate = o.get_string("gate", "channel");
+  if (gate == "channel")
+    g.gate = GlaGate::PerChannel;
+  else if (gate == "head")
+    g.gate = GlaGate::PerHead;
+  else if (gate == "fixed")
+    g.gate = GlaGate::Fixed;
+  else
+    fail(o.where(), ": unknown gla gate '", gate, "' (channel, head, fixed)");
+  g.gate_rank = o.get_int("gate_rank", 16);
+  g.gate_normalizer = o.get_float("gate_normalizer", 16.0);
+  g.norm_eps = o.get_float("norm_eps", 1e-5);
+  g.chunk = o.get_int("chunk", 64);
+  return g;
+}
+
+json write_gla(const GlaSpec& g) {
+  const char* gate = g.gate == GlaGate::PerChannel ? "channel"
+                     : g.gate == GlaGate::PerHead  ? "head"
+                                                   : "fixed";
+  return {{"type", "gla"},
+          {"n_heads", g.n_heads},
+          {"head_k_dim", g.head_k_dim},
+          {"head_v_dim", g.head_v_dim},
+          {"gate", gate},
+          {"gate_rank", g.gate_rank},
+          {"gate_normalizer", g.gate_normalizer},
+          {"norm_eps", g.norm_eps},
+          {"chunk", g.chunk}};
+}
+
 void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   const std::string type = o.get_string("type");
   if (type == "attention") {
@@ -133,12 +169,15 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "mamba2") {
     b->mixer = MixerKind::Mamba2;
     b->mamba2 = read_mamba2(o, d_model);
+  } else if (type == "gla") {
+    b->mixer = MixerKind::Gla;
+    b->gla = read_gla(o);
   } else if (type == "gated_deltanet") {
     b->mixer = MixerKind::GatedDeltaNet;
     b->gdn = read_gdn(o);
   } else {
     fail(o.where(), ": unknown mixer type '", type,
-         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet)");
+         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla)");
   }
 }
 
@@ -248,6 +287,9 @@ json spec_to_json(const ModelSpec& s) {
           break;
         case MixerKind::GatedDeltaNet:
           l["mixer"] = write_gdn(b.gdn);
+          break;
+        case MixerKind::Gla:
+          l["mixer"] = write_gla(b.gla);
           break;
         case MixerKind::Rwkv4:
         case MixerKind::RgLru:
