@@ -102,6 +102,47 @@ TEST(ModelLoad, UnknownArchitectureIsNamed) {
   EXPECT_NE(m.find("unknown architecture 'bert'"), std::string::npos) << m;
 }
 
+TEST(ModelLoad, ZooImportersNameWhatTheyRefuse) {
+  REQUIRE_FIXTURES();
+  // Each case edits one config field of a fixture and expects a one-line error naming it.
+  struct Case {
+    const char* arch;
+    std::function<void(json&)> edit;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"qwen3_next", [](json& j) { j["layer_types"][1] = "mamba"; },
+       "layer_types[1] = 'mamba' is not supported"},
+      {"qwen3_next", [](json& j) { j["linear_num_value_heads"] = 3; },
+       "n_v_heads 3 is not a multiple of n_k_heads 2"},
+      {"falcon_h1", [](json& j) { j["mamba_d_ssm"] = 96; }, "mamba_d_ssm = 96"},
+      {"falcon_h1",
+       [](json& j) {
+         j["ssm_multipliers"] = {1.0, 2.0};
+       },
+       "ssm_multipliers must be a list of 5"},
+      {"xlstm", [](json& j) { j["weight_mode"] = "fused"; }, "weight_mode 'fused' is not supported"},
+      {"recurrent_gemma",
+       [](json& j) {
+         j["block_types"] = {"recurrent", "mlp"};
+       },
+       "block type 'mlp'"},
+      {"minimax", [](json& j) { j["layer_types"] = {"linear_attention"}; },
+       "layer_types has 1 entries for 4"},
+      {"rwkv", [](json& j) { j["rescale_every"] = -1; }, "rescale_every must be >= 0"},
+  };
+  for (const Case& c : cases) {
+    TempDir d;
+    const std::string dir = copy_fixture(d, c.arch);
+    json j = read_json_file(dir + "/config.json");
+    c.edit(j);
+    write_json_file(dir + "/config.json", j);
+    const std::string m = error_of([&] { load_model(dir); });
+    EXPECT_NE(m.find(c.expect), std::string::npos) << c.arch << ": " << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+}
+
 TEST(ModelLoad, ShapeDtypeAndMissingTensorErrors) {
   REQUIRE_FIXTURES();
   TempDir d;

@@ -34,6 +34,12 @@ Resolved resolve(const std::string& dir) {
   }
   hf::Import im = imp->fn(cfg);
   im.spec.name = fs::path(dir).filename().string();
+  // An inconsistent config is named as such, before any tensor shape derived from it.
+  try {
+    validate_spec(im.spec);
+  } catch (const Error& e) {
+    fail(path, ": ", e.what());
+  }
   if (im.tensor_ref) return {std::move(im.spec), std::move(im.tensor_ref)};
   auto by_name = im.tensor_name;
   return {std::move(im.spec), [by_name](const std::string& n) { return hf::TensorRef{by_name(n)}; }};
