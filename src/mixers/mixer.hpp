@@ -54,12 +54,21 @@ class Workspace {
     kGate,
     kBranchIn,
     kBranchOut,
+    kMoeWeight,
     kNumSlots
   };
   float* get(Slot s, size_t n) { return buf_[s].reserve(n); }
+  // Integer scratch (routing decisions), growing like the float slots.
+  enum IntSlot { kMoeChosen, kMoeOrder, kMoeRows, kNumIntSlots };
+  int32_t* get_int(IntSlot s, size_t n) {
+    std::vector<int32_t>& v = ibuf_[s];
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
 
  private:
   FloatBuffer buf_[kNumSlots];
+  std::vector<int32_t> ibuf_[kNumIntSlots];
 };
 
 // Calls f(t0, n) for consecutive chunks [t0, t0 + n) of at most `chunk` of T tokens;

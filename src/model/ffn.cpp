@@ -66,44 +66,43 @@ void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t 
   float* scores = ws.get(Workspace::kMoeR, size_t(T * E));
   ops::linear(x, T, D, w.router, E, nullptr, scores);
   // Top-k per token: chosen[t * K + j] = expert, weight[t * K + j] = score.
-  std::vector<int32_t> chosen(size_t(T * K));
-  std::vector<float> weight(size_t(T * K));
-  std::vector<int32_t> order(static_cast<size_t>(E));
+  // Scratch from the workspace, so decoding does not allocate.
+  int32_t* chosen = ws.get_int(Workspace::kMoeChosen, size_t(T * K));
+  int32_t* order = ws.get_int(Workspace::kMoeOrder, size_t(E));
+  int32_t* rows = ws.get_int(Workspace::kMoeRows, size_t(T * K));
+  float* weight = ws.get(Workspace::kMoeWeight, size_t(2 * T * K));
+  float* rw = weight + T * K;
   for (int64_t t = 0; t < T; ++t) {
     float* sc = scores + t * E;
     if (s.sigmoid_scores)
       for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
     else
       ops::softmax_inplace(sc, E);
-    for (int64_t e = 0; e < E; ++e) order[size_t(e)] = int32_t(e);
-    std::partial_sort(order.begin(), order.begin() + K, order.end(),
+    for (int64_t e = 0; e < E; ++e) order[e] = int32_t(e);
+    std::partial_sort(order, order + K, order + E,
                       [&](int32_t a, int32_t b) { return sc[a] != sc[b] ? sc[a] > sc[b] : a < b; });
     double sum = 0;
-    for (int64_t j = 0; j < K; ++j) sum += sc[order[size_t(j)]];
+    for (int64_t j = 0; j < K; ++j) sum += sc[order[j]];
     for (int64_t j = 0; j < K; ++j) {
-      chosen[size_t(t * K + j)] = order[size_t(j)];
-      weight[size_t(t * K + j)] = s.renormalize ? float(sc[order[size_t(j)]] / sum) : sc[order[size_t(j)]];
+      chosen[t * K + j] = order[j];
+      weight[t * K + j] = s.renormalize ? float(sc[order[j]] / sum) : sc[order[j]];
     }
   }
   std::memset(y, 0, size_t(T * D) * sizeof(float));
   // Each expert runs once over the tokens routed to it (gathered into one batch).
-  std::vector<int64_t> rows;
-  std::vector<float> rw;
   for (int64_t e = 0; e < E; ++e) {
-    rows.clear();
-    rw.clear();
+    int64_t n = 0;
     for (int64_t i = 0; i < T * K; ++i)
-      if (chosen[size_t(i)] == e) rows.push_back(i / K), rw.push_back(weight[size_t(i)]);
-    if (rows.empty()) continue;
-    const int64_t n = int64_t(rows.size());
+      if (chosen[i] == e) rows[n] = int32_t(i / K), rw[n] = weight[i], ++n;
+    if (n == 0) continue;
     float* xe = ws.get(Workspace::kMoeX, size_t(n * D));
     float* ye = ws.get(Workspace::kMoeY, size_t(n * D));
     for (int64_t r = 0; r < n; ++r)
-      std::memcpy(xe + r * D, x + rows[size_t(r)] * D, size_t(D) * sizeof(float));
+      std::memcpy(xe + r * D, x + int64_t(rows[r]) * D, size_t(D) * sizeof(float));
     ffn_forward(expert, xe, n, D, w.experts[size_t(e)], ye, ws);
     for (int64_t r = 0; r < n; ++r) {
-      float* dst = y + rows[size_t(r)] * D;
-      for (int64_t i = 0; i < D; ++i) dst[i] += rw[size_t(r)] * ye[r * D + i];
+      float* dst = y + int64_t(rows[r]) * D;
+      for (int64_t i = 0; i < D; ++i) dst[i] += rw[r] * ye[r * D + i];
     }
   }
   if (s.shared_hidden > 0) {
