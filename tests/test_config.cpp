@@ -246,16 +246,37 @@ namespace {
 
 // A freshly initialised hybrid runs, and its chunked prefill equals token-by-token decode.
 TEST(SpecJson, InitialisedHybridPrefillEqualsDecode) {
-  json j = {{"vocab_size", 64},
-            {"d_model", 32},
-            {"mlp", {{"hidden", 48}}},
-            {"mixers",
-             {{"m", {{"type", "mamba"}, {"chunk", 8}}},
-              {"s", {{"type", "mamba2"}, {"head_dim", 8}, {"d_state", 8}, {"n_groups", 2}, {"chunk", 6}}},
-              {"a", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}}},
-            {"layers", {{"pattern", {"m", "s", "a"}}, {"repeat", 2}}}};
+  json j = {
+      {"vocab_size", 64},
+      {"d_model", 32},
+      {"mlp", {{"hidden", 48}}},
+      {"mixers",
+       {{"m", {{"type", "mamba"}, {"chunk", 8}}},
+        {"s", {{"type", "mamba2"}, {"head_dim", 8}, {"d_state", 8}, {"n_groups", 2}, {"chunk", 6}}},
+        {"d",
+         {{"type", "gated_deltanet"}, {"n_k_heads", 2}, {"n_v_heads", 4}, {"head_k_dim", 8}, {"chunk", 5}}},
+        {"g", {{"type", "gla"}, {"n_heads", 2}, {"head_k_dim", 8}, {"gate_rank", 4}, {"chunk", 9}}},
+        {"l", {{"type", "lightning"}, {"n_heads", 2}, {"head_dim", 8}, {"chunk", 7}}},
+        {"r", {{"type", "rglru"}, {"n_heads", 2}}},
+        {"x", {{"type", "mlstm"}, {"n_heads", 2}, {"chunk", 6}}},
+        {"a", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}, {"output_gate", true}}}}},
+      {"layers",
+       {{"pattern",
+         {"m",
+          "s",
+          "d",
+          "g",
+          "l",
+          "r",
+          "x",
+          "a",
+          {{"mixer", {{"type", "gated_deltanet"}, {"n_k_heads", 2}, {"head_k_dim", 8}}},
+           {"moe",
+            {{"n_experts", 4}, {"top_k", 2}, {"hidden", 16}, {"shared_hidden", 8}, {"shared_gate", true}}}}}},
+        {"repeat", 1}}}};
   ModelSpec s = spec_from_json(j, "spec.json");
   EXPECT_EQ(s.blocks[1].mamba2.n_heads, 8);  // expand 2 x 32 / head_dim 8
+  EXPECT_TRUE(s.blocks[8].has_moe && !s.blocks[8].has_mlp);
   EXPECT_EQ(spec_to_json(spec_from_json(spec_to_json(s), "round-trip")), spec_to_json(s));
   auto model = std::make_shared<Model>(s, init_weights(s, 11, 0.2), "init");
   std::vector<int32_t> ids(50);

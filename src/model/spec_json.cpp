@@ -1,5 +1,7 @@
 #include "model/spec_json.hpp"
 
+#include <algorithm>
+
 #include "core/error.hpp"
 
 namespace braid {
@@ -20,23 +22,18 @@ AttentionSpec read_attention(const JsonObject& o) {
   a.rope.type = o.get_string("rope_type", "default");
   a.rope.factor = o.get_float("rope_factor", 1.0);
   a.scale = o.get_float("scale", 0.0);
+  a.output_gate = o.get_bool("output_gate", false);
   return a;
 }
 
 json write_attention(const AttentionSpec& a) {
-  return {{"type", "attention"},
-          {"n_heads", a.n_heads},
-          {"n_kv_heads", a.n_kv_heads},
-          {"head_dim", a.head_dim},
-          {"qkv_bias", a.qkv_bias},
-          {"out_bias", a.out_bias},
-          {"qk_norm", a.qk_norm},
-          {"sliding_window", a.sliding_window},
-          {"rope_theta", a.rope.theta},
-          {"rotary_dim", a.rope.rotary_dim},
-          {"rope_type", a.rope.type},
-          {"rope_factor", a.rope.factor},
-          {"scale", a.scale}};
+  return {{"type", "attention"},        {"n_heads", a.n_heads},
+          {"n_kv_heads", a.n_kv_heads}, {"head_dim", a.head_dim},
+          {"qkv_bias", a.qkv_bias},     {"out_bias", a.out_bias},
+          {"qk_norm", a.qk_norm},       {"sliding_window", a.sliding_window},
+          {"rope_theta", a.rope.theta}, {"rotary_dim", a.rope.rotary_dim},
+          {"rope_type", a.rope.type},   {"rope_factor", a.rope.factor},
+          {"scale", a.scale},           {"output_gate", a.output_gate}};
 }
 
 MlpSpec read_mlp(const JsonObject& o) {
@@ -154,6 +151,85 @@ json write_gla(const GlaSpec& g) {
           {"chunk", g.chunk}};
 }
 
+LightningSpec read_lightning(const JsonObject& o) {
+  LightningSpec l;
+  l.n_heads = o.get_int("n_heads");
+  l.head_dim = o.get_int("head_dim");
+  l.slope_factor = o.get_float("slope_factor", 1.0);
+  l.norm_eps = o.get_float("norm_eps", 1e-6);
+  l.chunk = o.get_int("chunk", 64);
+  return l;
+}
+
+json write_lightning(const LightningSpec& l) {
+  return {{"type", "lightning"},    {"n_heads", l.n_heads},
+          {"head_dim", l.head_dim}, {"slope_factor", l.slope_factor},
+          {"norm_eps", l.norm_eps}, {"chunk", l.chunk}};
+}
+
+RgLruSpec read_rglru(const JsonObject& o, int64_t d_model) {
+  RgLruSpec r;
+  r.width = o.get_int("width", d_model);
+  r.n_heads = o.get_int("n_heads", 1);
+  r.d_conv = o.get_int("d_conv", 4);
+  return r;
+}
+
+json write_rglru(const RgLruSpec& r) {
+  return {{"type", "rglru"}, {"width", r.width}, {"n_heads", r.n_heads}, {"d_conv", r.d_conv}};
+}
+
+MlstmSpec read_mlstm(const JsonObject& o, int64_t d_model) {
+  MlstmSpec m;
+  m.n_heads = o.get_int("n_heads");
+  m.qk_dim = o.get_int("qk_dim", d_model / 2);
+  m.v_dim = o.get_int("v_dim", d_model);
+  m.gate_soft_cap = o.get_float("gate_soft_cap", 15.0);
+  m.eps = o.get_float("eps", 1e-6);
+  m.norm_eps = o.get_float("norm_eps", 1e-6);
+  m.chunk = o.get_int("chunk", 64);
+  return m;
+}
+
+json write_mlstm(const MlstmSpec& m) {
+  return {{"type", "mlstm"},
+          {"n_heads", m.n_heads},
+          {"qk_dim", m.qk_dim},
+          {"v_dim", m.v_dim},
+          {"gate_soft_cap", m.gate_soft_cap},
+          {"eps", m.eps},
+          {"norm_eps", m.norm_eps},
+          {"chunk", m.chunk}};
+}
+
+MoeSpec read_moe(const JsonObject& o) {
+  MoeSpec m;
+  m.n_experts = o.get_int("n_experts");
+  m.top_k = o.get_int("top_k");
+  m.hidden = o.get_int("hidden");
+  const std::string act = o.get_string("activation", "silu");
+  check(parse_activation(act, &m.act), o.where(), ": unknown activation '", act, "'");
+  m.renormalize = o.get_bool("renormalize", false);
+  const std::string router = o.get_string("router", "softmax");
+  check(router == "softmax" || router == "sigmoid", o.where(), ": router must be softmax or sigmoid, found '",
+        router, "'");
+  m.sigmoid_scores = router == "sigmoid";
+  m.shared_hidden = o.get_int("shared_hidden", 0);
+  m.shared_gate = o.get_bool("shared_gate", false);
+  return m;
+}
+
+json write_moe(const MoeSpec& m) {
+  return {{"n_experts", m.n_experts},
+          {"top_k", m.top_k},
+          {"hidden", m.hidden},
+          {"activation", activation_name(m.act)},
+          {"renormalize", m.renormalize},
+          {"router", m.sigmoid_scores ? "sigmoid" : "softmax"},
+          {"shared_hidden", m.shared_hidden},
+          {"shared_gate", m.shared_gate}};
+}
+
 void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   const std::string type = o.get_string("type");
   if (type == "attention") {
@@ -172,12 +248,21 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "gla") {
     b->mixer = MixerKind::Gla;
     b->gla = read_gla(o);
+  } else if (type == "lightning") {
+    b->mixer = MixerKind::Lightning;
+    b->lightning = read_lightning(o);
+  } else if (type == "rglru") {
+    b->mixer = MixerKind::RgLru;
+    b->rglru = read_rglru(o, d_model);
+  } else if (type == "mlstm") {
+    b->mixer = MixerKind::Mlstm;
+    b->mlstm = read_mlstm(o, d_model);
   } else if (type == "gated_deltanet") {
     b->mixer = MixerKind::GatedDeltaNet;
     b->gdn = read_gdn(o);
   } else {
     fail(o.where(), ": unknown mixer type '", type,
-         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla)");
+         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla, lightning, rglru, mlstm)");
   }
 }
 
@@ -199,10 +284,15 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
   s.bos_token_id = o.get_int("bos_token_id", -1);
   if (o.has("eos_token_id")) s.eos_token_ids = {o.get_int("eos_token_id")};
 
-  // Default channel mixer for every layer unless a layer says otherwise.
-  bool default_has_mlp = o.has("mlp");
+  // Default channel mixer for every layer unless a layer says otherwise: an MLP or a mixture
+  // of experts.
+  bool default_has_mlp = o.has("mlp"), default_has_moe = o.has("moe");
+  check(!(default_has_mlp && default_has_moe), where,
+        ": give either 'mlp' or 'moe' as the default channel mixer");
   MlpSpec default_mlp;
+  MoeSpec default_moe;
   if (default_has_mlp) default_mlp = read_mlp(o.get_object("mlp"));
+  if (default_has_moe) default_moe = read_moe(o.get_object("moe"));
 
   std::vector<json> layers;
   check(o.has("layers"), where, ": field 'layers' is missing");
@@ -223,6 +313,8 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     BlockSpec b;
     b.has_mlp = default_has_mlp;
     b.mlp = default_mlp;
+    b.has_moe = default_has_moe;
+    b.moe = default_moe;
     const json& e = layers[i];
     if (e.is_string()) {  // a name from "mixers"
       const std::string name = e.get<std::string>();
@@ -235,11 +327,15 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
         read_mixer(lo.get_object("mixer"), s.d_model, &b);
       else
         b.has_mixer = false;  // "mixer": null (or absent): an MLP-only block
+      check(!(lo.has("mlp") && lo.has("moe")), lw, ": a layer has either 'mlp' or 'moe'");
       if (lo.has("mlp")) {
-        b.has_mlp = true;
+        b.has_mlp = true, b.has_moe = false;
         b.mlp = read_mlp(lo.get_object("mlp"));
-      } else if (e.contains("mlp")) {
-        b.has_mlp = false;  // "mlp": null disables the channel mixer for this layer
+      } else if (lo.has("moe")) {
+        b.has_moe = true, b.has_mlp = false;
+        b.moe = read_moe(lo.get_object("moe"));
+      } else if (e.contains("mlp") || e.contains("moe")) {
+        b.has_mlp = b.has_moe = false;  // "mlp": null disables the channel mixer for this layer
       }
     }
     s.blocks.push_back(b);
@@ -265,9 +361,15 @@ json spec_to_json(const ModelSpec& s) {
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
-    check(!b.has_moe && !b.has_parallel && !b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
-          "braid's spec format cannot ",
-          "express mixtures of experts, parallel mixers or RWKV channel mixing yet");
+    // Family-specific scalings the format has no field for must not be dropped silently.
+    const Mamba2Spec& m2 = b.mamba2;
+    check(b.attn.key_multiplier == 1.0 && b.mlp.gate_multiplier == 1.0 && b.mlp.down_multiplier == 1.0 &&
+              m2.norm == Mamba2Norm::GateThenNorm &&
+              std::all_of(m2.proj_multipliers.begin(), m2.proj_multipliers.end(),
+                          [](double v) { return v == 1.0; }),
+          "braid's spec format cannot express key / MLP / SSM multipliers or other Mamba-2 norm modes yet");
+    check(!b.has_parallel && !b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
+          "braid's spec format cannot express parallel mixers, RWKV channel mixing or scaled residuals yet");
     json l;
     if (!b.has_mixer)
       l["mixer"] = nullptr;
@@ -291,13 +393,22 @@ json spec_to_json(const ModelSpec& s) {
         case MixerKind::Gla:
           l["mixer"] = write_gla(b.gla);
           break;
-        case MixerKind::Rwkv4:
-        case MixerKind::RgLru:
         case MixerKind::Lightning:
+          l["mixer"] = write_lightning(b.lightning);
+          break;
+        case MixerKind::RgLru:
+          l["mixer"] = write_rglru(b.rglru);
+          break;
         case MixerKind::Mlstm:
+          l["mixer"] = write_mlstm(b.mlstm);
+          break;
+        case MixerKind::Rwkv4:
           fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");
       }
-    l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
+    if (b.has_moe)
+      l["moe"] = write_moe(b.moe);
+    else
+      l["mlp"] = b.has_mlp ? write_mlp(b.mlp) : json(nullptr);
     layers.push_back(l);
   }
   j["layers"] = layers;
