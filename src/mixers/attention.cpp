@@ -189,7 +189,7 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     ops::gemm(nq, hd, L, 1.0f, S, L, kv->v_at(g, kbeg), hd, false, 0.0f, out + t0 * qd + h * hd, qd);
   }
   if (spec_.output_gate)
-    for (int64_t i = 0; i < T * qd; ++i) out[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
+    for (int64_t i = 0; i < T * qd; ++i) out[i] *= ops::sigmoid(gate[i]);
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
   // A sliding-window cache keeps the last window - 1 positions (all the next token can
   // see), compacting only when it has doubled so the move costs O(1) per token.

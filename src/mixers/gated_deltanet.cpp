@@ -7,14 +7,12 @@
 
 #include "core/error.hpp"
 #include "ops/cpu/conv.hpp"
+#include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
 namespace {
-
-inline float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 // x <- x / sqrt(sum x^2 + eps) * scale
 void l2_normalize(float* x, int64_t n, float scale) {
@@ -76,8 +74,8 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
       const float* b = ba + t * 2 * NV + kh * 2 * R;
       for (int64_t j = 0; j < R; ++j) {
         const int64_t h = kh * R + j;
-        beta[t * NV + h] = sigmoid(b[j]);
-        g[t * NV + h] = A_[size_t(h)] * softplus(b[R + j] + w_.dt_bias[h]);
+        beta[t * NV + h] = ops::sigmoid(b[j]);
+        g[t * NV + h] = A_[size_t(h)] * ops::softplus(b[R + j] + w_.dt_bias[h]);
       }
     }
   ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, st.conv.data(), qkv);
@@ -169,16 +167,8 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
   }
 
   // Per-head RMSNorm (weight over head_v_dim) gated by SiLU(z), then out_proj.
-  const float eps = float(s_.norm_eps);
-  for (int64_t t = 0; t < Q; ++t)
-    for (int64_t h = 0; h < NV; ++h) {
-      float* o = core + t * VD + h * DV;
-      const float* zz = z + t * VD + h * DV;
-      double ss = 0;
-      for (int64_t j = 0; j < DV; ++j) ss += double(o[j]) * o[j];
-      const float inv = float(1.0 / std::sqrt(ss / double(DV) + eps));
-      for (int64_t j = 0; j < DV; ++j) o[j] = w_.norm[j] * (o[j] * inv) * (zz[j] * sigmoid(zz[j]));
-    }
+  ops::rmsnorm(core, w_.norm, float(s_.norm_eps), Q * NV, DV, core);
+  for (int64_t i = 0; i < Q * VD; ++i) core[i] *= z[i] * ops::sigmoid(z[i]);
   st.pos += Q;
   ops::linear(core, Q, VD, w_.out_proj, d_, nullptr, y);
 }

@@ -11,12 +11,6 @@
 
 namespace braid {
 
-namespace {
-
-inline float log_sigmoid(float v) { return std::min(v, 0.0f) - std::log1p(std::exp(-std::abs(v))); }
-
-}  // namespace
-
 GlaMixer::GlaMixer(const GlaSpec& spec, int64_t d_model, GlaWeights w) : s_(spec), d_(d_model), w_(w) {
   for (int64_t h = 0; h < s_.n_heads; ++h)
     fixed_log_decay_.push_back(float(std::log1p(-std::pow(2.0, -5.0 - double(h)))));
@@ -58,7 +52,7 @@ void GlaMixer::chunk(const float* x, int64_t Q, LinearAttentionState& st, float*
       ops::linear(x, Q, d_, w_.gate_b, H, w_.gate_bias, lg);
     }
     const float inv = float(1.0 / s_.gate_normalizer);
-    for (int64_t i = 0; i < Q * G; ++i) lg[i] = log_sigmoid(lg[i]) * inv;
+    for (int64_t i = 0; i < Q * G; ++i) lg[i] = ops::log_sigmoid(lg[i]) * inv;
   }
   const size_t per = linear_attention_scratch(Q, dk, dv, per_channel) + size_t(Q);
   float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per);

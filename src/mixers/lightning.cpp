@@ -56,7 +56,7 @@ void LightningMixer::chunk(const float* x, int64_t Q, LinearAttentionState& st, 
     linear_attention(c, sc + Q);
   }
   ops::rmsnorm(out, w_.norm, float(s_.norm_eps), Q, HD, out);
-  for (int64_t i = 0; i < Q * HD; ++i) out[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
+  for (int64_t i = 0; i < Q * HD; ++i) out[i] *= ops::sigmoid(gate[i]);
   st.pos += Q;
   ops::linear(out, Q, HD, w_.out_proj, d_, nullptr, y);
 }

@@ -12,9 +12,6 @@ namespace braid {
 
 namespace {
 
-// torch.nn.functional.softplus with its default threshold of 20.
-inline float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
-
 inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
 // RMSNorm over n values of each of `rows` rows (row stride `ld`), in place; w may be null.
@@ -70,7 +67,7 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
   for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
   ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj, R, true, 1.0f, dt, Di);
-  for (int64_t i = 0; i < T * Di; ++i) dt[i] = softplus(dt[i]);
+  for (int64_t i = 0; i < T * Di; ++i) dt[i] = ops::softplus(dt[i]);
 
   // Selective scan, channels split across threads; gated output into u's slot `g`.
   float* g = ws.get(Workspace::kScores, size_t(T * Di));

@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "ops/cpu/conv.hpp"
+#include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid {
@@ -58,7 +59,7 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
   for (int64_t t = 0; t < Q; ++t)
     for (int64_t h = 0; h < H; ++h) {
       const float v = zxbcdt[t * E + Di + conv_dim + h] + w_.dt_bias[h];
-      float d = v > 20.0f ? v : std::log1p(std::exp(v));
+      float d = ops::softplus(v);
       d = std::max(d, float(s_.dt_min));
       if (s_.dt_max > 0) d = std::min(d, float(s_.dt_max));
       dt[t * H + h] = d;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid {
@@ -53,7 +54,7 @@ void MlstmMixer::chunk(const float* x, int64_t Q, MlstmState& st, float* y, Work
     float acc = 0.0f;
     for (int64_t t = 0; t < Q; ++t) {
       const float f = fg[t * H + h];
-      acc += std::min(f, 0.0f) - std::log1p(std::exp(-std::abs(f)));  // log sigmoid(f)
+      acc += ops::log_sigmoid(f);
       b[t] = acc;
     }
     // m_t = max(b_t + m0, max_{j <= t} b_t - b_j + i_j); D[t][j] = exp(b_t - b_j + i_j - m_t).
@@ -108,7 +109,7 @@ void MlstmMixer::chunk(const float* x, int64_t Q, MlstmState& st, float* y, Work
       for (int64_t j = 0; j < dv; ++j) var += (r[j] - mean) * (r[j] - mean);
       const float mu = float(mean), inv = float(1.0 / std::sqrt(var / double(dv) + neps));
       for (int64_t j = 0; j < dv; ++j) {
-        const float gate = 1.0f / (1.0f + std::exp(-o[t * V + h * dv + j]));
+        const float gate = ops::sigmoid(o[t * V + h * dv + j]);
         r[j] = gate * ((r[j] - mu) * inv * w_.norm[h * dv + j]);
       }
     }

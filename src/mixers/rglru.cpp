@@ -14,7 +14,7 @@ RgLruMixer::RgLruMixer(const RgLruSpec& spec, int64_t d_model, RgLruWeights w)
   log_a_scale_.resize(static_cast<size_t>(s_.width));
   for (int64_t c = 0; c < s_.width; ++c) {
     const float v = w_.a_param[c];
-    log_a_scale_[size_t(c)] = -8.0f * (v > 20.0f ? v : std::log1p(std::exp(v)));
+    log_a_scale_[size_t(c)] = -8.0f * ops::softplus(v);
   }
 }
 
@@ -51,8 +51,8 @@ void RgLruMixer::forward(const float* x, int64_t T, State& state, float* y, Work
   for (int64_t c = 0; c < W; ++c) {
     float hc = hs[c];
     for (int64_t t = 0; t < T; ++t) {
-      const float i = 1.0f / (1.0f + std::exp(-gi[t * W + c]));
-      const float r = 1.0f / (1.0f + std::exp(-ga[t * W + c]));
+      const float i = ops::sigmoid(gi[t * W + c]);
+      const float r = ops::sigmoid(ga[t * W + c]);
       const float log_a = log_a_scale_[size_t(c)] * r;
       const float a = std::exp(log_a);
       const float mult = p0 + t == 0 ? 1.0f : std::sqrt(1.0f - std::exp(2.0f * log_a));

@@ -5,13 +5,12 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
 namespace {
-
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 // out[t] = x[t] * mix + prev[t] * (1 - mix), prev[0] = shift, prev[t] = x[t-1].
 void token_shift(const float* x, int64_t T, int64_t D, const float* shift, const float* mix, float* out) {
@@ -66,7 +65,7 @@ void Rwkv4TimeMix::forward(const float* x, int64_t T, State& state, float* y, Wo
       n = f1 * n + f2 * vt;
       d = f1 * d + f2;
       m = ms;
-      r[t * A + c] = sigmoid(r[t * A + c]) * wkv;
+      r[t * A + c] = ops::sigmoid(r[t * A + c]) * wkv;
     }
     num[c] = n, den[c] = d, mx[c] = m;
   }
@@ -99,7 +98,7 @@ void RwkvChannelMix::forward(const float* x, int64_t T, State& state, float* y, 
   }
   ops::linear(k, T, F, w_.value, D, nullptr, y);
   const float sc = float(s_.out_scale);
-  for (int64_t i = 0; i < T * D; ++i) y[i] = sigmoid(r[i]) * y[i] * sc;
+  for (int64_t i = 0; i < T * D; ++i) y[i] = ops::sigmoid(r[i]) * y[i] * sc;
   st->pos += T;
 }
 

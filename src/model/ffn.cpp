@@ -75,7 +75,7 @@ void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t 
   for (int64_t t = 0; t < T; ++t) {
     float* sc = scores + t * E;
     if (s.sigmoid_scores)
-      for (int64_t e = 0; e < E; ++e) sc[e] = 1.0f / (1.0f + std::exp(-sc[e]));
+      for (int64_t e = 0; e < E; ++e) sc[e] = ops::sigmoid(sc[e]);
     else
       ops::softmax_inplace(sc, E);
     for (int64_t e = 0; e < E; ++e) order[e] = int32_t(e);
@@ -113,7 +113,7 @@ void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t 
     if (s.shared_gate) {
       // Each token's shared-expert output is scaled by sigmoid(w . x).
       for (int64_t t = 0; t < T; ++t) {
-        const float g = 1.0f / (1.0f + std::exp(-ops::dot(w.shared_gate, x + t * D, D)));
+        const float g = ops::sigmoid(ops::dot(w.shared_gate, x + t * D, D));
         for (int64_t i = 0; i < D; ++i) ys[t * D + i] *= g;
       }
     }

@@ -1,9 +1,18 @@
 // Row-wise and elementwise kernels: norms, activations, softmax, rotary embedding.
 // Each has a scalar reference in tests/test_ops.cpp.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace braid::ops {
+
+// Scalar gate functions shared by the mixers, as the references compute them in f32:
+// sigmoid, softplus with torch's threshold (x > 20 returns x), and a log-sigmoid that
+// never forms exp of a positive number.
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::abs(x))); }
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, for `rows` rows of n. In-place
 // allowed (y == x).

@@ -80,14 +80,14 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t 
 void gemm_tn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb),
-              beta, C, int(ldc));
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(N), int(K), alpha, A, int(lda), B,
+              int(ldb), beta, C, int(ldc));
 }
 
 void solve_unit_lower(int64_t n, int64_t m, const float* l, int64_t ldl, float* B, int64_t ldb) {
   if (n == 0 || m == 0) return;
-  cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, int(n), int(m), 1.0f, l, int(ldl),
-              B, int(ldb));
+  cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, int(n), int(m), 1.0f, l,
+              int(ldl), B, int(ldb));
 }
 
 void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y) {
