@@ -2,6 +2,8 @@
 // call, one token per call, and calls of 1, 3, 7, 15, ... tokens must all match a
 // naive reference computed by the test.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -44,4 +46,13 @@ inline FormErrors run_three_forms(const braid::Mixer& mix, const std::vector<flo
     e.ref_scale = std::max(e.ref_scale, std::abs(ref[i]));
   }
   return e;
+}
+
+// Each form within 1e-5 of the naive reference, relative to the reference's scale (at
+// least 1): the tolerance every mixer's forms test uses.
+inline void expect_forms_match(const FormErrors& e) {
+  const double tol = 1e-5 * std::max(1.0, e.ref_scale);
+  EXPECT_LT(e.full, tol) << "one call, reference scale " << e.ref_scale;
+  EXPECT_LT(e.step, tol) << "token by token";
+  EXPECT_LT(e.pieces, tol) << "uneven calls";
 }
