@@ -49,34 +49,36 @@ Resolved resolve(const std::string& dir) {
 
 ModelSpec load_spec(const std::string& dir) { return resolve(dir).spec; }
 
-std::unique_ptr<Model> load_model(const std::string& dir) {
-  Resolved r = resolve(dir);
-  Checkpoint ck = Checkpoint::open_dir(dir);
+namespace {
+
+// Every declared parameter of r.spec from checkpoint ck (sliced and squeezed as the
+// family stores it), under its canonical name; `what` names the source in errors.
+Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what) {
   Weights w;
   for (const ParamDecl& p : param_decls(r.spec)) {
     const hf::TensorRef ref = r.tensor_ref(p.name);
     const std::string& name = ref.name;
-    if (!ck.has(name)) fail(dir, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
+    if (!ck.has(name)) fail(what, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
     const TensorInfo* info = ck.info(name);
-    check(info->supported, dir, ": tensor '", name, "' has dtype ", info->dtype_name,
+    check(info->supported, what, ": tensor '", name, "' has dtype ", info->dtype_name,
           ", which braid does not support (F32, BF16, F16)");
     // Shape after taking the referenced entry and rows.
     Shape shape = info->shape;
     if (ref.index >= 0) {
-      check(shape.size() >= 2 && ref.index < shape[0], dir, ": tensor '", name, "' with shape ",
+      check(shape.size() >= 2 && ref.index < shape[0], what, ": tensor '", name, "' with shape ",
             shape_str(shape), " has no entry ", ref.index, " (needed for ", p.name, ")");
       shape.erase(shape.begin());
     }
     if (ref.row_end >= 0) {
       check(!shape.empty() && ref.row_begin >= 0 && ref.row_begin < ref.row_end && ref.row_end <= shape[0],
-            dir, ": tensor '", name, "' with shape ", shape_str(info->shape), " has no rows [", ref.row_begin,
+            what, ": tensor '", name, "' with shape ", shape_str(info->shape), " has no rows [", ref.row_begin,
             ", ", ref.row_end, ") (needed for ", p.name, ")");
       shape[0] = ref.row_end - ref.row_begin;
     }
     // Vectors some checkpoints store with leading unit dimensions ([1, 1, D] for [D]).
     bool squeezed = false;
     while (shape.size() > p.shape.size() && shape.front() == 1) shape.erase(shape.begin()), squeezed = true;
-    check(shape == p.shape, dir, ": tensor '", name, "' has shape ", shape_str(shape), ", expected ",
+    check(shape == p.shape, what, ": tensor '", name, "' has shape ", shape_str(shape), ", expected ",
           shape_str(p.shape), ref.index >= 0 || ref.row_end >= 0 ? " (after slicing)" : "");
     Tensor t = ck.get(name);
     if (ref.index >= 0) {
@@ -87,7 +89,19 @@ std::unique_ptr<Model> load_model(const std::string& dir) {
     if (squeezed) t = t.reshape(shape);
     w[p.name] = t;
   }
+  return w;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::string& dir) {
+  Resolved r = resolve(dir);
+  Weights w = gather(r, Checkpoint::open_dir(dir), dir);
   return std::make_unique<Model>(std::move(r.spec), std::move(w), dir);
+}
+
+Weights load_param_tensors(const std::string& dir, const std::string& file, const std::string& prefix) {
+  return gather(resolve(dir), Checkpoint::open_file(file, prefix), file);
 }
 
 }  // namespace braid

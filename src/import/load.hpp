@@ -13,4 +13,9 @@ ModelSpec load_spec(const std::string& dir);
 // Loads spec and weights; every problem is a braid::Error naming the file and field.
 std::unique_ptr<Model> load_model(const std::string& dir);
 
+// Tensors named "<prefix><checkpoint name>" in the safetensors `file`, one per parameter
+// of the model in DIR, under canonical names and sliced as the weights are (for
+// gradient files such as grads.safetensors, prefix "grad.").
+Weights load_param_tensors(const std::string& dir, const std::string& file, const std::string& prefix);
+
 }  // namespace braid

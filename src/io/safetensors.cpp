@@ -164,15 +164,25 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
   return c;
 }
 
+Checkpoint Checkpoint::open_file(const std::string& path, const std::string& prefix) {
+  Checkpoint c;
+  c.dir_ = path;
+  c.prefix_ = prefix;
+  c.files_.push_back(SafetensorsFile::open(path));
+  for (const auto& t : c.files_[0]->tensors())
+    if (t.name.compare(0, prefix.size(), prefix) == 0) c.where_[t.name.substr(prefix.size())] = 0;
+  return c;
+}
+
 const TensorInfo* Checkpoint::info(const std::string& name) const {
   auto it = where_.find(name);
-  return it == where_.end() ? nullptr : files_[it->second]->find(name);
+  return it == where_.end() ? nullptr : files_[it->second]->find(prefix_ + name);
 }
 
 Tensor Checkpoint::get(const std::string& name) const {
   auto it = where_.find(name);
   check(it != where_.end(), dir_, ": checkpoint has no tensor '", name, "'");
-  return files_[it->second]->get(name);
+  return files_[it->second]->get(prefix_ + name);
 }
 
 std::vector<std::string> Checkpoint::names() const {

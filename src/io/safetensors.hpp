@@ -50,6 +50,9 @@ class SafetensorsFile {
 class Checkpoint {
  public:
   static Checkpoint open_dir(const std::string& dir);
+  // One safetensors file whose tensor names all start with `prefix` (the prefix is
+  // stripped: "grad." for a gradient file).
+  static Checkpoint open_file(const std::string& path, const std::string& prefix = "");
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   Tensor get(const std::string& name) const;  // throws naming the tensor when missing
   const TensorInfo* info(const std::string& name) const;
@@ -57,7 +60,7 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
 
  private:
-  std::string dir_;
+  std::string dir_, prefix_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
 };

@@ -91,17 +91,11 @@ std::unique_ptr<State> AttentionMixer::make_state() const {
   return std::make_unique<KVState>(spec_.n_kv_heads, spec_.head_dim);
 }
 
-void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
-  auto* kv = dynamic_cast<KVState*>(&state);
-  check(kv != nullptr, "attention layer was given a state of another mixer");
-  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
-  const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
-  float* q = ws.get(Workspace::kQ, size_t(T * qd));
-  float* k = ws.get(Workspace::kK, size_t(T * kd));
-  float* v = ws.get(Workspace::kV, size_t(T * kd));
-  // With an output gate, q_proj yields [query | gate] per head; split them apart.
-  float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * T * qd)) : nullptr;  // gate, then raw
-  float* qg = spec_.output_gate ? gate + T * qd : q;
+void AttentionMixer::project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v,
+                                 float* gate, float* qg, float* q_pre, float* k_pre) const {
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
+  const int64_t qd = H * hd, kd = KV * hd;
+  if (!spec_.output_gate) qg = q;
   const ops::Projection qkv[3] = {
       {w_.wq, spec_.output_gate ? 2 * qd : qd, w_.bq, qg}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}};
   ops::linear_multi(x, T, d_, qkv, 3);
@@ -117,24 +111,45 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     for (int64_t i = 0; i < T * kd; ++i) k[i] *= m;
   }
   if (spec_.qk_norm) {
+    if (q_pre) std::memcpy(q_pre, q, size_t(T * qd) * sizeof(float));
+    if (k_pre) std::memcpy(k_pre, k, size_t(T * kd) * sizeof(float));
     ops::rmsnorm(q, w_.q_norm, eps_, T * H, hd, q);
     ops::rmsnorm(k, w_.k_norm, eps_, T * KV, hd, k);
   }
+  rotate(q, k, T, p0, false);
+}
+
+void AttentionMixer::rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse) const {
   // Rotary embedding: angle = float(pos) * inv_freq in f32, as the reference computes it.
+  // The inverse rotation (negated sine) is the backward of the forward rotation.
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
   const int64_t half = spec_.rope.rotary_dim / 2;
-  if (half > 0) {
+  if (half == 0) return;
 #pragma omp parallel for schedule(static) if (T > 1)
-    for (int64_t t = 0; t < T; ++t) {
-      float cs[512], sn[512];
-      for (int64_t i = 0; i < half; ++i) {
-        const float ang = float(p0 + t) * inv_freq_[size_t(i)];
-        cs[i] = float(std::cos(double(ang)));
-        sn[i] = float(std::sin(double(ang)));
-      }
-      for (int64_t h = 0; h < H; ++h) ops::rope_rotate_half(q + t * qd + h * hd, cs, sn, 2 * half);
-      for (int64_t g = 0; g < KV; ++g) ops::rope_rotate_half(k + t * kd + g * hd, cs, sn, 2 * half);
+  for (int64_t t = 0; t < T; ++t) {
+    float cs[512], sn[512];
+    for (int64_t i = 0; i < half; ++i) {
+      const float ang = float(p0 + t) * inv_freq_[size_t(i)];
+      cs[i] = float(std::cos(double(ang)));
+      sn[i] = float(std::sin(double(ang)));
+      if (inverse) sn[i] = -sn[i];
     }
+    for (int64_t h = 0; h < H; ++h) ops::rope_rotate_half(q + t * H * hd + h * hd, cs, sn, 2 * half);
+    for (int64_t g = 0; g < KV; ++g) ops::rope_rotate_half(k + t * KV * hd + g * hd, cs, sn, 2 * half);
   }
+}
+
+void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
+  auto* kv = dynamic_cast<KVState*>(&state);
+  check(kv != nullptr, "attention layer was given a state of another mixer");
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
+  const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
+  float* q = ws.get(Workspace::kQ, size_t(T * qd));
+  float* k = ws.get(Workspace::kK, size_t(T * kd));
+  float* v = ws.get(Workspace::kV, size_t(T * kd));
+  // With an output gate, q_proj yields [query | gate] per head: gate, then the raw rows.
+  float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * T * qd)) : nullptr;
+  project_qkv(x, T, p0, q, k, v, gate, gate ? gate + T * qd : nullptr, nullptr, nullptr);
   // Append to the cache.
   kv->reserve(p0 + T);
   for (int64_t g = 0; g < KV; ++g)

@@ -51,6 +51,7 @@ class AttentionMixer final : public Mixer {
   const char* kind() const override { return "attention"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   // A full-attention cache grows by bytes_per_token(); a sliding-window one keeps at most
   // 2 x window positions between calls.
   size_t fixed_state_bytes() const override {
@@ -59,6 +60,13 @@ class AttentionMixer final : public Mixer {
   size_t bytes_per_token() const override { return spec_.sliding_window > 0 ? 0 : kv_bytes_per_position(); }
 
  private:
+  // q[T, H*hd], k, v[T, KV*hd] (q/k normed and rotated for positions p0..) from x; with an
+  // output gate, gate[T, H*hd] and the raw q_proj rows qg[T, 2*H*hd]. q_pre / k_pre (may
+  // be null) receive q and k before the q/k norm.
+  void project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v, float* gate,
+                   float* qg, float* q_pre, float* k_pre) const;
+  // Rotary embedding of q and k rows for positions p0.. (inverse: rotate back).
+  void rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse) const;
   size_t kv_bytes_per_position() const {
     return size_t(2 * spec_.n_kv_heads * spec_.head_dim) * sizeof(float);
   }

@@ -1,5 +1,7 @@
 #include "mixers/mixer.hpp"
 
+#include "core/error.hpp"
+
 namespace braid {
 
 int64_t CompositeState::position() const {
@@ -19,6 +21,10 @@ std::unique_ptr<State> CompositeState::clone() const {
   auto c = std::make_unique<CompositeState>();
   for (const auto& p : parts) c->parts.push_back(p ? p->clone() : nullptr);
   return c;
+}
+
+void Mixer::backward(const float*, int64_t, const float*, float*, GradSink&) const {
+  fail("training is not supported for ", kind(), " layers yet");
 }
 
 }  // namespace braid

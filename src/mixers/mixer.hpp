@@ -78,6 +78,14 @@ void for_each_chunk(int64_t T, int64_t chunk, F&& f) {
   for (int64_t t0 = 0; t0 < T; t0 += chunk) f(t0, T - t0 < chunk ? T - t0 : chunk);
 }
 
+// Where backward passes add parameter gradients: the gradient buffer (same shape) of a
+// weight, found by the weight's address; null for a null weight.
+class GradSink {
+ public:
+  virtual ~GradSink() = default;
+  virtual float* of(const float* weight) = 0;
+};
+
 class Mixer {
  public:
   virtual ~Mixer() = default;
@@ -85,6 +93,10 @@ class Mixer {
   virtual std::unique_ptr<State> make_state() const = 0;
   // y[T, D] = mixer(x[T, D]) given the state; advances the state by T tokens.
   virtual void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const = 0;
+  // Training: given the input x[T, D] of a sequence that starts from an empty state and
+  // dL/dy[T, D], writes dL/dx and adds dL/dW into g. Recomputes what it needs from x
+  // (activation recomputation), so nothing is kept between forward and backward.
+  virtual void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const;
   // Bytes of state per sequence that do not depend on context length.
   virtual size_t fixed_state_bytes() const = 0;
   // Bytes of state added per token of context (a KV cache); 0 for recurrences.

@@ -17,6 +17,11 @@ struct FfnWeights {
 void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w, float* y,
                  Workspace& ws);
 
+// Backward of ffn_forward for the same x: dx written (added when accumulate_dx); weight
+// gradients added into g. Recomputes the hidden activations from x.
+void ffn_backward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w,
+                  const float* dy, float* dx, bool accumulate_dx, GradSink& g);
+
 struct MoeWeights {
   const float* router = nullptr;  // [n_experts][D]
   std::vector<FfnWeights> experts;
@@ -28,5 +33,11 @@ struct MoeWeights {
 // by the router scores; adds the shared expert when there is one.
 void moe_forward(const MoeSpec& spec, const MoeWeights& w, const float* x, int64_t T, int64_t D, float* y,
                  Workspace& ws);
+
+// Backward of moe_forward: gradients flow through the chosen experts, the router (through
+// the scores of the chosen experts; the top-k choice itself is piecewise constant), and
+// the shared expert and its gate. dx written.
+void moe_backward(const MoeSpec& spec, const MoeWeights& w, const float* x, int64_t T, int64_t D,
+                  const float* dy, float* dx, GradSink& g);
 
 }  // namespace braid

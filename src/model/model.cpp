@@ -15,6 +15,7 @@
 #include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
+#include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -266,6 +267,26 @@ const float* Model::w_opt(const std::string& name) const {
   return it == weights_.end() ? nullptr : it->second.f32();
 }
 
+std::vector<std::pair<const float*, std::string>> Model::param_addresses() const {
+  std::vector<std::pair<const float*, std::string>> out;
+  for (const auto& [name, t] : weights_)
+    out.emplace_back(offset_norms_.count(name) ? offset_norms_.at(name).data() : t.f32(), name);
+  return out;
+}
+
+float* Model::param_mut(const std::string& name) {
+  auto it = weights_.find(name);
+  check(it != weights_.end(), "model has no parameter '", name, "'");
+  return it->second.f32_mut();
+}
+
+void Model::refresh_derived() {
+  for (auto& [name, v] : offset_norms_) {
+    const float* src = weights_.at(name).f32();
+    for (size_t j = 0; j < v.size(); ++j) v[j] = 1.0f + src[j];
+  }
+}
+
 int64_t Model::n_params() const {
   int64_t n = 0;
   for (const auto& kv : weights_) n += kv.second.numel();
@@ -322,6 +343,15 @@ void Model::norm(const float* x, const float* w, const float* b, int64_t T, floa
     ops::layernorm(x, w, b, float(eps), T, spec_.d_model, y);
   else
     ops::rmsnorm(x, w, float(eps), T, spec_.d_model, y);
+}
+
+void Model::norm_backward(const float* x, const float* w, const float* b, int64_t T, const float* dy, float* dx,
+                          bool accumulate_dx, GradSink& g, double eps) const {
+  if (eps == 0) eps = spec_.norm_eps;
+  if (spec_.norm_kind == NormKind::Layer)
+    ops::layernorm_backward(x, w, float(eps), T, spec_.d_model, dy, dx, accumulate_dx, g.of(w), g.of(b));
+  else
+    ops::rmsnorm_backward(x, w, float(eps), T, spec_.d_model, dy, dx, accumulate_dx, g.of(w));
 }
 
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,

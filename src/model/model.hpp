@@ -25,6 +25,12 @@ struct HiddenCapture {
 
 enum class LogitsMode { None, Last, All };
 
+// Cross-entropy summed over the positions that have a target, and how many did.
+struct LossSum {
+  double sum = 0;
+  int64_t count = 0;
+};
+
 class Model {
  public:
   // Checks that every declared parameter is present with the declared shape (F32,
@@ -54,6 +60,22 @@ class Model {
   void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
 
+  // Training, one sequence from an empty state: the cross-entropy of predicting
+  // targets[t] (-1: no target) from tokens[0..t], summed; adds grad_scale * d(sum)/dW
+  // into g. Keeps two T x d_model activations per block and recomputes the rest
+  // block by block on the way back (model_backward.cpp).
+  LossSum loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
+                        GradSink& g) const;
+
+  // Every parameter's address as the forward pass reads it (for norm_weight_offset
+  // norms, the (1 + w) copy) with its name: how gradient buffers are found.
+  std::vector<std::pair<const float*, std::string>> param_addresses() const;
+  // Writable parameter data for optimizers; the weights must be owned (not a read-only
+  // mapping of a checkpoint file). Call refresh_derived() after changing norm weights
+  // of a norm_weight_offset model.
+  float* param_mut(const std::string& name);
+  void refresh_derived();
+
  private:
   // Pointers into weights_ resolved once, so the forward pass does no name lookups.
   struct BlockWeights {
@@ -80,6 +102,9 @@ class Model {
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
   // RMSNorm or LayerNorm of rows x[T, D] into y, per spec.norm_kind (eps 0: spec.norm_eps).
   void norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps = 0) const;
+  // Its backward: dx written or added; weight (and bias) gradients added into g.
+  void norm_backward(const float* x, const float* w, const float* b, int64_t T, const float* dy, float* dx,
+                     bool accumulate_dx, GradSink& g, double eps = 0) const;
 };
 
 }  // namespace braid

@@ -1,0 +1,150 @@
+// Model::loss_and_grad: the training forward and backward of one sequence. The forward
+// keeps each block's input and its mid-block residual stream (2 x T x d_model per
+// block); the backward recomputes each block's internals from those (activation
+// recomputation), so memory is bounded by one block's activations plus the logits.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.hpp"
+#include "model/model.hpp"
+#include "ops/cpu/backward.hpp"
+#include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/gemm.hpp"
+
+namespace braid {
+
+LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
+                             GradSink& g) const {
+  const int64_t D = spec_.d_model, V = spec_.vocab_size, L = int64_t(mixers_.size()), TD = T * D;
+  LossSum loss;
+  if (T == 0) return loss;
+  for (int64_t t = 0; t < T; ++t) {
+    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
+          " is outside the vocabulary [0, ", V, ")");
+    check(targets[t] >= -1 && targets[t] < V, "target id ", targets[t], " at position ", t,
+          " is outside the vocabulary [0, ", V, ") (-1 means no target)");
+  }
+  for (int64_t i = 0; i < L; ++i)
+    check(!cmixers_[size_t(i)], "training is not supported for stateful channel mixers (layer ", i, ") yet");
+  Workspace ws;
+  // Forward, keeping the residual stream at block entry (in) and after the mixer (mid).
+  std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)), tmp(static_cast<size_t>(TD));
+  std::vector<std::vector<float>> in(static_cast<size_t>(L)), mid(static_cast<size_t>(L));
+  for (int64_t t = 0; t < T; ++t) std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * 4);
+  if (spec_.embedding_multiplier != 1.0)
+    for (float& v : emb) v *= float(spec_.embedding_multiplier);
+  if (embed_norm_)
+    norm(emb.data(), embed_norm_, embed_norm_b_, T, h.data());
+  else
+    h = emb;
+  const float rm = float(spec_.residual_multiplier);
+  // h = base * alpha + v * beta * rm, base the raw stream h or (normed residual) n.
+  auto residual = [&](const float* v, bool from_norm, double alpha, double beta) {
+    const float* base = from_norm ? n.data() : h.data();
+    const float a = float(alpha), b = float(beta) * rm;
+    for (int64_t i = 0; i < TD; ++i) h[size_t(i)] = base[i] * a + v[i] * b;
+  };
+  auto channel_forward = [&](size_t i, const float* x, float* y) {
+    const BlockSpec& b = spec_.blocks[i];
+    if (b.has_moe)
+      moe_forward(b.moe, blocks_[i].moe, x, T, D, y, ws);
+    else
+      ffn_forward(b.mlp, x, T, D, blocks_[i].mlp, y, ws);
+  };
+  for (size_t i = 0; i < size_t(L); ++i) {
+    const BlockSpec& b = spec_.blocks[i];
+    const BlockWeights& bw = blocks_[i];
+    in[i] = h;
+    if (mixers_[i]) {
+      norm(h.data(), bw.norm1, bw.norm1_b, T, n.data());
+      std::unique_ptr<State> st = mixers_[i]->make_state();
+      mixers_[i]->forward(n.data(), T, *st, tmp.data(), ws);
+      residual(tmp.data(), b.normed_residual, b.mixer_alpha, b.mixer_beta);
+    }
+    mid[i] = h;
+    if (b.has_mlp || b.has_moe) {
+      norm(h.data(), bw.norm2, bw.norm2_b, T, n.data());
+      channel_forward(i, n.data(), tmp.data());
+      residual(tmp.data(), b.normed_residual, b.channel_alpha, b.channel_beta);
+    }
+    if (b.post_scale != 1.0)
+      for (float& v : h) v *= float(b.post_scale);
+  }
+  norm(h.data(), final_norm_, final_norm_b_, T, n.data(), spec_.final_norm_eps);
+  std::vector<float> logits(static_cast<size_t>(T * V));
+  ops::linear(n.data(), T, D, head_, V, nullptr, logits.data());
+  const float lsc = float(spec_.logits_scaling), cap = float(spec_.logits_soft_cap);
+  if (lsc != 1.0f)
+    for (float& v : logits) v /= lsc;
+  std::vector<float> th;  // tanh of the capped logits, for the cap's backward
+  if (cap > 0) {
+    th.resize(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) th[i] = std::tanh(logits[i] / cap), logits[i] = th[i] * cap;
+  }
+  loss.sum = ops::cross_entropy_fused(logits.data(), targets, T, V, grad_scale);
+  for (int64_t t = 0; t < T; ++t) loss.count += targets[t] >= 0;
+  if (cap > 0)
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] *= 1.0f - th[i] * th[i];
+  if (lsc != 1.0f)
+    for (float& v : logits) v /= lsc;
+
+  // Backward. dh is dL/d(residual stream) at the current point.
+  std::vector<float> dh(static_cast<size_t>(TD)), dn(static_cast<size_t>(TD)), dv(static_cast<size_t>(TD));
+  ops::linear_backward(n.data(), T, D, head_, V, logits.data(), dn.data(), false, g.of(head_), nullptr);
+  std::vector<float>().swap(logits);
+  norm_backward(h.data(), final_norm_, final_norm_b_, T, dn.data(), dh.data(), false, g, spec_.final_norm_eps);
+  // Through h_out = base * alpha + v * beta * rm, where v = f(norm(x)) and base is x or
+  // norm(x): dh becomes dL/dx.
+  auto residual_backward = [&](const float* x, const float* normw, const float* normb, bool from_norm,
+                               double alpha, double beta, auto&& f_backward) {
+    const float a = float(alpha), bsc = float(beta) * rm;
+    norm(x, normw, normb, T, n.data());
+    for (int64_t j = 0; j < TD; ++j) dv[size_t(j)] = dh[size_t(j)] * bsc;
+    f_backward(n.data(), dv.data(), dn.data());  // dn = dL/d(norm(x)) through f
+    if (from_norm) {
+      for (int64_t j = 0; j < TD; ++j) dn[size_t(j)] += dh[size_t(j)] * a;
+      norm_backward(x, normw, normb, T, dn.data(), dh.data(), false, g);
+    } else {
+      if (a != 1.0f)
+        for (float& v : dh) v *= a;
+      norm_backward(x, normw, normb, T, dn.data(), dh.data(), true, g);
+    }
+  };
+  for (int64_t ii = L - 1; ii >= 0; --ii) {
+    const size_t i = size_t(ii);
+    const BlockSpec& b = spec_.blocks[i];
+    const BlockWeights& bw = blocks_[i];
+    if (b.post_scale != 1.0)
+      for (float& v : dh) v *= float(b.post_scale);
+    if (b.has_mlp || b.has_moe)
+      residual_backward(mid[i].data(), bw.norm2, bw.norm2_b, b.normed_residual, b.channel_alpha,
+                        b.channel_beta, [&](const float* x, const float* dy, float* dx) {
+                          if (b.has_moe)
+                            moe_backward(b.moe, bw.moe, x, T, D, dy, dx, g);
+                          else
+                            ffn_backward(b.mlp, x, T, D, bw.mlp, dy, dx, false, g);
+                        });
+    std::vector<float>().swap(mid[i]);
+    if (mixers_[i])
+      residual_backward(in[i].data(), bw.norm1, bw.norm1_b, b.normed_residual, b.mixer_alpha, b.mixer_beta,
+                        [&](const float* x, const float* dy, float* dx) {
+                          mixers_[i]->backward(x, T, dy, dx, g);
+                        });
+    std::vector<float>().swap(in[i]);
+  }
+  if (embed_norm_) {
+    norm_backward(emb.data(), embed_norm_, embed_norm_b_, T, dh.data(), dn.data(), false, g);
+    dh.swap(dn);
+  }
+  if (float* de = g.of(embed_)) {
+    const float em = float(spec_.embedding_multiplier);
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = de + int64_t(tokens[t]) * D;
+      for (int64_t c = 0; c < D; ++c) row[c] += dh[size_t(t * D + c)] * em;
+    }
+  }
+  return loss;
+}
+
+}  // namespace braid
