@@ -1,11 +1,14 @@
-// Backward passes against finite differences: every op in ops/cpu/backward.hpp, the
-// attention mixer (head layouts, partial rotary, q/k norm, output gate, sliding window,
-// biases, key multiplier), the MLP and the mixture of experts.
+// Backward passes against finite differences: every op in ops/cpu/backward.hpp and the
+// causal convolution, the attention mixer (head layouts, partial rotary, q/k norm,
+// output gate, sliding window, biases, key multiplier), Gated DeltaNet (head layouts,
+// sequences shorter and longer than a chunk), the MLP and the mixture of experts.
 #include <gtest/gtest.h>
 
 #include "grad_check.hpp"
 #include "mixer_forms.hpp"
 #include "mixers/attention.hpp"
+#include "mixers/gated_deltanet.hpp"
+#include "ops/cpu/conv.hpp"
 #include "model/ffn.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
@@ -118,6 +121,22 @@ TEST(BackwardOps, SoftmaxAndCrossEntropy) {
   expect_grads_match(ce, {{"logits", &z, &g}}, int(T * V), 1e-3);
 }
 
+TEST(BackwardOps, CausalConv) {
+  Rng r(8);
+  const int64_t T = 9, C = 5, K = 4, ld = 7;  // input rows strided wider than C
+  auto in = randn(T * ld, r, 1), w = randn(C * K, r, 0.5), b = randn(C, r, 0.5), R = randn(T * C, r, 1);
+  std::vector<float> din(T * ld, 0.0f), dw(C * K, 0.0f), db(C, 0.0f);
+  ops::causal_conv1d_backward(in.data(), ld, T, C, w.data(), K, R.data(), din.data(), dw.data(), db.data());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = C; c < ld; ++c) EXPECT_EQ(din[size_t(t * ld + c)], 0.0f);
+  auto loss = [&] {
+    std::vector<float> win((K - 1) * C, 0.0f), y(T * C);
+    ops::causal_conv1d(in.data(), ld, T, C, w.data(), b.data(), K, false, win.data(), y.data());
+    return weighted_sum(y, R);
+  };
+  expect_grads_match(loss, {{"in", &in, &din}, {"w", &w, &dw}, {"b", &b, &db}}, 40);
+}
+
 struct AttnCase {
   int64_t H, KV, hd, rot, window;
   bool qk_norm, bias, gate;
@@ -171,6 +190,47 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionBackward,
                                            AttnCase{4, 2, 4, 2, 0, true, true, false, 1.0},
                                            AttnCase{4, 1, 6, 6, 5, false, false, true, 0.5},
                                            AttnCase{3, 3, 4, 0, 3, true, true, true, 1.0}));
+
+struct GdnCase {
+  int64_t NK, NV, DK, DV, K, chunk, T;
+};
+
+class GatedDeltaNetBackward : public ::testing::TestWithParam<GdnCase> {};
+
+TEST_P(GatedDeltaNetBackward, MatchesFiniteDifferences) {
+  const GdnCase c = GetParam();
+  const int64_t D = 10, KD = c.NK * c.DK, VD = c.NV * c.DV, CD = 2 * KD + VD, T = c.T;
+  Rng r(9);
+  auto qkvz = randn((2 * KD + 2 * VD) * D, r, 0.4), ba = randn(2 * c.NV * D, r, 0.4);
+  auto conv = randn(CD * c.K, r, 0.5), dt = randn(c.NV, r, 0.5, -1.0), A_log = randn(c.NV, r, 0.5, 0.5);
+  auto norm = randn(c.DV, r, 0.2, 1.0), out = randn(D * VD, r, 0.4);
+  GatedDeltaNetSpec s;
+  s.n_k_heads = c.NK, s.n_v_heads = c.NV, s.head_k_dim = c.DK, s.head_v_dim = c.DV, s.d_conv = c.K;
+  s.chunk = c.chunk;
+  GatedDeltaNetMixer mix(s, D, {qkvz.data(), ba.data(), conv.data(), dt.data(), A_log.data(), norm.data(), out.data()});
+  TestGrads g;
+  std::vector<std::vector<float>*> params = {&qkvz, &ba, &conv, &dt, &A_log, &norm, &out};
+  for (auto* p : params) g.add(*p);
+  auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
+  std::vector<float> dx(T * D);
+  mix.backward(x.data(), T, R.data(), dx.data(), g);
+  auto loss = [&] {
+    Workspace ws;
+    auto st = mix.make_state();
+    std::vector<float> y(T * D);
+    mix.forward(x.data(), T, *st, y.data(), ws);
+    return weighted_sum(y, R);
+  };
+  const char* names[] = {"in_proj_qkvz", "in_proj_ba", "conv1d", "dt_bias", "A_log", "norm", "out_proj"};
+  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
+  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
+  expect_grads_match(loss, bufs, 24, 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, GatedDeltaNetBackward,
+                         ::testing::Values(GdnCase{1, 1, 4, 4, 4, 4, 3},     // shorter than a chunk
+                                           GdnCase{2, 4, 4, 6, 4, 4, 11},    // 2 value heads per key head
+                                           GdnCase{1, 3, 6, 4, 3, 5, 16}));  // several chunks, uneven tail
 
 TEST(FfnBackward, GatedAndPlainWithMultipliers) {
   Rng r(6);

@@ -1,4 +1,4 @@
-// braid: run, verify, inspect, initialise and benchmark hybrid sequence models.
+// braid: run, verify, inspect, initialise, train and benchmark hybrid sequence models.
 #include <cstdio>
 #include <exception>
 
@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   braid::cli::add_inspect(app, exit_code);
   braid::cli::add_init(app, exit_code);
   braid::cli::add_bench(app, exit_code);
+  braid::cli::add_train(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -23,6 +24,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const braid::cli::Interrupted&) {
+    return 130;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "braid: error: %s\n", e.what());
     return 2;

@@ -12,23 +12,15 @@
 
 namespace braid {
 
-namespace {
-
-// x <- x / sqrt(sum x^2 + eps) * scale
-void l2_normalize(float* x, int64_t n, float scale) {
+void gdn_l2_normalize(float* x, int64_t n, float scale) {
   double ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
   const float inv = float(1.0 / std::sqrt(ss + 1e-6));
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * inv * scale;
 }
 
-}  // namespace
-
 GatedDeltaNetMixer::GatedDeltaNetMixer(const GatedDeltaNetSpec& spec, int64_t d_model, GatedDeltaNetWeights w)
-    : s_(spec), d_(d_model), w_(w) {
-  A_.resize(static_cast<size_t>(s_.n_v_heads));
-  for (int64_t h = 0; h < s_.n_v_heads; ++h) A_[size_t(h)] = -std::exp(w_.A_log[h]);
-}
+    : s_(spec), d_(d_model), w_(w) {}
 
 size_t GatedDeltaNetMixer::fixed_state_bytes() const {
   return size_t(s_.conv_dim() * (s_.d_conv - 1) + s_.n_v_heads * s_.head_k_dim * s_.head_v_dim) *
@@ -43,6 +35,29 @@ void GatedDeltaNetMixer::forward(const float* x, int64_t T, State& state, float*
   auto* st = dynamic_cast<GatedDeltaNetState*>(&state);
   check(st != nullptr, "gated_deltanet layer was given a state of another mixer");
   for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
+}
+
+void GatedDeltaNetMixer::unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z,
+                                float* beta, float* g) const {
+  const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
+  const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
+  const int64_t E = 2 * KD + 2 * VD;
+  // Per key head the projection holds [q | k | v (R heads) | z (R heads)] and [beta (R) | alpha (R)].
+  for (int64_t t = 0; t < Q; ++t)
+    for (int64_t kh = 0; kh < NK; ++kh) {
+      const float* src = proj + t * E + kh * (2 * DK + 2 * R * DV);
+      float* row = mixed + t * CD;
+      std::memcpy(row + kh * DK, src, size_t(DK) * sizeof(float));
+      std::memcpy(row + KD + kh * DK, src + DK, size_t(DK) * sizeof(float));
+      std::memcpy(row + 2 * KD + kh * R * DV, src + 2 * DK, size_t(R * DV) * sizeof(float));
+      std::memcpy(z + t * VD + kh * R * DV, src + 2 * DK + R * DV, size_t(R * DV) * sizeof(float));
+      const float* b = ba + t * 2 * NV + kh * 2 * R;
+      for (int64_t j = 0; j < R; ++j) {
+        const int64_t h = kh * R + j;
+        beta[t * NV + h] = ops::sigmoid(b[j]);
+        g[t * NV + h] = A(h) * ops::softplus(b[R + j] + w_.dt_bias[h]);
+      }
+    }
 }
 
 void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st, float* y,
@@ -62,28 +77,13 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
   const ops::Projection p[2] = {{w_.in_proj_qkvz, E, nullptr, proj}, {w_.in_proj_ba, 2 * NV, nullptr, ba}};
   ops::linear_multi(x, Q, d_, p, 2);
 
-  // Per key head the projection holds [q | k | v (R heads) | z (R heads)] and [beta (R) | alpha (R)].
-  for (int64_t t = 0; t < Q; ++t)
-    for (int64_t kh = 0; kh < NK; ++kh) {
-      const float* src = proj + t * E + kh * (2 * DK + 2 * R * DV);
-      float* row = mixed + t * CD;
-      std::memcpy(row + kh * DK, src, size_t(DK) * sizeof(float));
-      std::memcpy(row + KD + kh * DK, src + DK, size_t(DK) * sizeof(float));
-      std::memcpy(row + 2 * KD + kh * R * DV, src + 2 * DK, size_t(R * DV) * sizeof(float));
-      std::memcpy(z + t * VD + kh * R * DV, src + 2 * DK + R * DV, size_t(R * DV) * sizeof(float));
-      const float* b = ba + t * 2 * NV + kh * 2 * R;
-      for (int64_t j = 0; j < R; ++j) {
-        const int64_t h = kh * R + j;
-        beta[t * NV + h] = ops::sigmoid(b[j]);
-        g[t * NV + h] = A_[size_t(h)] * ops::softplus(b[R + j] + w_.dt_bias[h]);
-      }
-    }
+  unpack(proj, ba, Q, mixed, z, beta, g);
   ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, st.conv.data(), qkv);
   const float qscale = float(1.0 / std::sqrt(double(DK)));
   for (int64_t t = 0; t < Q; ++t)
     for (int64_t kh = 0; kh < NK; ++kh) {
-      l2_normalize(qkv + t * CD + kh * DK, DK, qscale);
-      l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
+      gdn_l2_normalize(qkv + t * CD + kh * DK, DK, qscale);
+      gdn_l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
     }
 
   if (Q == 1) {

@@ -4,12 +4,16 @@
 // direct recurrence. Decays stay in log space: inside a chunk only exp(c_i - c_j) with
 // i >= j and exp(c_i) relative to the chunk start are formed, all <= 1.
 #pragma once
+#include <cmath>
 #include <vector>
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
 
 namespace braid {
+
+// x <- x / sqrt(sum x^2 + 1e-6) * scale (the q / k normalisation).
+void gdn_l2_normalize(float* x, int64_t n, float scale);
 
 class GatedDeltaNetState final : public State {
  public:
@@ -39,15 +43,22 @@ class GatedDeltaNetMixer final : public Mixer {
   const char* kind() const override { return "gated_deltanet"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  // Recurrent backward: states are recomputed per chunk from checkpoints at chunk
+  // starts and the recurrence is differentiated token by token (gated_deltanet_backward.cpp).
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override { return 0; }
 
  private:
+  // Splits the projections of Q tokens into the conv input [q | k | v] (mixed), z, beta
+  // and the log decay g = A softplus(alpha + dt_bias).
+  void unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z, float* beta, float* g) const;
   void chunk(const float* x, int64_t Q, GatedDeltaNetState& st, float* y, Workspace& ws) const;
   GatedDeltaNetSpec s_;
   int64_t d_;
   GatedDeltaNetWeights w_;
-  std::vector<float> A_;  // -exp(A_log) per value head
+  // -exp(A_log) of a value head, formed when used: weights may change during training.
+  float A(int64_t h) const { return -std::exp(w_.A_log[h]); }
 };
 
 }  // namespace braid

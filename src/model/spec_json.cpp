@@ -316,14 +316,18 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     b.has_moe = default_has_moe;
     b.moe = default_moe;
     const json& e = layers[i];
-    if (e.is_string()) {  // a name from "mixers"
-      const std::string name = e.get<std::string>();
+    auto named_mixer = [&](const std::string& name) {  // a name from "mixers"
       check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw, ": mixer '", name,
             "' is not defined in 'mixers'");
       read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), s.d_model, &b);
+    };
+    if (e.is_string()) {
+      named_mixer(e.get<std::string>());
     } else {
       JsonObject lo(e, lw);
-      if (lo.has("mixer"))
+      if (lo.has("mixer") && e["mixer"].is_string())
+        named_mixer(e["mixer"].get<std::string>());
+      else if (lo.has("mixer"))
         read_mixer(lo.get_object("mixer"), s.d_model, &b);
       else
         b.has_mixer = false;  // "mixer": null (or absent): an MLP-only block

@@ -32,4 +32,35 @@ void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const floa
   }
 }
 
+void causal_conv1d_backward(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, int64_t K,
+                            const float* dout, float* din, float* dw, float* dbias) {
+#pragma omp parallel for schedule(static) if (T * C >= 4096)
+  for (int64_t c = 0; c < C; ++c) {
+    const float* wc = w + c * K;
+    for (int64_t t = 0; t < T; ++t) {
+      // in[t] feeds out[t + (K - 1) - k] through tap k.
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t o = t + (K - 1) - k;
+        if (o < T) acc += wc[k] * dout[o * C + c];
+      }
+      din[t * ld + c] = acc;
+    }
+    if (dw)
+      for (int64_t k = 0; k < K; ++k) {
+        double acc = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t src = t + k - (K - 1);
+          if (src >= 0) acc += double(dout[t * C + c]) * in[src * ld + c];
+        }
+        dw[c * K + k] += float(acc);
+      }
+    if (dbias) {
+      double acc = 0;
+      for (int64_t t = 0; t < T; ++t) acc += dout[t * C + c];
+      dbias[c] += float(acc);
+    }
+  }
+}
+
 }  // namespace braid::ops

@@ -11,4 +11,10 @@ namespace braid::ops {
 void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
                    int64_t K, bool silu, float* window, float* out);
 
+// Backward of causal_conv1d without activation, for a sequence that starts from a zero
+// window: given dout[T][C] (the gradient of the pre-activation output), writes din
+// (row stride ld) and adds dw[C][K] and dbias[C] (when not null).
+void causal_conv1d_backward(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, int64_t K,
+                            const float* dout, float* din, float* dw, float* dbias);
+
 }  // namespace braid::ops

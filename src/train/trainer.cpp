@@ -1,0 +1,190 @@
+#include "train/trainer.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+#include "model/spec_json.hpp"
+#include "ops/cpu/backward.hpp"
+
+namespace braid {
+
+json options_to_json(const TrainOptions& o) {
+  const char* decay = o.schedule.decay == Decay::Cosine ? "cosine" : o.schedule.decay == Decay::Linear ? "linear"
+                                                                                                        : "constant";
+  return json{{"steps", o.steps},
+              {"batch", o.batch},
+              {"seq", o.seq},
+              {"accum", o.accum},
+              {"lr", o.schedule.lr},
+              {"min_lr", o.schedule.min_lr},
+              {"warmup", o.schedule.warmup},
+              {"decay", decay},
+              {"beta1", o.adam.beta1},
+              {"beta2", o.adam.beta2},
+              {"eps", o.adam.eps},
+              {"weight_decay", o.adam.weight_decay},
+              {"decay_all", o.adam.decay_all},
+              {"clip", o.clip},
+              {"seed", o.seed},
+              {"val_fraction", o.val_fraction},
+              {"eval_windows", o.eval_windows}};
+}
+
+TrainOptions options_from_json(const json& j, const std::string& where) {
+  TrainOptions o;
+  try {
+    o.steps = j.at("steps"), o.batch = j.at("batch"), o.seq = j.at("seq"), o.accum = j.at("accum");
+    o.schedule.lr = j.at("lr"), o.schedule.min_lr = j.at("min_lr"), o.schedule.warmup = j.at("warmup");
+    check(parse_decay(j.at("decay").get<std::string>(), &o.schedule.decay), "unknown decay");
+    o.adam.beta1 = j.at("beta1"), o.adam.beta2 = j.at("beta2"), o.adam.eps = j.at("eps");
+    o.adam.weight_decay = j.at("weight_decay"), o.adam.decay_all = j.at("decay_all");
+    o.clip = j.at("clip"), o.seed = j.at("seed"), o.val_fraction = j.at("val_fraction");
+    o.eval_windows = j.at("eval_windows");
+  } catch (const json::exception& e) {
+    fail(where, ": training options are malformed (", e.what(), ")");
+  }
+  o.schedule.total = o.steps;
+  return o;
+}
+
+Weights owned_copy(const Weights& w) {
+  Weights out;
+  for (const auto& [name, t] : w) {
+    Tensor f = t.to_f32();
+    Tensor c = Tensor::zeros(DType::F32, f.shape());
+    std::memcpy(c.f32_mut(), f.f32(), f.nbytes());
+    out[name] = c;
+  }
+  return out;
+}
+
+Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data)
+    : model_(std::move(model)),
+      o_(o),
+      data_(std::move(data)),
+      grads_(*model_),
+      opt_(*model_, o.adam),
+      sampler_(int64_t(data_.train.size()), o.seq + 1, o.seed) {
+  check(o_.steps > 0 && o_.batch > 0 && o_.seq > 0 && o_.accum > 0,
+        "steps, batch, seq and accum must be positive");
+  check(int64_t(data_.train.size()) >= o_.seq + 1, "training data has ", data_.train.size(),
+        " tokens, fewer than one window of ", o_.seq + 1);
+  const int64_t V = model_->spec().vocab_size;
+  for (const auto* part : {&data_.train, &data_.val})
+    for (int32_t t : *part)
+      check(t >= 0 && t < V, "training data has token id ", t, " outside the model's vocabulary [0, ", V, ")");
+  o_.schedule.total = o_.steps;
+}
+
+void Trainer::set_total_steps(int64_t steps) {
+  o_.steps = steps;
+  o_.schedule.total = steps;
+}
+
+StepStats Trainer::step() {
+  StepStats st;
+  st.step = opt_.steps() + 1;
+  grads_.zero();
+  const int64_t n = o_.batch * o_.accum, T = o_.seq;
+  const float scale = 1.0f / float(n * T);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* w = data_.train.data() + sampler_.next();
+    LossSum l = model_->loss_and_grad(w, w + 1, T, scale, grads_);
+    sum += l.sum;
+  }
+  st.loss = sum / double(n * T);
+  st.tokens = n * T;
+  st.grad_norm = clip_grad_norm(grads_, o_.clip);
+  st.lr = lr_at(o_.schedule, st.step);
+  opt_.step(*model_, grads_, st.lr);
+  return st;
+}
+
+double Trainer::evaluate() const {
+  const int64_t T = o_.seq, V = model_->spec().vocab_size;
+  const int64_t nwin = std::min<int64_t>(o_.eval_windows, (int64_t(data_.val.size()) - 1) / T);
+  if (nwin <= 0) return std::numeric_limits<double>::quiet_NaN();
+  Workspace ws;
+  std::vector<float> logits(size_t(T * V));
+  double sum = 0;
+  for (int64_t w = 0; w < nwin; ++w) {
+    const int32_t* tok = data_.val.data() + w * T;
+    auto states = model_->make_states();
+    model_->forward(tok, T, states, ws, LogitsMode::All, logits.data());
+    sum += ops::cross_entropy_fused(logits.data(), tok + 1, T, V, 1.0f);
+  }
+  return sum / double(nwin * T);
+}
+
+namespace {
+const std::string kParam = "param.", kM = "adam_m.", kV = "adam_v.";
+}
+
+void Trainer::save_state(const std::string& path) const {
+  std::vector<std::pair<std::string, Tensor>> t;
+  auto vec = [](const std::vector<float>& v, const Shape& s) {
+    return Tensor::view(DType::F32, s, v.data(), nullptr);
+  };
+  auto& opt = const_cast<AdamW&>(opt_);
+  for (const auto& [name, w] : model_->weights()) {
+    t.emplace_back(kParam + name, w);
+    t.emplace_back(kM + name, vec(opt.first().at(name), w.shape()));
+    t.emplace_back(kV + name, vec(opt.second().at(name), w.shape()));
+  }
+  uint64_t rng[4];
+  const_cast<WindowSampler&>(sampler_).rng().get_state(rng);
+  std::string rs;
+  for (int i = 0; i < 4; ++i) {
+    if (i) rs += ' ';
+    rs += std::to_string(rng[i]);
+  }
+  write_safetensors(path, t,
+                    {{"braid.step", std::to_string(opt_.steps())},
+                     {"braid.rng", rs},
+                     {"braid.spec", spec_to_json(model_->spec()).dump()},
+                     {"braid.options", options_to_json(o_).dump()}});
+}
+
+void Trainer::load_state(const std::string& path) {
+  auto f = SafetensorsFile::open(path);
+  const auto& meta = f->metadata();
+  for (const char* k : {"braid.step", "braid.rng"})
+    check(meta.count(k), path, ": not a braid training state (no '", k, "' metadata)");
+  int64_t step = 0;
+  uint64_t rng[4];
+  try {
+    step = std::stoll(meta.at("braid.step"));
+    size_t pos = 0;
+    const std::string& rs = meta.at("braid.rng");
+    for (int i = 0; i < 4; ++i) {
+      size_t used = 0;
+      rng[i] = std::stoull(rs.substr(pos), &used);
+      pos += used;
+    }
+  } catch (const std::exception&) {
+    fail(path, ": malformed step or rng metadata");
+  }
+  // Check every tensor before changing anything.
+  for (const auto& [name, w] : model_->weights())
+    for (const std::string& pre : {kParam, kM, kV}) {
+      const TensorInfo* info = f->find(pre + name);
+      check(info != nullptr, path, ": missing tensor '", pre + name, "'");
+      check(info->shape == w.shape() && info->dtype_name == "F32", path, ": tensor '", pre + name,
+            "' has shape ", shape_str(info->shape), " ", info->dtype_name, ", expected ", shape_str(w.shape()),
+            " F32");
+    }
+  for (const auto& [name, w] : model_->weights()) {
+    std::memcpy(model_->param_mut(name), f->get(kParam + name).f32(), w.nbytes());
+    std::memcpy(opt_.first().at(name).data(), f->get(kM + name).f32(), w.nbytes());
+    std::memcpy(opt_.second().at(name).data(), f->get(kV + name).f32(), w.nbytes());
+  }
+  model_->refresh_derived();
+  opt_.set_steps(step);
+  sampler_.rng().set_state(rng);
+}
+
+}  // namespace braid

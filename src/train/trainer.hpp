@@ -1,0 +1,65 @@
+// The training loop: random windows of a packed token stream, gradient accumulation,
+// clipping, AdamW with a schedule, held-out evaluation, and checkpoints that resume to
+// exactly the same losses.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "io/json.hpp"
+#include "model/grads.hpp"
+#include "model/model.hpp"
+#include "train/data.hpp"
+#include "train/optimizer.hpp"
+
+namespace braid {
+
+struct TrainOptions {
+  int64_t steps = 100, batch = 8, seq = 128, accum = 1;
+  Schedule schedule;  // total is set to `steps`
+  AdamWConfig adam;
+  double clip = 1.0;  // global gradient norm limit (<= 0: none)
+  uint64_t seed = 0;  // data order
+  double val_fraction = 0.05;
+  int64_t eval_windows = 16;  // held-out windows of seq + 1 tokens per evaluation
+};
+json options_to_json(const TrainOptions& o);
+TrainOptions options_from_json(const json& j, const std::string& where);
+
+struct StepStats {
+  int64_t step = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  int64_t tokens = 0;  // trained on in this step
+};
+
+class Trainer {
+ public:
+  // The model's weights must be owned (they are updated in place).
+  Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data);
+
+  StepStats step();
+  // Mean cross-entropy per token over the held-out windows (NaN when there are none).
+  double evaluate() const;
+  int64_t steps_done() const { return opt_.steps(); }
+  const Model& model() const { return *model_; }
+  const TrainOptions& options() const { return o_; }
+  void set_total_steps(int64_t steps);
+
+  // Everything a resume needs (weights, moments, step, data order) in one safetensors
+  // file written atomically; load_state checks it matches this model before changing
+  // anything.
+  void save_state(const std::string& path) const;
+  void load_state(const std::string& path);
+
+ private:
+  std::unique_ptr<Model> model_;
+  TrainOptions o_;
+  TokenSplit data_;
+  Gradients grads_;
+  AdamW opt_;
+  WindowSampler sampler_;
+};
+
+// Weights copied into memory the model owns (e.g. from a mapped checkpoint).
+Weights owned_copy(const Weights& w);
+
+}  // namespace braid

@@ -1,0 +1,221 @@
+// Training: whole-model gradients against finite differences (a GDN / attention / MoE
+// hybrid with tied embeddings and multipliers), overfitting a small batch, AdamW and
+// schedules, the token cache and data errors, and exact resume from a training state.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.hpp"
+#include "fixtures.hpp"
+#include "grad_check.hpp"
+#include "mixer_forms.hpp"
+#include "model/grads.hpp"
+#include "model/init.hpp"
+#include "model/spec_json.hpp"
+#include "train/trainer.hpp"
+
+using namespace braid;
+
+namespace {
+
+ModelSpec spec_of(const std::string& text) { return spec_from_json(json::parse(text), "test spec"); }
+
+// Three GDN blocks and one attention block, MLP and MoE channel mixers.
+const char* kHybrid = R"({
+  "name": "hybrid", "vocab_size": 23, "d_model": 16, "norm_eps": 1e-6, "tie_embeddings": true,
+  "embedding_multiplier": 1.5, "residual_multiplier": 0.8, "logits_scaling": 1.25,
+  "mixers": {
+    "gdn": {"type": "gated_deltanet", "n_k_heads": 1, "n_v_heads": 2, "head_k_dim": 8, "head_v_dim": 4, "chunk": 4},
+    "attn": {"type": "attention", "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "qk_norm": true}
+  },
+  "mlp": {"hidden": 24, "activation": "silu", "gated": true},
+  "layers": ["gdn", "gdn", {"mixer": "gdn", "moe": {"n_experts": 3, "top_k": 2, "hidden": 8, "renormalize": true}},
+             "attn"]
+})";
+
+const char* kAttention = R"({
+  "name": "attn2", "vocab_size": 17, "d_model": 32, "norm_eps": 1e-6, "tie_embeddings": false,
+  "mixers": {"attn": {"type": "attention", "n_heads": 4, "n_kv_heads": 2, "head_dim": 8}},
+  "mlp": {"hidden": 64, "activation": "silu", "gated": true},
+  "layers": {"pattern": ["attn"], "repeat": 2}
+})";
+
+std::unique_ptr<Model> make_model(const ModelSpec& spec, uint64_t seed, double std = 0.2) {
+  return std::make_unique<Model>(spec, owned_copy(init_weights(spec, seed, std)), "test");
+}
+
+TEST(ModelBackward, HybridMatchesFiniteDifferences) {
+  // Without the MoE layer: its top-k choice is piecewise constant, so finite differences
+  // through the whole model can cross a routing change (moe_backward has its own check).
+  json j = json::parse(kHybrid);
+  j["layers"][2] = "gdn";
+  ModelSpec spec = spec_from_json(j, "test spec");
+  auto model = make_model(spec, 3, 0.1);
+  Rng r(4);
+  const int64_t T = 11;
+  std::vector<int32_t> tok(T), tgt(T);
+  for (int64_t t = 0; t < T; ++t) tok[size_t(t)] = int32_t(r.next() % 23), tgt[size_t(t)] = int32_t(r.next() % 23);
+  tgt[3] = -1;  // a position without a target
+  Gradients g(*model);
+  LossSum l = model->loss_and_grad(tok.data(), tgt.data(), T, 1.0f, g);
+  EXPECT_EQ(l.count, T - 1);
+  // Finite differences through the whole model, on the (owned) weights.
+  std::vector<GradBuffer> bufs;
+  std::vector<std::vector<float>> copies, grads;
+  const auto& names = g.by_name();
+  copies.reserve(names.size()), grads.reserve(names.size());
+  for (const auto& [name, gv] : names) {
+    const Tensor& t = model->weights().at(name);
+    copies.emplace_back(t.f32(), t.f32() + t.numel());
+    grads.push_back(gv);
+  }
+  size_t i = 0;
+  for (const auto& [name, gv] : names) bufs.push_back({name, &copies[i], &grads[i]}), ++i;
+  Gradients scratch(*model);
+  auto loss = [&] {
+    size_t j = 0;
+    for (const auto& [name, gv] : names) {
+      std::copy(copies[j].begin(), copies[j].end(), model->param_mut(name));
+      ++j;
+    }
+    return model->loss_and_grad(tok.data(), tgt.data(), T, 1.0f, scratch).sum;
+  };
+  // Through the whole model the f32 forward's rounding is a property of the loss, not of
+  // one tensor: small tensors (A_log, dt_bias) get an absolute floor of 1e-4 of the
+  // model's largest gradient entry besides the per-tensor 1e-3.
+  double gmax = 0;
+  for (const auto& gv : grads)
+    for (float v : gv) gmax = std::max(gmax, double(std::abs(v)));
+  expect_grads_match(loss, bufs, 6, 1e-2, 1e-4 * gmax);
+}
+
+// Trains on one fixed batch until the loss is near zero.
+double overfit(const char* spec_text, int64_t steps, double lr) {
+  ModelSpec spec = spec_of(spec_text);
+  TrainOptions o;
+  o.steps = steps, o.batch = 4, o.seq = 16, o.val_fraction = 0, o.clip = 1.0;
+  o.schedule.lr = lr, o.schedule.min_lr = lr, o.schedule.decay = Decay::Constant;
+  o.adam.weight_decay = 0;
+  // A stream of exactly one window: every step sees the same sequence.
+  Rng r(5);
+  std::vector<int32_t> tokens(size_t(o.seq + 1));
+  for (auto& t : tokens) t = int32_t(r.next() % uint64_t(spec.vocab_size));
+  Trainer tr(make_model(spec, 1, 0.05), o, split_tokens(tokens, 0, o.seq + 1));
+  double loss = 0;
+  for (int64_t s = 0; s < steps; ++s) loss = tr.step().loss;
+  return loss;
+}
+
+TEST(Training, TwoLayerAttentionOverfitsABatch) { EXPECT_LT(overfit(kAttention, 150, 1e-2), 0.05); }
+
+TEST(Training, GatedDeltaNetHybridOverfitsABatch) { EXPECT_LT(overfit(kHybrid, 200, 1e-2), 0.05); }
+
+TEST(Training, ScheduleWarmsUpThenDecays) {
+  Schedule s;
+  s.lr = 1.0, s.min_lr = 0.1, s.warmup = 10, s.total = 110;
+  EXPECT_DOUBLE_EQ(lr_at(s, 5), 0.5);
+  EXPECT_DOUBLE_EQ(lr_at(s, 10), 1.0);
+  EXPECT_NEAR(lr_at(s, 60), 0.55, 1e-12);  // cosine half way
+  EXPECT_NEAR(lr_at(s, 110), 0.1, 1e-12);
+  s.decay = Decay::Linear;
+  EXPECT_NEAR(lr_at(s, 60), 0.55, 1e-12);
+  EXPECT_NEAR(lr_at(s, 35), 0.775, 1e-12);
+  s.decay = Decay::Constant;
+  EXPECT_DOUBLE_EQ(lr_at(s, 100), 1.0);
+}
+
+TEST(Training, AdamWDecaysOnlyMatricesByDefault) {
+  auto model = make_model(spec_of(kAttention), 2);
+  AdamW opt(*model, AdamWConfig{});
+  EXPECT_TRUE(opt.decays("blocks.0.attn.q_proj.weight"));
+  EXPECT_TRUE(opt.decays("lm_head.weight"));
+  EXPECT_FALSE(opt.decays("embed.weight"));
+  EXPECT_FALSE(opt.decays("blocks.0.norm1.weight"));
+  AdamWConfig all;
+  all.decay_all = true;
+  EXPECT_TRUE(AdamW(*model, all).decays("embed.weight"));
+  // With zero gradients only decayed parameters move: p -= lr * wd * p.
+  Gradients g(*model);
+  const float before = model->weights().at("lm_head.weight").f32()[0];
+  const float norm_before = model->weights().at("final_norm.weight").f32()[0];
+  opt.step(*model, g, 0.5);
+  EXPECT_FLOAT_EQ(model->weights().at("lm_head.weight").f32()[0], before * (1 - 0.5f * 0.1f));
+  EXPECT_EQ(model->weights().at("final_norm.weight").f32()[0], norm_before);
+}
+
+TEST(Training, ClipScalesToTheGlobalNorm) {
+  auto model = make_model(spec_of(kAttention), 2);
+  Gradients g(*model);
+  g.of(std::string("embed.weight"))[0] = 3, g.of(std::string("lm_head.weight"))[0] = 4;
+  EXPECT_DOUBLE_EQ(clip_grad_norm(g, 1.0), 5.0);
+  EXPECT_NEAR(g.global_norm(), 1.0, 1e-6);
+}
+
+TEST(TrainingData, TokenCacheRoundTripsAndRejectsCorruption) {
+  TempDir d;
+  const std::vector<int32_t> t = {5, 0, 256, 7, 1};
+  write_token_cache(d / "tokens.bin", t);
+  EXPECT_EQ(read_token_cache(d / "tokens.bin"), t);
+  std::filesystem::resize_file(d / "tokens.bin", 24 + 3 * 4);
+  try {
+    read_token_cache(d / "tokens.bin");
+    FAIL() << "truncated cache accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  std::ofstream(d / "junk.bin") << "not a token cache at all, really";
+  EXPECT_THROW(read_token_cache(d / "junk.bin"), Error);
+  EXPECT_THROW(read_token_cache(d / "missing.bin"), Error);
+}
+
+TEST(TrainingData, SplitHoldsOutTheTailAndRefusesTinyCorpora) {
+  std::vector<int32_t> t(1000);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t(i % 50);
+  TokenSplit s = split_tokens(t, 0.1, 33);
+  EXPECT_EQ(s.train.size(), 900u);
+  EXPECT_EQ(s.val.size(), 100u);
+  EXPECT_EQ(s.val.front(), t[900]);
+  EXPECT_THROW(split_tokens(std::vector<int32_t>(40), 0.1, 33), Error);
+  EXPECT_THROW(split_tokens(t, 1.5, 33), Error);
+}
+
+TEST(Training, SavedStateResumesToTheSameLosses) {
+  TempDir d;
+  ModelSpec spec = spec_of(kHybrid);
+  TrainOptions o;
+  o.steps = 6, o.batch = 2, o.seq = 12, o.val_fraction = 0.1;
+  o.schedule.lr = 3e-3, o.schedule.warmup = 2;
+  Rng r(6);
+  std::vector<int32_t> tokens(400);
+  for (auto& t : tokens) t = int32_t(r.next() % 23);
+  auto run = [&](int64_t from_state_at) {
+    std::vector<double> losses;
+    Trainer tr(make_model(spec, 1), o, split_tokens(tokens, o.val_fraction, o.seq + 1));
+    for (int64_t s = 0; s < o.steps; ++s) {
+      if (s == from_state_at) {
+        tr.save_state(d / "state.safetensors");
+        // A fresh trainer with different initial weights, restored from the state.
+        Trainer other(make_model(spec, 99), o, split_tokens(tokens, o.val_fraction, o.seq + 1));
+        other.load_state(d / "state.safetensors");
+        for (; s < o.steps; ++s) losses.push_back(other.step().loss);
+        return losses;
+      }
+      losses.push_back(tr.step().loss);
+    }
+    return losses;
+  };
+  const std::vector<double> straight = run(-1), resumed = run(3);
+  ASSERT_EQ(straight.size(), resumed.size());
+  for (size_t i = 0; i < straight.size(); ++i) EXPECT_EQ(straight[i], resumed[i]) << "step " << i + 1;
+  // A corrupt state is refused before anything changes.
+  const std::string path = d / "state.safetensors";
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  Trainer tr(make_model(spec, 1), o, split_tokens(tokens, o.val_fraction, o.seq + 1));
+  const float w0 = tr.model().weights().at("embed.weight").f32()[0];
+  EXPECT_THROW(tr.load_state(path), Error);
+  EXPECT_EQ(tr.model().weights().at("embed.weight").f32()[0], w0);
+}
+
+}  // namespace
