@@ -8,9 +8,9 @@
 #include "mixer_forms.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
-#include "ops/cpu/conv.hpp"
 #include "model/ffn.hpp"
 #include "ops/cpu/backward.hpp"
+#include "ops/cpu/conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -34,12 +34,14 @@ TEST(BackwardOps, Linear) {
 TEST(BackwardOps, NormsAndAliasing) {
   Rng r(2);
   const int64_t rows = 4, n = 9;
-  auto x = randn(rows * n, r, 1.5, 0.3), w = randn(n, r, 0.5, 1), b = randn(n, r, 0.5), R = randn(rows * n, r, 1);
+  auto x = randn(rows * n, r, 1.5, 0.3), w = randn(n, r, 0.5, 1), b = randn(n, r, 0.5),
+       R = randn(rows * n, r, 1);
   std::vector<float> y(rows * n);
   for (bool layer : {false, true}) {
     std::vector<float> dx(rows * n), dw(n, 0.0f), db(n, 0.0f);
     if (layer)
-      ops::layernorm_backward(x.data(), w.data(), 1e-5f, rows, n, R.data(), dx.data(), false, dw.data(), db.data());
+      ops::layernorm_backward(x.data(), w.data(), 1e-5f, rows, n, R.data(), dx.data(), false, dw.data(),
+                              db.data());
     else
       ops::rmsnorm_backward(x.data(), w.data(), 1e-5f, rows, n, R.data(), dx.data(), false, dw.data());
     auto loss = [&] {
@@ -55,7 +57,8 @@ TEST(BackwardOps, NormsAndAliasing) {
     // dx may alias dy: same result, same weight gradient.
     std::vector<float> d2(R), dw2(n, 0.0f), db2(n, 0.0f);
     if (layer)
-      ops::layernorm_backward(x.data(), w.data(), 1e-5f, rows, n, d2.data(), d2.data(), false, dw2.data(), db2.data());
+      ops::layernorm_backward(x.data(), w.data(), 1e-5f, rows, n, d2.data(), d2.data(), false, dw2.data(),
+                              db2.data());
     else
       ops::rmsnorm_backward(x.data(), w.data(), 1e-5f, rows, n, d2.data(), d2.data(), false, dw2.data());
     EXPECT_EQ(d2, dx);
@@ -150,13 +153,15 @@ TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   const int64_t D = 12, T = 13;
   AttentionSpec s;
   s.n_heads = c.H, s.n_kv_heads = c.KV, s.head_dim = c.hd, s.sliding_window = c.window;
-  s.qk_norm = c.qk_norm, s.qkv_bias = s.out_bias = c.bias, s.output_gate = c.gate, s.key_multiplier = c.key_mult;
+  s.qk_norm = c.qk_norm, s.qkv_bias = s.out_bias = c.bias, s.output_gate = c.gate,
+  s.key_multiplier = c.key_mult;
   s.rope.rotary_dim = c.rot, s.rope.theta = 100;
   Rng r(5);
   const int64_t qd = c.H * c.hd, kd = c.KV * c.hd;
   auto wq = randn((c.gate ? 2 : 1) * qd * D, r, 0.4), wk = randn(kd * D, r, 0.4), wv = randn(kd * D, r, 0.4);
   auto wo = randn(D * qd, r, 0.4), bq = randn((c.gate ? 2 : 1) * qd, r, 0.3), bk = randn(kd, r, 0.3);
-  auto bv = randn(kd, r, 0.3), bo = randn(D, r, 0.3), qn = randn(c.hd, r, 0.3, 1), kn = randn(c.hd, r, 0.3, 1);
+  auto bv = randn(kd, r, 0.3), bo = randn(D, r, 0.3), qn = randn(c.hd, r, 0.3, 1),
+       kn = randn(c.hd, r, 0.3, 1);
   AttentionWeights w{wq.data(), wk.data(), wv.data(), wo.data()};
   if (c.bias) w.bq = bq.data(), w.bk = bk.data(), w.bv = bv.data(), w.bo = bo.data();
   if (c.qk_norm) w.q_norm = qn.data(), w.k_norm = kn.data();
@@ -207,7 +212,8 @@ TEST_P(GatedDeltaNetBackward, MatchesFiniteDifferences) {
   GatedDeltaNetSpec s;
   s.n_k_heads = c.NK, s.n_v_heads = c.NV, s.head_k_dim = c.DK, s.head_v_dim = c.DV, s.d_conv = c.K;
   s.chunk = c.chunk;
-  GatedDeltaNetMixer mix(s, D, {qkvz.data(), ba.data(), conv.data(), dt.data(), A_log.data(), norm.data(), out.data()});
+  GatedDeltaNetMixer mix(
+      s, D, {qkvz.data(), ba.data(), conv.data(), dt.data(), A_log.data(), norm.data(), out.data()});
   TestGrads g;
   std::vector<std::vector<float>*> params = {&qkvz, &ba, &conv, &dt, &A_log, &norm, &out};
   for (auto* p : params) g.add(*p);
@@ -244,8 +250,8 @@ TEST(FfnBackward, GatedAndPlainWithMultipliers) {
     if (variant == 2) s.gate_multiplier = 0.7, s.down_multiplier = 1.3;
     auto up = randn(F * D, r, 0.4), gate = randn(F * D, r, 0.4), down = randn(D * F, r, 0.4);
     auto ub = randn(F, r, 0.3), db = randn(D, r, 0.3);
-    FfnWeights w{s.gated ? gate.data() : nullptr, nullptr, up.data(), s.bias ? ub.data() : nullptr, down.data(),
-                 s.bias ? db.data() : nullptr};
+    FfnWeights w{s.gated ? gate.data() : nullptr, nullptr,     up.data(),
+                 s.bias ? ub.data() : nullptr,    down.data(), s.bias ? db.data() : nullptr};
     TestGrads g;
     for (auto* p : {&up, &gate, &down, &ub, &db}) g.add(*p);
     auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
@@ -279,7 +285,8 @@ TEST(MoeBackward, RouterExpertsAndSharedExpert) {
     auto router = randn(E * D, r, 0.5);
     for (int64_t e = 0; e < E; ++e)
       for (int m = 0; m < 3; ++m) ew.push_back(randn(F * D, r, 0.4));
-    auto sg = randn(5 * D, r, 0.4), su = randn(5 * D, r, 0.4), sd = randn(D * 5, r, 0.4), gate = randn(D, r, 0.4);
+    auto sg = randn(5 * D, r, 0.4), su = randn(5 * D, r, 0.4), sd = randn(D * 5, r, 0.4),
+         gate = randn(D, r, 0.4);
     MoeWeights w;
     w.router = router.data();
     for (int64_t e = 0; e < E; ++e)
@@ -301,8 +308,10 @@ TEST(MoeBackward, RouterExpertsAndSharedExpert) {
       return weighted_sum(y, R);
     };
     std::vector<GradBuffer> bufs = {{"x", &x, &dx}, {"router", &router, &g.at(router)}};
-    for (size_t i = 0; i < ew.size(); ++i) bufs.push_back({"expert" + std::to_string(i), &ew[i], &g.at(ew[i])});
-    bufs.insert(bufs.end(), {{"shared_gate_proj", &sg, &g.at(sg)}, {"shared_up", &su, &g.at(su)},
+    for (size_t i = 0; i < ew.size(); ++i)
+      bufs.push_back({"expert" + std::to_string(i), &ew[i], &g.at(ew[i])});
+    bufs.insert(bufs.end(), {{"shared_gate_proj", &sg, &g.at(sg)},
+                             {"shared_up", &su, &g.at(su)},
                              {"shared_down", &sd, &g.at(sd)}});
     if (s.shared_gate) bufs.push_back({"shared_gate", &gate, &g.at(gate)});
     SCOPED_TRACE("variant " + std::to_string(variant));

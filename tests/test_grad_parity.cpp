@@ -44,7 +44,8 @@ TEST_P(GradParity, LossAndEveryGradient) {
       ref_max = std::max(ref_max, std::abs(double(w.f32()[i])));
       err = std::max(err, std::abs(double(got[i]) - w.f32()[i]));
     }
-    EXPECT_LE(err, 1e-4 * ref_max + 1e-7) << GetParam() << " " << name << " (largest |grad| " << ref_max << ")";
+    EXPECT_LE(err, 1e-4 * ref_max + 1e-7)
+        << GetParam() << " " << name << " (largest |grad| " << ref_max << ")";
   }
 }
 

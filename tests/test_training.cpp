@@ -56,7 +56,8 @@ TEST(ModelBackward, HybridMatchesFiniteDifferences) {
   Rng r(4);
   const int64_t T = 11;
   std::vector<int32_t> tok(T), tgt(T);
-  for (int64_t t = 0; t < T; ++t) tok[size_t(t)] = int32_t(r.next() % 23), tgt[size_t(t)] = int32_t(r.next() % 23);
+  for (int64_t t = 0; t < T; ++t)
+    tok[size_t(t)] = int32_t(r.next() % 23), tgt[size_t(t)] = int32_t(r.next() % 23);
   tgt[3] = -1;  // a position without a target
   Gradients g(*model);
   LossSum l = model->loss_and_grad(tok.data(), tgt.data(), T, 1.0f, g);

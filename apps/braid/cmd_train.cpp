@@ -1,14 +1,14 @@
 // braid train: train a model described by a braid spec on text files, with live
 // progress, a JSONL metrics log, atomic checkpoints (every N steps and on SIGINT /
 // SIGTERM) and exact resume.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-
-#include <unistd.h>
 
 #include "commands.hpp"
 #include "core/error.hpp"
@@ -51,7 +51,8 @@ void truncate_metrics(const std::string& path, int64_t step) {
   std::string line, kept;
   while (std::getline(in, line)) {
     json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step)
+    if (!j.is_discarded() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() <= step)
       kept += line + "\n";
   }
   const std::string tmp = path + ".tmp";
@@ -93,7 +94,8 @@ void train(TrainArgs a) {
     check(!a.spec.empty(), "give --spec SPEC.json for a new run");
     check(!fs::exists(state_path), state_path, ": exists; use --resume ", out, " to continue that run");
     spec = spec_from_json(read_json_file(a.spec), a.spec);
-    check(parse_decay(a.decay, &o.schedule.decay), "--decay: '", a.decay, "' is not cosine, linear or constant");
+    check(parse_decay(a.decay, &o.schedule.decay), "--decay: '", a.decay,
+          "' is not cosine, linear or constant");
     o.schedule.min_lr = o.schedule.lr * a.min_lr_ratio;
     std::unique_ptr<Tokenizer> tok;
     json tok_json;
@@ -156,10 +158,11 @@ void train(TrainArgs a) {
     metrics << line.dump() << "\n" << std::flush;
     if (!a.quiet && (st.step % a.log_every == 0 || eval || st.step == o.steps)) {
       // On a terminal one line is rewritten in place; otherwise each report is a line.
-      std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs", tty ? "\r\033[K" : "",
-                   (long long)st.step, (long long)o.steps, st.loss, st.lr, tps, eta);
+      std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %.0fs",
+                   tty ? "\r\033[K" : "", (long long)st.step, (long long)o.steps, st.loss, st.lr, tps, eta);
       if (line.contains("val_loss"))
-        std::fprintf(stderr, "  val %.4f (ppl %.2f)", line["val_loss"].get<double>(), line["val_ppl"].get<double>());
+        std::fprintf(stderr, "  val %.4f (ppl %.2f)", line["val_loss"].get<double>(),
+                     line["val_ppl"].get<double>());
       if (!tty || line.contains("val_loss")) std::fprintf(stderr, "\n");
       std::fflush(stderr);
     }
@@ -187,7 +190,8 @@ void add_train(CLI::App& app, int& exit_code) {
   c->add_flag("--byte-tokenizer", a->byte_tokenizer, "Use (and write) a byte-level tokenizer");
   c->add_option("--out", a->out, "Output directory (model, tokenizer, checkpoints, metrics.jsonl)");
   c->add_option("--resume", a->resume, "Continue the run in this directory from its last checkpoint");
-  c->add_option("--steps", a->o.steps, "Optimizer steps (with --resume: the new total)")->capture_default_str();
+  c->add_option("--steps", a->o.steps, "Optimizer steps (with --resume: the new total)")
+      ->capture_default_str();
   c->add_option("--batch", a->o.batch, "Sequences per micro-batch")->capture_default_str();
   c->add_option("--seq", a->o.seq, "Tokens per sequence")->capture_default_str();
   c->add_option("--accum", a->o.accum, "Micro-batches accumulated per step")->capture_default_str();
@@ -203,11 +207,14 @@ void add_train(CLI::App& app, int& exit_code) {
   c->add_option("--seed", a->o.seed, "Seed of the data order")->capture_default_str();
   c->add_option("--init-seed", a->init_seed, "Seed of the weight initialisation")->capture_default_str();
   c->add_option("--init-std", a->init_std, "Std of initial weight matrices")->capture_default_str();
-  c->add_option("--val-fraction", a->o.val_fraction, "Held-out fraction of the tokens")->capture_default_str();
+  c->add_option("--val-fraction", a->o.val_fraction, "Held-out fraction of the tokens")
+      ->capture_default_str();
   c->add_option("--eval-every", a->eval_every, "Evaluate held-out loss every N steps (and at the end)");
-  c->add_option("--eval-windows", a->o.eval_windows, "Held-out windows per evaluation")->capture_default_str();
+  c->add_option("--eval-windows", a->o.eval_windows, "Held-out windows per evaluation")
+      ->capture_default_str();
   c->add_option("--save-every", a->save_every, "Checkpoint every N steps (and at the end / on a signal)");
-  c->add_option("--log-every", a->log_every, "Progress line every N steps (default: 1 on a terminal, else 10)");
+  c->add_option("--log-every", a->log_every,
+                "Progress line every N steps (default: 1 on a terminal, else 10)");
   c->add_option("--threads", a->threads, "Threads (0: all cores)");
   c->add_flag("--quiet", a->quiet, "No progress line");
   c->callback([a, c, &exit_code] {

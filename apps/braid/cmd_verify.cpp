@@ -8,6 +8,7 @@
 #include "core/parallel.hpp"
 #include "import/load.hpp"
 #include "io/safetensors.hpp"
+#include "model/grads.hpp"
 #include "runtime/generate.hpp"
 
 namespace braid::cli {
@@ -15,8 +16,8 @@ namespace braid::cli {
 namespace {
 
 struct VerifyArgs {
-  std::string model, reference;
-  double tol = 1e-4;
+  std::string model, reference, grads;
+  double tol = 1e-4, grad_tol = 1e-4;
   int threads = 0;
 };
 
@@ -114,6 +115,36 @@ int verify(const VerifyArgs& a) {
       std::printf("decode     max abs %.3e  rel %.3e over %zu steps  %s\n", worst.max_abs, worst.rel(), step,
                   verdict(worst.max_abs <= a.tol));
   }
+  if (!a.grads.empty()) {
+    // Loss (mean next-token cross-entropy, labels = input_ids) and every parameter's
+    // gradient; each gradient within grad_tol x its largest reference entry.
+    auto gf = SafetensorsFile::open(a.grads);
+    check(gf->find("loss") != nullptr, a.grads, ": no 'loss' tensor");
+    const int64_t T = int64_t(ids.size());
+    check(T >= 2, a.reference, ": gradients need at least 2 input ids");
+    std::vector<int32_t> targets(ids.begin() + 1, ids.end());
+    targets.push_back(-1);
+    Gradients g(*model);
+    LossSum l = model->loss_and_grad(ids.data(), targets.data(), T, 1.0f / float(T - 1), g);
+    const double loss = l.sum / double(l.count), want_loss = gf->get("loss").to_f32().f32()[0];
+    const double loss_err = std::abs(loss - want_loss);
+    std::printf("loss       %.6f vs %.6f  abs err %.3e  %s\n", loss, want_loss, loss_err,
+                verdict(loss_err <= 1e-5 * std::max(1.0, std::abs(want_loss))));
+    Weights want = load_param_tensors(a.model, a.grads, "grad.");
+    double worst = 0;
+    std::string worst_name;
+    size_t failed = 0;
+    for (const auto& [name, got] : g.by_name()) {
+      Err e = compare(got.data(), want.at(name).to_f32(), got.size(), "grad." + name);
+      const bool pass = e.max_abs <= a.grad_tol * e.max_ref + 1e-7;
+      failed += !pass;
+      if (!pass)
+        std::printf("grad       %s max abs %.3e  largest %.3e  FAIL\n", name.c_str(), e.max_abs, e.max_ref);
+      if (e.rel() >= worst) worst = e.rel(), worst_name = name;
+    }
+    std::printf("grads      %zu tensors, worst %s rel %.3e  %s\n", g.by_name().size(), worst_name.c_str(),
+                worst, verdict(failed == 0));
+  }
   std::printf("%s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
@@ -128,6 +159,10 @@ void add_verify(CLI::App& app, int& exit_code) {
   c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*")
       ->required();
   c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")
+      ->capture_default_str();
+  c->add_option("--grads", a->grads,
+                "safetensors with 'loss' and 'grad.<tensor>' (mean next-token cross-entropy over input_ids)");
+  c->add_option("--grad-tolerance", a->grad_tol, "Max abs gradient error / largest reference entry")
       ->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)");
   c->callback([a, &exit_code] { exit_code = verify(*a); });

@@ -71,8 +71,8 @@ Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what)
     }
     if (ref.row_end >= 0) {
       check(!shape.empty() && ref.row_begin >= 0 && ref.row_begin < ref.row_end && ref.row_end <= shape[0],
-            what, ": tensor '", name, "' with shape ", shape_str(info->shape), " has no rows [", ref.row_begin,
-            ", ", ref.row_end, ") (needed for ", p.name, ")");
+            what, ": tensor '", name, "' with shape ", shape_str(info->shape), " has no rows [",
+            ref.row_begin, ", ", ref.row_end, ") (needed for ", p.name, ")");
       shape[0] = ref.row_end - ref.row_begin;
     }
     // Vectors some checkpoints store with leading unit dimensions ([1, 1, D] for [D]).

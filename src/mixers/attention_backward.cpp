@@ -19,9 +19,11 @@ void AttentionMixer::backward(const float* x, int64_t T, const float* dy, float*
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
   const int64_t qd = H * hd, kd = KV * hd, W = spec_.sliding_window;
   const bool og = spec_.output_gate;
-  std::vector<float> q(static_cast<size_t>(T * qd)), k(static_cast<size_t>(T * kd)), v(static_cast<size_t>(T * kd));
+  std::vector<float> q(static_cast<size_t>(T * qd)), k(static_cast<size_t>(T * kd)),
+      v(static_cast<size_t>(T * kd));
   std::vector<float> gate(og ? static_cast<size_t>(T * qd) : 0), qg(og ? static_cast<size_t>(2 * T * qd) : 0);
-  std::vector<float> q_pre(spec_.qk_norm ? static_cast<size_t>(T * qd) : 0), k_pre(spec_.qk_norm ? static_cast<size_t>(T * kd) : 0);
+  std::vector<float> q_pre(spec_.qk_norm ? static_cast<size_t>(T * qd) : 0),
+      k_pre(spec_.qk_norm ? static_cast<size_t>(T * kd) : 0);
   project_qkv(x, T, 0, q.data(), k.data(), v.data(), og ? gate.data() : nullptr, og ? qg.data() : nullptr,
               spec_.qk_norm ? q_pre.data() : nullptr, spec_.qk_norm ? k_pre.data() : nullptr);
   const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
@@ -65,7 +67,8 @@ void AttentionMixer::backward(const float* x, int64_t T, const float* dy, float*
     }
   // Per head: dV = P^T dO, dS = softmax_backward(P, dO V^T), dq = scale dS K,
   // dK = scale dS^T q. Heads of one KV group write private dK / dV, summed after.
-  std::vector<float> dq(static_cast<size_t>(T * qd)), dkh(static_cast<size_t>(H * T * hd)), dvh(static_cast<size_t>(H * T * hd));
+  std::vector<float> dq(static_cast<size_t>(T * qd)), dkh(static_cast<size_t>(H * T * hd)),
+      dvh(static_cast<size_t>(H * T * hd));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
     float* P = scratch.data() + size_t(omp_get_thread_num()) * size_t(2 * T * T);

@@ -52,7 +52,8 @@ class GatedDeltaNetMixer final : public Mixer {
  private:
   // Splits the projections of Q tokens into the conv input [q | k | v] (mixed), z, beta
   // and the log decay g = A softplus(alpha + dt_bias).
-  void unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z, float* beta, float* g) const;
+  void unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z, float* beta,
+              float* g) const;
   void chunk(const float* x, int64_t Q, GatedDeltaNetState& st, float* y, Workspace& ws) const;
   GatedDeltaNetSpec s_;
   int64_t d_;

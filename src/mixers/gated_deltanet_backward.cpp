@@ -56,7 +56,9 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
   const int64_t nchunks = (T + C - 1) / C;
   // Forward recurrence: outputs o and the state at each chunk start.
   Vec o = vec(T * VD), ck = vec(NV * nchunks * SZ);
-  auto qk = [&](int64_t t, int64_t h, bool key) { return &qkv[size_t(t * CD + (key ? KD : 0) + (h / R) * DK)]; };
+  auto qk = [&](int64_t t, int64_t h, bool key) {
+    return &qkv[size_t(t * CD + (key ? KD : 0) + (h / R) * DK)];
+  };
   auto vv = [&](int64_t t, int64_t h) { return &qkv[size_t(t * CD + 2 * KD + h * DV)]; };
   // One step S <- S' + k (b e)^T from S (in place); writes the error e = v - S'^T k.
   auto step = [&](int64_t t, int64_t h, float* S, float* e) {
@@ -85,8 +87,10 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
   // Output: rmsnorm per head, gate silu(z), out_proj.
   Vec normed = vec(T * VD), gated = vec(T * VD), dgated = vec(T * VD);
   ops::rmsnorm(o.data(), w_.norm, float(s_.norm_eps), T * NV, DV, normed.data());
-  for (int64_t i = 0; i < T * VD; ++i) gated[size_t(i)] = normed[size_t(i)] * z[size_t(i)] * ops::sigmoid(z[size_t(i)]);
-  ops::linear_backward(gated.data(), T, VD, w_.out_proj, d_, dy, dgated.data(), false, gs.of(w_.out_proj), nullptr);
+  for (int64_t i = 0; i < T * VD; ++i)
+    gated[size_t(i)] = normed[size_t(i)] * z[size_t(i)] * ops::sigmoid(z[size_t(i)]);
+  ops::linear_backward(gated.data(), T, VD, w_.out_proj, d_, dy, dgated.data(), false, gs.of(w_.out_proj),
+                       nullptr);
   Vec dz = vec(T * VD), dnormed = vec(T * VD), dout = vec(T * VD);
   for (int64_t i = 0; i < T * VD; ++i) {
     const float zi = z[size_t(i)], sg = ops::sigmoid(zi);
@@ -97,7 +101,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
                         gs.of(w_.norm));
   // Reverse sweep per value head. q / k are shared by the R value heads of a key head, so
   // their gradients are written per value head and summed after.
-  Vec dqh = vec(NV * T * DK), dkh = vec(NV * T * DK), dqkv = vec(T * CD), dbeta = vec(T * NV), dg = vec(T * NV);
+  Vec dqh = vec(NV * T * DK), dkh = vec(NV * T * DK), dqkv = vec(T * CD), dbeta = vec(T * NV),
+      dg = vec(T * NV);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < NV; ++h) {
     Vec Sall = vec((C + 1) * SZ), errs = vec(C * DV), dS = vec(SZ);
@@ -182,8 +187,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
       }
   Vec du = vec(T * CD), dmixed = vec(T * CD);
   ops::silu_backward(u.data(), dqkv.data(), T * CD, du.data());
-  ops::causal_conv1d_backward(mixed.data(), CD, T, CD, w_.conv_w, K, du.data(), dmixed.data(), gs.of(w_.conv_w),
-                              nullptr);
+  ops::causal_conv1d_backward(mixed.data(), CD, T, CD, w_.conv_w, K, du.data(), dmixed.data(),
+                              gs.of(w_.conv_w), nullptr);
   // Back into the projections' interleaved layout; beta = sigmoid(b), g = A softplus(alpha + dt_bias).
   Vec dproj = vec(T * E), dba = vec(T * 2 * NV);
   float* dA_log = gs.of(w_.A_log);
@@ -209,7 +214,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
         if (dA_log) dA_log[h] += dgt * g[size_t(t * NV + h)];  // dg / dA_log = g
       }
     }
-  ops::linear_backward(x, T, d_, w_.in_proj_qkvz, E, dproj.data(), dx, false, gs.of(w_.in_proj_qkvz), nullptr);
+  ops::linear_backward(x, T, d_, w_.in_proj_qkvz, E, dproj.data(), dx, false, gs.of(w_.in_proj_qkvz),
+                       nullptr);
   ops::linear_backward(x, T, d_, w_.in_proj_ba, 2 * NV, dba.data(), dx, true, gs.of(w_.in_proj_ba), nullptr);
 }
 

@@ -149,7 +149,8 @@ void ffn_backward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, con
                   const float* dy, float* dx, bool accumulate_dx, GradSink& g) {
   const int64_t F = spec.hidden, n = T * F;
   const bool gated = spec.gated;
-  std::vector<float> up(static_cast<size_t>(n)), gate(gated ? static_cast<size_t>(n) : 0), a(static_cast<size_t>(n)), da(static_cast<size_t>(n));
+  std::vector<float> up(static_cast<size_t>(n)), gate(gated ? static_cast<size_t>(n) : 0),
+      a(static_cast<size_t>(n)), da(static_cast<size_t>(n));
   const ops::Projection proj[2] = {{w.up, F, w.up_b, up.data()}, {w.gate, F, w.gate_b, gate.data()}};
   ops::linear_multi(x, T, D, proj, gated ? 2 : 1);
   float* pre = gated ? gate.data() : up.data();  // the activation's input
@@ -188,7 +189,8 @@ void ffn_backward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, con
 void moe_backward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t T, int64_t D,
                   const float* dy, float* dx, GradSink& g) {
   const int64_t E = s.n_experts, K = s.top_k;
-  std::vector<float> scores(static_cast<size_t>(T * E)), weight(static_cast<size_t>(T * K)), dweight(static_cast<size_t>(T * K), 0.0f);
+  std::vector<float> scores(static_cast<size_t>(T * E)), weight(static_cast<size_t>(T * K)),
+      dweight(static_cast<size_t>(T * K), 0.0f);
   std::vector<int32_t> chosen(static_cast<size_t>(T * K)), order(static_cast<size_t>(E));
   route(s, x, T, D, w.router, scores.data(), chosen.data(), weight.data(), order.data());
   std::fill(dx, dx + T * D, 0.0f);
@@ -203,7 +205,8 @@ void moe_backward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t
     const int64_t n = int64_t(slot.size());
     if (n == 0) continue;
     xe.resize(size_t(n * D)), ye.resize(size_t(n * D)), dye.resize(size_t(n * D)), dxe.resize(size_t(n * D));
-    for (int64_t r = 0; r < n; ++r) std::memcpy(&xe[size_t(r * D)], x + (slot[size_t(r)] / K) * D, size_t(D) * 4);
+    for (int64_t r = 0; r < n; ++r)
+      std::memcpy(&xe[size_t(r * D)], x + (slot[size_t(r)] / K) * D, size_t(D) * 4);
     ffn_forward(expert, xe.data(), n, D, w.experts[size_t(e)], ye.data(), ws);
     for (int64_t r = 0; r < n; ++r) {
       const int64_t i = slot[size_t(r)];

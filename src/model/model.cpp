@@ -345,8 +345,8 @@ void Model::norm(const float* x, const float* w, const float* b, int64_t T, floa
     ops::rmsnorm(x, w, float(eps), T, spec_.d_model, y);
 }
 
-void Model::norm_backward(const float* x, const float* w, const float* b, int64_t T, const float* dy, float* dx,
-                          bool accumulate_dx, GradSink& g, double eps) const {
+void Model::norm_backward(const float* x, const float* w, const float* b, int64_t T, const float* dy,
+                          float* dx, bool accumulate_dx, GradSink& g, double eps) const {
   if (eps == 0) eps = spec_.norm_eps;
   if (spec_.norm_kind == NormKind::Layer)
     ops::layernorm_backward(x, w, float(eps), T, spec_.d_model, dy, dx, accumulate_dx, g.of(w), g.of(b));

@@ -29,9 +29,11 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     check(!cmixers_[size_t(i)], "training is not supported for stateful channel mixers (layer ", i, ") yet");
   Workspace ws;
   // Forward, keeping the residual stream at block entry (in) and after the mixer (mid).
-  std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)), tmp(static_cast<size_t>(TD));
+  std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)),
+      tmp(static_cast<size_t>(TD));
   std::vector<std::vector<float>> in(static_cast<size_t>(L)), mid(static_cast<size_t>(L));
-  for (int64_t t = 0; t < T; ++t) std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * 4);
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * 4);
   if (spec_.embedding_multiplier != 1.0)
     for (float& v : emb) v *= float(spec_.embedding_multiplier);
   if (embed_norm_)
@@ -93,7 +95,8 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   std::vector<float> dh(static_cast<size_t>(TD)), dn(static_cast<size_t>(TD)), dv(static_cast<size_t>(TD));
   ops::linear_backward(n.data(), T, D, head_, V, logits.data(), dn.data(), false, g.of(head_), nullptr);
   std::vector<float>().swap(logits);
-  norm_backward(h.data(), final_norm_, final_norm_b_, T, dn.data(), dh.data(), false, g, spec_.final_norm_eps);
+  norm_backward(h.data(), final_norm_, final_norm_b_, T, dn.data(), dh.data(), false, g,
+                spec_.final_norm_eps);
   // Through h_out = base * alpha + v * beta * rm, where v = f(norm(x)) and base is x or
   // norm(x): dh becomes dL/dx.
   auto residual_backward = [&](const float* x, const float* normw, const float* normb, bool from_norm,
@@ -127,10 +130,9 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
                         });
     std::vector<float>().swap(mid[i]);
     if (mixers_[i])
-      residual_backward(in[i].data(), bw.norm1, bw.norm1_b, b.normed_residual, b.mixer_alpha, b.mixer_beta,
-                        [&](const float* x, const float* dy, float* dx) {
-                          mixers_[i]->backward(x, T, dy, dx, g);
-                        });
+      residual_backward(
+          in[i].data(), bw.norm1, bw.norm1_b, b.normed_residual, b.mixer_alpha, b.mixer_beta,
+          [&](const float* x, const float* dy, float* dx) { mixers_[i]->backward(x, T, dy, dx, g); });
     std::vector<float>().swap(in[i]);
   }
   if (embed_norm_) {

@@ -67,8 +67,8 @@ std::vector<int32_t> read_token_cache(const std::string& path) {
   check(in.good() && std::memcmp(magic, kMagic, 8) == 0, path, ": not a braid token cache (bad header)");
   check(version == 1, path, ": token cache version ", version, " is not supported (expected 1)");
   const uint64_t size = std::filesystem::file_size(path);
-  check(size == 24 + n * 4, path, ": token cache is truncated or corrupt (header says ", n, " tokens, file has ",
-        size, " bytes)");
+  check(size == 24 + n * 4, path, ": token cache is truncated or corrupt (header says ", n,
+        " tokens, file has ", size, " bytes)");
   std::vector<int32_t> t(n);
   in.read(reinterpret_cast<char*>(t.data()), std::streamsize(n * 4));
   check(in.good(), path, ": read failed");

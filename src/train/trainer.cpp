@@ -12,8 +12,9 @@
 namespace braid {
 
 json options_to_json(const TrainOptions& o) {
-  const char* decay = o.schedule.decay == Decay::Cosine ? "cosine" : o.schedule.decay == Decay::Linear ? "linear"
-                                                                                                        : "constant";
+  const char* decay = o.schedule.decay == Decay::Cosine   ? "cosine"
+                      : o.schedule.decay == Decay::Linear ? "linear"
+                                                          : "constant";
   return json{{"steps", o.steps},
               {"batch", o.batch},
               {"seq", o.seq},
@@ -75,7 +76,8 @@ Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit
   const int64_t V = model_->spec().vocab_size;
   for (const auto* part : {&data_.train, &data_.val})
     for (int32_t t : *part)
-      check(t >= 0 && t < V, "training data has token id ", t, " outside the model's vocabulary [0, ", V, ")");
+      check(t >= 0 && t < V, "training data has token id ", t, " outside the model's vocabulary [0, ", V,
+            ")");
   o_.schedule.total = o_.steps;
 }
 
@@ -174,8 +176,8 @@ void Trainer::load_state(const std::string& path) {
       const TensorInfo* info = f->find(pre + name);
       check(info != nullptr, path, ": missing tensor '", pre + name, "'");
       check(info->shape == w.shape() && info->dtype_name == "F32", path, ": tensor '", pre + name,
-            "' has shape ", shape_str(info->shape), " ", info->dtype_name, ", expected ", shape_str(w.shape()),
-            " F32");
+            "' has shape ", shape_str(info->shape), " ", info->dtype_name, ", expected ",
+            shape_str(w.shape()), " F32");
     }
   for (const auto& [name, w] : model_->weights()) {
     std::memcpy(model_->param_mut(name), f->get(kParam + name).f32(), w.nbytes());
