@@ -354,6 +354,15 @@ void Model::norm_backward(const float* x, const float* w, const float* b, int64_
     ops::rmsnorm_backward(x, w, float(eps), T, spec_.d_model, dy, dx, accumulate_dx, g.of(w));
 }
 
+void Model::add_residual(float* h, const float* n, const float* v, int64_t count, bool from_norm,
+                         double alpha, double beta) const {
+  const float rm = float(spec_.residual_multiplier);
+  if (!from_norm && rm == 1.0f && alpha == 1.0 && beta == 1.0) return ops::add_inplace(h, v, count);
+  const float* base = from_norm ? n : h;
+  const float a = float(alpha), b = float(beta) * rm;
+  for (int64_t i = 0; i < count; ++i) h[i] = base[i] * a + v[i] * b;
+}
+
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
   check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ", mixers_.size(),
@@ -371,13 +380,8 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   }
   if (spec_.embedding_multiplier != 1.0)
     for (int64_t i = 0; i < T * D; ++i) h[i] *= float(spec_.embedding_multiplier);
-  const float rm = float(spec_.residual_multiplier);
-  // h = base * alpha + v * beta * rm, base the raw stream h or (normed residual) n.
   auto residual = [&](const float* v, bool from_norm, double alpha, double beta) {
-    if (!from_norm && rm == 1.0f && alpha == 1.0 && beta == 1.0) return ops::add_inplace(h, v, T * D);
-    const float* base = from_norm ? n : h;
-    const float a = float(alpha), b = float(beta) * rm;
-    for (int64_t i = 0; i < T * D; ++i) h[i] = base[i] * a + v[i] * b;
+    add_residual(h, n, v, T * D, from_norm, alpha, beta);
   };
   auto snap = [&](const float* src) {
     if (capture) capture->states.emplace_back(src, src + T * D);

@@ -102,6 +102,10 @@ class Model {
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
   // RMSNorm or LayerNorm of rows x[T, D] into y, per spec.norm_kind (eps 0: spec.norm_eps).
   void norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps = 0) const;
+  // h = base * alpha + v * beta * residual_multiplier over `count` values, base = h or
+  // (normed residual) n.
+  void add_residual(float* h, const float* n, const float* v, int64_t count, bool from_norm, double alpha,
+                    double beta) const;
   // Its backward: dx written or added; weight (and bias) gradients added into g.
   void norm_backward(const float* x, const float* w, const float* b, int64_t T, const float* dy, float* dx,
                      bool accumulate_dx, GradSink& g, double eps = 0) const;

@@ -41,11 +41,8 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   else
     h = emb;
   const float rm = float(spec_.residual_multiplier);
-  // h = base * alpha + v * beta * rm, base the raw stream h or (normed residual) n.
   auto residual = [&](const float* v, bool from_norm, double alpha, double beta) {
-    const float* base = from_norm ? n.data() : h.data();
-    const float a = float(alpha), b = float(beta) * rm;
-    for (int64_t i = 0; i < TD; ++i) h[size_t(i)] = base[i] * a + v[i] * b;
+    add_residual(h.data(), n.data(), v, TD, from_norm, alpha, beta);
   };
   auto channel_forward = [&](size_t i, const float* x, float* y) {
     const BlockSpec& b = spec_.blocks[i];

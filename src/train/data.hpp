@@ -34,6 +34,7 @@ class WindowSampler {
   WindowSampler(int64_t n, int64_t window, uint64_t seed) : n_(n), window_(window), rng_(seed) {}
   int64_t next() { return int64_t(rng_.next() % uint64_t(n_ - window_ + 1)); }
   Rng& rng() { return rng_; }
+  const Rng& rng() const { return rng_; }
 
  private:
   int64_t n_, window_;

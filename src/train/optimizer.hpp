@@ -28,6 +28,8 @@ class AdamW {
   // First and second moments by parameter name, and the step count, for checkpoints.
   std::map<std::string, std::vector<float>>& first() { return m_; }
   std::map<std::string, std::vector<float>>& second() { return v_; }
+  const std::map<std::string, std::vector<float>>& first() const { return m_; }
+  const std::map<std::string, std::vector<float>>& second() const { return v_; }
   void set_steps(int64_t t) { t_ = t; }
 
  private:

@@ -131,14 +131,13 @@ void Trainer::save_state(const std::string& path) const {
   auto vec = [](const std::vector<float>& v, const Shape& s) {
     return Tensor::view(DType::F32, s, v.data(), nullptr);
   };
-  auto& opt = const_cast<AdamW&>(opt_);
   for (const auto& [name, w] : model_->weights()) {
     t.emplace_back(kParam + name, w);
-    t.emplace_back(kM + name, vec(opt.first().at(name), w.shape()));
-    t.emplace_back(kV + name, vec(opt.second().at(name), w.shape()));
+    t.emplace_back(kM + name, vec(opt_.first().at(name), w.shape()));
+    t.emplace_back(kV + name, vec(opt_.second().at(name), w.shape()));
   }
   uint64_t rng[4];
-  const_cast<WindowSampler&>(sampler_).rng().get_state(rng);
+  sampler_.rng().get_state(rng);
   std::string rs;
   for (int i = 0; i < 4; ++i) {
     if (i) rs += ' ';
