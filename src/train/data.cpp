@@ -9,18 +9,24 @@
 
 namespace braid {
 
+std::string read_training_text(const std::string& path) {
+  check(!std::filesystem::is_directory(path), path, ": is a directory, expected a text file");
+  std::ifstream in(path, std::ios::binary);
+  check(in.good(), path, ": cannot read training data");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  check(!in.bad(), path, ": read failed");
+  std::string text = ss.str();
+  check(!text.empty(), path, ": training data file is empty");
+  return text;
+}
+
 std::vector<int32_t> tokenize_files(const std::vector<std::string>& files, const Tokenizer& tok,
                                     int32_t separator) {
   check(!files.empty(), "no training data files given");
   std::vector<int32_t> out;
   for (const std::string& f : files) {
-    check(!std::filesystem::is_directory(f), f, ": is a directory, expected a text file");
-    std::ifstream in(f, std::ios::binary);
-    check(in.good(), f, ": cannot read training data");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string text = ss.str();
-    check(!text.empty(), f, ": training data file is empty");
+    const std::string text = read_training_text(f);
     std::vector<int32_t> ids;
     try {
       ids = tok.encode(text);

@@ -11,6 +11,9 @@
 
 namespace braid {
 
+// The whole of a text file; throws naming a missing, unreadable, empty file or a directory.
+std::string read_training_text(const std::string& path);
+
 // Each file is one document, followed by `separator` when it is >= 0. Errors name an
 // unreadable file, invalid UTF-8, or a corpus with no tokens.
 std::vector<int32_t> tokenize_files(const std::vector<std::string>& files, const Tokenizer& tok,
