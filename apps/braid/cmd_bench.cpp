@@ -1,5 +1,6 @@
 // braid bench: prefill and decode throughput with same-run limits (read bandwidth,
-// SGEMM peak) so results read as a fraction of what this machine can do.
+// SGEMM peak) so results read as a fraction of what this machine can do; with --train,
+// training throughput of a spec against the same SGEMM peak.
 #include <algorithm>
 #include <cstdio>
 
@@ -11,17 +12,20 @@
 #include "core/timer.hpp"
 #include "import/load.hpp"
 #include "io/json.hpp"
+#include "model/init.hpp"
+#include "model/spec_json.hpp"
 #include "ops/cpu/roofline.hpp"
 #include "runtime/sampling.hpp"
 #include "runtime/session.hpp"
+#include "train/trainer.hpp"
 
 namespace braid::cli {
 
 namespace {
 
 struct BenchArgs {
-  std::string model;
-  int64_t prompt_len = 512, decode = 64;
+  std::string model, train_spec;
+  int64_t prompt_len = 512, decode = 64, batch = 8, seq = 256;
   int runs = 5, threads = 0;
   bool as_json = false;
   bool compare_step = false;  // also time the prompt fed one token at a time
@@ -32,7 +36,70 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+// Training steps (forward, backward, clipping, AdamW) on random tokens for a randomly
+// initialised model of the spec. Model FLOPs per token: 6 per weight-matrix entry
+// (forward 2, backward 4) plus attention's scores and values (12 x width x mean context);
+// the per-block recomputation of the forward is not counted, as is usual.
+void bench_train(const BenchArgs& a) {
+  check(a.batch >= 1 && a.seq >= 1 && a.runs >= 1, "--batch, --seq and --runs must be >= 1");
+  set_num_threads(a.threads);
+  const ModelSpec spec = spec_from_json(read_json_file(a.train_spec), a.train_spec);
+  double matrix_entries = 0, attn_width = 0;
+  for (const ParamDecl& p : param_decls(spec))
+    if (p.shape.size() == 2 && (p.name != "embed.weight" || spec.tie_embeddings))
+      matrix_entries += double(p.shape[0] * p.shape[1]);
+  for (const BlockSpec& b : spec.blocks)
+    if (b.has_mixer && b.mixer == MixerKind::Attention)
+      attn_width += double(b.attn.n_heads * b.attn.head_dim);
+  const double flops = 6.0 * matrix_entries + 12.0 * attn_width * (double(a.seq) + 1) / 2.0;
+
+  Rng rng(1234);
+  std::vector<int32_t> tokens(size_t(a.batch * (a.seq + 1) * 16));
+  for (auto& t : tokens) t = int32_t(rng.next() % uint64_t(spec.vocab_size));
+  TrainOptions o;
+  o.batch = a.batch;
+  o.seq = a.seq;
+  o.steps = a.runs + 1;
+  o.val_fraction = 0;
+  auto model = std::make_unique<Model>(spec, owned_copy(init_weights(spec, 1, 0.02)), a.train_spec);
+  const int64_t n_params = model->n_params();
+  Trainer tr(std::move(model), o, split_tokens(tokens, 0.0, a.seq + 1));
+  tr.step();  // untimed: first-touch of buffers and moments
+  std::vector<double> tps, peaks, fracs;
+  for (int r = 0; r < a.runs; ++r) {
+    peaks.push_back(ops::measure_sgemm_peak(1024, 3));
+    Timer t;
+    tr.step();
+    tps.push_back(double(a.batch * a.seq) / t.seconds());
+    fracs.push_back(tps.back() * flops / peaks.back());
+  }
+  const double rate = median(tps), peak = median(peaks), frac = median(fracs);
+  json j = {{"spec", a.train_spec},
+            {"parameters", n_params},
+            {"threads", num_threads()},
+            {"cpu", cpu_model()},
+            {"runs", a.runs},
+            {"batch", a.batch},
+            {"seq", a.seq},
+            {"train_tokens_per_s", rate},
+            {"train_flops_per_token", flops},
+            {"sgemm_peak_flops", peak},
+            {"train_peak_fraction", frac}};
+  if (a.as_json) {
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("spec             %s (%lld parameters), %d threads\n", a.train_spec.c_str(),
+              (long long)n_params, num_threads());
+  std::printf("train            %.1f tokens/s  (batch %lld x seq %lld, median of %d steps)\n", rate,
+              (long long)a.batch, (long long)a.seq, a.runs);
+  std::printf("model FLOPs      %.1f MFLOP/token: %.1f%% of SGEMM peak %.1f GFLOP/s\n", flops / 1e6,
+              100 * frac, peak / 1e9);
+}
+
 void bench(const BenchArgs& a) {
+  if (!a.train_spec.empty()) return bench_train(a);
+  check(!a.model.empty(), "give --model DIR (inference) or --train SPEC.json (training)");
   check(a.prompt_len >= 1 && a.decode >= 1 && a.runs >= 1, "--prompt-len, --decode and --runs must be >= 1");
   set_num_threads(a.threads);
   std::shared_ptr<const Model> model = load_model(a.model);
@@ -140,9 +207,12 @@ void bench(const BenchArgs& a) {
 
 void add_bench(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* c =
-      app.add_subcommand("bench", "Measure prefill/decode speed against same-run bandwidth and GEMM limits");
-  c->add_option("--model", a->model, "Model directory")->required();
+  CLI::App* c = app.add_subcommand(
+      "bench", "Measure prefill/decode (or training) speed against same-run bandwidth and GEMM limits");
+  c->add_option("--model", a->model, "Model directory (prefill and decode)");
+  c->add_option("--train", a->train_spec, "braid spec JSON: time training steps of a fresh model instead");
+  c->add_option("--batch", a->batch, "With --train: sequences per step")->capture_default_str();
+  c->add_option("--seq", a->seq, "With --train: tokens per sequence")->capture_default_str();
   c->add_option("--prompt-len", a->prompt_len, "Prompt tokens for prefill")->capture_default_str();
   c->add_option("--decode", a->decode, "Tokens to decode after the prompt")->capture_default_str();
   c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->capture_default_str();

@@ -12,6 +12,7 @@ void add_init(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
 void add_train(CLI::App& app, int& exit_code);
 void add_tokenizer(CLI::App& app, int& exit_code);
+void add_plot(CLI::App& app, int& exit_code);
 
 // Thrown by a command stopped by SIGINT / SIGTERM after saving its work; exit code 130.
 struct Interrupted {};

@@ -1,0 +1,61 @@
+// braid plot: the loss curves of one or more training runs as an SVG file.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "commands.hpp"
+#include "core/error.hpp"
+#include "train/plot.hpp"
+
+namespace braid::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct PlotArgs {
+  std::vector<std::string> runs;
+  std::string out, title = "training loss";
+  double smoothing = 0.9;
+};
+
+void plot(const PlotArgs& a) {
+  std::vector<LossSeries> series;
+  for (const std::string& r : a.runs) {
+    // A run directory or its metrics.jsonl; the label is the run directory's name.
+    const fs::path p = fs::is_directory(r) ? fs::path(r) / "metrics.jsonl" : fs::path(r);
+    const fs::path dir = fs::absolute(p).parent_path();
+    series.push_back(read_metrics(p.string(), dir.filename().string()));
+  }
+  const std::string svg = loss_curve_svg(series, a.smoothing, a.title);
+  const fs::path first =
+      fs::is_directory(a.runs[0]) ? fs::path(a.runs[0]) : fs::path(a.runs[0]).parent_path();
+  const std::string out = a.out.empty() ? (first / "loss.svg").string() : a.out;
+  const std::string tmp = out + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    check(f.good(), out, ": cannot write");
+    f << svg;
+    check(f.good(), out, ": write failed");
+  }
+  fs::rename(tmp, out);
+  std::printf("wrote %s (%zu run%s)\n", out.c_str(), series.size(), series.size() == 1 ? "" : "s");
+}
+
+}  // namespace
+
+void add_plot(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<PlotArgs>();
+  CLI::App* c = app.add_subcommand("plot", "Draw the loss curves of training runs (metrics.jsonl) as SVG");
+  c->add_option("runs", a->runs, "Run directories or metrics.jsonl files (one curve each)")->required();
+  c->add_option("--out", a->out, "SVG path (default: loss.svg in the first run's directory)");
+  c->add_option("--smoothing", a->smoothing, "Exponential moving average over the training loss, [0, 1)")
+      ->capture_default_str();
+  c->add_option("--title", a->title, "Title")->capture_default_str();
+  c->callback([a, &exit_code] {
+    plot(*a);
+    exit_code = 0;
+  });
+}
+
+}  // namespace braid::cli

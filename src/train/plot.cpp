@@ -1,0 +1,171 @@
+#include "train/plot.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+
+#include "core/error.hpp"
+#include "io/json.hpp"
+
+namespace braid {
+
+LossSeries read_metrics(const std::string& path, const std::string& label) {
+  std::ifstream in(path);
+  check(in.good(), path, ": cannot read metrics");
+  LossSeries s;
+  s.label = label;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const json j = json::parse(line, nullptr, false);
+    check(j.is_object() && j.contains("step") && j["step"].is_number() && j.contains("loss") &&
+              j["loss"].is_number(),
+          path, ":", n, ": not a metrics record (a JSON object with numeric 'step' and 'loss')");
+    s.step.push_back(j["step"].get<double>());
+    s.loss.push_back(j["loss"].get<double>());
+    if (j.contains("val_loss") && j["val_loss"].is_number()) {
+      s.val_step.push_back(s.step.back());
+      s.val_loss.push_back(j["val_loss"].get<double>());
+    }
+  }
+  check(!s.step.empty(), path, ": no metrics records");
+  return s;
+}
+
+namespace {
+
+// Round tick spacing (1, 2 or 5 x 10^k) giving about `target` ticks over [lo, hi].
+double tick_step(double lo, double hi, int target) {
+  const double raw = (hi - lo) / target;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.1f", v);
+  return b;
+}
+
+std::string tick_label(double v, double step) {
+  char b[32];
+  const int decimals = step >= 1 ? 0 : int(std::ceil(-std::log10(step)));
+  std::snprintf(b, sizeof(b), "%.*f", decimals, v);
+  return b;
+}
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else if (c == '"')
+      o += "&quot;";
+    else
+      o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing, const std::string& title) {
+  check(smoothing >= 0 && smoothing < 1, "smoothing must be in [0, 1), found ", smoothing);
+  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+  // Smoothed curves (bias-corrected exponential moving average) set the y range, so a few
+  // noisy early steps do not flatten the rest; the raw curve is clipped to the frame.
+  std::vector<std::vector<double>> smooth(runs.size());
+  double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const LossSeries& s = runs[r];
+    double avg = 0, weight = 0;
+    for (size_t i = 0; i < s.loss.size(); ++i) {
+      if (!std::isfinite(s.loss[i])) continue;
+      avg = smoothing * avg + (1 - smoothing) * s.loss[i];
+      weight = smoothing * weight + (1 - smoothing);
+      smooth[r].push_back(avg / weight);
+      x0 = std::min(x0, s.step[i]), x1 = std::max(x1, s.step[i]);
+      y0 = std::min(y0, smooth[r].back()), y1 = std::max(y1, smooth[r].back());
+    }
+    for (size_t i = 0; i < s.val_loss.size(); ++i)
+      if (std::isfinite(s.val_loss[i])) y0 = std::min(y0, s.val_loss[i]), y1 = std::max(y1, s.val_loss[i]);
+  }
+  check(std::isfinite(x0) && std::isfinite(y0), "nothing to plot: no finite loss values");
+  if (x1 <= x0) x1 = x0 + 1;
+  if (y1 <= y0) y1 = y0 + 1;
+  const double ty = tick_step(y0, y1, 6), tx = tick_step(x0, x1, 8);
+  y0 = std::floor(y0 / ty) * ty, y1 = std::ceil(y1 / ty) * ty;
+
+  const double W = 760, H = 440, L = 64, R = 20, T = 40, B = 52;  // size and margins
+  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+  auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
+  std::string o;
+  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt(W) + "\" height=\"" + fmt(H) +
+       "\" viewBox=\"0 0 " + fmt(W) + " " + fmt(H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  o += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  o += "<defs><clipPath id=\"frame\"><rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" +
+       fmt(W - L - R) + "\" height=\"" + fmt(H - T - B) + "\"/></clipPath></defs>\n";
+  o += "<text x=\"" + fmt(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + escape(title) +
+       "</text>\n";
+  for (double y = y0; y <= y1 + ty / 2; y += ty) {
+    o += "<line x1=\"" + fmt(L) + "\" x2=\"" + fmt(W - R) + "\" y1=\"" + fmt(py(y)) + "\" y2=\"" +
+         fmt(py(y)) + "\" stroke=\"#e5e5e5\"/>\n";
+    o += "<text x=\"" + fmt(L - 6) + "\" y=\"" + fmt(py(y) + 4) + "\" text-anchor=\"end\">" +
+         tick_label(y, ty) + "</text>\n";
+  }
+  for (double x = std::ceil(x0 / tx) * tx; x <= x1 + tx / 2; x += tx) {
+    o += "<line x1=\"" + fmt(px(x)) + "\" x2=\"" + fmt(px(x)) + "\" y1=\"" + fmt(H - B) + "\" y2=\"" +
+         fmt(H - B + 5) + "\" stroke=\"black\"/>\n";
+    o += "<text x=\"" + fmt(px(x)) + "\" y=\"" + fmt(H - B + 19) + "\" text-anchor=\"middle\">" +
+         tick_label(x, tx) + "</text>\n";
+  }
+  o += "<rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" + fmt(W - L - R) + "\" height=\"" +
+       fmt(H - T - B) + "\" fill=\"none\" stroke=\"black\"/>\n";
+  o += "<text x=\"" + fmt(L + (W - L - R) / 2) + "\" y=\"" + fmt(H - 12) +
+       "\" text-anchor=\"middle\">step</text>\n";
+  o += "<text transform=\"translate(16 " + fmt(T + (H - T - B) / 2) +
+       ") rotate(-90)\" text-anchor=\"middle\">cross-entropy (nats/token)</text>\n";
+
+  auto polyline = [&](const std::vector<double>& xs, const std::vector<double>& ys,
+                      const std::string& style) {
+    std::string pts;
+    for (size_t i = 0; i < xs.size() && i < ys.size(); ++i)
+      if (std::isfinite(ys[i])) pts += (pts.empty() ? "" : " ") + fmt(px(xs[i])) + "," + fmt(py(ys[i]));
+    return "<polyline clip-path=\"url(#frame)\" fill=\"none\" " + style + " points=\"" + pts + "\"/>\n";
+  };
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const LossSeries& s = runs[r];
+    const std::string c = kColors[r % std::size(kColors)];
+    std::vector<double> finite_steps;
+    for (size_t i = 0; i < s.loss.size(); ++i)
+      if (std::isfinite(s.loss[i])) finite_steps.push_back(s.step[i]);
+    if (smoothing > 0)
+      o += polyline(s.step, s.loss, "stroke=\"" + c + "\" stroke-opacity=\"0.25\" stroke-width=\"1\"");
+    o += polyline(finite_steps, smooth[r], "stroke=\"" + c + "\" stroke-width=\"2\"");
+    if (!s.val_step.empty()) {
+      o += polyline(s.val_step, s.val_loss,
+                    "stroke=\"" + c + "\" stroke-width=\"1.5\" stroke-dasharray=\"5 4\"");
+      for (size_t i = 0; i < s.val_step.size(); ++i)
+        if (std::isfinite(s.val_loss[i]))
+          o += "<circle cx=\"" + fmt(px(s.val_step[i])) + "\" cy=\"" + fmt(py(s.val_loss[i])) +
+               "\" r=\"3\" fill=\"" + c + "\"/>\n";
+    }
+    const double ly = T + 16 + 18 * double(r);
+    o += "<line x1=\"" + fmt(W - R - 230) + "\" x2=\"" + fmt(W - R - 206) + "\" y1=\"" + fmt(ly - 4) +
+         "\" y2=\"" + fmt(ly - 4) + "\" stroke=\"" + c + "\" stroke-width=\"2\"/>\n";
+    o += "<text x=\"" + fmt(W - R - 200) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) +
+         (s.val_step.empty() ? "" : " (dashed: held-out)") + "</text>\n";
+  }
+  o += "</svg>\n";
+  return o;
+}
+
+}  // namespace braid
