@@ -59,14 +59,14 @@ std::string corpus(const TempDir& d) {
   return d / "corpus.txt";
 }
 
-// step -> loss from a metrics log.
-std::map<int64_t, double> losses(const std::string& path) {
+// step -> `field` (loss, val_loss) from a metrics log, for the records that have it.
+std::map<int64_t, double> losses(const std::string& path, const char* field = "loss") {
   std::map<int64_t, double> m;
   std::istringstream in(slurp(path));
   std::string line;
   while (std::getline(in, line)) {
     braid::json j = braid::json::parse(line);
-    m[j["step"].get<int64_t>()] = j["loss"].get<double>();
+    if (j.contains(field)) m[j["step"].get<int64_t>()] = j[field].get<double>();
   }
   return m;
 }
@@ -74,7 +74,7 @@ std::map<int64_t, double> losses(const std::string& path) {
 std::string train_args(const TempDir& d, const std::string& out, int steps) {
   return "train --spec " + (d / "spec.json") + " --data " + corpus(d) + " --byte-tokenizer --out " + out +
          " --steps " + std::to_string(steps) +
-         " --batch 2 --seq 32 --lr 3e-3 --warmup 3 --save-every 5 --quiet";
+         " --batch 2 --seq 32 --lr 3e-3 --warmup 3 --save-every 5 --eval-every 20 --quiet";
 }
 
 TEST(CliTrain, KilledRunResumesWithIdenticalLosses) {
@@ -107,6 +107,10 @@ TEST(CliTrain, KilledRunResumesWithIdenticalLosses) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("resuming"), std::string::npos) << r.err;
   EXPECT_EQ(losses(d / "killed/metrics.jsonl"), want);
+  // The resumed run kept the evaluation cadence it was started with.
+  const auto evals = losses(d / "straight/metrics.jsonl", "val_loss");
+  EXPECT_EQ(evals.size(), 4u);
+  EXPECT_EQ(losses(d / "killed/metrics.jsonl", "val_loss"), evals);
   // The trained model loads like any other.
   EXPECT_EQ(braid("run --model " + (d / "killed") + " --prompt line -n 4", d).rc, 0) << slurp(d / "err");
 }

@@ -35,9 +35,9 @@ struct TrainArgs {
   double min_lr_ratio = 0.1;
   uint64_t init_seed = 0;
   double init_std = 0.02;
-  int64_t save_every = 0, eval_every = 0, log_every = 0;
+  int64_t log_every = 0;
   int threads = 0;
-  bool quiet = false, steps_set = false;
+  bool quiet = false, steps_set = false, eval_every_set = false, save_every_set = false;
 };
 
 std::atomic<bool> g_stop{false};
@@ -88,7 +88,10 @@ void train(TrainArgs a) {
     spec = spec_from_json(sj, state_path);
     const int64_t steps = o.steps;
     o = options_from_json(oj, state_path);
-    if (a.steps_set) o.steps = steps;  // --steps may extend a resumed run
+    // --steps may extend a resumed run; --eval-every / --save-every may change its cadence.
+    if (a.steps_set) o.steps = steps;
+    if (a.eval_every_set) o.eval_every = a.o.eval_every;
+    if (a.save_every_set) o.save_every = a.o.save_every;
     tokens = read_token_cache(cache_path);
   } else {
     check(!a.spec.empty(), "give --spec SPEC.json for a new run");
@@ -150,7 +153,7 @@ void train(TrainArgs a) {
     json line = {{"step", st.step},     {"loss", st.loss},
                  {"lr", st.lr},         {"grad_norm", st.grad_norm},
                  {"tokens", st.tokens}, {"tokens_per_s", double(st.tokens) / dt}};
-    const bool eval = (a.eval_every > 0 && st.step % a.eval_every == 0) || st.step == o.steps;
+    const bool eval = (o.eval_every > 0 && st.step % o.eval_every == 0) || st.step == o.steps;
     if (eval) {
       const double vl = tr.evaluate();
       if (!std::isnan(vl)) line["val_loss"] = vl, line["val_ppl"] = std::exp(vl);
@@ -167,7 +170,7 @@ void train(TrainArgs a) {
       std::fflush(stderr);
     }
     const bool last = st.step == o.steps;
-    if (last || g_stop || (a.save_every > 0 && st.step % a.save_every == 0)) save_all(tr, out);
+    if (last || g_stop || (o.save_every > 0 && st.step % o.save_every == 0)) save_all(tr, out);
     if (g_stop && !last) {
       std::fprintf(stderr, "\ninterrupted: checkpoint at step %lld saved in %s (continue with --resume %s)\n",
                    (long long)st.step, out.c_str(), out.c_str());
@@ -209,16 +212,18 @@ void add_train(CLI::App& app, int& exit_code) {
   c->add_option("--init-std", a->init_std, "Std of initial weight matrices")->capture_default_str();
   c->add_option("--val-fraction", a->o.val_fraction, "Held-out fraction of the tokens")
       ->capture_default_str();
-  c->add_option("--eval-every", a->eval_every, "Evaluate held-out loss every N steps (and at the end)");
+  c->add_option("--eval-every", a->o.eval_every, "Evaluate held-out loss every N steps (and at the end)");
   c->add_option("--eval-windows", a->o.eval_windows, "Held-out windows per evaluation")
       ->capture_default_str();
-  c->add_option("--save-every", a->save_every, "Checkpoint every N steps (and at the end / on a signal)");
+  c->add_option("--save-every", a->o.save_every, "Checkpoint every N steps (and at the end / on a signal)");
   c->add_option("--log-every", a->log_every,
                 "Progress line every N steps (default: 1 on a terminal, else 10)");
   c->add_option("--threads", a->threads, "Threads (0: all cores)");
   c->add_flag("--quiet", a->quiet, "No progress line");
   c->callback([a, c, &exit_code] {
     a->steps_set = c->count("--steps") > 0;
+    a->eval_every_set = c->count("--eval-every") > 0;
+    a->save_every_set = c->count("--save-every") > 0;
     train(*a);
     exit_code = 0;
   });

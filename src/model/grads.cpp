@@ -29,6 +29,16 @@ void Gradients::zero() {
   for (auto& kv : g_) std::fill(kv.second.begin(), kv.second.end(), 0.0f);
 }
 
+void Gradients::add(const Gradients& other) {
+  check(other.g_.size() == g_.size(), "adding gradients of a different model");
+  auto it = other.g_.begin();
+  for (auto& [name, v] : g_) {
+    const std::vector<float>& o = (it++)->second;
+    check(o.size() == v.size(), "adding gradients of a different model (", name, ")");
+    for (size_t i = 0; i < v.size(); ++i) v[i] += o[i];
+  }
+}
+
 void Gradients::scale(float s) {
   for (auto& kv : g_)
     for (float& v : kv.second) v *= s;

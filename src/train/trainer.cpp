@@ -1,10 +1,14 @@
 #include "train/trainer.hpp"
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "io/safetensors.hpp"
 #include "model/spec_json.hpp"
 #include "ops/cpu/backward.hpp"
@@ -31,7 +35,9 @@ json options_to_json(const TrainOptions& o) {
               {"clip", o.clip},
               {"seed", o.seed},
               {"val_fraction", o.val_fraction},
-              {"eval_windows", o.eval_windows}};
+              {"eval_windows", o.eval_windows},
+              {"eval_every", o.eval_every},
+              {"save_every", o.save_every}};
 }
 
 TrainOptions options_from_json(const json& j, const std::string& where) {
@@ -44,6 +50,7 @@ TrainOptions options_from_json(const json& j, const std::string& where) {
     o.adam.weight_decay = j.at("weight_decay"), o.adam.decay_all = j.at("decay_all");
     o.clip = j.at("clip"), o.seed = j.at("seed"), o.val_fraction = j.at("val_fraction");
     o.eval_windows = j.at("eval_windows");
+    o.eval_every = j.value("eval_every", int64_t(0)), o.save_every = j.value("save_every", int64_t(0));
   } catch (const json::exception& e) {
     fail(where, ": training options are malformed (", e.what(), ")");
   }
@@ -89,14 +96,42 @@ void Trainer::set_total_steps(int64_t steps) {
 StepStats Trainer::step() {
   StepStats st;
   st.step = opt_.steps() + 1;
-  grads_.zero();
   const int64_t n = o_.batch * o_.accum, T = o_.seq;
   const float scale = 1.0f / float(n * T);
+  std::vector<int64_t> starts(static_cast<size_t>(n));
+  for (auto& s : starts) s = sampler_.next();
+  // Sequences are split across threads, each with its own gradient buffers (thread 0
+  // uses grads_), so small models are not limited by per-op threading; the shards are
+  // summed in thread order, so a step is deterministic for a given thread count.
+  const int P = int(std::min<int64_t>(num_threads(), n));
+  while (int(shards_.size()) < P - 1) shards_.emplace_back(*model_);
+  std::vector<double> sums(static_cast<size_t>(P), 0.0);
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(P));
+  auto run = [&](int t) {
+    try {
+      GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
+      for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
+        const int32_t* w = data_.train.data() + starts[size_t(i)];
+        sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g).sum;
+      }
+    } catch (...) {
+      errors[size_t(t)] = std::current_exception();
+    }
+  };
+  grads_.zero();
+  if (P == 1) {
+    run(0);
+  } else {
+    for (int t = 0; t < P - 1; ++t) shards_[size_t(t)].zero();
+#pragma omp parallel num_threads(P)
+    run(omp_get_thread_num());
+  }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t* w = data_.train.data() + sampler_.next();
-    LossSum l = model_->loss_and_grad(w, w + 1, T, scale, grads_);
-    sum += l.sum;
+  for (int t = 0; t < P; ++t) {
+    sum += sums[size_t(t)];
+    if (t > 0) grads_.add(shards_[size_t(t - 1)]);
   }
   st.loss = sum / double(n * T);
   st.tokens = n * T;

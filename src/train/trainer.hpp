@@ -21,6 +21,9 @@ struct TrainOptions {
   uint64_t seed = 0;  // data order
   double val_fraction = 0.05;
   int64_t eval_windows = 16;  // held-out windows of seq + 1 tokens per evaluation
+  // Cadence of the training loop that drives the Trainer (0: only at the end); kept in
+  // the state so that a resumed run evaluates and checkpoints as the original did.
+  int64_t eval_every = 0, save_every = 0;
 };
 json options_to_json(const TrainOptions& o);
 TrainOptions options_from_json(const json& j, const std::string& where);
@@ -55,6 +58,7 @@ class Trainer {
   TrainOptions o_;
   TokenSplit data_;
   Gradients grads_;
+  std::vector<Gradients> shards_;  // per-thread gradients for threads 1.. of a step
   AdamW opt_;
   WindowSampler sampler_;
 };
