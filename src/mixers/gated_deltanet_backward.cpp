@@ -133,6 +133,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
           float acc = 0.0f, acck = 0.0f;
           float* dSi = &dS[size_t(i * DV)];
           const float* Sti = St + i * DV;
+          // The dot products are reductions: let them vectorise (summed in lanes).
+#pragma omp simd reduction(+ : acc, acck)
           for (int64_t j2 = 0; j2 < DV; ++j2) {
             acc += Sti[j2] * dot[j2];
             dSi[j2] += q[i] * dot[j2];
@@ -154,6 +156,7 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
           const float* Sp = Sprev + i * DV;
           float* dSi = &dS[size_t(i * DV)];
           float acck = 0.0f;
+#pragma omp simd reduction(+ : acck, da)
           for (int64_t j2 = 0; j2 < DV; ++j2) {
             const float dspi = dSi[j2] + k[i] * dpred[size_t(j2)];  // dS'
             acck += a * Sp[j2] * dpred[size_t(j2)];
