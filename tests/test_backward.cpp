@@ -8,6 +8,7 @@
 #include "mixer_forms.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
+#include "mixers/short_conv.hpp"
 #include "model/ffn.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/conv.hpp"
@@ -237,6 +238,38 @@ INSTANTIATE_TEST_SUITE_P(Layouts, GatedDeltaNetBackward,
                          ::testing::Values(GdnCase{1, 1, 4, 4, 4, 4, 3},     // shorter than a chunk
                                            GdnCase{2, 4, 4, 6, 4, 4, 11},    // 2 value heads per key head
                                            GdnCase{1, 3, 6, 4, 3, 5, 16}));  // several chunks, uneven tail
+
+TEST(ShortConvBackward, MatchesFiniteDifferences) {
+  for (bool bias : {false, true}) {
+    const int64_t D = 6, T = 9;
+    Rng r(10);
+    auto in = randn(3 * D * D, r, 0.4), in_b = randn(3 * D, r, 0.3), conv = randn(D * 3, r, 0.5),
+         conv_b = randn(D, r, 0.3), out = randn(D * D, r, 0.4), out_b = randn(D, r, 0.3);
+    ShortConvSpec s;
+    s.kernel = 3, s.bias = bias;
+    ShortConvWeights w{in.data(), nullptr, conv.data(), nullptr, out.data(), nullptr};
+    if (bias) w.in_proj_b = in_b.data(), w.conv_b = conv_b.data(), w.out_proj_b = out_b.data();
+    ShortConvMixer mix(s, D, w);
+    TestGrads g;
+    std::vector<std::vector<float>*> params = {&in, &conv, &out};
+    if (bias) params.insert(params.end(), {&in_b, &conv_b, &out_b});
+    for (auto* p : params) g.add(*p);
+    auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
+    std::vector<float> dx(T * D);
+    mix.backward(x.data(), T, R.data(), dx.data(), g);
+    auto loss = [&] {
+      Workspace ws;
+      auto st = mix.make_state();
+      std::vector<float> y(T * D);
+      mix.forward(x.data(), T, *st, y.data(), ws);
+      return weighted_sum(y, R);
+    };
+    const char* names[] = {"in_proj", "conv", "out_proj", "in_proj_b", "conv_b", "out_proj_b"};
+    std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
+    for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
+    expect_grads_match(loss, bufs);
+  }
+}
 
 TEST(FfnBackward, GatedAndPlainWithMultipliers) {
   Rng r(6);

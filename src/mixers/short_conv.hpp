@@ -35,6 +35,7 @@ class ShortConvMixer final : public Mixer {
     return std::make_unique<ShortConvState>(d_, s_.kernel);
   }
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override { return size_t(d_ * (s_.kernel - 1)) * sizeof(float); }
   size_t bytes_per_token() const override { return 0; }
 
