@@ -29,6 +29,10 @@ void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps, const fl
 
 MambaMixer::MambaMixer(const MambaSpec& spec, int64_t d_model, MambaWeights w)
     : s_(spec), d_(d_model), w_(w) {
+  refresh_derived();
+}
+
+void MambaMixer::refresh_derived() {
   A_.resize(size_t(s_.d_inner * s_.d_state));
   for (size_t i = 0; i < A_.size(); ++i) A_[i] = -std::exp(w_.A_log[i]);
 }

@@ -39,6 +39,8 @@ class MambaMixer final : public Mixer {
   const char* kind() const override { return "mamba"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
+  void refresh_derived() override;
   size_t fixed_state_bytes() const override {
     return size_t(s_.d_inner * (s_.d_conv - 1 + s_.d_state)) * sizeof(float);
   }

@@ -97,6 +97,9 @@ class Mixer {
   // dL/dy[T, D], writes dL/dx and adds dL/dW into g. Recomputes what it needs from x
   // (activation recomputation), so nothing is kept between forward and backward.
   virtual void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const;
+  // Recomputes values a mixer derives from its weights at construction (e.g. -exp(A_log))
+  // after the weights change in place (an optimizer step).
+  virtual void refresh_derived() {}
   // Bytes of state per sequence that do not depend on context length.
   virtual size_t fixed_state_bytes() const = 0;
   // Bytes of state added per token of context (a KV cache); 0 for recurrences.

@@ -20,6 +20,9 @@ class ParallelMixer final : public Mixer {
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override;
+  void refresh_derived() override {
+    for (auto& b : branches_) b.mixer->refresh_derived();
+  }
 
  private:
   std::vector<Branch> branches_;

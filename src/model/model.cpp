@@ -285,6 +285,10 @@ void Model::refresh_derived() {
     const float* src = weights_.at(name).f32();
     for (size_t j = 0; j < v.size(); ++j) v[j] = 1.0f + src[j];
   }
+  for (auto& m : mixers_)
+    if (m) m->refresh_derived();
+  for (auto& m : cmixers_)
+    if (m) m->refresh_derived();
 }
 
 int64_t Model::n_params() const {

@@ -71,8 +71,8 @@ class Model {
   // norms, the (1 + w) copy) with its name: how gradient buffers are found.
   std::vector<std::pair<const float*, std::string>> param_addresses() const;
   // Writable parameter data for optimizers; the weights must be owned (not a read-only
-  // mapping of a checkpoint file). Call refresh_derived() after changing norm weights
-  // of a norm_weight_offset model.
+  // mapping of a checkpoint file). Call refresh_derived() after changing weights in
+  // place: it recomputes what the model and its mixers derive from them.
   float* param_mut(const std::string& name);
   void refresh_derived();
 
