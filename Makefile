@@ -5,7 +5,7 @@
 
 JOBS ?= $(shell nproc)
 BRAID := build/release/braid
-DEFAULT_MODEL := build/default-model
+DEFAULT_MODEL := models/default
 
 all: build
 
@@ -16,13 +16,12 @@ build: deps
 	@cmake --preset release >/dev/null
 	@cmake --build build/release -j $(JOBS)
 
-$(DEFAULT_MODEL)/config.json: models/default/spec.json | build
-	@$(BRAID) init --spec models/default/spec.json --out $(DEFAULT_MODEL) --seed 1 --byte-tokenizer
-
-run: build $(DEFAULT_MODEL)/config.json
+# The bundled default: a 4.6M-parameter Gated DeltaNet / attention hybrid trained by braid
+# on the King James Bible (docs/training.md says how to reproduce it).
+run: build
 	@$(BRAID) inspect --model $(DEFAULT_MODEL)
-	@echo "--- generating from the bundled default model (untrained: random weights, so the text is noise) ---"
-	@$(BRAID) run --model $(DEFAULT_MODEL) --prompt "Once upon a time" -n 48 --temperature 0.8 --seed 1
+	@echo "--- a continuation from the bundled default model ---"
+	@$(BRAID) run --model $(DEFAULT_MODEL) --prompt "And God said unto Noah," -n 64 --temperature 0.7 --top-p 0.9 --seed 1
 
 test: build
 	@cd build/release && ctest --output-on-failure -j $(JOBS)
