@@ -1,6 +1,7 @@
 #include "import/load.hpp"
 
 #include <filesystem>
+#include <regex>
 
 #include "core/error.hpp"
 #include "import/hf/importer.hpp"
@@ -51,12 +52,31 @@ ModelSpec load_spec(const std::string& dir) { return resolve(dir).spec; }
 
 namespace {
 
+// Newer transformers checkpoints store a MoE layer's experts fused: experts.gate_up_proj
+// [E, 2F, D] (expert e's gate is rows [0, F) of entry e, its up rows [F, 2F)) and
+// experts.down_proj [E, D, F]. Maps a per-expert name ("...experts.3.up_proj.weight", F
+// rows) to its place in the fused tensor; returns an empty name for any other tensor.
+hf::TensorRef fused_expert_ref(const std::string& name, int64_t rows) {
+  static const std::regex re(R"(^(.*\.experts\.)([0-9]+)\.(gate_proj|up_proj|down_proj)\.weight$)");
+  std::smatch m;
+  if (!std::regex_match(name, m, re)) return {};
+  const int64_t e = std::stoll(m[2].str());
+  const std::string which = m[3].str();
+  if (which == "down_proj") return {m[1].str() + "down_proj", e};
+  return {m[1].str() + "gate_up_proj", e, which == "gate_proj" ? 0 : rows,
+          which == "gate_proj" ? rows : 2 * rows};
+}
+
 // Every declared parameter of r.spec from checkpoint ck (sliced and squeezed as the
-// family stores it), under its canonical name; `what` names the source in errors.
+// family stores it, or from fused experts), under its canonical name; `what` names the
+// source in errors.
 Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what) {
   Weights w;
   for (const ParamDecl& p : param_decls(r.spec)) {
-    const hf::TensorRef ref = r.tensor_ref(p.name);
+    hf::TensorRef ref = r.tensor_ref(p.name);
+    if (!ck.has(ref.name) && ref.index < 0 && ref.row_end < 0 && !p.shape.empty())
+      if (hf::TensorRef f = fused_expert_ref(ref.name, p.shape[0]); !f.name.empty() && ck.has(f.name))
+        ref = f;
     const std::string& name = ref.name;
     if (!ck.has(name)) fail(what, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
     const TensorInfo* info = ck.info(name);
