@@ -49,6 +49,8 @@ TEST_P(GradParity, LossAndEveryGradient) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, GradParity, ::testing::Values("llama", "qwen3", "lfm2", "mamba", "falcon_mamba", "jamba", "qwen3_next"));
+INSTANTIATE_TEST_SUITE_P(Families, GradParity,
+                         ::testing::Values("llama", "qwen3", "lfm2", "mamba", "falcon_mamba", "jamba",
+                                           "qwen3_next", "mamba2", "bamba"));
 
 }  // namespace

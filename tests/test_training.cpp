@@ -143,26 +143,27 @@ TEST(Training, ThreadedStepMatchesSerialStep) {
   // An error inside a worker thread (here: a mixer without a backward) is rethrown.
   set_num_threads(2);
   const ModelSpec ssd = spec_of(R"({"name": "m", "vocab_size": 23, "d_model": 16,
-      "mixers": {"m": {"type": "mamba2", "head_dim": 8, "d_state": 4}},
+      "mixers": {"m": {"type": "lightning", "n_heads": 2, "head_dim": 8}},
       "mlp": {"hidden": 32}, "layers": {"pattern": ["m"], "repeat": 1}})");
   Trainer tm(make_model(ssd, 1), o, split_tokens(std::vector<int32_t>(tokens.size(), 3), 0, o.seq + 1));
   try {
     tm.step();
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("training is not supported for mamba2"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("training is not supported for lightning"), std::string::npos)
         << e.what();
   }
   set_num_threads(0);
 }
 
-// Mamba derives -exp(A_log) from its weights; after optimizer steps the trained model
-// must compute what a model freshly built from the same weights computes.
+// Mamba and Mamba-2 derive -exp(A_log) from their weights; after optimizer steps the
+// trained model must compute what a model freshly built from the same weights computes.
 TEST(Training, MambaModelStaysConsistentWithItsWeights) {
   const ModelSpec spec = spec_of(R"({"name": "m", "vocab_size": 23, "d_model": 16,
       "mixers": {"m": {"type": "mamba", "expand": 2, "d_state": 4, "d_conv": 4, "chunk": 8},
+                 "s": {"type": "mamba2", "head_dim": 8, "d_state": 4, "chunk": 8},
                  "a": {"type": "attention", "n_heads": 2, "head_dim": 8}},
-      "mlp": {"hidden": 32}, "layers": {"pattern": ["m", "m", "a"], "repeat": 1}})");
+      "mlp": {"hidden": 32}, "layers": {"pattern": ["m", "s", "a"], "repeat": 1}})");
   TrainOptions o;
   o.steps = 5, o.batch = 2, o.seq = 12, o.val_fraction = 0.2;
   o.schedule.lr = 3e-2, o.schedule.warmup = 0;

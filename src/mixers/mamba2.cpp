@@ -15,9 +15,13 @@ namespace braid {
 
 Mamba2Mixer::Mamba2Mixer(const Mamba2Spec& spec, int64_t d_model, Mamba2Weights w)
     : s_(spec), d_(d_model), w_(w) {
+  refresh_derived();
+  for (double m : s_.proj_multipliers) scaled_ = scaled_ || m != 1.0;
+}
+
+void Mamba2Mixer::refresh_derived() {
   A_.resize(size_t(s_.n_heads));
   for (int64_t h = 0; h < s_.n_heads; ++h) A_[size_t(h)] = -std::exp(w_.A_log[h]);
-  for (double m : s_.proj_multipliers) scaled_ = scaled_ || m != 1.0;
 }
 
 size_t Mamba2Mixer::fixed_state_bytes() const {

@@ -38,6 +38,8 @@ class Mamba2Mixer final : public Mixer {
   const char* kind() const override { return "mamba2"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
+  void refresh_derived() override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override { return 0; }
 
