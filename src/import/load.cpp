@@ -67,13 +67,30 @@ hf::TensorRef fused_expert_ref(const std::string& name, int64_t rows) {
           which == "gate_proj" ? rows : 2 * rows};
 }
 
+// Names newer transformers versions give the same tensors, tried when a checkpoint lacks
+// the one a family's importer asks for (e.g. gradient files written by those versions).
+std::string renamed(std::string name) {
+  static const std::pair<std::string, std::string> kRenames[] = {
+      {"backbone.", "model."},  // NemotronH
+      {".block_sparse_moe.input_linear.weight",
+       ".block_sparse_moe.experts.gate_up_proj"},  // GraniteMoeHybrid
+      {".block_sparse_moe.output_linear.weight", ".block_sparse_moe.experts.down_proj"},
+      {".router.layer.weight", ".router.weight"},
+  };
+  for (const auto& [from, to] : kRenames)
+    if (const size_t at = name.find(from); at != std::string::npos) name.replace(at, from.size(), to);
+  return name;
+}
+
 // Every declared parameter of r.spec from checkpoint ck (sliced and squeezed as the
-// family stores it, or from fused experts), under its canonical name; `what` names the
-// source in errors.
+// family stores it, under a newer transformers name, or from fused experts), under its
+// canonical name; `what` names the source in errors.
 Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what) {
   Weights w;
   for (const ParamDecl& p : param_decls(r.spec)) {
     hf::TensorRef ref = r.tensor_ref(p.name);
+    if (!ck.has(ref.name))
+      if (std::string alt = renamed(ref.name); ck.has(alt)) ref.name = alt;
     if (!ck.has(ref.name) && ref.index < 0 && ref.row_end < 0 && !p.shape.empty())
       if (hf::TensorRef f = fused_expert_ref(ref.name, p.shape[0]); !f.name.empty() && ck.has(f.name))
         ref = f;

@@ -1,5 +1,7 @@
 #include "mixers/parallel.hpp"
 
+#include <vector>
+
 #include "core/error.hpp"
 
 namespace braid {
@@ -40,6 +42,19 @@ void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, W
     } else {
       for (int64_t j = 0; j < n; ++j) y[j] += out[j] * b.out_scale;
     }
+  }
+}
+
+// y = sum_b out_scale_b f_b(in_scale_b x): each branch's backward sees out_scale_b dy, and
+// its input gradient is scaled by in_scale_b and summed.
+void ParallelMixer::backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const {
+  const size_t n = size_t(T * d_);
+  std::vector<float> in(n), dyb(n), dxb(n);
+  for (size_t i = 0; i < n; ++i) dx[i] = 0.0f;
+  for (const Branch& b : branches_) {
+    for (size_t i = 0; i < n; ++i) in[i] = x[i] * b.in_scale, dyb[i] = dy[i] * b.out_scale;
+    b.mixer->backward(in.data(), T, dyb.data(), dxb.data(), g);
+    for (size_t i = 0; i < n; ++i) dx[i] += dxb[i] * b.in_scale;
   }
 }
 

@@ -18,6 +18,7 @@ class ParallelMixer final : public Mixer {
   const char* kind() const override { return kind_.c_str(); }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override;
   void refresh_derived() override {
