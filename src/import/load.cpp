@@ -54,17 +54,28 @@ namespace {
 
 // Newer transformers checkpoints store a MoE layer's experts fused: experts.gate_up_proj
 // [E, 2F, D] (expert e's gate is rows [0, F) of entry e, its up rows [F, 2F)) and
-// experts.down_proj [E, D, F]. Maps a per-expert name ("...experts.3.up_proj.weight", F
-// rows) to its place in the fused tensor; returns an empty name for any other tensor.
-hf::TensorRef fused_expert_ref(const std::string& name, int64_t rows) {
-  static const std::regex re(R"(^(.*\.experts\.)([0-9]+)\.(gate_proj|up_proj|down_proj)\.weight$)");
+// experts.down_proj [E, D, F]. Maps a per-expert name ("...experts.3.up_proj.weight", or
+// Mixtral-style w1 / w3 / w2 for gate / up / down; F rows) to its place in the fused
+// tensor, under the same module or (MiniMax) under `mlp`; empty names for other tensors.
+std::vector<hf::TensorRef> fused_expert_refs(const std::string& name, int64_t rows) {
+  static const std::regex re(R"(^(.*\.)experts\.([0-9]+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight$)");
   std::smatch m;
   if (!std::regex_match(name, m, re)) return {};
   const int64_t e = std::stoll(m[2].str());
   const std::string which = m[3].str();
-  if (which == "down_proj") return {m[1].str() + "down_proj", e};
-  return {m[1].str() + "gate_up_proj", e, which == "gate_proj" ? 0 : rows,
-          which == "gate_proj" ? rows : 2 * rows};
+  std::vector<std::string> modules = {m[1].str()};
+  if (const size_t at = modules[0].rfind(".block_sparse_moe."); at != std::string::npos)
+    modules.push_back(modules[0].substr(0, at) + ".mlp.");
+  std::vector<hf::TensorRef> out;
+  for (const std::string& mod : modules) {
+    if (which == "down_proj" || which == "w2")
+      out.push_back({mod + "experts.down_proj", e});
+    else if (which == "gate_proj" || which == "w1")
+      out.push_back({mod + "experts.gate_up_proj", e, 0, rows});
+    else
+      out.push_back({mod + "experts.gate_up_proj", e, rows, 2 * rows});
+  }
+  return out;
 }
 
 // Names newer transformers versions give the same tensors, tried when a checkpoint lacks
@@ -76,6 +87,7 @@ std::string renamed(std::string name) {
        ".block_sparse_moe.experts.gate_up_proj"},  // GraniteMoeHybrid
       {".block_sparse_moe.output_linear.weight", ".block_sparse_moe.experts.down_proj"},
       {".router.layer.weight", ".router.weight"},
+      {".block_sparse_moe.gate.weight", ".mlp.gate.weight"},  // MiniMax
   };
   for (const auto& [from, to] : kRenames)
     if (const size_t at = name.find(from); at != std::string::npos) name.replace(at, from.size(), to);
@@ -92,8 +104,11 @@ Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what)
     if (!ck.has(ref.name))
       if (std::string alt = renamed(ref.name); ck.has(alt)) ref.name = alt;
     if (!ck.has(ref.name) && ref.index < 0 && ref.row_end < 0 && !p.shape.empty())
-      if (hf::TensorRef f = fused_expert_ref(ref.name, p.shape[0]); !f.name.empty() && ck.has(f.name))
-        ref = f;
+      for (const hf::TensorRef& f : fused_expert_refs(ref.name, p.shape[0]))
+        if (ck.has(f.name)) {
+          ref = f;
+          break;
+        }
     const std::string& name = ref.name;
     if (!ck.has(name)) fail(what, ": checkpoint has no tensor '", name, "' (needed for ", p.name, ")");
     const TensorInfo* info = ck.info(name);
