@@ -143,14 +143,14 @@ TEST(Training, ThreadedStepMatchesSerialStep) {
   // An error inside a worker thread (here: a mixer without a backward) is rethrown.
   set_num_threads(2);
   const ModelSpec ssd = spec_of(R"({"name": "m", "vocab_size": 23, "d_model": 16,
-      "mixers": {"m": {"type": "rglru", "n_heads": 2}},
+      "mixers": {"m": {"type": "mlstm", "n_heads": 2}},
       "mlp": {"hidden": 32}, "layers": {"pattern": ["m"], "repeat": 1}})");
   Trainer tm(make_model(ssd, 1), o, split_tokens(std::vector<int32_t>(tokens.size(), 3), 0, o.seq + 1));
   try {
     tm.step();
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("training is not supported for rglru"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("training is not supported for mlstm"), std::string::npos)
         << e.what();
   }
   set_num_threads(0);

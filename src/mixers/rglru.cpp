@@ -11,6 +11,10 @@ namespace braid {
 
 RgLruMixer::RgLruMixer(const RgLruSpec& spec, int64_t d_model, RgLruWeights w)
     : s_(spec), d_(d_model), w_(w) {
+  refresh_derived();
+}
+
+void RgLruMixer::refresh_derived() {
   log_a_scale_.resize(static_cast<size_t>(s_.width));
   for (int64_t c = 0; c < s_.width; ++c) {
     const float v = w_.a_param[c];

@@ -38,6 +38,8 @@ class RgLruMixer final : public Mixer {
   const char* kind() const override { return "rglru"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
+  void refresh_derived() override;
   size_t fixed_state_bytes() const override { return size_t(s_.width * s_.d_conv) * sizeof(float); }
   size_t bytes_per_token() const override { return 0; }
 
