@@ -8,6 +8,7 @@
 #include "mixer_forms.hpp"
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
+#include "mixers/gla.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/short_conv.hpp"
@@ -396,6 +397,58 @@ INSTANTIATE_TEST_SUITE_P(
         Mamba2Case{4, 2, 3, 2, 4, 11, 4, Mamba2Norm::GateThenNorm, true, false, false, 3e-3},  // groups
         Mamba2Case{2, 3, 4, 1, 3, 8, 0, Mamba2Norm::NormThenGate, false, true, false, 3e-3},   // Falcon-H1
         Mamba2Case{3, 2, 2, 1, 5, 9, 0, Mamba2Norm::GateOnly, true, false, true, 1e-2}));
+
+struct GlaCase {
+  int64_t H, dk, dv, chunk, T;
+  GlaGate gate;
+};
+
+class GlaBackward : public ::testing::TestWithParam<GlaCase> {};
+
+TEST_P(GlaBackward, MatchesFiniteDifferences) {
+  const GlaCase c = GetParam();
+  const int64_t D = 6, KD = c.H * c.dk, VD = c.H * c.dv, T = c.T, R = 3;
+  Rng r(13);
+  auto wq = randn(KD * D, r, 0.4), wk = randn(KD * D, r, 0.4), wv = randn(VD * D, r, 0.4),
+       wg = randn(VD * D, r, 0.4), norm = randn(c.dv, r, 0.2, 1.0), wo = randn(D * VD, r, 0.4);
+  const bool per_channel = c.gate == GlaGate::PerChannel;
+  auto ga = randn(R * D, r, 0.4), gb = randn((per_channel ? KD * R : c.H * D), r, 0.4),
+       gbias = randn(per_channel ? KD : c.H, r, 0.5, 2.0);
+  GlaSpec s;
+  s.n_heads = c.H, s.head_k_dim = c.dk, s.head_v_dim = c.dv, s.gate = c.gate, s.gate_rank = R;
+  s.gate_normalizer = 4.0, s.chunk = c.chunk;
+  GlaWeights w;
+  w.q = wq.data(), w.k = wk.data(), w.v = wv.data(), w.g = wg.data(), w.norm = norm.data(), w.o = wo.data();
+  std::vector<std::vector<float>*> params = {&wq, &wk, &wv, &wg, &norm, &wo};
+  std::vector<std::string> names = {"q", "k", "v", "g", "norm", "o"};
+  if (c.gate != GlaGate::Fixed) {
+    w.gate_b = gb.data(), w.gate_bias = gbias.data();
+    params.insert(params.end(), {&gb, &gbias});
+    names.insert(names.end(), {"gate_b", "gate_bias"});
+  }
+  if (per_channel) w.gate_a = ga.data(), params.push_back(&ga), names.push_back("gate_a");
+  GlaMixer mix(s, D, w);
+  TestGrads g;
+  for (auto* p : params) g.add(*p);
+  auto x = randn(T * D, r, 1), Rw = randn(T * D, r, 1);
+  std::vector<float> dx(T * D);
+  mix.backward(x.data(), T, Rw.data(), dx.data(), g);
+  auto loss = [&] {
+    Workspace ws;
+    auto st = mix.make_state();
+    std::vector<float> y(T * D);
+    mix.forward(x.data(), T, *st, y.data(), ws);
+    return weighted_sum(y, Rw);
+  };
+  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
+  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
+  expect_grads_match(loss, bufs, 24);
+}
+
+INSTANTIATE_TEST_SUITE_P(Gates, GlaBackward,
+                         ::testing::Values(GlaCase{2, 4, 6, 4, 11, GlaGate::PerChannel},  // across chunks
+                                           GlaCase{3, 3, 4, 64, 7, GlaGate::PerHead},
+                                           GlaCase{2, 4, 4, 3, 8, GlaGate::Fixed}));
 
 TEST(FfnBackward, GatedAndPlainWithMultipliers) {
   Rng r(6);

@@ -25,6 +25,7 @@ class GlaMixer final : public Mixer {
   const char* kind() const override { return "gla"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override {
     return size_t(s_.n_heads * s_.head_k_dim * s_.head_v_dim) * sizeof(float);
   }
