@@ -1,8 +1,13 @@
 // Backward passes against finite differences: every op in ops/cpu/backward.hpp and the
 // causal convolution, the attention mixer (head layouts, partial rotary, q/k norm,
 // output gate, sliding window, biases, key multiplier), Gated DeltaNet (head layouts,
-// sequences shorter and longer than a chunk), the MLP and the mixture of experts.
+// sequences shorter and longer than a chunk), gated short convolution, Mamba-1, Mamba-2,
+// gated linear attention, the MLP and the mixture of experts.
 #include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "grad_check.hpp"
 #include "mixer_forms.hpp"
@@ -200,6 +205,32 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionBackward,
                                            AttnCase{4, 1, 6, 6, 5, false, false, true, 0.5},
                                            AttnCase{3, 3, 4, 0, 3, true, true, true, 1.0}));
 
+// Checks a mixer's backward against finite differences of L = sum(y * R), y the forward
+// of x from an empty state, for x and each parameter in `params` (named `names`). x and R
+// are drawn from r. `make` builds the mixer from the weights as they are at the call, so
+// mixers that derive values from their weights see every perturbation.
+template <class Make>
+void expect_mixer_grads(const Make& make, int64_t T, int64_t D, Rng& r,
+                        const std::vector<std::vector<float>*>& params, const std::vector<std::string>& names,
+                        int samples = 16, double eps = 1e-2) {
+  TestGrads g;
+  for (auto* p : params) g.add(*p);
+  auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
+  std::vector<float> dx(static_cast<size_t>(T * D));
+  make()->backward(x.data(), T, R.data(), dx.data(), g);
+  auto loss = [&] {
+    auto mix = make();
+    Workspace ws;
+    auto st = mix->make_state();
+    std::vector<float> y(static_cast<size_t>(T * D));
+    mix->forward(x.data(), T, *st, y.data(), ws);
+    return weighted_sum(y, R);
+  };
+  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
+  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
+  expect_grads_match(loss, bufs, samples, eps);
+}
+
 struct GdnCase {
   int64_t NK, NV, DK, DV, K, chunk, T;
 };
@@ -216,25 +247,12 @@ TEST_P(GatedDeltaNetBackward, MatchesFiniteDifferences) {
   GatedDeltaNetSpec s;
   s.n_k_heads = c.NK, s.n_v_heads = c.NV, s.head_k_dim = c.DK, s.head_v_dim = c.DV, s.d_conv = c.K;
   s.chunk = c.chunk;
-  GatedDeltaNetMixer mix(
-      s, D, {qkvz.data(), ba.data(), conv.data(), dt.data(), A_log.data(), norm.data(), out.data()});
-  TestGrads g;
-  std::vector<std::vector<float>*> params = {&qkvz, &ba, &conv, &dt, &A_log, &norm, &out};
-  for (auto* p : params) g.add(*p);
-  auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
-  std::vector<float> dx(T * D);
-  mix.backward(x.data(), T, R.data(), dx.data(), g);
-  auto loss = [&] {
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> y(T * D);
-    mix.forward(x.data(), T, *st, y.data(), ws);
-    return weighted_sum(y, R);
-  };
-  const char* names[] = {"in_proj_qkvz", "in_proj_ba", "conv1d", "dt_bias", "A_log", "norm", "out_proj"};
-  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
-  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
-  expect_grads_match(loss, bufs, 24, 1e-3);
+  const GatedDeltaNetWeights w{qkvz.data(),  ba.data(),   conv.data(), dt.data(),
+                               A_log.data(), norm.data(), out.data()};
+  expect_mixer_grads([&] { return std::make_unique<GatedDeltaNetMixer>(s, D, w); }, T, D, r,
+                     {&qkvz, &ba, &conv, &dt, &A_log, &norm, &out},
+                     {"in_proj_qkvz", "in_proj_ba", "conv1d", "dt_bias", "A_log", "norm", "out_proj"}, 24,
+                     1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, GatedDeltaNetBackward,
@@ -252,25 +270,13 @@ TEST(ShortConvBackward, MatchesFiniteDifferences) {
     s.kernel = 3, s.bias = bias;
     ShortConvWeights w{in.data(), nullptr, conv.data(), nullptr, out.data(), nullptr};
     if (bias) w.in_proj_b = in_b.data(), w.conv_b = conv_b.data(), w.out_proj_b = out_b.data();
-    ShortConvMixer mix(s, D, w);
-    TestGrads g;
     std::vector<std::vector<float>*> params = {&in, &conv, &out};
-    if (bias) params.insert(params.end(), {&in_b, &conv_b, &out_b});
-    for (auto* p : params) g.add(*p);
-    auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
-    std::vector<float> dx(T * D);
-    mix.backward(x.data(), T, R.data(), dx.data(), g);
-    auto loss = [&] {
-      Workspace ws;
-      auto st = mix.make_state();
-      std::vector<float> y(T * D);
-      mix.forward(x.data(), T, *st, y.data(), ws);
-      return weighted_sum(y, R);
-    };
-    const char* names[] = {"in_proj", "conv", "out_proj", "in_proj_b", "conv_b", "out_proj_b"};
-    std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
-    for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
-    expect_grads_match(loss, bufs);
+    std::vector<std::string> names = {"in_proj", "conv", "out_proj"};
+    if (bias) {
+      params.insert(params.end(), {&in_b, &conv_b, &out_b});
+      names.insert(names.end(), {"in_proj_b", "conv_b", "out_proj_b"});
+    }
+    expect_mixer_grads([&] { return std::make_unique<ShortConvMixer>(s, D, w); }, T, D, r, params, names);
   }
 }
 
@@ -311,23 +317,7 @@ TEST_P(MambaBackward, MatchesFiniteDifferences) {
     params.insert(params.end(), {&bn, &cn, &dn});
     names.insert(names.end(), {"b_norm", "c_norm", "dt_norm"});
   }
-  TestGrads g;
-  for (auto* p : params) g.add(*p);
-  auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
-  std::vector<float> dx(T * D);
-  MambaMixer grad_mix(s, D, w);
-  grad_mix.backward(x.data(), T, R.data(), dx.data(), g);
-  auto loss = [&] {
-    MambaMixer mix(s, D, w);  // rebuilt: it derives -exp(A_log) from the weights
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> y(T * D);
-    mix.forward(x.data(), T, *st, y.data(), ws);
-    return weighted_sum(y, R);
-  };
-  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
-  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
-  expect_grads_match(loss, bufs, 24);
+  expect_mixer_grads([&] { return std::make_unique<MambaMixer>(s, D, w); }, T, D, r, params, names, 24);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, MambaBackward,
@@ -372,22 +362,8 @@ TEST_P(Mamba2Backward, MatchesFiniteDifferences) {
     params.insert(params.end(), {&in_b, &out_b});
     names.insert(names.end(), {"in_proj_b", "out_proj_b"});
   }
-  TestGrads g;
-  for (auto* p : params) g.add(*p);
-  auto x = randn(T * D, r, 1), R = randn(T * D, r, 1);
-  std::vector<float> dx(T * D);
-  Mamba2Mixer(s, D, w).backward(x.data(), T, R.data(), dx.data(), g);
-  auto loss = [&] {
-    Mamba2Mixer mix(s, D, w);  // rebuilt: it derives -exp(A_log) from the weights
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> y(T * D);
-    mix.forward(x.data(), T, *st, y.data(), ws);
-    return weighted_sum(y, R);
-  };
-  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
-  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
-  expect_grads_match(loss, bufs, 24, c.fd_step);
+  expect_mixer_grads([&] { return std::make_unique<Mamba2Mixer>(s, D, w); }, T, D, r, params, names, 24,
+                     c.fd_step);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -427,22 +403,7 @@ TEST_P(GlaBackward, MatchesFiniteDifferences) {
     names.insert(names.end(), {"gate_b", "gate_bias"});
   }
   if (per_channel) w.gate_a = ga.data(), params.push_back(&ga), names.push_back("gate_a");
-  GlaMixer mix(s, D, w);
-  TestGrads g;
-  for (auto* p : params) g.add(*p);
-  auto x = randn(T * D, r, 1), Rw = randn(T * D, r, 1);
-  std::vector<float> dx(T * D);
-  mix.backward(x.data(), T, Rw.data(), dx.data(), g);
-  auto loss = [&] {
-    Workspace ws;
-    auto st = mix.make_state();
-    std::vector<float> y(T * D);
-    mix.forward(x.data(), T, *st, y.data(), ws);
-    return weighted_sum(y, Rw);
-  };
-  std::vector<GradBuffer> bufs = {{"x", &x, &dx}};
-  for (size_t i = 0; i < params.size(); ++i) bufs.push_back({names[i], params[i], &g.at(*params[i])});
-  expect_grads_match(loss, bufs, 24);
+  expect_mixer_grads([&] { return std::make_unique<GlaMixer>(s, D, w); }, T, D, r, params, names, 24);
 }
 
 INSTANTIATE_TEST_SUITE_P(Gates, GlaBackward,

@@ -110,11 +110,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
     for (int64_t c = nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
       // Sall[j] = S_{t0 + j - 1}: the state before token t0 + j.
-      std::memcpy(Sall.data(), &ck[size_t((h * nchunks + c) * SZ)], size_t(SZ) * 4);
-      for (int64_t j = 0; j < n; ++j) {
-        std::memcpy(&Sall[size_t((j + 1) * SZ)], &Sall[size_t(j * SZ)], size_t(SZ) * 4);
-        step(t0 + j, h, &Sall[size_t((j + 1) * SZ)], &errs[size_t(j * DV)]);
-      }
+      replay_chunk(&ck[size_t((h * nchunks + c) * SZ)], SZ, n, Sall.data(),
+                   [&](int64_t j, float* S) { step(t0 + j, h, S, &errs[size_t(j * DV)]); });
       for (int64_t j = n - 1; j >= 0; --j) {
         const int64_t t = t0 + j;
         const float a = std::exp(g[size_t(t * NV + h)]), b = beta[size_t(t * NV + h)];

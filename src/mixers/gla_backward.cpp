@@ -95,11 +95,8 @@ void GlaMixer::backward(const float* x, int64_t T, const float* dy, float* dx, G
     Vec Sall = vec((C + 1) * SZ), dS = vec(SZ);
     for (int64_t c = nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
-      std::memcpy(Sall.data(), &ck[size_t((h * nchunks + c) * SZ)], size_t(SZ) * 4);
-      for (int64_t j = 0; j < n; ++j) {
-        std::memcpy(&Sall[size_t((j + 1) * SZ)], &Sall[size_t(j * SZ)], size_t(SZ) * 4);
-        step(t0 + j, h, &Sall[size_t((j + 1) * SZ)]);
-      }
+      replay_chunk(&ck[size_t((h * nchunks + c) * SZ)], SZ, n, Sall.data(),
+                   [&](int64_t j, float* S) { step(t0 + j, h, S); });
       for (int64_t j = n - 1; j >= 0; --j) {
         const int64_t t = t0 + j;
         const float *qt = &q[size_t(t * KD + h * dk)], *kt = &k[size_t(t * KD + h * dk)],

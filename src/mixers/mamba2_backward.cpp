@@ -152,11 +152,8 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
     double dAh = 0, dDh = 0;
     for (int64_t k = nchunks - 1; k >= 0; --k) {
       const int64_t t0 = k * C, n = std::min(C, T - t0);
-      std::memcpy(Sall.data(), &ck[size_t((h * nchunks + k) * SZ)], size_t(SZ) * 4);
-      for (int64_t j = 0; j < n; ++j) {
-        std::memcpy(&Sall[size_t((j + 1) * SZ)], &Sall[size_t(j * SZ)], size_t(SZ) * 4);
-        step(t0 + j, h, &Sall[size_t((j + 1) * SZ)]);
-      }
+      replay_chunk(&ck[size_t((h * nchunks + k) * SZ)], SZ, n, Sall.data(),
+                   [&](int64_t j, float* S) { step(t0 + j, h, S); });
       for (int64_t j = n - 1; j >= 0; --j) {
         const int64_t t = t0 + j;
         const float d = dt[size_t(t * H + h)], a = std::exp(d * A_[size_t(h)]);

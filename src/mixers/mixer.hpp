@@ -2,6 +2,7 @@
 // later) takes T new tokens and a per-sequence State and continues from it: T == 1 is
 // decode, T > 1 is (chunked) prefill. The State is the only per-sequence memory.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -76,6 +77,18 @@ class Workspace {
 template <class F>
 void for_each_chunk(int64_t T, int64_t chunk, F&& f) {
   for (int64_t t0 = 0; t0 < T; t0 += chunk) f(t0, T - t0 < chunk ? T - t0 : chunk);
+}
+
+// For backward passes that keep a recurrent state only at chunk starts: writes the state
+// at a chunk's start (`start`, `size` floats) to states[0] and, for each of the chunk's n
+// tokens, the state after it to states[j + 1], computed in place by step(j, state).
+template <class Step>
+void replay_chunk(const float* start, int64_t size, int64_t n, float* states, Step&& step) {
+  std::copy(start, start + size, states);
+  for (int64_t j = 0; j < n; ++j) {
+    std::copy(states + j * size, states + (j + 1) * size, states + (j + 1) * size);
+    step(j, states + (j + 1) * size);
+  }
 }
 
 // Where backward passes add parameter gradients: the gradient buffer (same shape) of a
