@@ -16,6 +16,7 @@
 #include "mixers/gla.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
 #include "model/ffn.hpp"
 #include "ops/cpu/backward.hpp"
@@ -410,6 +411,36 @@ INSTANTIATE_TEST_SUITE_P(Gates, GlaBackward,
                          ::testing::Values(GlaCase{2, 4, 6, 4, 11, GlaGate::PerChannel},  // across chunks
                                            GlaCase{3, 3, 4, 64, 7, GlaGate::PerHead},
                                            GlaCase{2, 4, 4, 3, 8, GlaGate::Fixed}));
+
+// Keys spread over several units so the WKV's running log scales change hands often;
+// decays from slow to fast; out_scale as under Hugging Face's inference rescaling.
+TEST(Rwkv4Backward, TimeMixMatchesFiniteDifferences) {
+  const int64_t D = 6, A = 5, T = 13;
+  Rng r(14);
+  auto td = randn(A, r, 1.0, -0.5), tf = randn(A, r, 0.5), mk = randn(D, r, 0.2, 0.5),
+       mv = randn(D, r, 0.2, 0.5), mr = randn(D, r, 0.2, 0.5), wk = randn(A * D, r, 1.2),
+       wv = randn(A * D, r, 0.4), wr = randn(A * D, r, 0.4), wo = randn(D * A, r, 0.4);
+  Rwkv4Spec s;
+  s.attn_dim = A, s.out_scale = 0.5;
+  const Rwkv4Weights w{td.data(), tf.data(), mk.data(), mv.data(), mr.data(),
+                       wk.data(), wv.data(), wr.data(), wo.data()};
+  expect_mixer_grads(
+      [&] { return std::make_unique<Rwkv4TimeMix>(s, D, w); }, T, D, r,
+      {&td, &tf, &mk, &mv, &mr, &wk, &wv, &wr, &wo},
+      {"time_decay", "time_first", "mix_k", "mix_v", "mix_r", "key", "value", "receptance", "output"}, 24);
+}
+
+TEST(Rwkv4Backward, ChannelMixMatchesFiniteDifferences) {
+  const int64_t D = 6, F = 8, T = 7;
+  Rng r(15);
+  auto mk = randn(D, r, 0.2, 0.5), mr = randn(D, r, 0.2, 0.5), wk = randn(F * D, r, 0.5),
+       wr = randn(D * D, r, 0.4), wv = randn(D * F, r, 0.4);
+  RwkvChannelMixSpec s;
+  s.hidden = F, s.out_scale = 0.25;
+  const RwkvChannelMixWeights w{mk.data(), mr.data(), wk.data(), wr.data(), wv.data()};
+  expect_mixer_grads([&] { return std::make_unique<RwkvChannelMix>(s, D, w); }, T, D, r,
+                     {&mk, &mr, &wk, &wr, &wv}, {"mix_k", "mix_r", "key", "receptance", "value"});
+}
 
 TEST(FfnBackward, GatedAndPlainWithMultipliers) {
   Rng r(6);

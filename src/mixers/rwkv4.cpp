@@ -10,20 +10,20 @@
 
 namespace braid {
 
-namespace {
-
-// out[t] = x[t] * mix + prev[t] * (1 - mix), prev[0] = shift, prev[t] = x[t-1].
-void token_shift(const float* x, int64_t T, int64_t D, const float* shift, const float* mix, float* out) {
+void rwkv_token_shift(const float* x, int64_t T, int64_t D, const float* shift, const float* mix,
+                      float* out) {
   for (int64_t t = 0; t < T; ++t) {
     const float* prev = t == 0 ? shift : x + (t - 1) * D;
     for (int64_t i = 0; i < D; ++i) out[t * D + i] = x[t * D + i] * mix[i] + prev[i] * (1.0f - mix[i]);
   }
 }
 
-}  // namespace
-
 Rwkv4TimeMix::Rwkv4TimeMix(const Rwkv4Spec& spec, int64_t d_model, Rwkv4Weights w)
     : s_(spec), d_(d_model), w_(w) {
+  refresh_derived();
+}
+
+void Rwkv4TimeMix::refresh_derived() {
   decay_.resize(static_cast<size_t>(s_.attn_dim));
   for (int64_t c = 0; c < s_.attn_dim; ++c) decay_[size_t(c)] = -std::exp(w_.time_decay[c]);
 }
@@ -41,11 +41,11 @@ void Rwkv4TimeMix::forward(const float* x, int64_t T, State& state, float* y, Wo
   float* k = ws.get(Workspace::kK, size_t(T * A));
   float* v = ws.get(Workspace::kV, size_t(T * A));
   float* r = ws.get(Workspace::kQ, size_t(T * A));
-  token_shift(x, T, D, st->shift.data(), w_.mix_k, mixed);
+  rwkv_token_shift(x, T, D, st->shift.data(), w_.mix_k, mixed);
   ops::linear(mixed, T, D, w_.key, A, nullptr, k);
-  token_shift(x, T, D, st->shift.data(), w_.mix_v, mixed);
+  rwkv_token_shift(x, T, D, st->shift.data(), w_.mix_v, mixed);
   ops::linear(mixed, T, D, w_.value, A, nullptr, v);
-  token_shift(x, T, D, st->shift.data(), w_.mix_r, mixed);
+  rwkv_token_shift(x, T, D, st->shift.data(), w_.mix_r, mixed);
   ops::linear(mixed, T, D, w_.receptance, A, nullptr, r);
   std::memcpy(st->shift.data(), x + (T - 1) * D, size_t(D) * sizeof(float));
 
@@ -87,9 +87,9 @@ void RwkvChannelMix::forward(const float* x, int64_t T, State& state, float* y, 
   float* mixed = ws.get(Workspace::kMlpB, size_t(T * D));
   float* k = ws.get(Workspace::kMlpA, size_t(T * F));
   float* r = ws.get(Workspace::kGate, size_t(T * D));
-  token_shift(x, T, D, st->shift.data(), w_.mix_k, mixed);
+  rwkv_token_shift(x, T, D, st->shift.data(), w_.mix_k, mixed);
   ops::linear(mixed, T, D, w_.key, F, nullptr, k);
-  token_shift(x, T, D, st->shift.data(), w_.mix_r, mixed);
+  rwkv_token_shift(x, T, D, st->shift.data(), w_.mix_r, mixed);
   ops::linear(mixed, T, D, w_.receptance, D, nullptr, r);
   std::memcpy(st->shift.data(), x + (T - 1) * D, size_t(D) * sizeof(float));
   for (int64_t i = 0; i < T * F; ++i) {

@@ -9,6 +9,13 @@
 
 namespace braid {
 
+// Token shift: out[t] = x[t] * mix + prev[t] * (1 - mix) with prev[0] = shift and
+// prev[t] = x[t-1] (rows of D).
+void rwkv_token_shift(const float* x, int64_t T, int64_t D, const float* shift, const float* mix, float* out);
+// Its backward from an empty state (shift = 0): dx += dL/dx, dmix += dL/dmix (if not null).
+void rwkv_token_shift_backward(const float* x, int64_t T, int64_t D, const float* mix, const float* dout,
+                               float* dx, float* dmix);
+
 class Rwkv4State final : public State {
  public:
   Rwkv4State(int64_t d_model, int64_t channels)
@@ -40,6 +47,8 @@ class Rwkv4TimeMix final : public Mixer {
   const char* kind() const override { return "rwkv4"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
+  void refresh_derived() override;
   size_t fixed_state_bytes() const override { return size_t(d_ + 3 * s_.attn_dim) * sizeof(float); }
   size_t bytes_per_token() const override { return 0; }
 
@@ -63,6 +72,7 @@ class RwkvChannelMix final : public Mixer {
   const char* kind() const override { return "rwkv_channel_mix"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override { return size_t(d_) * sizeof(float); }
   size_t bytes_per_token() const override { return 0; }
 

@@ -25,8 +25,6 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     check(targets[t] >= -1 && targets[t] < V, "target id ", targets[t], " at position ", t,
           " is outside the vocabulary [0, ", V, ") (-1 means no target)");
   }
-  for (int64_t i = 0; i < L; ++i)
-    check(!cmixers_[size_t(i)], "training is not supported for stateful channel mixers (layer ", i, ") yet");
   Workspace ws;
   // Forward, keeping the residual stream at block entry (in) and after the mixer (mid).
   std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)),
@@ -46,7 +44,10 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   };
   auto channel_forward = [&](size_t i, const float* x, float* y) {
     const BlockSpec& b = spec_.blocks[i];
-    if (b.has_moe)
+    if (b.has_cmix) {
+      std::unique_ptr<State> st = cmixers_[i]->make_state();
+      cmixers_[i]->forward(x, T, *st, y, ws);
+    } else if (b.has_moe)
       moe_forward(b.moe, blocks_[i].moe, x, T, D, y, ws);
     else
       ffn_forward(b.mlp, x, T, D, blocks_[i].mlp, y, ws);
@@ -62,7 +63,7 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
       residual(tmp.data(), b.normed_residual, b.mixer_alpha, b.mixer_beta);
     }
     mid[i] = h;
-    if (b.has_mlp || b.has_moe) {
+    if (b.has_mlp || b.has_moe || b.has_cmix) {
       norm(h.data(), bw.norm2, bw.norm2_b, T, n.data());
       channel_forward(i, n.data(), tmp.data());
       residual(tmp.data(), b.normed_residual, b.channel_alpha, b.channel_beta);
@@ -117,10 +118,12 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     const BlockWeights& bw = blocks_[i];
     if (b.post_scale != 1.0)
       for (float& v : dh) v *= float(b.post_scale);
-    if (b.has_mlp || b.has_moe)
+    if (b.has_mlp || b.has_moe || b.has_cmix)
       residual_backward(mid[i].data(), bw.norm2, bw.norm2_b, b.normed_residual, b.channel_alpha,
                         b.channel_beta, [&](const float* x, const float* dy, float* dx) {
-                          if (b.has_moe)
+                          if (b.has_cmix)
+                            cmixers_[i]->backward(x, T, dy, dx, g);
+                          else if (b.has_moe)
                             moe_backward(b.moe, bw.moe, x, T, D, dy, dx, g);
                           else
                             ffn_backward(b.mlp, x, T, D, bw.mlp, dy, dx, false, g);
