@@ -16,6 +16,7 @@
 #include "mixers/gla.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/mlstm.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
 #include "model/ffn.hpp"
@@ -411,6 +412,41 @@ INSTANTIATE_TEST_SUITE_P(Gates, GlaBackward,
                          ::testing::Values(GlaCase{2, 4, 6, 4, 11, GlaGate::PerChannel},  // across chunks
                                            GlaCase{3, 3, 4, 64, 7, GlaGate::PerHead},
                                            GlaCase{2, 4, 4, 3, 8, GlaGate::Fixed}));
+
+struct MlstmCase {
+  int64_t H, dk, dv, chunk, T;
+  double gate_scale, igate_bias, cap, eps;
+};
+
+class MlstmBackward : public ::testing::TestWithParam<MlstmCase> {};
+
+// Large input gates move the stabiliser m between its terms (chunk-start carry, an earlier
+// token's gate) and make exp(-m) the denominator for some tokens; a large eps makes the
+// gradient through m, which otherwise cancels, visible.
+TEST_P(MlstmBackward, MatchesFiniteDifferences) {
+  const MlstmCase c = GetParam();
+  const int64_t D = 6, QK = c.H * c.dk, V = c.H * c.dv, T = c.T;
+  Rng r(16);
+  auto wq = randn(QK * D, r, 0.5), wk = randn(QK * D, r, 0.5), wv = randn(V * D, r, 0.5),
+       wo = randn(V * D, r, 0.5), wi = randn(c.H * D, r, c.gate_scale),
+       bi = randn(c.H, r, c.gate_scale, c.igate_bias), wf = randn(c.H * D, r, c.gate_scale),
+       bf = randn(c.H, r, 0.5, 1.5), norm = randn(V, r, 0.2, 1.0), out = randn(D * V, r, 0.4);
+  MlstmSpec s;
+  s.n_heads = c.H, s.qk_dim = QK, s.v_dim = V, s.gate_soft_cap = c.cap, s.eps = c.eps, s.chunk = c.chunk;
+  s.norm_eps = 1.0;  // a LayerNorm over few channels would amplify f32 noise in the differences
+  const MlstmWeights w{wq.data(), wk.data(), wv.data(), wo.data(),   wi.data(),
+                       bi.data(), wf.data(), bf.data(), norm.data(), out.data()};
+  expect_mixer_grads([&] { return std::make_unique<MlstmMixer>(s, D, w); }, T, D, r,
+                     {&wq, &wk, &wv, &wo, &wi, &bi, &wf, &bf, &norm, &out},
+                     {"q", "k", "v", "o", "igate", "igate_b", "fgate", "fgate_b", "norm", "out_proj"}, 24,
+                     3e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, MlstmBackward,
+    ::testing::Values(MlstmCase{2, 4, 8, 4, 11, 0.5, -2, 0, 1e-6},   // chunks, uneven tail
+                      MlstmCase{1, 4, 8, 64, 7, 0.5, -4, 15, 1e-6},  // one chunk, capped
+                      MlstmCase{2, 4, 8, 3, 10, 2.5, 1, 4, 0.05}));  // large gates and eps
 
 // Keys spread over several units so the WKV's running log scales change hands often;
 // decays from slow to fast; out_scale as under Hugging Face's inference rescaling.

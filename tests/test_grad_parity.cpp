@@ -52,6 +52,6 @@ TEST_P(GradParity, LossAndEveryGradient) {
 INSTANTIATE_TEST_SUITE_P(Families, GradParity,
                          ::testing::Values("llama", "qwen3", "lfm2", "mamba", "falcon_mamba", "jamba",
                                            "qwen3_next", "mamba2", "bamba", "nemotron_h", "granitemoehybrid",
-                                           "falcon_h1", "minimax", "recurrent_gemma", "rwkv"));
+                                           "falcon_h1", "minimax", "recurrent_gemma", "rwkv", "xlstm"));
 
 }  // namespace

@@ -40,6 +40,7 @@ class MlstmMixer final : public Mixer {
   const char* kind() const override { return "mlstm"; }
   std::unique_ptr<State> make_state() const override { return std::make_unique<MlstmState>(s_); }
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override {
     return size_t(s_.qk_dim * (s_.v_dim / s_.n_heads) + s_.qk_dim + s_.n_heads) * sizeof(float);
   }

@@ -1,7 +1,5 @@
 #include "train/trainer.hpp"
 
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -106,28 +104,15 @@ StepStats Trainer::step() {
   const int P = int(std::min<int64_t>(num_threads(), n));
   while (int(shards_.size()) < P - 1) shards_.emplace_back(*model_);
   std::vector<double> sums(static_cast<size_t>(P), 0.0);
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(P));
-  auto run = [&](int t) {
-    try {
-      GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
-      for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
-        const int32_t* w = data_.train.data() + starts[size_t(i)];
-        sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g).sum;
-      }
-    } catch (...) {
-      errors[size_t(t)] = std::current_exception();
-    }
-  };
   grads_.zero();
-  if (P == 1) {
-    run(0);
-  } else {
-    for (int t = 0; t < P - 1; ++t) shards_[size_t(t)].zero();
-#pragma omp parallel num_threads(P)
-    run(omp_get_thread_num());
-  }
-  for (const auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  for (int t = 0; t < P - 1; ++t) shards_[size_t(t)].zero();
+  run_on_threads(P, [&](int t) {
+    GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
+    for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
+      const int32_t* w = data_.train.data() + starts[size_t(i)];
+      sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g).sum;
+    }
+  });
   double sum = 0;
   for (int t = 0; t < P; ++t) {
     sum += sums[size_t(t)];
