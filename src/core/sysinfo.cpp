@@ -1,5 +1,7 @@
 #include "core/sysinfo.hpp"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -31,6 +33,11 @@ std::string cpu_model() {
       if (p != std::string::npos) return line.substr(p + 2);
     }
   return "unknown";
+}
+
+void retain_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest: blocks up to 32 MiB come from the heap
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);   // and freed heap memory is not handed back
 }
 
 }  // namespace braid
