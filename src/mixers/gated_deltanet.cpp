@@ -19,6 +19,58 @@ void gdn_l2_normalize(float* x, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * inv * scale;
 }
 
+GdnChunkWork::GdnChunkWork(float* p, int64_t n, int64_t DK, int64_t DV)
+    : c(p),
+      A(c + n),
+      P(A + n * n),
+      UW(P + n * n),
+      vnew(UW + n * (DV + DK)),
+      qe(vnew + n * DV),
+      kd(qe + n * DK) {}
+
+void gdn_chunk_head(const float* q, const float* k, const float* v, int64_t ld, const float* beta,
+                    const float* g, int64_t gld, int64_t n, int64_t DK, int64_t DV, float* S, bool advance,
+                    float* o, int64_t ldo, const GdnChunkWork& w) {
+  const int64_t luw = DV + DK;
+  float acc = 0.0f;
+  for (int64_t t = 0; t < n; ++t) w.c[t] = acc += g[t * gld];
+  // A[i][j] = b_i exp(c_i - c_j) k_i.k_j (j < i); solve (I + A) [U | W] = [b v | b exp(c) k].
+  ops::gemm(n, n, DK, 1.0f, k, ld, k, ld, true, 0.0f, w.A, n);
+  for (int64_t i = 0; i < n; ++i) {
+    const float bi = beta[i * gld];
+    for (int64_t j = 0; j < i; ++j) w.A[i * n + j] *= bi * std::exp(w.c[i] - w.c[j]);
+    const float ec = std::exp(w.c[i]);
+    for (int64_t j = 0; j < DV; ++j) w.UW[i * luw + j] = bi * v[i * ld + j];
+    for (int64_t j = 0; j < DK; ++j) w.UW[i * luw + DV + j] = bi * ec * k[i * ld + j];
+  }
+  ops::solve_unit_lower(n, luw, w.A, n, w.UW, luw);
+  // New values after the carried state's prediction: vnew = U - W S.
+  for (int64_t i = 0; i < n; ++i) std::memcpy(w.vnew + i * DV, w.UW + i * luw, size_t(DV) * sizeof(float));
+  ops::gemm(n, DV, DK, -1.0f, w.UW + DV, luw, S, DV, false, 1.0f, w.vnew, DV);
+  // P = q . k^T masked by exp(c_i - c_j), j <= i; o = P vnew + (q exp(c)) S.
+  ops::gemm(n, n, DK, 1.0f, q, ld, k, ld, true, 0.0f, w.P, n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j <= i; ++j) w.P[i * n + j] *= std::exp(w.c[i] - w.c[j]);
+    for (int64_t j = i + 1; j < n; ++j) w.P[i * n + j] = 0.0f;
+    const float ec = std::exp(w.c[i]);
+    for (int64_t j = 0; j < DK; ++j) w.qe[i * DK + j] = q[i * ld + j] * ec;
+  }
+  if (o) {
+    ops::gemm(n, DV, n, 1.0f, w.P, n, w.vnew, DV, false, 0.0f, o, ldo);
+    ops::gemm(n, DV, DK, 1.0f, w.qe, DK, S, DV, false, 1.0f, o, ldo);
+  }
+  // S <- exp(c_last) S + (k exp(c_last - c))^T vnew.
+  const float last = w.c[n - 1];
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = std::exp(last - w.c[i]);
+    for (int64_t j = 0; j < DK; ++j) w.kd[i * DK + j] = k[i * ld + j] * e;
+  }
+  if (!advance) return;
+  const float decay = std::exp(last);
+  for (int64_t i = 0; i < DK * DV; ++i) S[i] *= decay;
+  ops::gemm_tn(DK, DV, n, 1.0f, w.kd, DK, w.vnew, DV, 1.0f, S, DV);
+}
+
 GatedDeltaNetMixer::GatedDeltaNetMixer(const GatedDeltaNetSpec& spec, int64_t d_model, GatedDeltaNetWeights w)
     : s_(spec), d_(d_model), w_(w) {}
 
@@ -111,58 +163,14 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
       }
     }
   } else {
-    const int nthreads = omp_get_max_threads();
-    const size_t per_thread = size_t(2 * Q * Q + Q * (DV + DK) + Q * DV + 2 * Q * DK + Q);
-    float* scratch = ws.get(Workspace::kScores, size_t(nthreads) * per_thread);
+    const size_t per_thread = GdnChunkWork::floats(Q, DK, DV);
+    float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t h = 0; h < NV; ++h) {
-      float* A = scratch + size_t(omp_get_thread_num()) * per_thread;  // [Q][Q] strictly lower
-      float* P = A + Q * Q;                                            // [Q][Q] q.k scores
-      float* UW = P + Q * Q;                                           // [Q][DV + DK]
-      float* vnew = UW + Q * (DV + DK);                                // [Q][DV]
-      float* qe = vnew + Q * DV;                                       // [Q][DK]
-      float* kd = qe + Q * DK;                                         // [Q][DK]
-      float* c = kd + Q * DK;                                          // [Q]
-      const int64_t kh = h / R, ld = DV + DK;
-      const float* q = qkv + kh * DK;  // rows stride CD
-      const float* k = qkv + KD + kh * DK;
-      const float* v = qkv + 2 * KD + h * DV;
-      float* S = st.S.data() + h * DK * DV;
-      float acc = 0.0f;
-      for (int64_t t = 0; t < Q; ++t) c[t] = acc += g[t * NV + h];
-      // A[i][j] = b_i exp(c_i - c_j) k_i.k_j (j < i); solve (I + A) [U | W] = [b v | b exp(c) k].
-      ops::gemm(Q, Q, DK, 1.0f, k, CD, k, CD, true, 0.0f, A, Q);
-      for (int64_t i = 0; i < Q; ++i) {
-        const float bi = beta[i * NV + h];
-        for (int64_t j = 0; j < i; ++j) A[i * Q + j] *= bi * std::exp(c[i] - c[j]);
-        const float ec = std::exp(c[i]);
-        for (int64_t j = 0; j < DV; ++j) UW[i * ld + j] = bi * v[i * CD + j];
-        for (int64_t j = 0; j < DK; ++j) UW[i * ld + DV + j] = bi * ec * k[i * CD + j];
-      }
-      ops::solve_unit_lower(Q, ld, A, Q, UW, ld);
-      // New values after the carried state's prediction: vnew = U - W S.
-      for (int64_t i = 0; i < Q; ++i) std::memcpy(vnew + i * DV, UW + i * ld, size_t(DV) * sizeof(float));
-      ops::gemm(Q, DV, DK, -1.0f, UW + DV, ld, S, DV, false, 1.0f, vnew, DV);
-      // o = (q . k^T masked by exp(c_i - c_j), j <= i) vnew + (q exp(c)) S.
-      ops::gemm(Q, Q, DK, 1.0f, q, CD, k, CD, true, 0.0f, P, Q);
-      for (int64_t i = 0; i < Q; ++i) {
-        for (int64_t j = 0; j <= i; ++j) P[i * Q + j] *= std::exp(c[i] - c[j]);
-        for (int64_t j = i + 1; j < Q; ++j) P[i * Q + j] = 0.0f;
-        const float ec = std::exp(c[i]);
-        for (int64_t j = 0; j < DK; ++j) qe[i * DK + j] = q[i * CD + j] * ec;
-      }
-      float* o = core + h * DV;  // rows stride VD
-      ops::gemm(Q, DV, Q, 1.0f, P, Q, vnew, DV, false, 0.0f, o, VD);
-      ops::gemm(Q, DV, DK, 1.0f, qe, DK, S, DV, false, 1.0f, o, VD);
-      // S <- exp(c_last) S + (k exp(c_last - c))^T vnew.
-      const float last = c[Q - 1];
-      for (int64_t i = 0; i < Q; ++i) {
-        const float e = std::exp(last - c[i]);
-        for (int64_t j = 0; j < DK; ++j) kd[i * DK + j] = k[i * CD + j] * e;
-      }
-      const float decay = std::exp(last);
-      for (int64_t i = 0; i < DK * DV; ++i) S[i] *= decay;
-      ops::gemm_tn(DK, DV, Q, 1.0f, kd, DK, vnew, DV, 1.0f, S, DV);
+      const GdnChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, DK, DV);
+      const int64_t kh = h / R;
+      gdn_chunk_head(qkv + kh * DK, qkv + KD + kh * DK, qkv + 2 * KD + h * DV, CD, beta + h, g + h, NV, Q, DK,
+                     DV, st.S.data() + h * DK * DV, true, core + h * DV, VD, w);
     }
   }
 

@@ -15,6 +15,25 @@ namespace braid {
 // x <- x / sqrt(sum x^2 + 1e-6) * scale (the q / k normalisation).
 void gdn_l2_normalize(float* x, int64_t n, float scale);
 
+// Scratch of one value head's chunk of n tokens: c [n] (cumulative log decay from the chunk
+// start), A [n][n] (strictly lower: b_i exp(c_i - c_j) k_i.k_j), P [n][n] (q_i.k_j exp(c_i -
+// c_j), j <= i, else 0), UW [n][DV + DK] (the solve's result), vnew [n][DV] (the corrected
+// values b_i e_i), qe [n][DK] (q exp(c)), kd [n][DK] (k exp(c_last - c)).
+struct GdnChunkWork {
+  GdnChunkWork(float* p, int64_t n, int64_t DK, int64_t DV);
+  static size_t floats(int64_t n, int64_t DK, int64_t DV) {
+    return size_t(n + 2 * n * n + n * (DV + DK) + n * DV + 2 * n * DK);
+  }
+  float *c, *A, *P, *UW, *vnew, *qe, *kd;
+};
+
+// One value head's chunk in the WY / UT-transform form, from the state S [DK][DV]: q, k, v
+// rows have stride ld, beta and g (log decay) stride gld. Writes the outputs o (rows ldo;
+// skipped when null), fills w, and when `advance` carries S to the chunk's end.
+void gdn_chunk_head(const float* q, const float* k, const float* v, int64_t ld, const float* beta,
+                    const float* g, int64_t gld, int64_t n, int64_t DK, int64_t DV, float* S, bool advance,
+                    float* o, int64_t ldo, const GdnChunkWork& w);
+
 class GatedDeltaNetState final : public State {
  public:
   explicit GatedDeltaNetState(const GatedDeltaNetSpec& s)
@@ -43,8 +62,7 @@ class GatedDeltaNetMixer final : public Mixer {
   const char* kind() const override { return "gated_deltanet"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
-  // Recurrent backward: states are recomputed per chunk from checkpoints at chunk
-  // starts and the recurrence is differentiated token by token (gated_deltanet_backward.cpp).
+  // Chunked backward from chunk-start states (gated_deltanet_backward.cpp).
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override { return 0; }

@@ -1,8 +1,13 @@
-// Backward of the Gated DeltaNet mixer for a sequence that starts from an empty state.
-// The recurrence per value head, with a = exp(g_t), b = beta_t and unit-norm k:
-//   S' = a S_{t-1};  e = v - S'^T k;  S_t = S' + b k e^T;  o_t = S_t^T q
-// is differentiated token by token in reverse. States are kept only at chunk starts and
-// recomputed inside a chunk, so memory is O(T / chunk) states per head.
+// Backward of the Gated DeltaNet mixer for a sequence that starts from an empty state, in
+// the forward's chunked (WY / UT-transform) form. Per value head and chunk, from the
+// chunk-start state S0, with c the cumulative log decay inside the chunk:
+//   A_ij = b_i exp(c_i - c_j) k_i.k_j (j < i),  vnew = (I + A)^-1 (b v - b exp(c) k S0),
+//   o = P vnew + exp(c) q S0  (P_ij = q_i.k_j exp(c_i - c_j), j <= i),
+//   S_end = exp(c_last) S0 + (exp(c_last - c) k)^T vnew,
+// differentiated with GEMMs and one transposed triangular solve; the gradient of S_end is
+// carried from chunk to chunk in reverse. Only the chunk-start states are kept (from a first
+// sweep that also gives the outputs); each chunk's intermediates are recomputed from its
+// start state by the same function the forward uses (gdn_chunk_head).
 #include <omp.h>
 
 #include <cmath>
@@ -54,34 +59,27 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
       gdn_l2_normalize(&qkv[size_t(t * CD + KD + kh * DK)], DK, 1.0f);
     }
   const int64_t nchunks = (T + C - 1) / C;
-  // Forward recurrence: outputs o and the state at each chunk start.
+  // Sweep 1, in the forward's chunked form: outputs o and the state at each chunk start.
   Vec o = vec(T * VD), ck = vec(NV * nchunks * SZ);
-  auto qk = [&](int64_t t, int64_t h, bool key) {
-    return &qkv[size_t(t * CD + (key ? KD : 0) + (h / R) * DK)];
-  };
-  auto vv = [&](int64_t t, int64_t h) { return &qkv[size_t(t * CD + 2 * KD + h * DV)]; };
-  // One step S <- S' + k (b e)^T from S (in place); writes the error e = v - S'^T k.
-  auto step = [&](int64_t t, int64_t h, float* S, float* e) {
-    const float a = std::exp(g[size_t(t * NV + h)]), b = beta[size_t(t * NV + h)];
-    const float* k = qk(t, h, true);
-    const float* v = vv(t, h);
-    for (int64_t j = 0; j < DV; ++j) e[j] = 0.0f;
-    for (int64_t i = 0; i < DK; ++i)
-      for (int64_t j = 0; j < DV; ++j) e[j] += S[i * DV + j] * k[i];
-    for (int64_t j = 0; j < DV; ++j) e[j] = v[j] - a * e[j];
-    for (int64_t i = 0; i < DK; ++i)
-      for (int64_t j = 0; j < DV; ++j) S[i * DV + j] = a * S[i * DV + j] + k[i] * b * e[j];
+  const size_t per = GdnChunkWork::floats(C, DK, DV);
+  auto head = [&](int64_t h) {
+    struct {
+      const float *q, *k, *v;
+    } p{qkv.data() + (h / R) * DK, qkv.data() + KD + (h / R) * DK, qkv.data() + 2 * KD + h * DV};
+    return p;
   };
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < NV; ++h) {
-    Vec S = vec(SZ), e = vec(DV);
-    for (int64_t t = 0; t < T; ++t) {
-      if (t % C == 0) std::memcpy(&ck[size_t((h * nchunks + t / C) * SZ)], S.data(), size_t(SZ) * 4);
-      step(t, h, S.data(), e.data());
-      const float* q = qk(t, h, false);
-      float* ot = &o[size_t(t * VD + h * DV)];
-      for (int64_t i = 0; i < DK; ++i)
-        for (int64_t j = 0; j < DV; ++j) ot[j] += S[size_t(i * DV + j)] * q[i];
+    Vec S = vec(SZ), scratch(per);
+    const GdnChunkWork w(scratch.data(), C, DK, DV);
+    const auto hp = head(h);
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * C, n = std::min(C, T - t0);
+      std::memcpy(&ck[size_t((h * nchunks + c) * SZ)], S.data(), size_t(SZ) * 4);
+      const GdnChunkWork wn(scratch.data(), n, DK, DV);
+      gdn_chunk_head(hp.q + t0 * CD, hp.k + t0 * CD, hp.v + t0 * CD, CD, &beta[size_t(t0 * NV + h)],
+                     &g[size_t(t0 * NV + h)], NV, n, DK, DV, S.data(), true, &o[size_t(t0 * VD + h * DV)], VD,
+                     wn);
     }
   }
   // Output: rmsnorm per head, gate silu(z), out_proj.
@@ -99,72 +97,118 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
   }
   ops::rmsnorm_backward(o.data(), w_.norm, float(s_.norm_eps), T * NV, DV, dnormed.data(), dout.data(), false,
                         gs.of(w_.norm));
-  // Reverse sweep per value head. q / k are shared by the R value heads of a key head, so
-  // their gradients are written per value head and summed after.
+  // Sweep 2, in reverse over chunks per value head (the chunked form differentiated; see
+  // the header comment). q / k are shared by the R value heads of a key head, so their
+  // gradients are written per value head and summed after.
   Vec dqh = vec(NV * T * DK), dkh = vec(NV * T * DK), dqkv = vec(T * CD), dbeta = vec(T * NV),
       dg = vec(T * NV);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < NV; ++h) {
-    Vec Sall = vec((C + 1) * SZ), errs = vec(C * DV), dS = vec(SZ);
-    Vec ddelta = vec(DV), dpred = vec(DV);
+    Vec scratch(per), dS = vec(SZ), dvn = vec(C * DV), dP = vec(C * C), X = vec(C * DK), Z = vec(C * DV),
+                      dKd = vec(C * DK), dc = vec(C), KK = vec(C * C);
+    const auto hp = head(h);
     for (int64_t c = nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
-      // Sall[j] = S_{t0 + j - 1}: the state before token t0 + j.
-      replay_chunk(&ck[size_t((h * nchunks + c) * SZ)], SZ, n, Sall.data(),
-                   [&](int64_t j, float* S) { step(t0 + j, h, S, &errs[size_t(j * DV)]); });
-      for (int64_t j = n - 1; j >= 0; --j) {
-        const int64_t t = t0 + j;
-        const float a = std::exp(g[size_t(t * NV + h)]), b = beta[size_t(t * NV + h)];
-        const float* q = qk(t, h, false);
-        const float* k = qk(t, h, true);
-        const float* Sprev = &Sall[size_t(j * SZ)];
-        const float* St = &Sall[size_t((j + 1) * SZ)];
-        const float* err = &errs[size_t(j * DV)];  // delta = b err
-        const float* dot = &dout[size_t(t * VD + h * DV)];
-        float* dq = &dqh[size_t((h * T + t) * DK)];
-        float* dk = &dkh[size_t((h * T + t) * DK)];
-        float* dv = &dqkv[size_t(t * CD + 2 * KD + h * DV)];
-        // o = S_t^T q: dq = S_t do, dS += q do^T. Then through S_t = S' + k delta^T, delta = b e.
-        for (int64_t j2 = 0; j2 < DV; ++j2) ddelta[size_t(j2)] = 0.0f;
-        for (int64_t i = 0; i < DK; ++i) {
-          float acc = 0.0f, acck = 0.0f;
-          float* dSi = &dS[size_t(i * DV)];
-          const float* Sti = St + i * DV;
-          // The dot products are reductions: let them vectorise (summed in lanes).
-#pragma omp simd reduction(+ : acc, acck)
-          for (int64_t j2 = 0; j2 < DV; ++j2) {
-            acc += Sti[j2] * dot[j2];
-            dSi[j2] += q[i] * dot[j2];
-            ddelta[size_t(j2)] += dSi[j2] * k[i];
-            acck += dSi[j2] * b * err[j2];
-          }
-          dq[i] = acc;
-          dk[i] = acck;
+      const GdnChunkWork w(scratch.data(), n, DK, DV);
+      const float* S0 = &ck[size_t((h * nchunks + c) * SZ)];
+      const float* q = hp.q + t0 * CD;
+      const float* k = hp.k + t0 * CD;
+      const float* v = hp.v + t0 * CD;
+      const float* bt = &beta[size_t(t0 * NV + h)];
+      gdn_chunk_head(q, k, v, CD, bt, &g[size_t(t0 * NV + h)], NV, n, DK, DV, const_cast<float*>(S0), false,
+                     nullptr, 0, w);
+      const float* dO = &dout[size_t(t0 * VD + h * DV)];  // rows stride VD
+      float* dq = &dqh[size_t((h * T + t0) * DK)];        // rows DK
+      float* dk = &dkh[size_t((h * T + t0) * DK)];
+      float* dv = &dqkv[size_t(t0 * CD + 2 * KD + h * DV)];  // rows stride CD
+      std::fill(dc.begin(), dc.end(), 0.0f);
+      const float last = w.c[n - 1], elast = std::exp(last);
+      // dS holds dL/dS_end. S_end = exp(c_last) S0 + kd^T vnew.
+      double dS0 = 0;
+      for (int64_t i = 0; i < SZ; ++i) dS0 += double(dS[size_t(i)]) * S0[i];
+      dc[size_t(n - 1)] += float(dS0) * elast;
+      ops::gemm(n, DK, DV, 1.0f, w.vnew, DV, dS.data(), DV, true, 0.0f, dKd.data(), DK);  // vnew dS^T
+      for (int64_t i = 0; i < n; ++i) {
+        const float e = std::exp(last - w.c[i]);
+        float s = 0.0f;
+        for (int64_t j = 0; j < DK; ++j) {
+          dk[i * DK + j] = e * dKd[size_t(i * DK + j)];
+          s += dKd[size_t(i * DK + j)] * w.kd[i * DK + j];
         }
-        // delta = b e, e = v - S'^T k with S' = a S_{t-1}.
-        double db = 0;
-        for (int64_t j2 = 0; j2 < DV; ++j2) {
-          db += double(ddelta[size_t(j2)]) * err[j2];
-          dv[j2] = b * ddelta[size_t(j2)];
-          dpred[size_t(j2)] = -b * ddelta[size_t(j2)];
-        }
-        double da = 0;
-        for (int64_t i = 0; i < DK; ++i) {
-          const float* Sp = Sprev + i * DV;
-          float* dSi = &dS[size_t(i * DV)];
-          float acck = 0.0f;
-#pragma omp simd reduction(+ : acck, da)
-          for (int64_t j2 = 0; j2 < DV; ++j2) {
-            const float dspi = dSi[j2] + k[i] * dpred[size_t(j2)];  // dS'
-            acck += a * Sp[j2] * dpred[size_t(j2)];
-            da += double(dspi) * Sp[j2];
-            dSi[j2] = a * dspi;  // dS_{t-1}
-          }
-          dk[i] += acck;
-        }
-        dbeta[size_t(t * NV + h)] = float(db);
-        dg[size_t(t * NV + h)] = float(da) * a;
+        dc[size_t(n - 1)] += s, dc[size_t(i)] -= s;
       }
+      // dvnew = P^T dO + kd dS.
+      ops::gemm_tn(n, DV, n, 1.0f, w.P, n, dO, VD, 0.0f, dvn.data(), DV);
+      ops::gemm(n, DV, DK, 1.0f, w.kd, DK, dS.data(), DV, false, 1.0f, dvn.data(), DV);
+      for (float& a : dS) a *= elast;  // dS0 so far: exp(c_last) dS_end
+      // o = P vnew + qe S0. dP = dO vnew^T (j <= i); P = (q k^T) o exp(c_i - c_j).
+      ops::gemm(n, n, DV, 1.0f, dO, VD, w.vnew, DV, true, 0.0f, dP.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j <= i; ++j) {
+          const size_t ij = size_t(i * n + j);
+          const float dl = dP[ij] * w.P[ij];
+          dc[size_t(i)] += dl, dc[size_t(j)] -= dl;
+          dP[ij] *= std::exp(w.c[i] - w.c[j]);
+        }
+        for (int64_t j = i + 1; j < n; ++j) dP[size_t(i * n + j)] = 0.0f;
+      }
+      ops::gemm(n, DK, n, 1.0f, dP.data(), n, k, CD, false, 0.0f, X.data(), DK);  // into dq below
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < DK; ++j) dq[i * DK + j] = X[size_t(i * DK + j)];
+      ops::gemm_tn(n, DK, n, 1.0f, dP.data(), n, q, CD, 1.0f, dk, DK);
+      ops::gemm_tn(DK, DV, n, 1.0f, w.qe, DK, dO, VD, 1.0f, dS.data(), DV);
+      ops::gemm(n, DK, DV, 1.0f, dO, VD, S0, DV, true, 0.0f, X.data(), DK);  // dO S0^T
+      for (int64_t i = 0; i < n; ++i) {
+        float s = 0.0f;
+        const float ec = std::exp(w.c[i]);
+        for (int64_t j = 0; j < DK; ++j) {
+          dq[i * DK + j] += ec * X[size_t(i * DK + j)];
+          s += X[size_t(i * DK + j)] * w.qe[i * DK + j];
+        }
+        dc[size_t(i)] += s;
+      }
+      // vnew = (I + A)^-1 Y, Y = b v - b exp(c) k S0: dY = (I + A)^-T dvnew, dA = -dY vnew^T.
+      ops::solve_unit_lower_transposed(n, DV, w.A, n, dvn.data(), DV);
+      // A_ij = b_i exp(c_i - c_j) k_i . k_j (j < i): with E_ij = dA_ij b_i exp(c_i - c_j),
+      // dk += E k + E^T k; d(log A_ij) = dA_ij A_ij; nothing is divided by b or exp(c).
+      ops::gemm(n, n, DV, -1.0f, dvn.data(), DV, w.vnew, DV, true, 0.0f, dP.data(), n);
+      ops::gemm(n, n, DK, 1.0f, k, CD, k, CD, true, 0.0f, KK.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const float b = bt[i * NV];
+        float db = 0.0f;
+        for (int64_t j = 0; j < i; ++j) {
+          const size_t ij = size_t(i * n + j);
+          const float dA = dP[ij], gam = std::exp(w.c[i] - w.c[j]);
+          const float dl = dA * w.A[ij];
+          dc[size_t(i)] += dl, dc[size_t(j)] -= dl;
+          db += dA * gam * KK[ij];
+          dP[ij] = dA * b * gam;
+        }
+        dbeta[size_t((t0 + i) * NV + h)] = db;
+        for (int64_t j = i; j < n; ++j) dP[size_t(i * n + j)] = 0.0f;
+      }
+      // Y = b v - b exp(c) k S0.
+      ops::gemm(n, DV, DK, 1.0f, k, CD, S0, DV, false, 0.0f, Z.data(), DV);  // k S0
+      for (int64_t i = 0; i < n; ++i) {
+        const float b = bt[i * NV], ec = std::exp(w.c[i]);
+        float db = 0.0f, dz = 0.0f;
+        for (int64_t j = 0; j < DV; ++j) {
+          const float dy = dvn[size_t(i * DV + j)], zz = Z[size_t(i * DV + j)];
+          dv[i * CD + j] = b * dy;
+          db += dy * (v[i * CD + j] - ec * zz);
+          dz += dy * zz;
+          Z[size_t(i * DV + j)] = -b * ec * dy;  // dL/d(k S0)
+        }
+        dbeta[size_t((t0 + i) * NV + h)] += db;
+        dc[size_t(i)] -= b * ec * dz;
+      }
+      ops::gemm(n, DK, DV, 1.0f, Z.data(), DV, S0, DV, true, 1.0f, dk, DK);
+      ops::gemm_tn(DK, DV, n, 1.0f, k, CD, Z.data(), DV, 1.0f, dS.data(), DV);
+      ops::gemm(n, DK, n, 1.0f, dP.data(), n, k, CD, false, 1.0f, dk, DK);
+      ops::gemm_tn(n, DK, n, 1.0f, dP.data(), n, k, CD, 1.0f, dk, DK);
+      // c = cumulative sum of g within the chunk.
+      float suf = 0.0f;
+      for (int64_t i = n - 1; i >= 0; --i) dg[size_t((t0 + i) * NV + h)] = suf += dc[size_t(i)];
     }
   }
   // q / k gradients summed over the value heads of each key head, then back through the

@@ -90,6 +90,12 @@ void solve_unit_lower(int64_t n, int64_t m, const float* l, int64_t ldl, float* 
               int(ldl), B, int(ldb));
 }
 
+void solve_unit_lower_transposed(int64_t n, int64_t m, const float* l, int64_t ldl, float* B, int64_t ldb) {
+  if (n == 0 || m == 0) return;
+  cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasUnit, int(n), int(m), 1.0f, l, int(ldl),
+              B, int(ldb));
+}
+
 void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y) {
   if (T == 0) return;
   if (bias) {

@@ -31,6 +31,8 @@ void gemm_tn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64
 // Solves (I + L) X = B in place for X, L the strictly lower part of the n x n matrix `l`
 // (its diagonal and upper part are not read); B is n x m with row stride ldb.
 void solve_unit_lower(int64_t n, int64_t m, const float* l, int64_t ldl, float* B, int64_t ldb);
+// Solves (I + L)^T X = B in place (the transposed system, for backward passes).
+void solve_unit_lower_transposed(int64_t n, int64_t m, const float* l, int64_t ldl, float* B, int64_t ldb);
 
 // Single-thread vector kernels with runtime dispatch (AVX-512 / AVX2 / baseline):
 // dot(a, b); y[r] (+)= alpha * A[r, :] . x; y = p^T A (y[c] = sum_r p[r] A[r, c]).
