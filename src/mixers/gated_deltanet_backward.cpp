@@ -105,7 +105,10 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < NV; ++h) {
     Vec scratch(per), dS = vec(SZ), dvn = vec(C * DV), dP = vec(C * C), X = vec(C * DK), Z = vec(C * DV),
-                      dKd = vec(C * DK), dc = vec(C), KK = vec(C * C);
+                      dKd = vec(C * DK), KK = vec(C * C);
+    // dL/dc: every pair (i, j) adds to c_i and subtracts from c_j, so the suffix sums below
+    // cancel large terms; double keeps that cancellation exact.
+    std::vector<double> dc(static_cast<size_t>(C));
     const auto hp = head(h);
     for (int64_t c = nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
@@ -121,12 +124,12 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
       float* dq = &dqh[size_t((h * T + t0) * DK)];        // rows DK
       float* dk = &dkh[size_t((h * T + t0) * DK)];
       float* dv = &dqkv[size_t(t0 * CD + 2 * KD + h * DV)];  // rows stride CD
-      std::fill(dc.begin(), dc.end(), 0.0f);
+      std::fill(dc.begin(), dc.end(), 0.0);
       const float last = w.c[n - 1], elast = std::exp(last);
       // dS holds dL/dS_end. S_end = exp(c_last) S0 + kd^T vnew.
       double dS0 = 0;
       for (int64_t i = 0; i < SZ; ++i) dS0 += double(dS[size_t(i)]) * S0[i];
-      dc[size_t(n - 1)] += float(dS0) * elast;
+      dc[size_t(n - 1)] += dS0 * elast;
       ops::gemm(n, DK, DV, 1.0f, w.vnew, DV, dS.data(), DV, true, 0.0f, dKd.data(), DK);  // vnew dS^T
       for (int64_t i = 0; i < n; ++i) {
         const float e = std::exp(last - w.c[i]);
@@ -207,8 +210,8 @@ void GatedDeltaNetMixer::backward(const float* x, int64_t T, const float* dy, fl
       ops::gemm(n, DK, n, 1.0f, dP.data(), n, k, CD, false, 1.0f, dk, DK);
       ops::gemm_tn(n, DK, n, 1.0f, dP.data(), n, k, CD, 1.0f, dk, DK);
       // c = cumulative sum of g within the chunk.
-      float suf = 0.0f;
-      for (int64_t i = n - 1; i >= 0; --i) dg[size_t((t0 + i) * NV + h)] = suf += dc[size_t(i)];
+      double suf = 0;
+      for (int64_t i = n - 1; i >= 0; --i) dg[size_t((t0 + i) * NV + h)] = float(suf += dc[size_t(i)]);
     }
   }
   // q / k gradients summed over the value heads of each key head, then back through the

@@ -34,6 +34,46 @@ std::unique_ptr<State> Mamba2Mixer::make_state() const {
                                        s_.head_dim, s_.d_state);
 }
 
+SsdChunkWork::SsdChunkWork(float* p, int64_t n, int64_t P, int64_t N)
+    : M(p), cum(M + n * n), Bw(cum + n), Xs(Bw + n * N) {
+  (void)P;
+}
+
+void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, const float* dt,
+                    const float* la, int64_t hld, int64_t n, int64_t P, int64_t N, float D, float* S,
+                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w) {
+  float acc = 0.0f;
+  for (int64_t t = 0; t < n; ++t) w.cum[t] = acc += la[t * hld];
+  // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
+  ops::gemm(n, n, N, 1.0f, C, ld, B, ld, true, 0.0f, w.M, n);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j <= t; ++j) w.M[t * n + j] *= std::exp(w.cum[t] - w.cum[j]) * dt[j * hld];
+    for (int64_t j = t + 1; j < n; ++j) w.M[t * n + j] = 0.0f;
+  }
+  if (Y) {
+    // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state) + D X (skip).
+    ops::gemm(n, P, n, 1.0f, w.M, n, X, ld, false, 0.0f, Y, ldy);
+    for (int64_t t = 0; t < n; ++t) {
+      const float e = std::exp(w.cum[t]);
+      for (int64_t k = 0; k < N; ++k) w.Bw[t * N + k] = C[t * ld + k] * e;  // Bw holds C * decay here
+    }
+    ops::gemm(n, P, N, 1.0f, w.Bw, N, S, N, true, 1.0f, Y, ldy);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t p = 0; p < P; ++p) Y[t * ldy + p] += D * X[t * ld + p];
+  }
+  if (!advance) return;
+  // S <- exp(cum_last) S + sum_j exp(cum_last - cum_j) dt_j x_j B_j^T  (X^T diag(w) B)
+  const float last = w.cum[n - 1];
+  for (int64_t j = 0; j < n; ++j) {
+    const float wj = std::exp(last - w.cum[j]) * dt[j * hld];
+    for (int64_t k = 0; k < N; ++k) w.Bw[j * N + k] = B[j * ld + k] * wj;
+    std::memcpy(w.Xs + j * P, X + j * ld, size_t(P) * sizeof(float));
+  }
+  const float decay = std::exp(last);
+  for (int64_t i = 0; i < P * N; ++i) S[i] *= decay;
+  ops::gemm_tn(P, N, n, 1.0f, w.Xs, P, w.Bw, N, 1.0f, S, N);
+}
+
 void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<Mamba2State*>(&state);
   check(st != nullptr, "mamba2 layer was given a state of another mixer");
@@ -94,55 +134,14 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
     }
   } else {
     // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
-    const int nthreads = omp_get_max_threads();
-    const size_t per_thread = size_t(Q * Q + 2 * Q + Q * N + Q * P);
-    float* scratch = ws.get(Workspace::kScores, size_t(nthreads) * per_thread);
+    const size_t per_thread = SsdChunkWork::floats(Q, P, N);
+    float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t h = 0; h < H; ++h) {
-      float* M = scratch + size_t(omp_get_thread_num()) * per_thread;  // [Q][Q]
-      float* cum = M + Q * Q;                                          // [Q] cumulative log decay
-      float* wgt = cum + Q;                                            // [Q]
-      float* Bw = wgt + Q;                                             // [Q][N]
-      float* Xs = Bw + Q * N;                                          // [Q][P]
+      const SsdChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, P, N);
       const int64_t g = h / hpg;
-      const float* X = xbc + h * P;       // rows stride conv_dim
-      const float* B = xbc + Di + g * N;  // rows stride conv_dim
-      const float* C = xbc + Di + GN + g * N;
-      float* S = st.ssm.data() + h * P * N;  // [P][N]
-      float* Y = out + h * P;                // rows stride Di
-      float acc = 0.0f;
-      for (int64_t t = 0; t < Q; ++t) cum[t] = acc += la[t * H + h];
-      // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
-      ops::gemm(Q, Q, N, 1.0f, C, conv_dim, B, conv_dim, true, 0.0f, M, Q);
-      for (int64_t t = 0; t < Q; ++t) {
-        for (int64_t j = 0; j <= t; ++j) M[t * Q + j] *= std::exp(cum[t] - cum[j]) * dt[j * H + h];
-        for (int64_t j = t + 1; j < Q; ++j) M[t * Q + j] = 0.0f;
-      }
-      // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state).
-      ops::gemm(Q, P, Q, 1.0f, M, Q, X, conv_dim, false, 0.0f, Y, Di);
-      for (int64_t t = 0; t < Q; ++t) {
-        const float e = std::exp(cum[t]);
-        for (int64_t n = 0; n < N; ++n) Bw[t * N + n] = C[t * conv_dim + n] * e;  // reuse Bw for C * decay
-      }
-      ops::gemm(Q, P, N, 1.0f, Bw, N, S, N, true, 1.0f, Y, Di);
-      // S <- exp(cum_Q) S + sum_j exp(cum_Q - cum_j) dt_j x_j B_j^T  (X^T diag(w) B)
-      for (int64_t j = 0; j < Q; ++j) wgt[j] = std::exp(cum[Q - 1] - cum[j]) * dt[j * H + h];
-      for (int64_t j = 0; j < Q; ++j)
-        for (int64_t n = 0; n < N; ++n) Bw[j * N + n] = B[j * conv_dim + n] * wgt[j];
-      for (int64_t j = 0; j < Q; ++j) std::memcpy(Xs + j * P, X + j * conv_dim, size_t(P) * sizeof(float));
-      const float decay = std::exp(cum[Q - 1]);
-      for (int64_t i = 0; i < P * N; ++i) S[i] *= decay;
-      // S[P][N] += Xs^T [P][Q] . Bw [Q][N]
-      for (int64_t j = 0; j < Q; ++j)
-        for (int64_t p = 0; p < P; ++p) {
-          const float xv = Xs[j * P + p];
-          float* Sp = S + p * N;
-          const float* bj = Bw + j * N;
-          for (int64_t n = 0; n < N; ++n) Sp[n] += xv * bj[n];
-        }
-      // D skip.
-      for (int64_t t = 0; t < Q; ++t)
-        for (int64_t p = 0; p < P; ++p) Y[t * Di + p] += w_.D[h] * X[t * conv_dim + p];
+      ssd_chunk_head(xbc + h * P, xbc + Di + g * N, xbc + Di + GN + g * N, conv_dim, dt + h, la + h, H, Q, P,
+                     N, w_.D[h], st.ssm.data() + h * P * N, true, out + h * P, Di, w);
     }
   }
 

@@ -11,6 +11,21 @@
 
 namespace braid {
 
+// Scratch of one head's SSD chunk of n tokens: M [n][n] ((C_t . B_j) exp(cum_t - cum_j) dt_j,
+// j <= t, else 0), cum [n] (cumulative log decay from the chunk start), Bw [n][N], Xs [n][P].
+struct SsdChunkWork {
+  SsdChunkWork(float* p, int64_t n, int64_t P, int64_t N);
+  static size_t floats(int64_t n, int64_t P, int64_t N) { return size_t(n * n + n + n * N + n * P); }
+  float *M, *cum, *Bw, *Xs;
+};
+
+// One head's chunk in the state-space dual form, from the state S [P][N]: X, B, C rows have
+// stride ld; dt and la (= dt A) stride hld. Writes y = M X + exp(cum) C S^T + D X (rows ldy;
+// skipped when Y is null), fills w, and when `advance` carries S to the chunk's end.
+void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, const float* dt,
+                    const float* la, int64_t hld, int64_t n, int64_t P, int64_t N, float D, float* S,
+                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w);
+
 class Mamba2State final : public State {
  public:
   Mamba2State(int64_t conv_dim, int64_t d_conv, int64_t n_heads, int64_t head_dim, int64_t d_state)

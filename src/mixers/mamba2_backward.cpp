@@ -1,8 +1,11 @@
-// Backward of the Mamba-2 (SSD) mixer for a sequence that starts from an empty state,
-// through the recurrent form of the same map. Per head, with a_t = exp(dt_t A):
-//   S_t = a_t S_{t-1} + dt_t x_t B_t^T;   y_t = S_t C_t + D x_t
-// then the gate / grouped RMSNorm and out_proj. Each head keeps its state only at chunk
-// starts and recomputes a chunk's states when the reverse sweep reaches it.
+// Backward of the Mamba-2 (SSD) mixer for a sequence that starts from an empty state, in
+// the forward's chunked (state-space dual) form. Per head and chunk, from the chunk-start
+// state S0 [P][N], with cum the cumulative log decay (dt A) inside the chunk:
+//   y = M X + diag(exp(cum)) C S0^T + D X,  M_tj = (C_t . B_j) exp(cum_t - cum_j) dt_j (j <= t),
+//   S_end = exp(cum_last) S0 + X^T diag(exp(cum_last - cum) dt) B,
+// differentiated with GEMMs; the gradient of S_end is carried from chunk to chunk in
+// reverse. Then the gate / grouped RMSNorm and out_proj. Only chunk-start states are kept;
+// each chunk's intermediates are recomputed by the function the forward uses.
 #include <omp.h>
 
 #include <algorithm>
@@ -46,30 +49,23 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
       if (s_.dt_max > 0) d = std::min(d, float(s_.dt_max));
       dtv[size_t(t * H + h)] = v, dt[size_t(t * H + h)] = d;
     }
+  Vec la = vec(T * H);
+  for (int64_t i = 0; i < T * H; ++i) la[size_t(i)] = dt[size_t(i)] * A_[size_t(i % H)];
   auto X = [&](int64_t t, int64_t h) { return &xbc[size_t(t * CD + h * P)]; };
   auto Bp = [&](int64_t t, int64_t h) { return &xbc[size_t(t * CD + Di + (h / hpg) * N)]; };
   auto Cp = [&](int64_t t, int64_t h) { return &xbc[size_t(t * CD + Di + GN + (h / hpg) * N)]; };
-  // One step S <- a S + dt x B^T in place.
-  auto step = [&](int64_t t, int64_t h, float* S) {
-    const float a = std::exp(dt[size_t(t * H + h)] * A_[size_t(h)]), d = dt[size_t(t * H + h)];
-    const float *xv = X(t, h), *B = Bp(t, h);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t n = 0; n < N; ++n) S[p * N + n] = a * S[p * N + n] + d * xv[p] * B[n];
-  };
-  // Forward scan: y (before the gate) and the state at each chunk start.
+  const size_t per = SsdChunkWork::floats(C, P, N);
+  // Sweep 1, in the forward's chunked form: y (before the gate) and the state at each chunk start.
   Vec yv = vec(T * Di), ck = vec(H * nchunks * SZ);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ);
-    for (int64_t t = 0; t < T; ++t) {
-      if (t % C == 0) std::memcpy(&ck[size_t((h * nchunks + t / C) * SZ)], S.data(), size_t(SZ) * 4);
-      step(t, h, S.data());
-      const float *Cv = Cp(t, h), *xv = X(t, h);
-      for (int64_t p = 0; p < P; ++p) {
-        float acc = 0.0f;
-        for (int64_t n = 0; n < N; ++n) acc += S[size_t(p * N + n)] * Cv[n];
-        yv[size_t(t * Di + h * P + p)] = acc + w_.D[h] * xv[p];
-      }
+    Vec S = vec(SZ), scratch(per);
+    for (int64_t k = 0; k < nchunks; ++k) {
+      const int64_t t0 = k * C, n = std::min(C, T - t0);
+      std::memcpy(&ck[size_t((h * nchunks + k) * SZ)], S.data(), size_t(SZ) * 4);
+      const SsdChunkWork w(scratch.data(), n, P, N);
+      ssd_chunk_head(X(t0, h), Bp(t0, h), Cp(t0, h), CD, &dt[size_t(t0 * H + h)], &la[size_t(t0 * H + h)], H,
+                     n, P, N, w_.D[h], S.data(), true, &yv[size_t(t0 * Di + h * P)], Di, w);
     }
   }
 
@@ -142,47 +138,94 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
       std::memcpy(gy, dv.data(), size_t(Di) * 4);
   }
 
-  // Reverse scan per head. B and C are shared by the heads of a group, so their
-  // gradients are kept per head and summed after.
+  // Sweep 2, in reverse over chunks per head: the dual form differentiated with GEMMs, the
+  // gradient of each chunk's end state carried back. B and C are shared by the heads of a
+  // group, so their gradients are kept per head and summed after.
   Vec dxbc = vec(T * CD), dBh = vec(H * T * N), dCh = vec(H * T * N), ddt = vec(T * H), dD = vec(H),
       dA = vec(H);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec Sall = vec((C + 1) * SZ), dS = vec(SZ);
+    Vec scratch(per), dS = vec(SZ), dM = vec(C * C), CB = vec(C * C), tP = vec(C * P), tN = vec(C * N),
+                      Ce = vec(C * N);
+    // dL/dcum: every pair (t, j) adds to cum_t and subtracts from cum_j, so the suffix sums
+    // below cancel large terms; double keeps that cancellation exact.
+    std::vector<double> dcum(static_cast<size_t>(C));
     double dAh = 0, dDh = 0;
     for (int64_t k = nchunks - 1; k >= 0; --k) {
       const int64_t t0 = k * C, n = std::min(C, T - t0);
-      replay_chunk(&ck[size_t((h * nchunks + k) * SZ)], SZ, n, Sall.data(),
-                   [&](int64_t j, float* S) { step(t0 + j, h, S); });
-      for (int64_t j = n - 1; j >= 0; --j) {
-        const int64_t t = t0 + j;
-        const float d = dt[size_t(t * H + h)], a = std::exp(d * A_[size_t(h)]);
-        const float *xv = X(t, h), *B = Bp(t, h), *Cv = Cp(t, h);
-        const float* gy = &dyv[size_t(t * Di + h * P)];
-        const float* Sp = &Sall[size_t(j * SZ)];
-        const float* St = &Sall[size_t((j + 1) * SZ)];
-        float* gx = &dxbc[size_t(t * CD + h * P)];
-        float* gB = &dBh[size_t((h * T + t) * N)];
-        float* gC = &dCh[size_t((h * T + t) * N)];
-        double dla = 0, dd = 0;
+      const SsdChunkWork w(scratch.data(), n, P, N);
+      const float* S0 = &ck[size_t((h * nchunks + k) * SZ)];
+      const float *Xc = X(t0, h), *Bc = Bp(t0, h), *Cc = Cp(t0, h), *dtc = &dt[size_t(t0 * H + h)];
+      ssd_chunk_head(Xc, Bc, Cc, CD, dtc, &la[size_t(t0 * H + h)], H, n, P, N, w_.D[h],
+                     const_cast<float*>(S0), false, nullptr, 0, w);
+      const float* gy = &dyv[size_t(t0 * Di + h * P)];  // rows stride Di
+      float* gx = &dxbc[size_t(t0 * CD + h * P)];       // rows stride CD
+      float* gB = &dBh[size_t((h * T + t0) * N)];       // rows N
+      float* gC = &dCh[size_t((h * T + t0) * N)];
+      float* gdt = &ddt[size_t(t0 * H + h)];  // stride H
+      std::fill(dcum.begin(), dcum.end(), 0.0);
+      // D skip.
+      for (int64_t t = 0; t < n; ++t)
         for (int64_t p = 0; p < P; ++p) {
-          dDh += double(gy[p]) * xv[p];
-          float gxp = gy[p] * w_.D[h];
-          for (int64_t m = 0; m < N; ++m) {
-            const size_t i = size_t(p * N + m);
-            gC[m] += St[i] * gy[p];
-            const float g = dS[i] + gy[p] * Cv[m];  // dL/dS_t
-            dla += double(g) * Sp[i];
-            dd += double(g) * xv[p] * B[m];
-            gxp += g * d * B[m];
-            gB[m] += g * d * xv[p];
-            dS[i] = g * a;  // dL/dS_{t-1}
-          }
-          gx[p] = gxp;
+          dDh += double(gy[t * Di + p]) * Xc[t * CD + p];
+          gx[t * CD + p] = w_.D[h] * gy[t * Di + p];
         }
-        dla *= a;  // d a / d la = a
-        ddt[size_t(t * H + h)] = float(dd + dla * A_[size_t(h)]);
-        dAh += dla * d;
+      // S_end = exp(cum_last) S0 + X^T diag(wt) B, wt_j = exp(cum_last - cum_j) dt_j.
+      const float last = w.cum[n - 1], elast = std::exp(last);
+      double dS0 = 0;
+      for (int64_t i = 0; i < SZ; ++i) dS0 += double(dS[size_t(i)]) * S0[i];
+      dcum[size_t(n - 1)] += dS0 * elast;
+      ops::gemm(n, P, N, 1.0f, Bc, CD, dS.data(), N, true, 0.0f, tP.data(), P);   // dS B_j
+      ops::gemm(n, N, P, 1.0f, Xc, CD, dS.data(), N, false, 0.0f, tN.data(), N);  // x_j^T dS
+      for (int64_t j = 0; j < n; ++j) {
+        const float e = std::exp(last - w.cum[j]), wt = e * dtc[j * H];
+        float dw = 0.0f;
+        for (int64_t p = 0; p < P; ++p) {
+          dw += Xc[j * CD + p] * tP[size_t(j * P + p)];
+          gx[j * CD + p] += wt * tP[size_t(j * P + p)];
+        }
+        for (int64_t m = 0; m < N; ++m) gB[j * N + m] = wt * tN[size_t(j * N + m)];
+        gdt[j * H] = dw * e;
+        const float dl = dw * wt;
+        dcum[size_t(n - 1)] += dl, dcum[size_t(j)] -= dl;
+      }
+      for (float& a : dS) a *= elast;
+      // y = M X + diag(exp(cum)) C S0^T: dM = dy X^T (j <= t), M = (C B^T) o exp(cum_t - cum_j) dt_j.
+      ops::gemm(n, n, P, 1.0f, gy, Di, Xc, CD, true, 0.0f, dM.data(), n);
+      ops::gemm_tn(n, P, n, 1.0f, w.M, n, gy, Di, 1.0f, gx, CD);
+      ops::gemm(n, n, N, 1.0f, Cc, CD, Bc, CD, true, 0.0f, CB.data(), n);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t j = 0; j <= t; ++j) {
+          const size_t tj = size_t(t * n + j);
+          const float gam = std::exp(w.cum[t] - w.cum[j]);
+          const float dl = dM[tj] * w.M[tj];
+          dcum[size_t(t)] += dl, dcum[size_t(j)] -= dl;
+          gdt[j * H] += dM[tj] * CB[tj] * gam;
+          dM[tj] *= gam * dtc[j * H];  // dL/d(C_t . B_j)
+        }
+        for (int64_t j = t + 1; j < n; ++j) dM[size_t(t * n + j)] = 0.0f;
+      }
+      ops::gemm(n, N, n, 1.0f, dM.data(), n, Bc, CD, false, 0.0f, gC, N);
+      ops::gemm_tn(n, N, n, 1.0f, dM.data(), n, Cc, CD, 1.0f, gB, N);
+      ops::gemm(n, N, P, 1.0f, gy, Di, S0, N, false, 0.0f, tN.data(), N);  // dL/d(C exp(cum))
+      for (int64_t t = 0; t < n; ++t) {
+        const float e = std::exp(w.cum[t]);
+        float s = 0.0f;
+        for (int64_t m = 0; m < N; ++m) {
+          const float g = tN[size_t(t * N + m)];
+          gC[t * N + m] += e * g;
+          s += g * Cc[t * CD + m];
+          Ce[size_t(t * N + m)] = Cc[t * CD + m] * e;
+        }
+        dcum[size_t(t)] += e * s;
+      }
+      ops::gemm_tn(P, N, n, 1.0f, gy, Di, Ce.data(), N, 1.0f, dS.data(), N);
+      // cum = cumulative sum of la = dt A.
+      double suf = 0;
+      for (int64_t t = n - 1; t >= 0; --t) {
+        suf += dcum[size_t(t)];
+        gdt[t * H] += float(suf * A_[size_t(h)]);
+        dAh += suf * dtc[t * H];
       }
     }
     dA[size_t(h)] = float(dAh), dD[size_t(h)] = float(dDh);
