@@ -1,8 +1,7 @@
-// Backward of gated linear attention for a sequence that starts from an empty state. Per
-// head, with decays a_t = exp(lg_t) (one per key channel, one per head, or fixed):
-//   S_t = diag(a_t) S_{t-1} + k_t v_t^T,   o_t = S_t^T q_t
-// is differentiated in reverse; states are kept at chunk starts and a chunk's states are
-// recomputed when the reverse sweep reaches it (the decay gradient needs S_{t-1}).
+// Backward of gated linear attention for a sequence that starts from an empty state, in
+// the chunked form of the shared decayed linear-attention kernel (per key channel, per head
+// or fixed decays): a first sweep keeps the state at each chunk start, the second runs
+// linear_attention_backward over the chunks in reverse, carrying dL/dS from chunk to chunk.
 #include <omp.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "mixers/gla.hpp"
+#include "mixers/linear_attention.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
@@ -22,7 +22,10 @@ void GlaMixer::backward(const float* x, int64_t T, const float* dy, float* dx, G
                 SZ = dk * dv;
   const bool per_channel = s_.gate == GlaGate::PerChannel;
   const int64_t G = per_channel ? KD : H, R = per_channel ? s_.gate_rank : 0;
-  const int64_t C = s_.chunk > 0 ? s_.chunk : 64, nchunks = (T + C - 1) / C;
+  // Per-channel decays make the chunk's scores cost O(chunk^2 dk) exponentials, so that case
+  // runs its backward over chunks of 8 (the same function: only where states are kept moves).
+  const int64_t C = std::min<int64_t>(s_.chunk > 0 ? s_.chunk : 64, per_channel ? 8 : 1 << 30);
+  const int64_t nchunks = (T + C - 1) / C;
   using Vec = std::vector<float>;
   auto vec = [](int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); };
   Vec q = vec(T * KD), k = vec(T * KD), v = vec(T * VD), g = vec(T * VD), raw = vec(T * G), lg = vec(T * G),
@@ -47,29 +50,35 @@ void GlaMixer::backward(const float* x, int64_t T, const float* dy, float* dx, G
     }
     for (int64_t i = 0; i < T * G; ++i) lg[size_t(i)] = ops::log_sigmoid(raw[size_t(i)]) * inv_norm;
   }
-  // Decay of key channel i of head h at token t.
-  auto decay = [&](int64_t t, int64_t h, int64_t i) {
-    return std::exp(per_channel ? lg[size_t(t * KD + h * dk + i)] : lg[size_t(t * H + h)]);
+  // One head's chunk of the kernel, from the state S.
+  Vec lgh = vec(per_channel ? 0 : H * T);  // per-head gates, contiguous per head
+  if (!per_channel)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) lgh[size_t(h * T + t)] = lg[size_t(t * H + h)];
+  auto chunk_of = [&](int64_t h, int64_t t0, int64_t n, float* S) {
+    LinearAttentionChunk c;
+    c.Q = n, c.dk = dk, c.dv = dv;
+    c.q = &q[size_t(t0 * KD + h * dk)], c.k = &k[size_t(t0 * KD + h * dk)],
+    c.v = &v[size_t(t0 * VD + h * dv)];
+    c.ldq = c.ldk = KD, c.ldv = VD;
+    if (per_channel)
+      c.g = &lg[size_t(t0 * KD + h * dk)], c.per_channel = true, c.ldg = KD;
+    else
+      c.g = &lgh[size_t(h * T + t0)];
+    c.S = S;
+    return c;
   };
-  auto step = [&](int64_t t, int64_t h, float* S) {
-    const float *kt = &k[size_t(t * KD + h * dk)], *vt = &v[size_t(t * VD + h * dv)];
-    for (int64_t i = 0; i < dk; ++i) {
-      const float a = decay(t, h, i);
-      for (int64_t j = 0; j < dv; ++j) S[i * dv + j] = a * S[i * dv + j] + kt[i] * vt[j];
-    }
-  };
-  // Forward: outputs and the state at each chunk start.
+  // Sweep 1: outputs and the state at each chunk start.
   Vec o = vec(T * VD), ck = vec(H * nchunks * SZ);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ);
-    for (int64_t t = 0; t < T; ++t) {
-      if (t % C == 0) std::memcpy(&ck[size_t((h * nchunks + t / C) * SZ)], S.data(), size_t(SZ) * 4);
-      step(t, h, S.data());
-      const float* qt = &q[size_t(t * KD + h * dk)];
-      float* ot = &o[size_t(t * VD + h * dv)];
-      for (int64_t i = 0; i < dk; ++i)
-        for (int64_t j = 0; j < dv; ++j) ot[j] += S[size_t(i * dv + j)] * qt[i];
+    Vec S = vec(SZ), scratch(linear_attention_scratch(C, dk, dv, per_channel));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * C, n = std::min(C, T - t0);
+      std::memcpy(&ck[size_t((h * nchunks + c) * SZ)], S.data(), size_t(SZ) * 4);
+      LinearAttentionChunk ch = chunk_of(h, t0, n, S.data());
+      ch.o = &o[size_t(t0 * VD + h * dv)], ch.ldo = VD;
+      linear_attention(ch, scratch.data());
     }
   }
   // Output side: per-head RMSNorm, SiLU gate, o projection.
@@ -88,47 +97,30 @@ void GlaMixer::backward(const float* x, int64_t T, const float* dy, float* dx, G
   }
   ops::rmsnorm_backward(o.data(), w_.norm, float(s_.norm_eps), T * H, dv, dn.data(), dout.data(), false,
                         gs.of(w_.norm));
-  // Reverse sweep per head.
-  Vec dq = vec(T * KD), dk_ = vec(T * KD), dv_ = vec(T * VD), dlg = vec(T * G);
+  // Sweep 2, in reverse over chunks per head, carrying dL/dS back.
+  Vec dq = vec(T * KD), dk_ = vec(T * KD), dv_ = vec(T * VD), dlg = vec(T * G),
+      dlgh = vec(per_channel ? 0 : H * T);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec Sall = vec((C + 1) * SZ), dS = vec(SZ);
+    Vec dS = vec(SZ), scratch(linear_attention_backward_scratch(C, dk, dv, per_channel));
     for (int64_t c = nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
-      replay_chunk(&ck[size_t((h * nchunks + c) * SZ)], SZ, n, Sall.data(),
-                   [&](int64_t j, float* S) { step(t0 + j, h, S); });
-      for (int64_t j = n - 1; j >= 0; --j) {
-        const int64_t t = t0 + j;
-        const float *qt = &q[size_t(t * KD + h * dk)], *kt = &k[size_t(t * KD + h * dk)],
-                    *vt = &v[size_t(t * VD + h * dv)], *dot = &dout[size_t(t * VD + h * dv)];
-        const float *Sp = &Sall[size_t(j * SZ)], *St = &Sall[size_t((j + 1) * SZ)];
-        float *gq = &dq[size_t(t * KD + h * dk)], *gk = &dk_[size_t(t * KD + h * dk)],
-              *gv = &dv_[size_t(t * VD + h * dv)];
-        double head_dlg = 0;
-        for (int64_t i = 0; i < dk; ++i) {
-          const float a = decay(t, h, i);
-          float accq = 0.0f, acck = 0.0f;
-          double dli = 0;
-          for (int64_t jj = 0; jj < dv; ++jj) {
-            const size_t e = size_t(i * dv + jj);
-            accq += St[e] * dot[jj];
-            dS[e] += qt[i] * dot[jj];
-            acck += dS[e] * vt[jj];
-            gv[jj] += dS[e] * kt[i];
-            dli += double(dS[e]) * Sp[e];
-            dS[e] *= a;
-          }
-          gq[i] = accq * scale;  // q was scaled after its projection
-          gk[i] = acck;
-          if (per_channel)
-            dlg[size_t(t * KD + h * dk + i)] = float(dli * a);
-          else
-            head_dlg += dli * a;
-        }
-        if (!per_channel) dlg[size_t(t * H + h)] = float(head_dlg);
-      }
+      const LinearAttentionChunk ch = chunk_of(h, t0, n, &ck[size_t((h * nchunks + c) * SZ)]);
+      LinearAttentionGrads gr;
+      gr.dq = &dq[size_t(t0 * KD + h * dk)], gr.dk = &dk_[size_t(t0 * KD + h * dk)];
+      gr.dv = &dv_[size_t(t0 * VD + h * dv)], gr.dS = dS.data();
+      gr.ldq = gr.ldk = KD, gr.ldv = VD;
+      if (per_channel)
+        gr.dg = &dlg[size_t(t0 * KD + h * dk)], gr.ldg = KD;
+      else
+        gr.dg = &dlgh[size_t(h * T + t0)];
+      linear_attention_backward(ch, &dout[size_t(t0 * VD + h * dv)], VD, gr, scratch.data());
     }
   }
+  for (float& e : dq) e *= scale;  // q was scaled after its projection
+  if (!per_channel)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) dlg[size_t(t * H + h)] = dlgh[size_t(h * T + t)];
   // Decay gates: lg = log_sigmoid(raw) / normaliser, d/draw = sigmoid(-raw) / normaliser.
   if (s_.gate != GlaGate::Fixed) {
     Vec draw = vec(T * G);

@@ -30,4 +30,16 @@ size_t linear_attention_scratch(int64_t Q, int64_t dk, int64_t dv, bool per_chan
 // Single-threaded (callers parallelise over heads); `scratch` as sized above.
 void linear_attention(const LinearAttentionChunk& c, float* scratch);
 
+// Gradients of one chunk (rows with the given strides, written, not added); dS holds dL/dS at
+// the chunk's end on entry and dL/dS at its start (c.S) on return. dg has the layout of c.g.
+struct LinearAttentionGrads {
+  float *dq = nullptr, *dk = nullptr, *dv = nullptr, *dg = nullptr, *dS = nullptr;
+  int64_t ldq = 0, ldk = 0, ldv = 0, ldg = 0;
+};
+size_t linear_attention_backward_scratch(int64_t Q, int64_t dk, int64_t dv, bool per_channel);
+// Backward of the chunked form from the chunk-start state c.S (not modified; c.o unused)
+// given dL/do (rows of dv, stride lddo).
+void linear_attention_backward(const LinearAttentionChunk& c, const float* dO, int64_t lddo,
+                               const LinearAttentionGrads& g, float* scratch);
+
 }  // namespace braid
