@@ -2,7 +2,8 @@
 // causal convolution, the attention mixer (head layouts, partial rotary, q/k norm,
 // output gate, sliding window, biases, key multiplier), Gated DeltaNet (head layouts,
 // sequences shorter and longer than a chunk), gated short convolution, Mamba-1, Mamba-2,
-// gated linear attention, the MLP and the mixture of experts.
+// gated linear attention, RG-LRU, lightning attention, parallel blocks, mLSTM, RWKV-4
+// time and channel mixing, the MLP and the mixture of experts: every mixer braid has.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -14,9 +15,12 @@
 #include "mixers/attention.hpp"
 #include "mixers/gated_deltanet.hpp"
 #include "mixers/gla.hpp"
+#include "mixers/lightning.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
 #include "mixers/mlstm.hpp"
+#include "mixers/parallel.hpp"
+#include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
 #include "model/ffn.hpp"
@@ -412,6 +416,62 @@ INSTANTIATE_TEST_SUITE_P(Gates, GlaBackward,
                          ::testing::Values(GlaCase{2, 4, 6, 4, 11, GlaGate::PerChannel},  // across chunks
                                            GlaCase{3, 3, 4, 3, 10, GlaGate::PerHead},     // across chunks
                                            GlaCase{2, 4, 4, 3, 8, GlaGate::Fixed}));
+
+TEST(RgLruBackward, MatchesFiniteDifferences) {
+  const int64_t D = 6, W = 8, H = 2, bw = W / H, K = 3, T = 9;
+  Rng r(17);
+  auto lx = randn(W * D, r, 0.4), lxb = randn(W, r, 0.3), ly = randn(W * D, r, 0.4), lyb = randn(W, r, 0.3),
+       lo = randn(D * W, r, 0.4), lob = randn(D, r, 0.3), cw = randn(W * K, r, 0.5), cb = randn(W, r, 0.3),
+       ig = randn(H * bw * bw, r, 0.5), igb = randn(W, r, 0.3), ag = randn(H * bw * bw, r, 0.5),
+       agb = randn(W, r, 0.3), lam = randn(W, r, 0.5, -1.0);
+  RgLruSpec s;
+  s.width = W, s.n_heads = H, s.d_conv = K;
+  const RgLruWeights w{lx.data(), lxb.data(), ly.data(),  lyb.data(), lo.data(),  lob.data(), cw.data(),
+                       cb.data(), ig.data(),  igb.data(), ag.data(),  agb.data(), lam.data()};
+  expect_mixer_grads([&] { return std::make_unique<RgLruMixer>(s, D, w); }, T, D, r,
+                     {&lx, &lxb, &ly, &lyb, &lo, &lob, &cw, &cb, &ig, &igb, &ag, &agb, &lam},
+                     {"linear_x", "linear_x_b", "linear_y", "linear_y_b", "linear_out", "linear_out_b",
+                      "conv_w", "conv_b", "input_gate", "input_gate_b", "a_gate", "a_gate_b", "a_param"},
+                     24, 3e-3);
+}
+
+TEST(LightningBackward, MatchesFiniteDifferences) {
+  const int64_t D = 6, H = 2, hd = 4, T = 10;
+  Rng r(18);
+  auto qkv = randn(3 * H * hd * D, r, 0.4), gate = randn(H * hd * D, r, 0.4),
+       norm = randn(H * hd, r, 0.2, 1.0), out = randn(D * H * hd, r, 0.4);
+  LightningSpec s;
+  s.n_heads = H, s.head_dim = hd, s.slope_factor = 0.7, s.chunk = 4;
+  const LightningWeights w{qkv.data(), gate.data(), norm.data(), out.data()};
+  expect_mixer_grads([&] { return std::make_unique<LightningMixer>(s, D, w); }, T, D, r,
+                     {&qkv, &gate, &norm, &out}, {"qkv_proj", "output_gate", "norm", "out_proj"}, 24, 3e-3);
+}
+
+// Two branches side by side with input and output scales (Falcon-H1's layout).
+TEST(ParallelBackward, MatchesFiniteDifferences) {
+  const int64_t D = 6, T = 9;
+  Rng r(19);
+  auto in = randn(3 * D * D, r, 0.4), conv = randn(D * 3, r, 0.5), sout = randn(D * D, r, 0.4);
+  auto qkv = randn(3 * 2 * 4 * D, r, 0.4), gate = randn(8 * D, r, 0.4), norm = randn(8, r, 0.2, 1.0),
+       lout = randn(D * 8, r, 0.4);
+  ShortConvSpec cs;
+  cs.kernel = 3;
+  LightningSpec ls;
+  ls.n_heads = 2, ls.head_dim = 4, ls.chunk = 4;
+  auto make = [&] {
+    std::vector<ParallelMixer::Branch> b(2);
+    b[0].mixer = std::make_unique<ShortConvMixer>(
+        cs, D, ShortConvWeights{in.data(), nullptr, conv.data(), nullptr, sout.data(), nullptr});
+    b[0].in_scale = 0.7f, b[0].out_scale = 1.3f;
+    b[1].mixer = std::make_unique<LightningMixer>(
+        ls, D, LightningWeights{qkv.data(), gate.data(), norm.data(), lout.data()});
+    b[1].in_scale = 1.2f, b[1].out_scale = 0.6f;
+    return std::make_unique<ParallelMixer>(std::move(b), D);
+  };
+  expect_mixer_grads(make, T, D, r, {&in, &conv, &sout, &qkv, &gate, &norm, &lout},
+                     {"in_proj", "conv", "conv_out", "qkv_proj", "output_gate", "norm", "out_proj"}, 24,
+                     3e-3);
+}
 
 struct MlstmCase {
   int64_t H, dk, dv, chunk, T;

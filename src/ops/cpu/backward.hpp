@@ -1,7 +1,7 @@
 // Backward passes of the row-wise, elementwise and matrix kernels (training). Each takes
 // the forward's inputs and dL/d(output) and produces dL/d(input); parameter gradients
 // are always accumulated (+=), so one buffer can sum over sequences and tied uses.
-// Finite-difference checks in double live in tests/test_backward_ops.cpp.
+// Finite-difference checks in double live in tests/test_backward.cpp.
 #pragma once
 #include <cstdint>
 
