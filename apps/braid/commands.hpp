@@ -13,6 +13,7 @@ void add_bench(CLI::App& app, int& exit_code);
 void add_train(CLI::App& app, int& exit_code);
 void add_tokenizer(CLI::App& app, int& exit_code);
 void add_plot(CLI::App& app, int& exit_code);
+void add_eval(CLI::App& app, int& exit_code);
 
 // Thrown by a command stopped by SIGINT / SIGTERM after saving its work; exit code 130.
 struct Interrupted {};

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   braid::cli::add_train(app, exit_code);
   braid::cli::add_tokenizer(app, exit_code);
   braid::cli::add_plot(app, exit_code);
+  braid::cli::add_eval(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

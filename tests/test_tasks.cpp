@@ -1,0 +1,189 @@
+// Synthetic task generators: the structure each task promises (MQAR as Zoology defines it,
+// selective copying, induction heads), determinism by seed, one-line errors for impossible
+// settings, and `braid eval` counting answers.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "fixtures.hpp"
+#include "import/load.hpp"
+#include "tasks/tasks.hpp"
+
+using namespace braid;
+
+namespace {
+
+TaskSpec spec(const std::string& name, int64_t vocab, int64_t seq, int64_t items) {
+  TaskSpec s;
+  s.name = name, s.vocab = vocab, s.seq_len = seq, s.items = items;
+  return s;
+}
+
+TEST(Tasks, MqarFollowsZoologysLayout) {
+  for (bool random_fill : {false, true}) {
+    TaskSpec s = spec("mqar", 512, 128, 8);
+    s.random_non_queries = random_fill;
+    Rng rng(1);
+    for (int e = 0; e < 50; ++e) {
+      const TaskExample ex = make_task_example(s, rng);
+      ASSERT_EQ(ex.input.size(), 128u);
+      ASSERT_EQ(ex.target.size(), 128u);
+      std::map<int32_t, int32_t> kv;
+      for (int k = 0; k < 8; ++k) {
+        const int32_t key = ex.input[size_t(2 * k)], value = ex.input[size_t(2 * k + 1)];
+        EXPECT_GE(key, 1);
+        EXPECT_LT(key, 256);  // keys from the first half of the vocabulary
+        EXPECT_GE(value, 256);
+        EXPECT_LT(value, 512);  // values from the second
+        EXPECT_TRUE(kv.emplace(key, value).second) << "keys repeat";
+      }
+      std::set<int32_t> values;
+      for (const auto& p : kv) values.insert(p.second);
+      EXPECT_EQ(values.size(), 8u) << "values repeat";
+      // Each key is queried once, at an even offset after the pairs; the answer is its value.
+      std::set<int32_t> asked;
+      for (size_t t = 0; t < 128; ++t) {
+        if (ex.target[t] < 0) continue;
+        EXPECT_GE(t, 16u);
+        EXPECT_EQ((t - 16) % 2, 0u);
+        ASSERT_TRUE(kv.count(ex.input[t])) << "query at " << t << " is not a key";
+        EXPECT_EQ(ex.target[t], kv.at(ex.input[t]));
+        asked.insert(ex.input[t]);
+      }
+      EXPECT_EQ(asked.size(), 8u);
+      if (!random_fill) {
+        for (size_t t = 16; t < 128; ++t) {
+          if (ex.target[t] < 0) {
+            EXPECT_EQ(ex.input[t], 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// With power_a = 0.01 the query gaps follow a steep power law: short gaps dominate. With
+// power_a = 1 they are uniform.
+TEST(Tasks, MqarQueryGapsFollowThePowerLaw) {
+  auto mean_gap = [](double a) {
+    TaskSpec s = spec("mqar", 1024, 512, 4);
+    s.power_a = a;
+    Rng rng(2);
+    double sum = 0;
+    int n = 0;
+    for (int e = 0; e < 200; ++e) {
+      const TaskExample ex = make_task_example(s, rng);
+      for (size_t t = 0; t < ex.target.size(); ++t)
+        if (ex.target[t] >= 0) sum += double(t - 8) / 2.0, ++n;
+    }
+    return sum / n;
+  };
+  const double steep = mean_gap(0.01), flat = mean_gap(1.0);
+  RecordProperty("mean_gap_power_0.01", std::to_string(steep));
+  RecordProperty("mean_gap_uniform", std::to_string(flat));
+  EXPECT_LT(steep, 60.0);  // ~ (space^a - 1) / (a ln space) draws concentrate at small gaps
+  EXPECT_GT(flat, 100.0);  // uniform over 252 gap slots: mean ~ 125
+}
+
+TEST(Tasks, SelectiveCopyAsksForTheDataTokensInOrder) {
+  Rng rng(3);
+  for (int e = 0; e < 50; ++e) {
+    const TaskExample ex = make_task_example(spec("selective_copy", 16, 64, 8), rng);
+    std::vector<int32_t> data, answers;
+    for (size_t t = 0; t < 56; ++t) {
+      EXPECT_EQ(ex.target[t], -1);
+      if (ex.input[t] != 0) data.push_back(ex.input[t]);
+    }
+    for (size_t t = 56; t < 64; ++t) {
+      EXPECT_EQ(ex.input[t], 1);
+      answers.push_back(ex.target[t]);
+    }
+    EXPECT_EQ(data.size(), 8u);
+    EXPECT_EQ(answers, data);
+    for (int32_t d : data) EXPECT_GE(d, 2);
+  }
+}
+
+TEST(Tasks, InductionAsksForTheTokenAfterTheTrigger) {
+  Rng rng(4);
+  for (int e = 0; e < 50; ++e) {
+    const TaskExample ex = make_task_example(spec("induction", 20, 32, 0), rng);
+    EXPECT_EQ(ex.input.back(), 0);
+    const auto first = std::find(ex.input.begin(), ex.input.end(), 0) - ex.input.begin();
+    ASSERT_LT(first, 30);  // one trigger before the final one, with its answer after it
+    EXPECT_EQ(std::count(ex.input.begin(), ex.input.end(), 0), 2);
+    EXPECT_EQ(ex.target.back(), ex.input[size_t(first + 1)]);
+    EXPECT_EQ(std::count_if(ex.target.begin(), ex.target.end(), [](int32_t t) { return t >= 0; }), 1);
+  }
+}
+
+TEST(Tasks, SameSeedSameExamples) {
+  for (const std::string& name : task_names()) {
+    Rng a(7), b(7), c(8);
+    const TaskSpec s = spec(name, 64, 32, 4);
+    const TaskExample x = make_task_example(s, a), y = make_task_example(s, b), z = make_task_example(s, c);
+    EXPECT_EQ(x.input, y.input) << name;
+    EXPECT_EQ(x.target, y.target) << name;
+    EXPECT_NE(x.input, z.input) << name;
+  }
+}
+
+TEST(Tasks, ImpossibleSettingsAreOneLineErrors) {
+  auto error_of = [](const TaskSpec& s) -> std::string {
+    Rng rng(0);
+    try {
+      make_task_example(s, rng);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of(spec("mqar", 512, 63, 4)).find("must be even"), std::string::npos);
+  EXPECT_NE(error_of(spec("mqar", 64, 64, 4)).find("larger than the sequence length"), std::string::npos);
+  EXPECT_NE(error_of(spec("mqar", 512, 64, 17)).find("at least 68"), std::string::npos);
+  EXPECT_NE(error_of(spec("selective_copy", 16, 10, 6)).find("at least 12"), std::string::npos);
+  EXPECT_NE(error_of(spec("selective_copy", 2, 10, 2)).find("at least 3 tokens"), std::string::npos);
+  EXPECT_NE(error_of(spec("induction", 16, 3, 0)).find("at least 4"), std::string::npos);
+  EXPECT_NE(error_of(spec("copy", 16, 16, 2)).find("unknown task 'copy'"), std::string::npos);
+}
+
+TEST(Tasks, EvaluateCountsEveryAnswer) {
+  REQUIRE_FIXTURES();
+  auto model = load_model(hf_fixture("llama"));
+  const TaskScore s = evaluate_task(*model, spec("mqar", 256, 64, 4), 5, 1);
+  EXPECT_EQ(s.examples, 5);
+  EXPECT_EQ(s.answers, 20);
+  EXPECT_GE(s.correct, 0);
+  EXPECT_LE(s.correct, 20);
+  EXPECT_THROW(evaluate_task(*model, spec("mqar", 100000, 64, 4), 5, 1), Error);
+}
+
+TEST(Tasks, EvalCommand) {
+  TempDir d;
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(BRAID_BINARY) + " eval " + args + " >" + (d / "out") + " 2>" +
+                            (d / "err") + " </dev/null";
+    const int status = std::system(cmd.c_str());
+    std::ifstream o(d / "out"), e(d / "err");
+    std::stringstream so, se;
+    so << o.rdbuf(), se << e.rdbuf();
+    return std::make_tuple(WIFEXITED(status) ? WEXITSTATUS(status) : -1, so.str(), se.str());
+  };
+  auto [rc, out, err] =
+      run("induction --model " + std::string(BRAID_SOURCE_DIR) + "/models/default --seq 32 -n 3 --json");
+  EXPECT_EQ(rc, 0) << err;
+  EXPECT_NE(out.find("\"answers\": 3"), std::string::npos) << out;
+  std::tie(rc, out, err) = run("listops --model " + std::string(BRAID_SOURCE_DIR) + "/models/default");
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("unknown task 'listops'"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+}  // namespace
