@@ -1,12 +1,14 @@
 // Backward of lightning attention for a sequence that starts from an empty state. Per
-// head, with the fixed decay l = exp(-slope):  S_t = l S_{t-1} + k_t v_t^T,  o_t = S_t^T q_t.
-// A forward sweep gives dq_t = S_t do_t; a reverse sweep carries dS (dS_{t-1} = l dS_t,
-// plus q_t do_t^T at each t) and gives dk_t = dS v_t, dv_t = dS^T k_t. The decay is fixed,
-// so nothing is stored per token.
+// head, with the fixed decay l = exp(-slope):  S_t = l S_{t-1} + k_t v_t^T,  o_t = S_t^T q_t,
+// through the shared linear-attention kernel's chunked form: a first sweep keeps the state at
+// each chunk start, the second runs linear_attention_backward over the chunks in reverse.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "mixers/lightning.hpp"
+#include "mixers/linear_attention.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
@@ -24,21 +26,31 @@ void LightningMixer::backward(const float* x, int64_t T, const float* dy, float*
   Vec qkv(pre);
   ops::silu_inplace(qkv.data(), T * 3 * HD);
   auto q = [&](int64_t t, int64_t h) { return &qkv[size_t(t * 3 * HD + h * 3 * hd)]; };
-  // Forward: o_t = S_t^T q_t.
-  Vec o = vec(T * HD);
+  const int64_t C = s_.chunk > 0 ? s_.chunk : 64, nchunks = (T + C - 1) / C;
+  // One head's chunk of the kernel from the state S; the per-token log decay is -slope.
+  Vec logdecay = vec(H * C);
+  for (int64_t h = 0; h < H; ++h)
+    std::fill(logdecay.begin() + h * C, logdecay.begin() + (h + 1) * C, -slope_[size_t(h)]);
+  auto chunk_of = [&](int64_t h, int64_t t0, int64_t n, float* S) {
+    LinearAttentionChunk c;
+    c.Q = n, c.dk = hd, c.dv = hd;
+    c.q = q(t0, h), c.k = c.q + hd, c.v = c.q + 2 * hd;
+    c.ldq = c.ldk = c.ldv = 3 * HD;
+    c.g = &logdecay[size_t(h * C)];
+    c.S = S;
+    return c;
+  };
+  // Sweep 1: outputs and the state at each chunk start.
+  Vec o = vec(T * HD), ck = vec(H * nchunks * SZ);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ);
-    const float l = std::exp(-slope_[size_t(h)]);
-    for (int64_t t = 0; t < T; ++t) {
-      const float *qt = q(t, h), *kt = qt + hd, *vt = qt + 2 * hd;
-      float* ot = &o[size_t(t * HD + h * hd)];
-      for (int64_t i = 0; i < hd; ++i)
-        for (int64_t j = 0; j < hd; ++j) {
-          float& s = S[size_t(i * hd + j)];
-          s = l * s + kt[i] * vt[j];
-          ot[j] += s * qt[i];
-        }
+    Vec S = vec(SZ), scratch(linear_attention_scratch(C, hd, hd, false));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * C, n = std::min(C, T - t0);
+      std::memcpy(&ck[size_t((h * nchunks + c) * SZ)], S.data(), size_t(SZ) * 4);
+      LinearAttentionChunk ch = chunk_of(h, t0, n, S.data());
+      ch.o = &o[size_t(t0 * HD + h * hd)], ch.ldo = HD;
+      linear_attention(ch, scratch.data());
     }
   }
   // Output side: RMSNorm over all heads, sigmoid gate, out_proj.
@@ -55,43 +67,20 @@ void LightningMixer::backward(const float* x, int64_t T, const float* dy, float*
   }
   ops::rmsnorm_backward(o.data(), w_.norm, float(s_.norm_eps), T, HD, dn.data(), dout.data(), false,
                         gs.of(w_.norm));
-  // Recurrence: dq forward, dk / dv in reverse.
+  // Sweep 2, in reverse over chunks per head, carrying dL/dS back (the decay's gradient is
+  // not needed: the slopes are fixed).
   Vec dqkv = vec(T * 3 * HD);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ);
-    const float l = std::exp(-slope_[size_t(h)]);
-    for (int64_t t = 0; t < T; ++t) {
-      const float *qt = q(t, h), *kt = qt + hd, *vt = qt + 2 * hd;
-      const float* dot = &dout[size_t(t * HD + h * hd)];
-      float* dq = &dqkv[size_t(t * 3 * HD + h * 3 * hd)];
-      for (int64_t i = 0; i < hd; ++i) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < hd; ++j) {
-          float& s = S[size_t(i * hd + j)];
-          s = l * s + kt[i] * vt[j];
-          acc += s * dot[j];
-        }
-        dq[i] = acc;
-      }
-    }
-    Vec dS = vec(SZ);
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const float *qt = q(t, h), *kt = qt + hd, *vt = qt + 2 * hd;
-      const float* dot = &dout[size_t(t * HD + h * hd)];
-      float* dk = &dqkv[size_t(t * 3 * HD + h * 3 * hd + hd)];
-      float* dv = dk + hd;
-      for (int64_t i = 0; i < hd; ++i) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < hd; ++j) {
-          float& g = dS[size_t(i * hd + j)];
-          g += qt[i] * dot[j];
-          acc += g * vt[j];
-          dv[j] += g * kt[i];
-        }
-        dk[i] = acc;
-      }
-      for (float& g : dS) g *= l;
+    Vec dS = vec(SZ), ddecay = vec(C), scratch(linear_attention_backward_scratch(C, hd, hd, false));
+    for (int64_t c = nchunks - 1; c >= 0; --c) {
+      const int64_t t0 = c * C, n = std::min(C, T - t0);
+      const LinearAttentionChunk ch = chunk_of(h, t0, n, &ck[size_t((h * nchunks + c) * SZ)]);
+      LinearAttentionGrads gr;
+      gr.dq = &dqkv[size_t(t0 * 3 * HD + h * 3 * hd)], gr.dk = gr.dq + hd, gr.dv = gr.dq + 2 * hd;
+      gr.ldq = gr.ldk = gr.ldv = 3 * HD;
+      gr.dg = ddecay.data(), gr.dS = dS.data();
+      linear_attention_backward(ch, &dout[size_t(t0 * HD + h * hd)], HD, gr, scratch.data());
     }
   }
   Vec dpre = vec(T * 3 * HD);
