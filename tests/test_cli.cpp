@@ -1,36 +1,19 @@
 // The braid CLI end to end: bad input gives one line on stderr and exit code 2;
 // verify passes on the fixtures; init -> inspect -> run works on a new model.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
+#include "cli_run.hpp"
 #include "fixtures.hpp"
 #include "io/json.hpp"
 
 namespace {
 
-struct Result {
-  int rc;
-  std::string out, err;
-};
-
-Result braid(const std::string& args) {
-  TempDir d;
-  const std::string cmd =
-      std::string(BRAID_BINARY) + " " + args + " >" + (d / "out") + " 2>" + (d / "err") + " </dev/null";
-  const int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(d / "out"), slurp(d / "err")};
-}
+using Result = CliResult;
+Result braid(const std::string& args) { return run_braid(args); }
 
 // Exit code 2, exactly one line on stderr, containing `what`.
 void expect_usage_error(const Result& r, const std::string& what) {

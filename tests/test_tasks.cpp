@@ -2,15 +2,14 @@
 // selective copying, induction heads), determinism by seed, one-line errors for impossible
 // settings, and `braid eval` counting answers.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "cli_run.hpp"
 #include "core/error.hpp"
 #include "fixtures.hpp"
 #include "import/load.hpp"
@@ -166,15 +165,9 @@ TEST(Tasks, EvaluateCountsEveryAnswer) {
 }
 
 TEST(Tasks, EvalCommand) {
-  TempDir d;
-  auto run = [&](const std::string& args) {
-    const std::string cmd = std::string(BRAID_BINARY) + " eval " + args + " >" + (d / "out") + " 2>" +
-                            (d / "err") + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    std::ifstream o(d / "out"), e(d / "err");
-    std::stringstream so, se;
-    so << o.rdbuf(), se << e.rdbuf();
-    return std::make_tuple(WIFEXITED(status) ? WEXITSTATUS(status) : -1, so.str(), se.str());
+  auto run = [](const std::string& args) {
+    const CliResult r = run_braid("eval " + args);
+    return std::make_tuple(r.rc, r.out, r.err);
   };
   auto [rc, out, err] =
       run("induction --model " + std::string(BRAID_SOURCE_DIR) + "/models/default --seq 32 -n 3 --json");

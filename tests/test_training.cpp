@@ -17,6 +17,7 @@
 #include "model/grads.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
+#include "model_grad_check.hpp"
 #include "train/trainer.hpp"
 
 using namespace braid;
@@ -65,34 +66,7 @@ TEST(ModelBackward, HybridMatchesFiniteDifferences) {
   Gradients g(*model);
   LossSum l = model->loss_and_grad(tok.data(), tgt.data(), T, 1.0f, g);
   EXPECT_EQ(l.count, T - 1);
-  // Finite differences through the whole model, on the (owned) weights.
-  std::vector<GradBuffer> bufs;
-  std::vector<std::vector<float>> copies, grads;
-  const auto& names = g.by_name();
-  copies.reserve(names.size()), grads.reserve(names.size());
-  for (const auto& [name, gv] : names) {
-    const Tensor& t = model->weights().at(name);
-    copies.emplace_back(t.f32(), t.f32() + t.numel());
-    grads.push_back(gv);
-  }
-  size_t i = 0;
-  for (const auto& [name, gv] : names) bufs.push_back({name, &copies[i], &grads[i]}), ++i;
-  Gradients scratch(*model);
-  auto loss = [&] {
-    size_t j = 0;
-    for (const auto& [name, gv] : names) {
-      std::copy(copies[j].begin(), copies[j].end(), model->param_mut(name));
-      ++j;
-    }
-    return model->loss_and_grad(tok.data(), tgt.data(), T, 1.0f, scratch).sum;
-  };
-  // Through the whole model the f32 forward's rounding is a property of the loss, not of
-  // one tensor: small tensors (A_log, dt_bias) get an absolute floor of 1e-4 of the
-  // model's largest gradient entry besides the per-tensor 1e-3.
-  double gmax = 0;
-  for (const auto& gv : grads)
-    for (float v : gv) gmax = std::max(gmax, double(std::abs(v)));
-  expect_grads_match(loss, bufs, 6, 1e-2, 1e-4 * gmax);
+  expect_model_grads_match(*model, tok, tgt);
 }
 
 // Trains on one fixed batch until the loss is near zero.

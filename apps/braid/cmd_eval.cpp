@@ -16,13 +16,15 @@ struct EvalArgs {
   std::string model;
   int64_t n = 100;
   uint64_t seed = 0;
+  int64_t loops = 0;
   bool json = false;
 };
 
 void eval(EvalArgs a) {
   std::unique_ptr<Model> model = load_model(a.model);
   if (a.spec.vocab <= 0) a.spec.vocab = model->spec().vocab_size;
-  const TaskScore s = evaluate_task(*model, a.spec, a.n, a.seed);
+  check(a.loops == 0 || model->spec().loop.enabled(), "--loops: the model has no looped blocks");
+  const TaskScore s = evaluate_task(*model, a.spec, a.n, a.seed, a.loops);
   if (a.json) {
     std::printf(
         "{\"task\": \"%s\", \"seq_len\": %lld, \"items\": %lld, \"vocab\": %lld, \"examples\": %lld, "
@@ -56,6 +58,8 @@ void add_eval(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   c->add_option("-n,--examples", a->n, "Examples to draw")->capture_default_str();
   c->add_option("--seed", a->seed, "Seed of the generator")->capture_default_str();
+  c->add_option("--loops", a->loops, "Iterations of a looped model's core (0 = the model's default)")
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--json", a->json, "One JSON line instead of text");
   c->callback([a, &exit_code] {
     eval(*a);

@@ -21,14 +21,13 @@ std::string human(double bytes) {
 void inspect(const std::string& dir, bool as_json) {
   auto model = load_model(dir);
   const ModelSpec& s = model->spec();
-  size_t fixed = 0, per_token = 0;
+  // Per sequence, at the default depth (a looped core keeps state per iteration).
+  const size_t fixed = model->fixed_state_bytes(), per_token = model->state_bytes_per_token();
   json layers = json::array();
   for (int64_t i = 0; i < model->n_layers(); ++i) {
     const Mixer* m = model->mixer(size_t(i));
     const BlockSpec& b = s.blocks[size_t(i)];
     const size_t st = model->layer_fixed_state_bytes(size_t(i)), pt = model->layer_bytes_per_token(size_t(i));
-    fixed += st;
-    per_token += pt;
     json l = {{"layer", i}, {"mixer", m ? m->kind() : "none"}, {"state_bytes", st}, {"bytes_per_token", pt}};
     if (m && b.mixer == MixerKind::Attention) {
       l["heads"] = b.attn.n_heads;
@@ -67,6 +66,11 @@ void inspect(const std::string& dir, bool as_json) {
               {"state_bytes_per_sequence", fixed},
               {"kv_bytes_per_token", per_token},
               {"layers", layers}};
+    if (s.loop.enabled())
+      j["loop"] = {{"begin", s.loop.begin},
+                   {"end", s.loop.end},
+                   {"loops", s.loop.loops},
+                   {"max_loops", s.loop.max_loops}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -101,6 +105,11 @@ void inspect(const std::string& dir, bool as_json) {
     else
       std::printf("\n");
   }
+  if (s.loop.enabled())
+    std::printf("loop           layers %lld..%lld run %lld times by default (1..%lld per request)%s%s\n",
+                (long long)s.loop.begin, (long long)s.loop.end - 1, (long long)s.loop.loops,
+                (long long)s.loop.max_loops, s.loop.inject ? ", input injection" : "",
+                s.loop.step_embedding ? ", step embeddings" : "");
   std::printf("state/sequence %s fixed + %s per token of context (KV cache)\n", human(double(fixed)).c_str(),
               human(double(per_token)).c_str());
 }

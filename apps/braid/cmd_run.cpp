@@ -22,6 +22,7 @@ struct RunArgs {
   int top_k = 0;
   uint64_t seed = 0;
   int threads = 0;
+  int64_t loops = 0;
   bool no_special = false;
 };
 
@@ -67,7 +68,8 @@ void run(const RunArgs& a) {
   for (int64_t id : model->spec().eos_token_ids) opt.stop_ids.push_back(int32_t(id));
   if (tok && tok->token_id("<|endoftext|>") >= 0) opt.stop_ids.push_back(tok->token_id("<|endoftext|>"));
 
-  Session s(model);
+  check(a.loops == 0 || model->spec().loop.enabled(), "--loops: the model has no looped blocks");
+  Session s(model, a.loops);
   if (tok && !a.prompt.empty()) std::fputs(a.prompt.c_str(), stdout);
   std::vector<int32_t> out;
   std::string shown;  // text printed so far for the generated ids
@@ -111,6 +113,8 @@ void add_run(CLI::App& app, int& exit_code) {
   c->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
   c->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_option("--loops", a->loops, "Iterations of a looped model's core (0 = the model's default)")
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--no-special", a->no_special, "Do not add the tokenizer's special tokens (e.g. BOS)");
   c->callback([a, p, &exit_code] {
     a->has_prompt = p->count() > 0;

@@ -56,6 +56,7 @@ class Workspace {
     kBranchIn,
     kBranchOut,
     kMoeWeight,
+    kLoopInput,
     kNumSlots
   };
   float* get(Slot s, size_t n) { return buf_[s].reserve(n); }

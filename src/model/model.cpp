@@ -88,6 +88,10 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   final_norm_b_ = w_opt("final_norm.bias");
   if (spec_.embed_norm) embed_norm_ = norm_w("embed_norm.weight"), embed_norm_b_ = w_opt("embed_norm.bias");
   head_ = w(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
+  if (spec_.loop.enabled() && spec_.loop.step_embedding) {
+    loop_step_embed_ = w("loop.step_embed.weight");
+    loop_count_embed_ = w("loop.count_embed.weight");
+  }
 }
 
 std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
@@ -315,30 +319,92 @@ size_t Model::layer_bytes_per_token(size_t i) const {
 
 size_t Model::fixed_state_bytes() const {
   size_t n = 0;
-  for (size_t i = 0; i < mixers_.size(); ++i) n += layer_fixed_state_bytes(i);
+  for (const LayerStep& st : schedule()) n += layer_fixed_state_bytes(st.block);
   return n;
 }
 
 size_t Model::state_bytes_per_token() const {
   size_t n = 0;
-  for (size_t i = 0; i < mixers_.size(); ++i) n += layer_bytes_per_token(i);
+  for (const LayerStep& st : schedule()) n += layer_bytes_per_token(st.block);
   return n;
 }
 
-std::vector<std::unique_ptr<State>> Model::make_states() const {
-  std::vector<std::unique_ptr<State>> s;
-  for (size_t i = 0; i < mixers_.size(); ++i) {
-    std::unique_ptr<State> tok = mixers_[i] ? mixers_[i]->make_state() : nullptr;
-    if (!cmixers_[i]) {
-      s.push_back(std::move(tok));
-      continue;
-    }
-    auto c = std::make_unique<CompositeState>();
-    c->parts.push_back(std::move(tok));
-    c->parts.push_back(cmixers_[i]->make_state());
-    s.push_back(std::move(c));
+std::vector<LayerStep> Model::schedule(int64_t loops) const {
+  const LoopSpec& l = spec_.loop;
+  std::vector<LayerStep> s;
+  if (!l.enabled()) {
+    for (size_t i = 0; i < mixers_.size(); ++i) s.push_back({i, -1});
+    return s;
   }
+  if (loops == 0) loops = l.loops;
+  check(loops >= 1 && loops <= l.max_loops, "loop count ", loops, " is outside [1, ", l.max_loops,
+        "], the range this model allows");
+  for (size_t i = 0; i < size_t(l.begin); ++i) s.push_back({i, -1});
+  for (int64_t k = 0; k < loops; ++k)
+    for (size_t i = size_t(l.begin); i < size_t(l.end); ++i) s.push_back({i, k});
+  for (size_t i = size_t(l.end); i < mixers_.size(); ++i) s.push_back({i, -1});
   return s;
+}
+
+int64_t Model::loops_for_states(size_t n) const {
+  const LoopSpec& l = spec_.loop;
+  const size_t L = mixers_.size();
+  if (!l.enabled()) {
+    check(n == L, "forward: ", n, " states for ", L, " layers");
+    return 1;
+  }
+  const size_t core = size_t(l.end - l.begin);
+  check(n >= L && (n - L) % core == 0 && int64_t((n - L) / core) + 1 <= l.max_loops, "forward: ", n,
+        " states do not fit ", L, " layers with a looped core of ", core, " (at most ", l.max_loops,
+        " loops)");
+  return int64_t((n - L) / core) + 1;
+}
+
+std::unique_ptr<State> Model::make_layer_state(size_t i) const {
+  std::unique_ptr<State> tok = mixers_[i] ? mixers_[i]->make_state() : nullptr;
+  if (!cmixers_[i]) return tok;
+  auto c = std::make_unique<CompositeState>();
+  c->parts.push_back(std::move(tok));
+  c->parts.push_back(cmixers_[i]->make_state());
+  return c;
+}
+
+std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
+  std::vector<std::unique_ptr<State>> s;
+  for (const LayerStep& st : schedule(loops)) s.push_back(make_layer_state(st.block));
+  return s;
+}
+
+void Model::loop_entry(float* h, float* e, int64_t iter, int64_t loops, int64_t T) const {
+  const LoopSpec& l = spec_.loop;
+  const int64_t D = spec_.d_model;
+  if (l.inject && iter == 0 && loops > 1)
+    std::memcpy(e, h, size_t(T * D) * sizeof(float));
+  else if (l.inject && iter > 0)
+    ops::add_inplace(h, e, T * D);
+  if (!l.step_embedding) return;
+  const float *se = loop_step_embed_ + iter * D, *ce = loop_count_embed_ + (loops - 1) * D;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < D; ++c) h[t * D + c] += se[c] + ce[c];
+}
+
+void Model::loop_entry_backward(float* dh, float* de, int64_t iter, int64_t loops, int64_t T,
+                                GradSink& g) const {
+  const LoopSpec& l = spec_.loop;
+  const int64_t D = spec_.d_model;
+  if (l.step_embedding) {
+    float* gs = g.of(loop_step_embed_);
+    float* gc = g.of(loop_count_embed_);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < D; ++c) {
+        if (gs) gs[iter * D + c] += dh[t * D + c];
+        if (gc) gc[(loops - 1) * D + c] += dh[t * D + c];
+      }
+  }
+  if (l.inject && iter > 0)
+    ops::add_inplace(de, dh, T * D);
+  else if (l.inject && iter == 0 && loops > 1)
+    ops::add_inplace(dh, de, T * D);
 }
 
 void Model::norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps) const {
@@ -369,8 +435,7 @@ void Model::add_residual(float* h, const float* n, const float* v, int64_t count
 
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
-  check(states.size() == mixers_.size(), "forward: ", states.size(), " states for ", mixers_.size(),
-        " layers");
+  const int64_t loops = loops_for_states(states.size());
   if (T == 0) return;
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));
@@ -393,13 +458,17 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   if (capture) capture->states.clear();
   if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
-  for (size_t i = 0; i < mixers_.size(); ++i) {
+  const std::vector<LayerStep> steps = schedule(loops);
+  float* loop_in = spec_.loop.enabled() ? ws.get(Workspace::kLoopInput, size_t(T * D)) : nullptr;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const size_t i = steps[s].block;
     const BlockSpec& b = spec_.blocks[i];
     const BlockWeights& bw = blocks_[i];
-    State* tok = states[i].get();
+    if (steps[s].iter >= 0 && int64_t(i) == spec_.loop.begin) loop_entry(h, loop_in, steps[s].iter, loops, T);
+    State* tok = states[s].get();
     State* chan = nullptr;
     if (cmixers_[i]) {
-      auto* c = dynamic_cast<CompositeState*>(states[i].get());
+      auto* c = dynamic_cast<CompositeState*>(states[s].get());
       check(c != nullptr && c->parts.size() == 2, "forward: layer ", i,
             " was given a state of another model");
       tok = c->parts[0].get();
@@ -422,7 +491,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     }
     if (b.post_scale != 1.0)
       for (int64_t j = 0; j < T * D; ++j) h[j] *= float(b.post_scale);
-    if (i + 1 < mixers_.size() || !spec_.hidden_states_from_embedding) snap(h);
+    if (s + 1 < steps.size() || !spec_.hidden_states_from_embedding) snap(h);
   }
   norm(h, final_norm_, final_norm_b_, T, n, spec_.final_norm_eps);
   snap(n);

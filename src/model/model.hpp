@@ -25,6 +25,14 @@ struct HiddenCapture {
 
 enum class LogitsMode { None, Last, All };
 
+// One application of a block in a forward pass. Blocks run in order; a looped core
+// (ModelSpec::loop) runs once per iteration, `iter` counting from 0 (-1 outside the loop).
+// The per-sequence states are indexed like the steps.
+struct LayerStep {
+  size_t block = 0;
+  int64_t iter = -1;
+};
+
 // Cross-entropy summed over the positions that have a target, and how many did.
 struct LossSum {
   double sum = 0;
@@ -53,7 +61,15 @@ class Model {
   int64_t n_params() const;
   size_t weight_bytes() const;
 
-  std::vector<std::unique_ptr<State>> make_states() const;
+  // The order blocks run in with `loops` iterations of the looped core (0: the spec's
+  // default; ignored without a loop).
+  std::vector<LayerStep> schedule(int64_t loops = 0) const;
+  // The loop count a list of n_states states was made for (1 without a loop); throws
+  // when no loop count gives that many.
+  int64_t loops_for_states(size_t n_states) const;
+  // States for one sequence run with `loops` iterations (0: the spec's default). The
+  // count chosen here is the depth every forward with these states runs at.
+  std::vector<std::unique_ptr<State>> make_states(int64_t loops = 0) const;
 
   // Runs T tokens through every layer, continuing from `states` (advanced by T).
   // Writes logits of the last token ([V]) or all tokens ([T, V]) per `mode`.
@@ -64,8 +80,9 @@ class Model {
   // targets[t] (-1: no target) from tokens[0..t], summed; adds grad_scale * d(sum)/dW
   // into g. Keeps two T x d_model activations per block and recomputes the rest
   // block by block on the way back (model_backward.cpp).
+  // A looped model runs `loops` iterations (0: the spec's default).
   LossSum loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
-                        GradSink& g) const;
+                        GradSink& g, int64_t loops = 0) const;
 
   // Every parameter's address as the forward pass reads it (for norm_weight_offset
   // norms, the (1 + w) copy) with its name: how gradient buffers are found.
@@ -100,6 +117,14 @@ class Model {
   std::vector<BlockWeights> blocks_;
   const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
+  const float *loop_step_embed_ = nullptr, *loop_count_embed_ = nullptr;
+  std::unique_ptr<State> make_layer_state(size_t block) const;
+  // Before iteration `iter` of `loops`: keeps the core's input in e (iteration 0) or adds
+  // it to the stream h (input injection), then adds the step embeddings.
+  void loop_entry(float* h, float* e, int64_t iter, int64_t loops, int64_t T) const;
+  // Its backward: dh is dL/d(stream after the entry) and becomes dL/d(stream before it);
+  // de accumulates the gradient of the core's input.
+  void loop_entry_backward(float* dh, float* de, int64_t iter, int64_t loops, int64_t T, GradSink& g) const;
   // RMSNorm or LayerNorm of rows x[T, D] into y, per spec.norm_kind (eps 0: spec.norm_eps).
   void norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps = 0) const;
   // h = base * alpha + v * beta * residual_multiplier over `count` values, base = h or

@@ -15,8 +15,10 @@
 namespace braid {
 
 LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
-                             GradSink& g) const {
-  const int64_t D = spec_.d_model, V = spec_.vocab_size, L = int64_t(mixers_.size()), TD = T * D;
+                             GradSink& g, int64_t loops) const {
+  const std::vector<LayerStep> steps = schedule(loops);
+  if (loops == 0) loops = spec_.loop.enabled() ? spec_.loop.loops : 1;
+  const int64_t D = spec_.d_model, V = spec_.vocab_size, L = int64_t(steps.size()), TD = T * D;
   LossSum loss;
   if (T == 0) return loss;
   for (int64_t t = 0; t < T; ++t) {
@@ -29,7 +31,13 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   // Forward, keeping the residual stream at block entry (in) and after the mixer (mid).
   std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)),
       tmp(static_cast<size_t>(TD));
+  // Per step (block application): the stream at its entry and after its token mixer.
   std::vector<std::vector<float>> in(static_cast<size_t>(L)), mid(static_cast<size_t>(L));
+  std::vector<float> loop_in, dloop_in;  // the looped core's input and its gradient
+  if (spec_.loop.enabled()) loop_in.resize(size_t(TD)), dloop_in.assign(size_t(TD), 0.0f);
+  auto loop_start = [&](size_t s) {
+    return steps[s].iter >= 0 && int64_t(steps[s].block) == spec_.loop.begin;
+  };
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * 4);
   if (spec_.embedding_multiplier != 1.0)
@@ -52,17 +60,19 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     else
       ffn_forward(b.mlp, x, T, D, blocks_[i].mlp, y, ws);
   };
-  for (size_t i = 0; i < size_t(L); ++i) {
+  for (size_t s = 0; s < size_t(L); ++s) {
+    const size_t i = steps[s].block;
     const BlockSpec& b = spec_.blocks[i];
     const BlockWeights& bw = blocks_[i];
-    in[i] = h;
+    if (loop_start(s)) loop_entry(h.data(), loop_in.data(), steps[s].iter, loops, T);
+    in[s] = h;
     if (mixers_[i]) {
       norm(h.data(), bw.norm1, bw.norm1_b, T, n.data());
       std::unique_ptr<State> st = mixers_[i]->make_state();
       mixers_[i]->forward(n.data(), T, *st, tmp.data(), ws);
       residual(tmp.data(), b.normed_residual, b.mixer_alpha, b.mixer_beta);
     }
-    mid[i] = h;
+    mid[s] = h;
     if (b.has_mlp || b.has_moe || b.has_cmix) {
       norm(h.data(), bw.norm2, bw.norm2_b, T, n.data());
       channel_forward(i, n.data(), tmp.data());
@@ -112,14 +122,14 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
       norm_backward(x, normw, normb, T, dn.data(), dh.data(), true, g);
     }
   };
-  for (int64_t ii = L - 1; ii >= 0; --ii) {
-    const size_t i = size_t(ii);
+  for (int64_t ss = L - 1; ss >= 0; --ss) {
+    const size_t s = size_t(ss), i = steps[s].block;
     const BlockSpec& b = spec_.blocks[i];
     const BlockWeights& bw = blocks_[i];
     if (b.post_scale != 1.0)
       for (float& v : dh) v *= float(b.post_scale);
     if (b.has_mlp || b.has_moe || b.has_cmix)
-      residual_backward(mid[i].data(), bw.norm2, bw.norm2_b, b.normed_residual, b.channel_alpha,
+      residual_backward(mid[s].data(), bw.norm2, bw.norm2_b, b.normed_residual, b.channel_alpha,
                         b.channel_beta, [&](const float* x, const float* dy, float* dx) {
                           if (b.has_cmix)
                             cmixers_[i]->backward(x, T, dy, dx, g);
@@ -128,12 +138,13 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
                           else
                             ffn_backward(b.mlp, x, T, D, bw.mlp, dy, dx, false, g);
                         });
-    std::vector<float>().swap(mid[i]);
+    std::vector<float>().swap(mid[s]);
     if (mixers_[i])
       residual_backward(
-          in[i].data(), bw.norm1, bw.norm1_b, b.normed_residual, b.mixer_alpha, b.mixer_beta,
+          in[s].data(), bw.norm1, bw.norm1_b, b.normed_residual, b.mixer_alpha, b.mixer_beta,
           [&](const float* x, const float* dy, float* dx) { mixers_[i]->backward(x, T, dy, dx, g); });
-    std::vector<float>().swap(in[i]);
+    std::vector<float>().swap(in[s]);
+    if (loop_start(s)) loop_entry_backward(dh.data(), dloop_in.data(), steps[s].iter, loops, T, g);
   }
   if (embed_norm_) {
     norm_backward(emb.data(), embed_norm_, embed_norm_b_, T, dh.data(), dn.data(), false, g);

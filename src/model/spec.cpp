@@ -278,6 +278,10 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
       if (b.mlp.bias) p.push_back({pre + "mlp.down_proj.bias", {D}, I::Zeros});
     }
   }
+  if (s.loop.enabled() && s.loop.step_embedding) {
+    p.push_back({"loop.step_embed.weight", {s.loop.max_loops, D}, I::Normal});
+    p.push_back({"loop.count_embed.weight", {s.loop.max_loops, D}, I::Normal});
+  }
   norm("final_norm");
   if (!s.tie_embeddings) p.push_back({"lm_head.weight", {s.vocab_size, D}, I::Normal});
   return p;
@@ -376,6 +380,17 @@ void validate_spec(const ModelSpec& s) {
       validate_mixer(b.parallel, b, where);
     }
     if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
+  }
+  const LoopSpec& l = s.loop;
+  if (l.end != 0 || l.begin != 0) {
+    const int64_t L = int64_t(s.blocks.size());
+    check(l.begin >= 0 && l.begin < l.end && l.end <= L, "model spec: loop blocks [", l.begin, ", ", l.end,
+          ") are not a non-empty range of the ", L, " layers");
+    check(l.loops >= 1 && l.loops <= l.max_loops, "model spec: loop count ", l.loops,
+          " must be between 1 and max_loops ", l.max_loops);
+    check(l.train_min >= 1 && l.train_min <= l.train_max && l.train_max <= l.max_loops,
+          "model spec: training loop range [", l.train_min, ", ", l.train_max,
+          "] must lie within [1, max_loops ", l.max_loops, "]");
   }
 }
 

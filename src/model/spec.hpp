@@ -83,6 +83,22 @@ struct BlockSpec {
   double mixer_alpha = 1, mixer_beta = 1, channel_alpha = 1, channel_beta = 1;
 };
 
+// Looped depth: blocks [begin, end) form a recurrent core applied `loops` times with shared
+// weights between a prelude (blocks before it) and a coda (blocks after it). Before each
+// iteration i >= 1 the core's input e (the prelude's output) is added to the stream (input
+// injection); with step_embedding, learned embeddings of the step index i and of the loop
+// count k (LoopFormer-style step and step-size conditioning) are added before every
+// iteration. Every iteration of a stateful mixer keeps its own state (KV or recurrent).
+// The loop count is chosen per sequence, up to max_loops; training samples it uniformly
+// from [train_min, train_max] for each sequence.
+struct LoopSpec {
+  int64_t begin = 0, end = 0;  // end == 0: no loop
+  int64_t loops = 1, max_loops = 1, train_min = 1, train_max = 1;
+  bool inject = true;
+  bool step_embedding = false;
+  bool enabled() const { return end > begin; }
+};
+
 struct ModelSpec {
   std::string family;  // "llama", "qwen3", "braid", ...
   std::string name;
@@ -107,6 +123,7 @@ struct ModelSpec {
   bool embed_norm = false;  // a norm on the embedding output (RWKV's pre_ln), params embed_norm.*
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
+  LoopSpec loop;
 };
 
 // One parameter the spec calls for, under braid's canonical name.

@@ -344,6 +344,19 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     }
     s.blocks.push_back(b);
   }
+  if (o.has("loop")) {
+    JsonObject lo = o.get_object("loop");
+    LoopSpec& l = s.loop;
+    l.begin = lo.get_int("begin");
+    l.end = lo.get_int("end");
+    l.loops = lo.get_int("loops");
+    l.max_loops = lo.get_int("max_loops", l.loops);
+    l.train_min = lo.get_int("train_min_loops", l.loops);
+    l.train_max = lo.get_int("train_max_loops", std::max(l.loops, l.train_min));
+    l.inject = lo.get_bool("inject", true);
+    l.step_embedding = lo.get_bool("step_embedding", false);
+    check(l.begin < l.end, lo.where(), ": 'begin' ", l.begin, " must be below 'end' ", l.end);
+  }
   validate_spec(s);
   return s;
 }
@@ -416,6 +429,17 @@ json spec_to_json(const ModelSpec& s) {
     layers.push_back(l);
   }
   j["layers"] = layers;
+  if (s.loop.enabled()) {
+    const LoopSpec& l = s.loop;
+    j["loop"] = {{"begin", l.begin},
+                 {"end", l.end},
+                 {"loops", l.loops},
+                 {"max_loops", l.max_loops},
+                 {"train_min_loops", l.train_min},
+                 {"train_max_loops", l.train_max},
+                 {"inject", l.inject},
+                 {"step_embedding", l.step_embedding}};
+  }
   return j;
 }
 

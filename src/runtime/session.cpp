@@ -4,8 +4,9 @@
 
 namespace braid {
 
-Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) {
-  states_ = model_->make_states();
+Session::Session(std::shared_ptr<const Model> model, int64_t loops) : model_(std::move(model)) {
+  states_ = model_->make_states(loops);
+  loops_ = model_->loops_for_states(states_.size());
   logits_.resize(size_t(model_->spec().vocab_size));
 }
 
@@ -54,7 +55,7 @@ void Session::restore(const Snapshot& s) {
 }
 
 void Session::reset() {
-  states_ = model_->make_states();
+  states_ = model_->make_states(loops_);
   pos_ = 0;
 }
 

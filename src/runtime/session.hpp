@@ -10,7 +10,8 @@ namespace braid {
 
 class Session {
  public:
-  explicit Session(std::shared_ptr<const Model> model);
+  // `loops`: the depth a looped model runs at for this sequence (0: the spec's default).
+  explicit Session(std::shared_ptr<const Model> model, int64_t loops = 0);
 
   // Feeds tokens (any count >= 1) and returns the logits of the last one ([vocab]).
   const std::vector<float>& feed(const std::vector<int32_t>& tokens);
@@ -19,6 +20,7 @@ class Session {
   std::vector<float> feed_all(const int32_t* tokens, int64_t T, HiddenCapture* capture = nullptr);
 
   int64_t position() const { return pos_; }
+  int64_t loops() const { return loops_; }
   const std::vector<float>& last_logits() const { return logits_; }
   // Bytes of per-sequence state (KV caches and recurrent states) held now.
   size_t state_bytes() const;
@@ -40,6 +42,7 @@ class Session {
   Workspace ws_;
   std::vector<float> logits_;
   int64_t pos_ = 0;
+  int64_t loops_ = 0;
 };
 
 }  // namespace braid

@@ -119,13 +119,13 @@ TaskExample make_task_example(const TaskSpec& s, Rng& rng) {
   fail("unknown task '", s.name, "' (known: ", known, ")");
 }
 
-TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed) {
+TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed, int64_t loops) {
   check(spec.vocab <= model.spec().vocab_size, spec.name, ": the task's vocabulary (", spec.vocab,
         ") is larger than the model's (", model.spec().vocab_size, ")");
   check(n >= 1, spec.name, ": the number of examples must be positive, got ", n);
   // A non-owning handle: the session lives only inside this call.
   std::shared_ptr<const Model> m(&model, [](const Model*) {});
-  Session session(m);
+  Session session(m, loops);
   Rng rng(seed);
   TaskScore score;
   const int64_t V = model.spec().vocab_size;

@@ -47,6 +47,8 @@ struct TaskScore {
   int64_t examples = 0, answers = 0, correct = 0;
   double accuracy() const { return answers ? double(correct) / double(answers) : 0.0; }
 };
-TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed);
+// `loops`: the depth of a looped model (0: its default).
+TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed,
+                        int64_t loops = 0);
 
 }  // namespace braid

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/parallel.hpp"
+#include "core/rng.hpp"
 #include "io/safetensors.hpp"
 #include "model/spec_json.hpp"
 #include "ops/cpu/backward.hpp"
@@ -110,7 +111,7 @@ StepStats Trainer::step() {
     GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
     for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
       const int32_t* w = data_.train.data() + starts[size_t(i)];
-      sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g).sum;
+      sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g, loops_for(st.step, i)).sum;
     }
   });
   double sum = 0;
@@ -124,6 +125,14 @@ StepStats Trainer::step() {
   st.lr = lr_at(o_.schedule, st.step);
   opt_.step(*model_, grads_, st.lr);
   return st;
+}
+
+int64_t Trainer::loops_for(int64_t step, int64_t seq) const {
+  const LoopSpec& l = model_->spec().loop;
+  if (!l.enabled() || l.train_min == l.train_max) return l.enabled() ? l.train_min : 0;
+  // A function of (seed, step, sequence) alone, so a resumed run samples the same depths.
+  Rng r(o_.seed ^ (uint64_t(step) * 0x9e3779b97f4a7c15ull) ^ (uint64_t(seq) * 0xd1b54a32d192ed03ull));
+  return l.train_min + int64_t(r.next() % uint64_t(l.train_max - l.train_min + 1));
 }
 
 double Trainer::evaluate() const {

@@ -53,6 +53,10 @@ class Trainer {
   void save_state(const std::string& path) const;
   void load_state(const std::string& path);
 
+  // The loop count sequence `seq` of step `step` trains at (looped models: uniform over
+  // the spec's training range; 0 otherwise).
+  int64_t loops_for(int64_t step, int64_t seq) const;
+
  private:
   std::unique_ptr<Model> model_;
   TrainOptions o_;
