@@ -23,6 +23,7 @@
 #include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
+#include "mixers/titans.hpp"
 #include "model/ffn.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/conv.hpp"
@@ -507,6 +508,39 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(MlstmCase{2, 4, 8, 4, 11, 0.5, -2, 0, 1e-6},   // chunks, uneven tail
                       MlstmCase{1, 4, 8, 64, 7, 0.5, -4, 15, 1e-6},  // one chunk, capped
                       MlstmCase{2, 4, 8, 3, 10, 2.5, 1, 4, 0.05}));  // large gates and eps
+
+struct TitansCase {
+  int64_t H, d, depth, hidden, chunk, window, T;
+};
+
+class TitansBackward : public ::testing::TestWithParam<TitansCase> {};
+
+// Through the test-time gradient (a Hessian-vector product with respect to the chunk-start
+// memory), momentum and forgetting, chunk boundaries and windows that reach into the
+// previous chunk.
+TEST_P(TitansBackward, MatchesFiniteDifferences) {
+  const TitansCase c = GetParam();
+  const int64_t D = 8, HD = c.H * c.d, T = c.T;
+  TitansSpec s;
+  s.n_heads = c.H, s.head_dim = c.d, s.depth = c.depth, s.hidden = c.hidden, s.chunk = c.chunk,
+  s.window = c.window, s.max_lr = 0.5;
+  s.norm_eps = 1.0;  // an RMSNorm over few channels would amplify f32 noise in the differences
+  const int64_t P = c.depth == 1 ? c.d * c.d : 2 * c.hidden * c.d;
+  Rng r(17);
+  auto wq = randn(HD * D, r, 0.4), wk = randn(HD * D, r, 0.4), wv = randn(HD * D, r, 0.4),
+       wg = randn(3 * c.H * D, r, 0.4), bg = randn(3 * c.H, r, 0.5), mem = randn(c.H * P, r, 0.4),
+       norm = randn(c.d, r, 0.2, 1.0), out = randn(D * HD, r, 0.4);
+  const TitansWeights w{wq.data(), wk.data(),  wv.data(),   wg.data(),
+                        bg.data(), mem.data(), norm.data(), out.data()};
+  expect_mixer_grads([&] { return std::make_unique<TitansMixer>(s, D, w); }, T, D, r,
+                     {&wq, &wk, &wv, &wg, &bg, &mem, &norm, &out},
+                     {"q", "k", "v", "gates", "gates_b", "memory", "norm", "out_proj"}, 24, 3e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, TitansBackward,
+                         ::testing::Values(TitansCase{2, 4, 1, 0, 4, 1, 11},   // linear memory, uneven tail
+                                           TitansCase{1, 4, 2, 6, 3, 1, 10},   // MLP memory
+                                           TitansCase{2, 3, 2, 5, 4, 3, 9}));  // sliding window
 
 // Keys spread over several units so the WKV's running log scales change hands often;
 // decays from slow to fast; out_scale as under Hugging Face's inference rescaling.

@@ -157,8 +157,9 @@ TEST(Training, RecurrentModelsStayConsistentWithTheirWeights) {
       "mixers": {"m": {"type": "mamba", "expand": 2, "d_state": 4, "d_conv": 4, "chunk": 8},
                  "s": {"type": "mamba2", "head_dim": 8, "d_state": 4, "chunk": 8},
                  "x": {"type": "mlstm", "n_heads": 2, "chunk": 5},
-                 "a": {"type": "attention", "n_heads": 2, "head_dim": 8}},
-      "mlp": {"hidden": 32}, "layers": {"pattern": ["m", "s", "x", "a"], "repeat": 1}})");
+                 "t": {"type": "titans", "n_heads": 2, "head_dim": 8, "chunk": 4, "window": 2},
+                 "a": {"type": "attention", "n_heads": 2, "head_dim": 8, "sliding_window": 6}},
+      "mlp": {"hidden": 32}, "layers": {"pattern": ["m", "s", "x", "t", "a"], "repeat": 1}})");
   expect_trains_consistently(spec, owned_copy(init_weights(spec, 1, 0.2)), 3e-2);
 }
 

@@ -154,4 +154,24 @@ struct GlaSpec {
   int64_t chunk = 64;
 };
 
+// Titans-style neural long-term memory: per head, a small network M (linear, or a
+// two-layer SiLU MLP) whose weights learn at test time. For each token, with q, k
+// L2-normalised projections and v a projection of the input:
+//   u_t = sum over the last `window` tokens j of grad_M ||M0(k_j) - v_j||^2
+//   S_t = eta_t S_{t-1} - theta_t u_t          (momentum: "surprise")
+//   M_t = (1 - alpha_t) M_{t-1} + S_t          (forgetting)
+//   y_t = M_t(q_t)
+// where M0 is the memory at the start of the token's chunk (absolute positions are cut
+// into chunks of `chunk`), alpha, eta = sigmoid and theta = max_lr * sigmoid of per-head
+// projections of the input. window > 1 is ATLAS's sliding-window (Omega) rule; chunk 1
+// makes every gradient use the current memory.
+struct TitansSpec {
+  int64_t n_heads = 0, head_dim = 0;
+  int64_t depth = 2;   // 1: M(x) = W x; 2: M(x) = W2 silu(W1 x)
+  int64_t hidden = 0;  // depth 2: width of the memory MLP (default 2 x head_dim)
+  int64_t chunk = 16, window = 1;
+  double max_lr = 0.1;
+  double norm_eps = 1e-6;  // per-head RMSNorm of the retrieved values
+};
+
 }  // namespace braid

@@ -39,6 +39,9 @@ Weights init_weights(const ModelSpec& spec, uint64_t seed, double std) {
           d[i] = float(dt + std::log(-std::expm1(-dt)));
         }
         break;
+      case ParamDecl::Init::MemoryGates:
+        for (int64_t i = 0; i < n / 3; ++i) d[i] = -4.6f;
+        break;
     }
     w[p.name] = std::move(t);
   }

@@ -15,6 +15,7 @@
 #include "mixers/rglru.hpp"
 #include "mixers/rwkv4.hpp"
 #include "mixers/short_conv.hpp"
+#include "mixers/titans.hpp"
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
@@ -222,6 +223,19 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       mw.norm = w(mp + "multihead_norm.weight");
       mw.out_proj = w(mp + "out_proj.weight");
       return std::make_unique<MlstmMixer>(b.mlstm, spec_.d_model, mw);
+    }
+    case MixerKind::Titans: {
+      const std::string tp = "blocks." + std::to_string(i) + ".titans.";
+      TitansWeights tw;
+      tw.q = w(tp + "q_proj.weight");
+      tw.k = w(tp + "k_proj.weight");
+      tw.v = w(tp + "v_proj.weight");
+      tw.gates = w(tp + "gates.weight");
+      tw.gates_b = w(tp + "gates.bias");
+      tw.memory = w(tp + "memory");
+      tw.norm = norm_w(tp + "norm.weight");
+      tw.out = w(tp + "out_proj.weight");
+      return std::make_unique<TitansMixer>(b.titans, spec_.d_model, tw);
     }
     case MixerKind::Lightning: {
       const std::string lp = "blocks." + std::to_string(i) + ".lightning.";

@@ -26,6 +26,8 @@ const char* mixer_kind_name(MixerKind k) {
       return "mlstm";
     case MixerKind::Gla:
       return "gla";
+    case MixerKind::Titans:
+      return "titans";
   }
   return "?";
 }
@@ -160,6 +162,20 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rglru.recurrent_gate_weight", {H, bw, bw}, I::Normal});
       p.push_back({pre + "rglru.recurrent_gate_bias", {H, bw}, I::Zeros});
       p.push_back({pre + "rglru.recurrent_param", {W}, I::Zeros});
+      break;
+    }
+    case MixerKind::Titans: {
+      const TitansSpec& m = b.titans;
+      const int64_t HD = m.n_heads * m.head_dim;
+      const int64_t P = m.depth == 1 ? m.head_dim * m.head_dim : 2 * m.hidden * m.head_dim;
+      p.push_back({pre + "titans.q_proj.weight", {HD, D}, I::Normal});
+      p.push_back({pre + "titans.k_proj.weight", {HD, D}, I::Normal});
+      p.push_back({pre + "titans.v_proj.weight", {HD, D}, I::Normal});
+      p.push_back({pre + "titans.gates.weight", {3 * m.n_heads, D}, I::Normal});
+      p.push_back({pre + "titans.gates.bias", {3 * m.n_heads}, I::MemoryGates});
+      p.push_back({pre + "titans.memory", {m.n_heads, P}, I::Normal});
+      p.push_back({pre + "titans.norm.weight", {m.head_dim}, norm_init});
+      p.push_back({pre + "titans.out_proj.weight", {D, HD}, I::Normal});
       break;
     }
     case MixerKind::Gla: {
@@ -335,6 +351,14 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
         m.n_heads > 0 && m.qk_dim > 0 && m.v_dim > 0 && m.qk_dim % m.n_heads == 0 && m.v_dim % m.n_heads == 0,
         where, ": mlstm qk_dim and v_dim must be positive multiples of n_heads");
     check(m.chunk > 0, where, ": mlstm chunk must be positive");
+  }
+  if (k == MixerKind::Titans) {
+    const TitansSpec& m = b.titans;
+    check(m.n_heads > 0 && m.head_dim > 0, where, ": titans n_heads and head_dim must be positive");
+    check(m.depth == 1 || (m.depth == 2 && m.hidden > 0), where,
+          ": titans memory depth must be 1 or 2 (with a positive hidden width), found ", m.depth);
+    check(m.chunk > 0 && m.window > 0, where, ": titans chunk and window must be positive");
+    check(m.max_lr > 0 && m.norm_eps > 0, where, ": titans max_lr and norm_eps must be positive");
   }
   if (k == MixerKind::Lightning)
     check(b.lightning.n_heads > 0 && b.lightning.head_dim > 0 && b.lightning.chunk > 0, where,

@@ -20,7 +20,8 @@ enum class MixerKind {
   RgLru,
   Lightning,
   Mlstm,
-  Gla
+  Gla,
+  Titans
 };
 // Block and final norms: RMSNorm (weight) or LayerNorm (weight and bias).
 enum class NormKind { RMS, Layer };
@@ -70,6 +71,7 @@ struct BlockSpec {
   LightningSpec lightning;
   MlstmSpec mlstm;
   GlaSpec gla;
+  TitansSpec titans;
   bool has_mlp = true;
   MlpSpec mlp;
   bool has_moe = false;  // the channel mixer is `moe` instead of `mlp`
@@ -134,7 +136,8 @@ struct ParamDecl {
   // dt ~ log-uniform in [1e-3, 1e-1].
   // HeadALog: log(1..n) along the vector (Mamba-2's per-head decay).
   // Half: every entry 0.5 (RWKV token-shift mixing ratios).
-  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias } init = Init::Normal;
+  // MemoryGates: Titans gate biases [alpha | eta | theta] per head: -4.6 (forget 1%), 0, 0.
+  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias, MemoryGates } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

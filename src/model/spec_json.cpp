@@ -115,6 +115,25 @@ json write_gdn(const GatedDeltaNetSpec& g) {
           {"norm_eps", g.norm_eps},     {"chunk", g.chunk}};
 }
 
+TitansSpec read_titans(const JsonObject& o) {
+  TitansSpec m;
+  m.n_heads = o.get_int("n_heads");
+  m.head_dim = o.get_int("head_dim");
+  m.depth = o.get_int("depth", 2);
+  m.hidden = o.get_int("hidden", m.depth == 2 ? 2 * m.head_dim : 0);
+  m.chunk = o.get_int("chunk", 16);
+  m.window = o.get_int("window", 1);
+  m.max_lr = o.get_float("max_lr", 0.1);
+  m.norm_eps = o.get_float("norm_eps", 1e-6);
+  return m;
+}
+
+json write_titans(const TitansSpec& m) {
+  return {{"type", "titans"},   {"n_heads", m.n_heads}, {"head_dim", m.head_dim},
+          {"depth", m.depth},   {"hidden", m.hidden},   {"chunk", m.chunk},
+          {"window", m.window}, {"max_lr", m.max_lr},   {"norm_eps", m.norm_eps}};
+}
+
 GlaSpec read_gla(const JsonObject& o) {
   GlaSpec g;
   g.n_heads = o.get_int("n_heads");
@@ -257,12 +276,16 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else if (type == "mlstm") {
     b->mixer = MixerKind::Mlstm;
     b->mlstm = read_mlstm(o, d_model);
+  } else if (type == "titans") {
+    b->mixer = MixerKind::Titans;
+    b->titans = read_titans(o);
   } else if (type == "gated_deltanet") {
     b->mixer = MixerKind::GatedDeltaNet;
     b->gdn = read_gdn(o);
   } else {
     fail(o.where(), ": unknown mixer type '", type,
-         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla, lightning, rglru, mlstm)");
+         "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla, lightning, rglru, mlstm, "
+         "titans)");
   }
 }
 
@@ -418,6 +441,9 @@ json spec_to_json(const ModelSpec& s) {
           break;
         case MixerKind::Mlstm:
           l["mixer"] = write_mlstm(b.mlstm);
+          break;
+        case MixerKind::Titans:
+          l["mixer"] = write_titans(b.titans);
           break;
         case MixerKind::Rwkv4:
           fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");

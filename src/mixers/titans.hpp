@@ -1,0 +1,82 @@
+// Titans-style neural long-term memory mixer (TitansSpec): per head, a memory network
+// trained at test time by gradient descent with momentum and forgetting. Prefill and
+// decode run the same per-token recurrence; gradients use the memory at the start of
+// each token's chunk, so any split of a sequence into calls gives the same result.
+#pragma once
+#include <vector>
+
+#include "mixers/mixer.hpp"
+#include "mixers/mixer_specs.hpp"
+
+namespace braid {
+
+// The memory network of one head over flat parameters M: depth 1, M = W [d][d] and
+// M(x) = W x; depth 2, M = [W1 [m][d] | W2 [d][m]] and M(x) = W2 silu(W1 x). Functions
+// add into their outputs (`+=`) unless named otherwise; `tmp` holds scratch().
+struct MemoryNet {
+  int64_t d = 0, m = 0, depth = 1;
+  int64_t size() const { return depth == 1 ? d * d : 2 * m * d; }
+  int64_t scratch() const { return 6 * std::max(d, m) + 2 * d; }
+  // y = M(x) (written).
+  void apply(const float* M, const float* x, float* y, float* tmp) const;
+  // dM += d(dy . M(x))/dM, dx += d(dy . M(x))/dx.
+  void apply_backward(const float* M, const float* x, const float* dy, float* dM, float* dx,
+                      float* tmp) const;
+  // U += scale * grad_M ||M(k) - v||^2.
+  void grad(const float* M, const float* k, const float* v, float scale, float* U, float* tmp) const;
+  // For dU, the gradient of a loss with respect to u = grad_M ||M(k) - v||^2: dM, dk, dv +=
+  // that loss's gradients through u (dM is a Hessian-vector product).
+  void grad_backward(const float* M, const float* k, const float* v, const float* dU, float* dM, float* dk,
+                     float* dv, float* tmp) const;
+};
+
+class TitansState final : public State {
+ public:
+  TitansState(int64_t heads, int64_t mem_size, int64_t window, int64_t d);
+  int64_t position() const override { return pos; }
+  size_t bytes() const override;
+  std::unique_ptr<State> clone() const override { return std::make_unique<TitansState>(*this); }
+
+  // Per head: the memory now, the memory at the current chunk's start, the momentum.
+  std::vector<float> M, M0, S;  // [heads][mem_size] each
+  // Normalised keys and values of the last window - 1 tokens, oldest first:
+  // [window - 1][heads][d] each (only the last min(pos, window - 1) rows are valid).
+  std::vector<float> win_k, win_v;
+  int64_t pos = 0;
+};
+
+struct TitansWeights {
+  const float *q = nullptr, *k = nullptr, *v = nullptr;  // [H d][D] each
+  const float* gates = nullptr;                          // [3 H][D]: alpha | eta | theta
+  const float* gates_b = nullptr;                        // [3 H]
+  const float* memory = nullptr;                         // [H][mem size]: initial memory
+  const float* norm = nullptr;                           // [d]
+  const float* out = nullptr;                            // [D][H d]
+};
+
+class TitansMixer final : public Mixer {
+ public:
+  TitansMixer(const TitansSpec& spec, int64_t d_model, TitansWeights w);
+  const char* kind() const override { return "titans"; }
+  std::unique_ptr<State> make_state() const override;
+  void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
+  size_t fixed_state_bytes() const override;
+  size_t bytes_per_token() const override { return 0; }
+
+  const MemoryNet& net() const { return net_; }
+
+ private:
+  // Inputs of the recurrence for T tokens: normalised q, k ([T][H d]), v, the gates
+  // alpha, eta, theta ([T][3 H]), and what the backward needs (raw q, k, gate inputs).
+  struct Inputs {
+    std::vector<float> q, k, v, gates, q_raw, k_raw, gates_raw;
+  };
+  void project(const float* x, int64_t T, Inputs& in) const;
+  TitansSpec s_;
+  int64_t d_;
+  TitansWeights w_;
+  MemoryNet net_;
+};
+
+}  // namespace braid

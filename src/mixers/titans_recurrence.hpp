@@ -1,0 +1,35 @@
+// The per-token recurrence of the Titans memory mixer, shared by its forward and backward
+// passes so that they cannot drift apart.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "mixers/titans.hpp"
+
+namespace braid {
+
+// x /= sqrt(|x|^2 + eps), eps = 1e-6 (queries and keys of the memory).
+constexpr float kTitansL2Eps = 1e-6f;
+inline void l2_normalize(float* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+  const float inv = float(1.0 / std::sqrt(s + kTitansL2Eps));
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+// Its backward from the unnormalised x: dx = (dy - y (y . dy)) / sqrt(|x|^2 + eps), written.
+inline void l2_normalize_backward(const float* x, const float* dy, int64_t n, float* dx) {
+  double s = 0, yd = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+  const double inv = 1.0 / std::sqrt(s + kTitansL2Eps);
+  for (int64_t i = 0; i < n; ++i) yd += double(x[i]) * inv * dy[i];
+  for (int64_t i = 0; i < n; ++i) dx[i] = float((dy[i] - x[i] * inv * yd) * inv);
+}
+
+// One token of one head: U = sum over the n window tokens of grad ||M0(k_j) - v_j||^2,
+// S = eta S - theta U, M = (1 - alpha) M + S. U and tmp are scratch (net.size(),
+// net.scratch()); U keeps the gradient afterwards.
+void titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
+                   const float* const* values, int64_t n, float alpha, float eta, float theta, float* M,
+                   float* S, float* U, float* tmp);
+
+}  // namespace braid
