@@ -138,7 +138,8 @@ TEST(Looped, TitansCoreGradientsMatchFiniteDifferences) {
     "mlp": {"hidden": 24},
     "layers": ["mem", "swa"],
     "loop": {"begin": 0, "end": 2, "loops": 2, "max_loops": 3, "step_embedding": true}
-  })"), "titans loop");
+  })"),
+                                        "titans loop");
   auto model = make_model(spec, 8, 0.2);
   const auto tok = random_tokens(10, 19, 9), tgt = random_tokens(10, 19, 10);
   // The memory's initial weights enter through test-time gradients (third powers and

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "core/error.hpp"
 #include "core/parallel.hpp"
@@ -169,6 +170,28 @@ TEST(Training, RwkvModelStaysConsistentWithItsWeights) {
   REQUIRE_FIXTURES();
   const std::string dir = hf_fixture("rwkv");
   expect_trains_consistently(load_spec(dir), owned_copy(load_model(dir)->weights()), 1e-3);
+}
+
+TEST(Training, ADivergedStepIsRefusedAndNotApplied) {
+  const ModelSpec spec = spec_of(kAttention);
+  TrainOptions o;
+  o.steps = 3, o.batch = 2, o.seq = 8, o.val_fraction = 0;
+  Rng r(2);
+  std::vector<int32_t> tokens(100);
+  for (auto& t : tokens) t = int32_t(r.next() % uint64_t(spec.vocab_size));
+  Weights w = owned_copy(init_weights(spec, 1, 0.05));
+  w.at("blocks.0.mlp.up_proj.weight").f32_mut()[0] = std::numeric_limits<float>::infinity();
+  Trainer tr(std::make_unique<Model>(spec, std::move(w), "test"), o, split_tokens(tokens, 0, o.seq + 1));
+  const float before = tr.model().weights().at("embed.weight").f32()[3];
+  try {
+    tr.step();
+    FAIL() << "a non-finite loss was applied";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 1: the loss"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("training diverged"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tr.model().weights().at("embed.weight").f32()[3], before);
+  EXPECT_EQ(tr.steps_done(), 0);
 }
 
 TEST(Training, ScheduleWarmsUpThenDecays) {

@@ -170,7 +170,7 @@ struct TitansSpec {
   int64_t depth = 2;   // 1: M(x) = W x; 2: M(x) = W2 silu(W1 x)
   int64_t hidden = 0;  // depth 2: width of the memory MLP (default 2 x head_dim)
   int64_t chunk = 16, window = 1;
-  double max_lr = 0.1;
+  double max_lr = 0.01;
   double norm_eps = 1e-6;  // per-head RMSNorm of the retrieved values
 };
 

@@ -123,7 +123,7 @@ TitansSpec read_titans(const JsonObject& o) {
   m.hidden = o.get_int("hidden", m.depth == 2 ? 2 * m.head_dim : 0);
   m.chunk = o.get_int("chunk", 16);
   m.window = o.get_int("window", 1);
-  m.max_lr = o.get_float("max_lr", 0.1);
+  m.max_lr = o.get_float("max_lr", 0.01);
   m.norm_eps = o.get_float("norm_eps", 1e-6);
   return m;
 }

@@ -122,6 +122,10 @@ StepStats Trainer::step() {
   st.loss = sum / double(n * T);
   st.tokens = n * T;
   st.grad_norm = clip_grad_norm(grads_, o_.clip);
+  // A diverged step must not reach the weights (or a checkpoint written after it).
+  check(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "step ", st.step, ": the loss (", st.loss,
+        ") or gradient norm (", st.grad_norm,
+        ") is not finite; training diverged and this step was not applied (try a lower learning rate)");
   st.lr = lr_at(o_.schedule, st.step);
   opt_.step(*model_, grads_, st.lr);
   return st;

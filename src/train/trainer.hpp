@@ -39,6 +39,8 @@ class Trainer {
   // The model's weights must be owned (they are updated in place).
   Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data);
 
+  // Throws, leaving the weights and optimizer as they were, when the step's loss or
+  // gradient norm is not finite.
   StepStats step();
   // Mean cross-entropy per token over the held-out windows (NaN when there are none).
   double evaluate() const;
