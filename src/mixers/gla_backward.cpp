@@ -70,17 +70,7 @@ void GlaMixer::backward(const float* x, int64_t T, const float* dy, float* dx, G
   };
   // Sweep 1: outputs and the state at each chunk start.
   Vec o = vec(T * VD), ck = vec(H * nchunks * SZ);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ), scratch(linear_attention_scratch(C, dk, dv, per_channel));
-    for (int64_t c = 0; c < nchunks; ++c) {
-      const int64_t t0 = c * C, n = std::min(C, T - t0);
-      std::memcpy(&ck[size_t((h * nchunks + c) * SZ)], S.data(), size_t(SZ) * 4);
-      LinearAttentionChunk ch = chunk_of(h, t0, n, S.data());
-      ch.o = &o[size_t(t0 * VD + h * dv)], ch.ldo = VD;
-      linear_attention(ch, scratch.data());
-    }
-  }
+  linear_attention_checkpoints(H, T, C, dk, dv, per_channel, chunk_of, o.data(), VD, ck.data());
   // Output side: per-head RMSNorm, SiLU gate, o projection.
   Vec normed = vec(T * VD), gated = vec(T * VD), dgated = vec(T * VD), dn = vec(T * VD), dg = vec(T * VD),
       dout = vec(T * VD);

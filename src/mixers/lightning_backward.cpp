@@ -42,17 +42,7 @@ void LightningMixer::backward(const float* x, int64_t T, const float* dy, float*
   };
   // Sweep 1: outputs and the state at each chunk start.
   Vec o = vec(T * HD), ck = vec(H * nchunks * SZ);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t h = 0; h < H; ++h) {
-    Vec S = vec(SZ), scratch(linear_attention_scratch(C, hd, hd, false));
-    for (int64_t c = 0; c < nchunks; ++c) {
-      const int64_t t0 = c * C, n = std::min(C, T - t0);
-      std::memcpy(&ck[size_t((h * nchunks + c) * SZ)], S.data(), size_t(SZ) * 4);
-      LinearAttentionChunk ch = chunk_of(h, t0, n, S.data());
-      ch.o = &o[size_t(t0 * HD + h * hd)], ch.ldo = HD;
-      linear_attention(ch, scratch.data());
-    }
-  }
+  linear_attention_checkpoints(H, T, C, hd, hd, false, chunk_of, o.data(), HD, ck.data());
   // Output side: RMSNorm over all heads, sigmoid gate, out_proj.
   Vec normed = vec(T * HD), gated = vec(T * HD), dgated = vec(T * HD), dgate = vec(T * HD), dn = vec(T * HD),
       dout = vec(T * HD);

@@ -8,8 +8,11 @@
 //   S = exp(c_last) S_0 + (k exp(c_last - c))^T v,
 // forming only exp of non-positive numbers. Q == 1 is the direct recurrence.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace braid {
 
@@ -29,6 +32,28 @@ struct LinearAttentionChunk {
 size_t linear_attention_scratch(int64_t Q, int64_t dk, int64_t dv, bool per_channel);
 // Single-threaded (callers parallelise over heads); `scratch` as sized above.
 void linear_attention(const LinearAttentionChunk& c, float* scratch);
+
+// The first sweep of a checkpointed backward pass: each of H heads runs T tokens in
+// chunks of C from a zero state, chunk_of(h, t0, n, S) describing a chunk's inputs; writes
+// the outputs (head h, token t at o[t * ldo + h * dv]) and the state at each chunk start
+// (ck[h][chunk][dk * dv]).
+template <class ChunkOf>
+void linear_attention_checkpoints(int64_t H, int64_t T, int64_t C, int64_t dk, int64_t dv, bool per_channel,
+                                  const ChunkOf& chunk_of, float* o, int64_t ldo, float* ck) {
+  const int64_t SZ = dk * dv, nchunks = (T + C - 1) / C;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t h = 0; h < H; ++h) {
+    std::vector<float> S(static_cast<size_t>(SZ), 0.0f),
+        scratch(linear_attention_scratch(C, dk, dv, per_channel));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t t0 = c * C, n = std::min(C, T - t0);
+      std::memcpy(ck + (h * nchunks + c) * SZ, S.data(), size_t(SZ) * sizeof(float));
+      LinearAttentionChunk ch = chunk_of(h, t0, n, S.data());
+      ch.o = o + t0 * ldo + h * dv, ch.ldo = ldo;
+      linear_attention(ch, scratch.data());
+    }
+  }
+}
 
 // Gradients of one chunk (rows with the given strides, written, not added); dS holds dL/dS at
 // the chunk's end on entry and dL/dS at its start (c.S) on return. dg has the layout of c.g.

@@ -345,19 +345,22 @@ size_t Model::state_bytes_per_token() const {
 
 std::vector<LayerStep> Model::schedule(int64_t loops) const {
   const LoopSpec& l = spec_.loop;
-  std::vector<LayerStep> s;
-  if (!l.enabled()) {
-    for (size_t i = 0; i < mixers_.size(); ++i) s.push_back({i, -1});
-    return s;
-  }
+  if (!l.enabled()) loops = 1;
   if (loops == 0) loops = l.loops;
-  check(loops >= 1 && loops <= l.max_loops, "loop count ", loops, " is outside [1, ", l.max_loops,
-        "], the range this model allows");
-  for (size_t i = 0; i < size_t(l.begin); ++i) s.push_back({i, -1});
-  for (int64_t k = 0; k < loops; ++k)
-    for (size_t i = size_t(l.begin); i < size_t(l.end); ++i) s.push_back({i, k});
-  for (size_t i = size_t(l.end); i < mixers_.size(); ++i) s.push_back({i, -1});
+  check(loops >= 1 && (!l.enabled() || loops <= l.max_loops), "loop count ", loops, " is outside [1, ",
+        l.max_loops, "], the range this model allows");
+  const size_t n = mixers_.size() + (l.enabled() ? size_t((loops - 1) * (l.end - l.begin)) : 0);
+  std::vector<LayerStep> s;
+  for (size_t i = 0; i < n; ++i) s.push_back(step_at(i, loops));
   return s;
+}
+
+LayerStep Model::step_at(size_t s, int64_t loops) const {
+  const LoopSpec& l = spec_.loop;
+  if (!l.enabled() || int64_t(s) < l.begin) return {s, -1};
+  const int64_t core = l.end - l.begin, in_loops = int64_t(s) - l.begin;
+  if (in_loops < loops * core) return {size_t(l.begin + in_loops % core), in_loops / core};
+  return {size_t(int64_t(s) - (loops - 1) * core), -1};  // the coda
 }
 
 int64_t Model::loops_for_states(size_t n) const {
@@ -472,13 +475,14 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   if (capture) capture->states.clear();
   if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
-  const std::vector<LayerStep> steps = schedule(loops);
+  const size_t n_steps = states.size();
   float* loop_in = spec_.loop.enabled() ? ws.get(Workspace::kLoopInput, size_t(T * D)) : nullptr;
-  for (size_t s = 0; s < steps.size(); ++s) {
-    const size_t i = steps[s].block;
+  for (size_t s = 0; s < n_steps; ++s) {
+    const LayerStep step = step_at(s, loops);
+    const size_t i = step.block;
     const BlockSpec& b = spec_.blocks[i];
     const BlockWeights& bw = blocks_[i];
-    if (steps[s].iter >= 0 && int64_t(i) == spec_.loop.begin) loop_entry(h, loop_in, steps[s].iter, loops, T);
+    if (step.iter >= 0 && int64_t(i) == spec_.loop.begin) loop_entry(h, loop_in, step.iter, loops, T);
     State* tok = states[s].get();
     State* chan = nullptr;
     if (cmixers_[i]) {
@@ -505,7 +509,7 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     }
     if (b.post_scale != 1.0)
       for (int64_t j = 0; j < T * D; ++j) h[j] *= float(b.post_scale);
-    if (s + 1 < steps.size() || !spec_.hidden_states_from_embedding) snap(h);
+    if (s + 1 < n_steps || !spec_.hidden_states_from_embedding) snap(h);
   }
   norm(h, final_norm_, final_norm_b_, T, n, spec_.final_norm_eps);
   snap(n);

@@ -64,6 +64,8 @@ class Model {
   // The order blocks run in with `loops` iterations of the looped core (0: the spec's
   // default; ignored without a loop).
   std::vector<LayerStep> schedule(int64_t loops = 0) const;
+  // Entry s of schedule(loops) (loops >= 1), without building the list.
+  LayerStep step_at(size_t s, int64_t loops) const;
   // The loop count a list of n_states states was made for (1 without a loop); throws
   // when no loop count gives that many.
   int64_t loops_for_states(size_t n_states) const;
