@@ -1,6 +1,6 @@
 // Synthetic task generators: the structure each task promises (MQAR as Zoology defines it,
-// selective copying, induction heads), determinism by seed, one-line errors for impossible
-// settings, and `braid eval` counting answers.
+// selective copying, induction heads, passkey retrieval, ListOps), determinism by seed, one-line errors for
+// impossible settings, and `braid eval` counting answers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -123,10 +123,112 @@ TEST(Tasks, InductionAsksForTheTokenAfterTheTrigger) {
   }
 }
 
+TEST(Tasks, PasskeyAsksForTheKeyHiddenInTheFiller) {
+  Rng rng(5);
+  std::set<int64_t> places;
+  for (int e = 0; e < 50; ++e) {
+    const TaskExample ex = make_task_example(spec("passkey", 64, 48, 5), rng);
+    ASSERT_EQ(ex.input.size(), 48u);
+    // One needle: the key marker followed by 5 digits; everything else before the query is
+    // the filler cycle, continuing across the needle.
+    const auto at = std::find(ex.input.begin(), ex.input.end(), 1) - ex.input.begin();
+    ASSERT_LE(at + 5, 42);
+    places.insert(at);
+    std::vector<int32_t> key(ex.input.begin() + at + 1, ex.input.begin() + at + 6);
+    for (int32_t d : key) EXPECT_TRUE(d >= 2 && d < 12) << d;
+    int32_t expect = 12;
+    for (int64_t t = 0; t < 43; ++t) {
+      if (t >= at && t <= at + 5) continue;
+      EXPECT_EQ(ex.input[size_t(t)], expect) << t;
+      expect = expect == 27 ? 12 : expect + 1;
+    }
+    EXPECT_EQ(ex.input[43], 0);  // the query marker, then the key's first 4 digits
+    std::vector<int32_t> answers;
+    for (size_t t = 0; t < 48; ++t) {
+      if (t < 43) {
+        EXPECT_EQ(ex.target[t], -1);
+      }
+      if (t >= 44) {
+        EXPECT_EQ(ex.input[t], key[t - 44]);
+      }
+      if (t >= 43) answers.push_back(ex.target[t]);
+    }
+    EXPECT_EQ(answers, key);
+  }
+  EXPECT_GT(places.size(), 20u);  // the needle moves
+}
+
+// Evaluates a ListOps token sequence with an explicit stack (independently of the generator).
+int listops_value(const std::vector<int32_t>& toks, int* max_depth, int* max_args) {
+  std::vector<std::pair<int32_t, std::vector<int>>> stack;  // operator, arguments so far
+  int value = -1;
+  *max_depth = 0, *max_args = 0;
+  for (int32_t t : toks) {
+    if (t == 16 || t == 15) continue;
+    if (t >= 10 && t <= 13) {
+      stack.push_back({t, {}});
+      *max_depth = std::max(*max_depth, int(stack.size()));
+      continue;
+    }
+    int v = t;
+    if (t == 14) {
+      auto [op, args] = stack.back();
+      stack.pop_back();
+      *max_args = std::max(*max_args, int(args.size()));
+      std::sort(args.begin(), args.end());
+      if (op == 10) v = args.front();
+      if (op == 11) v = args.back();
+      if (op == 12) {
+        const size_t m = args.size() / 2;
+        v = args.size() % 2 ? args[m] : (args[m - 1] + args[m]) / 2;
+      }
+      if (op == 13) {
+        v = 0;
+        for (int a : args) v += a;
+        v %= 10;
+      }
+    }
+    if (stack.empty())
+      value = v;
+    else
+      stack.back().second.push_back(v);
+  }
+  return value;
+}
+
+TEST(Tasks, ListOpsAsksForTheValueOfTheExpression) {
+  for (int64_t L : {32, 128, 512}) {
+    Rng rng(6);
+    std::set<int32_t> answers;
+    int deepest = 0, widest = 0;
+    for (int e = 0; e < 100; ++e) {
+      const TaskExample ex = make_task_example(spec("listops", 20, L, 0), rng);
+      ASSERT_EQ(ex.input.size(), size_t(L));
+      EXPECT_EQ(ex.input.back(), 15);
+      const auto body = std::find_if(ex.input.begin(), ex.input.end(), [](int32_t t) { return t != 16; });
+      EXPECT_GE(2 * (ex.input.end() - body - 1), L - 1) << "the expression fills half the sequence";
+      EXPECT_TRUE(*body >= 10 && *body <= 13) << "the expression starts with an operator";
+      int depth = 0, args = 0;
+      EXPECT_EQ(ex.target.back(), listops_value(ex.input, &depth, &args));
+      EXPECT_LE(depth, 9);  // operators nest at most 9 deep: depth 10 is a digit
+      EXPECT_LE(args, 10);
+      EXPECT_GE(args, 2);
+      deepest = std::max(deepest, depth), widest = std::max(widest, args);
+      for (size_t t = 0; t + 1 < ex.target.size(); ++t) EXPECT_EQ(ex.target[t], -1);
+      answers.insert(ex.target.back());
+    }
+    EXPECT_GE(answers.size(), 8u) << L;
+    if (L >= 128) {
+      EXPECT_GE(deepest, 4) << L;
+      EXPECT_EQ(widest, 10) << L;
+    }
+  }
+}
+
 TEST(Tasks, SameSeedSameExamples) {
   for (const std::string& name : task_names()) {
     Rng a(7), b(7), c(8);
-    const TaskSpec s = spec(name, 64, 32, 4);
+    const TaskSpec s = spec(name, 64, 32, name == "passkey" ? 5 : 4);
     const TaskExample x = make_task_example(s, a), y = make_task_example(s, b), z = make_task_example(s, c);
     EXPECT_EQ(x.input, y.input) << name;
     EXPECT_EQ(x.target, y.target) << name;
@@ -150,6 +252,10 @@ TEST(Tasks, ImpossibleSettingsAreOneLineErrors) {
   EXPECT_NE(error_of(spec("selective_copy", 16, 10, 6)).find("at least 12"), std::string::npos);
   EXPECT_NE(error_of(spec("selective_copy", 2, 10, 2)).find("at least 3 tokens"), std::string::npos);
   EXPECT_NE(error_of(spec("induction", 16, 3, 0)).find("at least 4"), std::string::npos);
+  EXPECT_NE(error_of(spec("passkey", 12, 64, 5)).find("more than 12 tokens"), std::string::npos);
+  EXPECT_NE(error_of(spec("passkey", 64, 11, 5)).find("at least 12 tokens"), std::string::npos);
+  EXPECT_NE(error_of(spec("listops", 16, 64, 0)).find("at least 17 tokens"), std::string::npos);
+  EXPECT_NE(error_of(spec("listops", 20, 5, 0)).find("at least 6 tokens"), std::string::npos);
   EXPECT_NE(error_of(spec("copy", 16, 16, 2)).find("unknown task 'copy'"), std::string::npos);
 }
 
@@ -173,9 +279,9 @@ TEST(Tasks, EvalCommand) {
       run("induction --model " + std::string(BRAID_SOURCE_DIR) + "/models/default --seq 32 -n 3 --json");
   EXPECT_EQ(rc, 0) << err;
   EXPECT_NE(out.find("\"answers\": 3"), std::string::npos) << out;
-  std::tie(rc, out, err) = run("listops --model " + std::string(BRAID_SOURCE_DIR) + "/models/default");
+  std::tie(rc, out, err) = run("sorting --model " + std::string(BRAID_SOURCE_DIR) + "/models/default");
   EXPECT_EQ(rc, 2);
-  EXPECT_NE(err.find("unknown task 'listops'"), std::string::npos) << err;
+  EXPECT_NE(err.find("unknown task 'sorting'"), std::string::npos) << err;
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
 }
 

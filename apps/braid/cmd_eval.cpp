@@ -47,11 +47,12 @@ void add_eval(CLI::App& app, int& exit_code) {
   a->spec.vocab = 0;  // default: the model's vocabulary
   CLI::App* c = app.add_subcommand("eval",
                                    "Greedy accuracy of a model on a synthetic task (mqar, "
-                                   "selective_copy, induction)");
+                                   "selective_copy, induction, passkey, listops)");
   c->add_option("task", a->spec.name, "Task name")->required();
   c->add_option("--model", a->model, "Model directory")->required();
   c->add_option("--seq", a->spec.seq_len, "Sequence length")->capture_default_str();
-  c->add_option("--items", a->spec.items, "mqar: key-value pairs; selective_copy: tokens to copy")
+  c->add_option("--items", a->spec.items,
+                "mqar: key-value pairs; selective_copy: tokens to copy; passkey: key digits")
       ->capture_default_str();
   c->add_option("--vocab", a->spec.vocab, "Task vocabulary (default: the model's)");
   c->add_option("--power-a", a->spec.power_a, "mqar: power-law exponent of the query gaps")

@@ -102,10 +102,98 @@ TaskExample induction(const TaskSpec& s, Rng& rng) {
   return ex;
 }
 
+// Passkey: reserved tokens 0 (query marker), 1 (key marker), 2..11 (digits 0-9); the filler
+// is the fixed cycle 12, 13, ..., 12 + min(16, V - 12) - 1, like a repeated sentence.
+TaskExample passkey(const TaskSpec& s, Rng& rng) {
+  const int64_t L = s.seq_len, V = s.vocab, n = s.items;
+  constexpr int64_t kDigit0 = 2, kFiller0 = 12;
+  check(V > kFiller0, "passkey: the vocabulary needs more than ", kFiller0,
+        " tokens (markers, digits, filler), got ", V);
+  check(n >= 1 && 2 * n + 2 <= L, "passkey: a key of ", n, " digits needs a sequence of at least ", 2 * n + 2,
+        " tokens, got ", L);
+  const int64_t cycle = std::min<int64_t>(16, V - kFiller0);
+  const int64_t filler = L - n;               // filler and needle, before the query marker and n - 1 digits
+  const int64_t at = below(rng, filler - n);  // where the needle [key marker, digits] starts
+  std::vector<int32_t> key(static_cast<size_t>(n));
+  for (int32_t& d : key) d = int32_t(kDigit0 + below(rng, 10));
+  TaskExample ex;
+  ex.input.resize(size_t(L));
+  ex.target.assign(size_t(L), -1);
+  for (int64_t i = 0, f = 0; i < filler; ++i)
+    ex.input[size_t(i)] =
+        i >= at && i <= at + n ? (i == at ? 1 : key[size_t(i - at - 1)]) : int32_t(kFiller0 + (f++ % cycle));
+  ex.input[size_t(filler)] = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    if (k + 1 < n) ex.input[size_t(filler + 1 + k)] = key[size_t(k)];
+    ex.target[size_t(filler + k)] = key[size_t(k)];
+  }
+  return ex;
+}
+
+// ListOps tokens: digits 0-9 are 0..9; 10..13 open [MIN, [MAX, [MED, [SM; 14 closes; 15 asks
+// for the value; 16 pads on the left.
+constexpr int32_t kListClose = 14, kListQuery = 15, kListPad = 16;
+
+// Appends one subtree of at most `budget` tokens at `depth` (the root is 1) and returns its
+// value. Leaves with probability 0.75 below the root, as LRA's generator does.
+int32_t listops_tree(Rng& rng, int64_t depth, int64_t budget, std::vector<int32_t>& out) {
+  constexpr int64_t kMaxDepth = 10, kMaxArgs = 10;
+  if (depth > 1 && (depth >= kMaxDepth || budget < 4 || rng.uniform() < 0.75)) {
+    out.push_back(int32_t(below(rng, 10)));
+    return out.back();
+  }
+  const int32_t op = int32_t(below(rng, 4));
+  const int64_t args = 2 + below(rng, std::min<int64_t>(kMaxArgs, budget - 2) - 1);
+  out.push_back(10 + op);
+  int64_t left = budget - 2;  // after the opener and the closer
+  std::vector<int32_t> v;
+  for (int64_t a = 0; a < args; ++a) {
+    const size_t before = out.size();
+    v.push_back(listops_tree(rng, depth + 1, left - (args - 1 - a), out));
+    left -= int64_t(out.size() - before);
+  }
+  out.push_back(kListClose);
+  std::sort(v.begin(), v.end());
+  switch (op) {
+    case 0:
+      return v.front();
+    case 1:
+      return v.back();
+    case 2: {  // the median, truncated toward zero when it is the mean of two values
+      const size_t m = v.size() / 2;
+      return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+    }
+    default:
+      return int32_t(std::accumulate(v.begin(), v.end(), 0) % 10);
+  }
+}
+
+TaskExample listops(const TaskSpec& s, Rng& rng) {
+  const int64_t L = s.seq_len;
+  check(s.vocab > kListPad, "listops: the vocabulary needs at least ", kListPad + 1, " tokens, got ",
+        s.vocab);
+  check(L >= 6, "listops: the sequence needs at least 6 tokens, got ", L);
+  // Trees are drawn until one fills at least half of the sequence (LRA keeps long ones too).
+  std::vector<int32_t> tree;
+  int32_t value = 0;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    tree.clear();
+    value = listops_tree(rng, 1, L - 1, tree);
+    if (2 * int64_t(tree.size()) >= L - 1) break;
+  }
+  TaskExample ex;
+  ex.input.assign(size_t(L) - tree.size() - 1, kListPad);
+  ex.input.insert(ex.input.end(), tree.begin(), tree.end());
+  ex.input.push_back(kListQuery);
+  ex.target.assign(size_t(L), -1);
+  ex.target.back() = value;
+  return ex;
+}
+
 }  // namespace
 
 const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = {"mqar", "selective_copy", "induction"};
+  static const std::vector<std::string> names = {"mqar", "selective_copy", "induction", "passkey", "listops"};
   return names;
 }
 
@@ -114,6 +202,8 @@ TaskExample make_task_example(const TaskSpec& s, Rng& rng) {
   if (s.name == "mqar") return mqar(s, rng);
   if (s.name == "selective_copy") return selective_copy(s, rng);
   if (s.name == "induction") return induction(s, rng);
+  if (s.name == "passkey") return passkey(s, rng);
+  if (s.name == "listops") return listops(s, rng);
   std::string known;
   for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;
   fail("unknown task '", s.name, "' (known: ", known, ")");

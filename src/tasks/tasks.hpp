@@ -20,13 +20,13 @@ struct TaskSpec {
   std::string name;      // one of task_names()
   int64_t vocab = 8192;  // tokens [0, vocab)
   int64_t seq_len = 64;  // input length
-  // mqar: key-value pairs; selective_copy: tokens to copy.
+  // mqar: key-value pairs; selective_copy: tokens to copy; passkey: digits of the key.
   int64_t items = 4;
   double power_a = 0.01;           // mqar: query gaps ~ power law a * i^(a - 1); 1 = uniform
   bool random_non_queries = true;  // mqar: filler positions hold random tokens (else 0)
 };
 
-// "mqar", "selective_copy", "induction".
+// "mqar", "selective_copy", "induction", "passkey", "listops".
 const std::vector<std::string>& task_names();
 
 // Checks the spec (one-line braid::Error naming the bad field) and draws one example.
@@ -39,6 +39,13 @@ const std::vector<std::string>& task_names();
 //    then n copy markers (1); the answer at the k-th marker is the k-th data token.
 //  - induction: random tokens from [1, V) with the trigger token 0 once at a random position;
 //    the sequence ends with the trigger again, and the answer is the token that followed it.
+//  - passkey: a fixed cycle of filler tokens (12, 13, ...) with the needle [1, d1 .. dn]
+//    (digits 2..11) at a random place; the sequence ends with the query marker 0 and
+//    d1 .. d(n-1); the answers are d1 .. dn, one per position from the marker on.
+//  - listops (LRA's rules): a random prefix expression of MIN, MAX, MED (truncated median),
+//    SM (sum mod 10) over digits 0-9, up to 10 arguments and depth 10, filling at least half
+//    of the sequence, left-padded with 16 and followed by the query token 15, whose answer is
+//    the expression's value. Tokens: digits 0..9, openers 10..13, closer 14.
 TaskExample make_task_example(const TaskSpec& spec, Rng& rng);
 
 // Greedy accuracy of a model on n examples drawn with `seed`: at every position with a
