@@ -1,12 +1,11 @@
 // Training data: text files tokenized into one packed token stream (documents joined by
-// a separator token), cached on disk, split into train / held-out parts, and sampled as
-// random windows.
+// a separator token), cached on disk, and split into train / held-out parts (sampled as
+// random windows by TextWindows, train/source.hpp).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "core/rng.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid {
@@ -30,18 +29,5 @@ struct TokenSplit {
 // The last val_fraction of the stream is held out (at least `window` tokens when
 // val_fraction > 0); errors when either part is shorter than `window`.
 TokenSplit split_tokens(const std::vector<int32_t>& tokens, double val_fraction, int64_t window);
-
-// Start offsets of random windows of `window` tokens in a stream of n tokens.
-class WindowSampler {
- public:
-  WindowSampler(int64_t n, int64_t window, uint64_t seed) : n_(n), window_(window), rng_(seed) {}
-  int64_t next() { return int64_t(rng_.next() % uint64_t(n_ - window_ + 1)); }
-  Rng& rng() { return rng_; }
-  const Rng& rng() const { return rng_; }
-
- private:
-  int64_t n_, window_;
-  Rng rng_;
-};
 
 }  // namespace braid

@@ -68,24 +68,21 @@ Weights owned_copy(const Weights& w) {
   return out;
 }
 
-Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data)
+Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, std::unique_ptr<TrainingSource> source)
     : model_(std::move(model)),
       o_(o),
-      data_(std::move(data)),
+      source_(std::move(source)),
       grads_(*model_),
       opt_(*model_, o.adam),
-      sampler_(int64_t(data_.train.size()), o.seq + 1, o.seed) {
+      rng_(o.seed) {
   check(o_.steps > 0 && o_.batch > 0 && o_.seq > 0 && o_.accum > 0,
         "steps, batch, seq and accum must be positive");
-  check(int64_t(data_.train.size()) >= o_.seq + 1, "training data has ", data_.train.size(),
-        " tokens, fewer than one window of ", o_.seq + 1);
-  const int64_t V = model_->spec().vocab_size;
-  for (const auto* part : {&data_.train, &data_.val})
-    for (int32_t t : *part)
-      check(t >= 0 && t < V, "training data has token id ", t, " outside the model's vocabulary [0, ", V,
-            ")");
+  source_->check_vocab(model_->spec().vocab_size);
   o_.schedule.total = o_.steps;
 }
+
+Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data)
+    : Trainer(std::move(model), o, std::make_unique<TextWindows>(std::move(data), o.seq, o.eval_windows)) {}
 
 void Trainer::set_total_steps(int64_t steps) {
   o_.steps = steps;
@@ -95,10 +92,15 @@ void Trainer::set_total_steps(int64_t steps) {
 StepStats Trainer::step() {
   StepStats st;
   st.step = opt_.steps() + 1;
-  const int64_t n = o_.batch * o_.accum, T = o_.seq;
-  const float scale = 1.0f / float(n * T);
-  std::vector<int64_t> starts(static_cast<size_t>(n));
-  for (auto& s : starts) s = sampler_.next();
+  const int64_t n = o_.batch * o_.accum;
+  std::vector<TaskExample> batch;
+  for (int64_t i = 0; i < n; ++i) {
+    batch.push_back(source_->draw(rng_));
+    st.tokens += int64_t(batch.back().input.size());
+    for (int32_t t : batch.back().target) st.answers += t >= 0;
+  }
+  check(st.answers > 0, "step ", st.step, ": the batch has no positions with a target");
+  const float scale = 1.0f / float(st.answers);
   // Sequences are split across threads, each with its own gradient buffers (thread 0
   // uses grads_), so small models are not limited by per-op threading; the shards are
   // summed in thread order, so a step is deterministic for a given thread count.
@@ -110,8 +112,11 @@ StepStats Trainer::step() {
   run_on_threads(P, [&](int t) {
     GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
     for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
-      const int32_t* w = data_.train.data() + starts[size_t(i)];
-      sums[size_t(t)] += model_->loss_and_grad(w, w + 1, T, scale, g, loops_for(st.step, i)).sum;
+      const TaskExample& ex = batch[size_t(i)];
+      sums[size_t(t)] += model_
+                             ->loss_and_grad(ex.input.data(), ex.target.data(), int64_t(ex.input.size()),
+                                             scale, g, loops_for(st.step, i))
+                             .sum;
     }
   });
   double sum = 0;
@@ -119,8 +124,7 @@ StepStats Trainer::step() {
     sum += sums[size_t(t)];
     if (t > 0) grads_.add(shards_[size_t(t - 1)]);
   }
-  st.loss = sum / double(n * T);
-  st.tokens = n * T;
+  st.loss = sum / double(st.answers);
   st.grad_norm = clip_grad_norm(grads_, o_.clip);
   // A diverged step must not reach the weights (or a checkpoint written after it).
   check(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "step ", st.step, ": the loss (", st.loss,
@@ -140,19 +144,20 @@ int64_t Trainer::loops_for(int64_t step, int64_t seq) const {
 }
 
 double Trainer::evaluate() const {
-  const int64_t T = o_.seq, V = model_->spec().vocab_size;
-  const int64_t nwin = std::min<int64_t>(o_.eval_windows, (int64_t(data_.val.size()) - 1) / T);
-  if (nwin <= 0) return std::numeric_limits<double>::quiet_NaN();
+  const int64_t V = model_->spec().vocab_size;
   Workspace ws;
-  std::vector<float> logits(size_t(T * V));
+  std::vector<float> logits;
   double sum = 0;
-  for (int64_t w = 0; w < nwin; ++w) {
-    const int32_t* tok = data_.val.data() + w * T;
+  int64_t answers = 0;
+  for (const TaskExample& ex : source_->held_out()) {
+    const int64_t T = int64_t(ex.input.size());
+    logits.resize(size_t(T * V));
     auto states = model_->make_states();
-    model_->forward(tok, T, states, ws, LogitsMode::All, logits.data());
-    sum += ops::cross_entropy_fused(logits.data(), tok + 1, T, V, 1.0f);
+    model_->forward(ex.input.data(), T, states, ws, LogitsMode::All, logits.data());
+    sum += ops::cross_entropy_fused(logits.data(), ex.target.data(), T, V, 1.0f);
+    for (int32_t t : ex.target) answers += t >= 0;
   }
-  return sum / double(nwin * T);
+  return answers ? sum / double(answers) : std::numeric_limits<double>::quiet_NaN();
 }
 
 namespace {
@@ -170,7 +175,7 @@ void Trainer::save_state(const std::string& path) const {
     t.emplace_back(kV + name, vec(opt_.second().at(name), w.shape()));
   }
   uint64_t rng[4];
-  sampler_.rng().get_state(rng);
+  rng_.get_state(rng);
   std::string rs;
   for (int i = 0; i < 4; ++i) {
     if (i) rs += ' ';
@@ -218,7 +223,7 @@ void Trainer::load_state(const std::string& path) {
   }
   model_->refresh_derived();
   opt_.set_steps(step);
-  sampler_.rng().set_state(rng);
+  rng_.set_state(rng);
 }
 
 }  // namespace braid

@@ -1,6 +1,6 @@
-// The training loop: random windows of a packed token stream, gradient accumulation,
-// clipping, AdamW with a schedule, held-out evaluation, and checkpoints that resume to
-// exactly the same losses.
+// The training loop: sequences from a TrainingSource (random windows of a packed token
+// stream, or a synthetic task), gradient accumulation, clipping, AdamW with a schedule,
+// held-out evaluation, and checkpoints that resume to exactly the same losses.
 #pragma once
 #include <memory>
 #include <string>
@@ -10,11 +10,13 @@
 #include "model/model.hpp"
 #include "train/data.hpp"
 #include "train/optimizer.hpp"
+#include "train/source.hpp"
 
 namespace braid {
 
 struct TrainOptions {
-  int64_t steps = 100, batch = 8, seq = 128, accum = 1;
+  int64_t steps = 100, batch = 8, accum = 1;
+  int64_t seq = 128;  // tokens per text window (a task's examples have their own lengths)
   Schedule schedule;  // total is set to `steps`
   AdamWConfig adam;
   double clip = 1.0;  // global gradient norm limit (<= 0: none)
@@ -31,18 +33,23 @@ TrainOptions options_from_json(const json& j, const std::string& where);
 struct StepStats {
   int64_t step = 0;
   double loss = 0, lr = 0, grad_norm = 0;
-  int64_t tokens = 0;  // trained on in this step
+  int64_t tokens = 0;   // trained on in this step
+  int64_t answers = 0;  // positions with a target (the loss is their mean)
 };
 
 class Trainer {
  public:
-  // The model's weights must be owned (they are updated in place).
+  // The model's weights must be owned (they are updated in place). Sequences are drawn
+  // from `source` with an Rng seeded by o.seed.
+  Trainer(std::unique_ptr<Model> model, const TrainOptions& o, std::unique_ptr<TrainingSource> source);
+  // Language modelling on windows of o.seq tokens (TextWindows).
   Trainer(std::unique_ptr<Model> model, const TrainOptions& o, TokenSplit data);
 
   // Throws, leaving the weights and optimizer as they were, when the step's loss or
   // gradient norm is not finite.
   StepStats step();
-  // Mean cross-entropy per token over the held-out windows (NaN when there are none).
+  // Mean cross-entropy per target over the source's held-out sequences (NaN when there
+  // are none), at a looped model's default depth.
   double evaluate() const;
   int64_t steps_done() const { return opt_.steps(); }
   const Model& model() const { return *model_; }
@@ -62,11 +69,11 @@ class Trainer {
  private:
   std::unique_ptr<Model> model_;
   TrainOptions o_;
-  TokenSplit data_;
+  std::unique_ptr<TrainingSource> source_;
   Gradients grads_;
   std::vector<Gradients> shards_;  // per-thread gradients for threads 1.. of a step
   AdamW opt_;
-  WindowSampler sampler_;
+  Rng rng_;  // draws the training sequences; checkpointed
 };
 
 // Weights copied into memory the model owns (e.g. from a mapped checkpoint).
