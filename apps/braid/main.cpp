@@ -1,11 +1,31 @@
 // braid: run, verify, inspect, initialise, train and benchmark hybrid sequence models.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "commands.hpp"
 #include "core/error.hpp"
 
+namespace braid::cli {
+
+namespace {
+std::string g_invocation = "braid";
+}
+
+const std::string& invocation() { return g_invocation; }
+
+}  // namespace braid::cli
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_not_of(
+                                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                           "-_=.,/:+@%") == std::string::npos;
+    std::string quoted = "'";
+    for (char ch : arg) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    braid::cli::g_invocation += " " + (plain ? arg : quoted + "'");
+  }
   CLI::App app{"braid: an engine for hybrid long-context sequence models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "braid 0.1.0");
@@ -19,6 +39,7 @@ int main(int argc, char** argv) {
   braid::cli::add_tokenizer(app, exit_code);
   braid::cli::add_plot(app, exit_code);
   braid::cli::add_eval(app, exit_code);
+  braid::cli::add_compare(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -77,35 +77,29 @@ std::string escape(const std::string& s) {
 
 }  // namespace
 
-std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing, const std::string& title) {
-  check(smoothing >= 0 && smoothing < 1, "smoothing must be in [0, 1), found ", smoothing);
-  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
-  // Smoothed curves (bias-corrected exponential moving average) set the y range, so a few
-  // noisy early steps do not flatten the rest; the raw curve is clipped to the frame.
-  std::vector<std::vector<double>> smooth(runs.size());
+std::string line_chart_svg(const LineChart& c) {
+  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
+                                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  auto xmap = [&](double x) { return c.log2_x ? std::log2(x) : x; };
   double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
-  for (size_t r = 0; r < runs.size(); ++r) {
-    const LossSeries& s = runs[r];
-    double avg = 0, weight = 0;
-    for (size_t i = 0; i < s.loss.size(); ++i) {
-      if (!std::isfinite(s.loss[i])) continue;
-      avg = smoothing * avg + (1 - smoothing) * s.loss[i];
-      weight = smoothing * weight + (1 - smoothing);
-      smooth[r].push_back(avg / weight);
-      x0 = std::min(x0, s.step[i]), x1 = std::max(x1, s.step[i]);
-      y0 = std::min(y0, smooth[r].back()), y1 = std::max(y1, smooth[r].back());
+  for (const ChartSeries& s : c.series)
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      if (!std::isfinite(s.y[i])) continue;
+      check(!c.log2_x || s.x[i] > 0, "a log-scale chart needs positive x values, found ", s.x[i]);
+      x0 = std::min(x0, xmap(s.x[i])), x1 = std::max(x1, xmap(s.x[i]));
+      if (s.sets_range) y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
     }
-    for (size_t i = 0; i < s.val_loss.size(); ++i)
-      if (std::isfinite(s.val_loss[i])) y0 = std::min(y0, s.val_loss[i]), y1 = std::max(y1, s.val_loss[i]);
-  }
-  check(std::isfinite(x0) && std::isfinite(y0), "nothing to plot: no finite loss values");
-  if (x1 <= x0) x1 = x0 + 1;
+  check(std::isfinite(x0) && std::isfinite(y0), "nothing to plot: no finite values");
+  if (std::isfinite(c.y_min)) y0 = c.y_min;
+  if (std::isfinite(c.y_max)) y1 = c.y_max;
+  if (x1 <= x0) x0 -= 0.5, x1 += 0.5;
   if (y1 <= y0) y1 = y0 + 1;
-  const double ty = tick_step(y0, y1, 6), tx = tick_step(x0, x1, 8);
-  y0 = std::floor(y0 / ty) * ty, y1 = std::ceil(y1 / ty) * ty;
+  const double ty = tick_step(y0, y1, 6), tx = c.log2_x ? 1.0 : tick_step(x0, x1, 8);
+  if (!std::isfinite(c.y_min)) y0 = std::floor(y0 / ty) * ty;
+  if (!std::isfinite(c.y_max)) y1 = std::ceil(y1 / ty) * ty;
 
   const double W = 760, H = 440, L = 64, R = 20, T = 40, B = 52;  // size and margins
-  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+  auto px = [&](double x) { return L + (xmap(x) - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
   std::string o;
   o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt(W) + "\" height=\"" + fmt(H) +
@@ -113,7 +107,7 @@ std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing
   o += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   o += "<defs><clipPath id=\"frame\"><rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" +
        fmt(W - L - R) + "\" height=\"" + fmt(H - T - B) + "\"/></clipPath></defs>\n";
-  o += "<text x=\"" + fmt(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + escape(title) +
+  o += "<text x=\"" + fmt(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + escape(c.title) +
        "</text>\n";
   for (double y = y0; y <= y1 + ty / 2; y += ty) {
     o += "<line x1=\"" + fmt(L) + "\" x2=\"" + fmt(W - R) + "\" y1=\"" + fmt(py(y)) + "\" y2=\"" +
@@ -122,50 +116,72 @@ std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing
          tick_label(y, ty) + "</text>\n";
   }
   for (double x = std::ceil(x0 / tx) * tx; x <= x1 + tx / 2; x += tx) {
-    o += "<line x1=\"" + fmt(px(x)) + "\" x2=\"" + fmt(px(x)) + "\" y1=\"" + fmt(H - B) + "\" y2=\"" +
+    const double at = c.log2_x ? std::exp2(x) : x;  // the tick's value
+    o += "<line x1=\"" + fmt(px(at)) + "\" x2=\"" + fmt(px(at)) + "\" y1=\"" + fmt(H - B) + "\" y2=\"" +
          fmt(H - B + 5) + "\" stroke=\"black\"/>\n";
-    o += "<text x=\"" + fmt(px(x)) + "\" y=\"" + fmt(H - B + 19) + "\" text-anchor=\"middle\">" +
-         tick_label(x, tx) + "</text>\n";
+    o += "<text x=\"" + fmt(px(at)) + "\" y=\"" + fmt(H - B + 19) + "\" text-anchor=\"middle\">" +
+         tick_label(at, c.log2_x ? 1.0 : tx) + "</text>\n";
   }
   o += "<rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" + fmt(W - L - R) + "\" height=\"" +
        fmt(H - T - B) + "\" fill=\"none\" stroke=\"black\"/>\n";
-  o += "<text x=\"" + fmt(L + (W - L - R) / 2) + "\" y=\"" + fmt(H - 12) +
-       "\" text-anchor=\"middle\">step</text>\n";
+  o += "<text x=\"" + fmt(L + (W - L - R) / 2) + "\" y=\"" + fmt(H - 12) + "\" text-anchor=\"middle\">" +
+       escape(c.x_label) + "</text>\n";
   o += "<text transform=\"translate(16 " + fmt(T + (H - T - B) / 2) +
-       ") rotate(-90)\" text-anchor=\"middle\">cross-entropy (nats/token)</text>\n";
+       ") rotate(-90)\" text-anchor=\"middle\">" + escape(c.y_label) + "</text>\n";
 
-  auto polyline = [&](const std::vector<double>& xs, const std::vector<double>& ys,
-                      const std::string& style) {
-    std::string pts;
-    for (size_t i = 0; i < xs.size() && i < ys.size(); ++i)
-      if (std::isfinite(ys[i])) pts += (pts.empty() ? "" : " ") + fmt(px(xs[i])) + "," + fmt(py(ys[i]));
-    return "<polyline clip-path=\"url(#frame)\" fill=\"none\" " + style + " points=\"" + pts + "\"/>\n";
-  };
-  for (size_t r = 0; r < runs.size(); ++r) {
-    const LossSeries& s = runs[r];
-    const std::string c = kColors[r % std::size(kColors)];
-    std::vector<double> finite_steps;
-    for (size_t i = 0; i < s.loss.size(); ++i)
-      if (std::isfinite(s.loss[i])) finite_steps.push_back(s.step[i]);
-    if (smoothing > 0)
-      o += polyline(s.step, s.loss, "stroke=\"" + c + "\" stroke-opacity=\"0.25\" stroke-width=\"1\"");
-    o += polyline(finite_steps, smooth[r], "stroke=\"" + c + "\" stroke-width=\"2\"");
-    if (!s.val_step.empty()) {
-      o += polyline(s.val_step, s.val_loss,
-                    "stroke=\"" + c + "\" stroke-width=\"1.5\" stroke-dasharray=\"5 4\"");
-      for (size_t i = 0; i < s.val_step.size(); ++i)
-        if (std::isfinite(s.val_loss[i]))
-          o += "<circle cx=\"" + fmt(px(s.val_step[i])) + "\" cy=\"" + fmt(py(s.val_loss[i])) +
-               "\" r=\"3\" fill=\"" + c + "\"/>\n";
+  int legend = 0;
+  for (const ChartSeries& s : c.series) {
+    const std::string col = kColors[size_t(s.color) % std::size(kColors)];
+    const std::string style = s.style == ChartSeries::Style::Faint
+                                  ? "stroke=\"" + col + "\" stroke-opacity=\"0.25\" stroke-width=\"1\""
+                              : s.style == ChartSeries::Style::Dashed
+                                  ? "stroke=\"" + col + "\" stroke-width=\"1.5\" stroke-dasharray=\"5 4\""
+                                  : "stroke=\"" + col + "\" stroke-width=\"2\"";
+    std::string pts, dots;
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      if (!std::isfinite(s.y[i])) continue;
+      pts += (pts.empty() ? "" : " ") + fmt(px(s.x[i])) + "," + fmt(py(s.y[i]));
+      if (s.markers)
+        dots += "<circle cx=\"" + fmt(px(s.x[i])) + "\" cy=\"" + fmt(py(s.y[i])) + "\" r=\"3\" fill=\"" +
+                col + "\"/>\n";
     }
-    const double ly = T + 16 + 18 * double(r);
+    o += "<polyline clip-path=\"url(#frame)\" fill=\"none\" " + style + " points=\"" + pts + "\"/>\n" + dots;
+    if (s.label.empty()) continue;
+    const double ly = T + 16 + 18 * double(legend++);
     o += "<line x1=\"" + fmt(W - R - 230) + "\" x2=\"" + fmt(W - R - 206) + "\" y1=\"" + fmt(ly - 4) +
-         "\" y2=\"" + fmt(ly - 4) + "\" stroke=\"" + c + "\" stroke-width=\"2\"/>\n";
-    o += "<text x=\"" + fmt(W - R - 200) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) +
-         (s.val_step.empty() ? "" : " (dashed: held-out)") + "</text>\n";
+         "\" y2=\"" + fmt(ly - 4) + "\" " + style + "/>\n";
+    o += "<text x=\"" + fmt(W - R - 200) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) + "</text>\n";
   }
   o += "</svg>\n";
   return o;
+}
+
+std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing, const std::string& title) {
+  check(smoothing >= 0 && smoothing < 1, "smoothing must be in [0, 1), found ", smoothing);
+  LineChart c;
+  c.title = title, c.x_label = "step", c.y_label = "cross-entropy (nats/token)";
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const LossSeries& s = runs[r];
+    // The smoothed curve (bias-corrected exponential moving average) sets the y range, so a
+    // few noisy early steps do not flatten the rest; the raw curve is clipped to the frame.
+    ChartSeries raw{"", s.step, s.loss, int(r), ChartSeries::Style::Faint, false, false};
+    ChartSeries smooth{s.label + (s.val_step.empty() ? "" : " (dashed: held-out)"), {}, {}, int(r)};
+    double avg = 0, weight = 0;
+    for (size_t i = 0; i < s.loss.size() && i < s.step.size(); ++i) {
+      if (!std::isfinite(s.loss[i])) continue;
+      avg = smoothing * avg + (1 - smoothing) * s.loss[i];
+      weight = smoothing * weight + (1 - smoothing);
+      smooth.x.push_back(s.step[i]);
+      smooth.y.push_back(avg / weight);
+    }
+    if (smooth.x.empty()) continue;
+    if (smoothing > 0) c.series.push_back(std::move(raw));
+    c.series.push_back(std::move(smooth));
+    if (!s.val_step.empty())
+      c.series.push_back({"", s.val_step, s.val_loss, int(r), ChartSeries::Style::Dashed, true, true});
+  }
+  check(!c.series.empty(), "nothing to plot: no finite loss values");
+  return line_chart_svg(c);
 }
 
 }  // namespace braid

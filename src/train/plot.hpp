@@ -1,6 +1,8 @@
-// Loss curves as SVG, from the metrics.jsonl files braid train writes: the training loss
-// (raw, faint, and smoothed) and the held-out loss, one colour per run.
+// Line charts as self-contained SVG: loss curves from the metrics.jsonl files braid train
+// writes (raw training loss faint, smoothed, held-out dashed; one colour per run), and
+// accuracy against sequence length for braid compare.
 #pragma once
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,26 @@ struct LossSeries {
   std::vector<double> step, loss;          // every training step logged
   std::vector<double> val_step, val_loss;  // evaluations
 };
+
+// One polyline of a chart.
+struct ChartSeries {
+  std::string label;         // legend text (empty: no legend entry)
+  std::vector<double> x, y;  // non-finite y values are skipped
+  int color = 0;             // index into the palette
+  enum class Style { Solid, Faint, Dashed } style = Style::Solid;
+  bool markers = false;    // a dot at every point
+  bool sets_range = true;  // whether the y axis range covers this series
+};
+
+struct LineChart {
+  std::string title, x_label, y_label;
+  bool log2_x = false;              // x on a log scale with ticks at powers of two
+  double y_min = NAN, y_max = NAN;  // fixed y range (NaN: from the data, rounded to ticks)
+  std::vector<ChartSeries> series;
+};
+
+// Throws when no series has a finite point (or, with log2_x, a non-positive x).
+std::string line_chart_svg(const LineChart& chart);
 
 // Reads a metrics.jsonl; throws naming the file and line of a malformed record, or a file
 // with no records.

@@ -1,0 +1,56 @@
+// Several model specs trained on one synthetic task under one budget (same steps, batch,
+// schedule, training lengths and data order), then evaluated by greedy accuracy at each
+// evaluation length; the results as a markdown table and an SVG chart.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/spec.hpp"
+#include "tasks/tasks.hpp"
+#include "train/trainer.hpp"
+
+namespace braid {
+
+struct CompareOptions {
+  TaskSpec task;                   // name, vocab, power_a (lengths and items come below)
+  std::vector<int64_t> eval_seq;   // evaluation lengths
+  std::vector<int64_t> train_seq;  // training lengths, drawn uniformly (empty: eval_seq)
+  std::vector<int64_t> items;      // one value, or one per evaluation length
+  TrainOptions train;              // steps, batch, schedule, seed of the data order
+  uint64_t init_seed = 0;          // weight initialisation, the same for every spec
+  double init_std = 0.02;
+  int64_t eval_examples = 200;   // per evaluation length
+  uint64_t eval_seed = 1000003;  // examples never drawn in training (another stream)
+  std::string out;               // directory: one sub-directory per model, results
+};
+
+// The task at length L: its items from `items` (a single value, or the value at L's place
+// in eval_seq; a training length missing from eval_seq needs a single value).
+TaskSpec task_at(const CompareOptions& o, int64_t L);
+
+struct CompareRow {
+  std::string label;
+  int64_t params = 0;
+  double final_loss = 0;  // mean training loss of the last 10% of steps
+  double train_seconds = 0;
+  std::vector<double> accuracy;  // per evaluation length
+};
+
+// Checks the options and the specs (one-line errors) before training anything.
+void check_compare(const CompareOptions& o, const std::vector<std::pair<std::string, ModelSpec>>& specs);
+
+// Trains and evaluates one spec: the model and its metrics.jsonl go to out/<label>/.
+// `progress(step, loss)` is called after every step.
+CompareRow compare_one(const CompareOptions& o, const std::string& label, const ModelSpec& spec,
+                       const std::function<void(int64_t, double)>& progress = {});
+
+// Markdown: a heading, one row per model (parameters, accuracy % per length, final loss,
+// training time) and a line stating the budget. `command` (if any) is quoted to reproduce it.
+std::string compare_markdown(const CompareOptions& o, const std::vector<CompareRow>& rows,
+                             const std::string& command);
+std::string compare_svg(const CompareOptions& o, const std::vector<CompareRow>& rows);
+json compare_json(const CompareOptions& o, const std::vector<CompareRow>& rows);
+
+}  // namespace braid
