@@ -82,8 +82,27 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
       for (float& v : h) v *= float(b.post_scale);
   }
   norm(h.data(), final_norm_, final_norm_b_, T, n.data(), spec_.final_norm_eps);
-  std::vector<float> logits(static_cast<size_t>(T * V));
-  ops::linear(n.data(), T, D, head_, V, nullptr, logits.data());
+  // The head runs only on the rows with a target (a task's answers may be a few of T): they
+  // are gathered into a compact [A, D] matrix, and their gradients scattered back.
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[t] >= 0) rows.push_back(t);
+  const int64_t A = int64_t(rows.size());
+  loss.count = A;
+  const bool compact = A < T;
+  std::vector<float> na;  // the gathered normed rows and their targets
+  std::vector<int32_t> tgt;
+  if (compact) {
+    na.resize(size_t(A * D));
+    for (int64_t r = 0; r < A; ++r) {
+      std::copy_n(n.data() + rows[size_t(r)] * D, D, na.data() + r * D);
+      tgt.push_back(targets[rows[size_t(r)]]);
+    }
+  }
+  const float* nh = compact ? na.data() : n.data();
+  const int32_t* th_targets = compact ? tgt.data() : targets;
+  std::vector<float> logits(static_cast<size_t>(A * V));
+  ops::linear(nh, A, D, head_, V, nullptr, logits.data());
   const float lsc = float(spec_.logits_scaling), cap = float(spec_.logits_soft_cap);
   if (lsc != 1.0f)
     for (float& v : logits) v /= lsc;
@@ -92,8 +111,7 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     th.resize(logits.size());
     for (size_t i = 0; i < logits.size(); ++i) th[i] = std::tanh(logits[i] / cap), logits[i] = th[i] * cap;
   }
-  loss.sum = ops::cross_entropy_fused(logits.data(), targets, T, V, grad_scale);
-  for (int64_t t = 0; t < T; ++t) loss.count += targets[t] >= 0;
+  loss.sum = ops::cross_entropy_fused(logits.data(), th_targets, A, V, grad_scale);
   if (cap > 0)
     for (size_t i = 0; i < logits.size(); ++i) logits[i] *= 1.0f - th[i] * th[i];
   if (lsc != 1.0f)
@@ -101,7 +119,13 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
 
   // Backward. dh is dL/d(residual stream) at the current point.
   std::vector<float> dh(static_cast<size_t>(TD)), dn(static_cast<size_t>(TD)), dv(static_cast<size_t>(TD));
-  ops::linear_backward(n.data(), T, D, head_, V, logits.data(), dn.data(), false, g.of(head_), nullptr);
+  if (compact) {
+    std::vector<float> dna(static_cast<size_t>(A * D));
+    ops::linear_backward(nh, A, D, head_, V, logits.data(), dna.data(), false, g.of(head_), nullptr);
+    for (int64_t r = 0; r < A; ++r) std::copy_n(dna.data() + r * D, D, dn.data() + rows[size_t(r)] * D);
+  } else {
+    ops::linear_backward(nh, A, D, head_, V, logits.data(), dn.data(), false, g.of(head_), nullptr);
+  }
   std::vector<float>().swap(logits);
   norm_backward(h.data(), final_norm_, final_norm_b_, T, dn.data(), dh.data(), false, g,
                 spec_.final_norm_eps);
