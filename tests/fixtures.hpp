@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
+
+#include "core/error.hpp"
 
 inline std::string fixtures_dir() { return BRAID_FIXTURES_DIR; }
 inline std::string hf_fixture(const std::string& arch) { return fixtures_dir() + "/hf/" + arch; }
@@ -15,6 +18,16 @@ inline std::string hf_fixture(const std::string& arch) { return fixtures_dir() +
     if (!std::filesystem::exists(fixtures_dir() + "/README.md"))  \
       GTEST_SKIP() << "fixtures not found at " << fixtures_dir(); \
   } while (0)
+
+// The message of the braid::Error that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const braid::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // A fresh scratch directory under the system temp dir, removed by the caller's scope.
 struct TempDir {

@@ -20,15 +20,6 @@ using namespace braid;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // A copy of a fixture model directory whose files the test may modify.
 std::string copy_fixture(const TempDir& d, const std::string& arch) {
   const std::string out = d / arch;

@@ -106,14 +106,6 @@ TEST(TaskTraining, SavedStateResumesToTheSameLosses) {
 }
 
 TEST(TaskTraining, BadSettingsAreRefusedUpFront) {
-  auto error_of = [](auto&& f) -> std::string {
-    try {
-      f();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
   EXPECT_NE(error_of([] { TaskSource({task("mqar", 40, 15, 2)}, 1, 0); }).find("must be even"),
             std::string::npos);
   EXPECT_NE(error_of([] { TaskSource({}, 1, 0); }).find("at least one"), std::string::npos);

@@ -5,12 +5,12 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "commands.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "io/json.hpp"
+#include "io/text_file.hpp"
 #include "model/spec_json.hpp"
 #include "train/compare.hpp"
 
@@ -29,16 +29,6 @@ struct CompareArgs {
   bool quiet = false;
   std::string command;  // as typed, quoted in results.md
 };
-
-void write_file(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    check(f.good(), tmp.string(), ": could not be written");
-  }
-  fs::rename(tmp, p);
-}
 
 void compare(CompareArgs a) {
   set_num_threads(a.threads);
@@ -79,9 +69,9 @@ void compare(CompareArgs a) {
       std::fprintf(stderr, "\n");
     }
     // Written after every model, so an interrupted comparison keeps what it finished.
-    write_file(fs::path(o.out) / "results.md", compare_markdown(o, rows, a.command));
-    write_file(fs::path(o.out) / "results.json", compare_json(o, rows).dump(2) + "\n");
-    write_file(fs::path(o.out) / "accuracy.svg", compare_svg(o, rows));
+    write_text_file((fs::path(o.out) / "results.md").string(), compare_markdown(o, rows, a.command));
+    write_text_file((fs::path(o.out) / "results.json").string(), compare_json(o, rows).dump(2) + "\n");
+    write_text_file((fs::path(o.out) / "accuracy.svg").string(), compare_svg(o, rows));
   }
   std::printf("%s", compare_markdown(o, rows, a.command).c_str());
 }

@@ -1,10 +1,10 @@
 // braid plot: the loss curves of one or more training runs as an SVG file.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "commands.hpp"
 #include "core/error.hpp"
+#include "io/text_file.hpp"
 #include "train/plot.hpp"
 
 namespace braid::cli {
@@ -31,14 +31,7 @@ void plot(const PlotArgs& a) {
   const fs::path first =
       fs::is_directory(a.runs[0]) ? fs::path(a.runs[0]) : fs::path(a.runs[0]).parent_path();
   const std::string out = a.out.empty() ? (first / "loss.svg").string() : a.out;
-  const std::string tmp = out + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    check(f.good(), out, ": cannot write");
-    f << svg;
-    check(f.good(), out, ": write failed");
-  }
-  fs::rename(tmp, out);
+  write_text_file(out, svg);
   std::printf("wrote %s (%zu run%s)\n", out.c_str(), series.size(), series.size() == 1 ? "" : "s");
 }
 

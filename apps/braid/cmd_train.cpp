@@ -16,6 +16,7 @@
 #include "core/sysinfo.hpp"
 #include "import/save.hpp"
 #include "io/safetensors.hpp"
+#include "io/text_file.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
 #include "tokenizer/byte_tokenizer.hpp"
@@ -56,9 +57,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
         j["step"].get<int64_t>() <= step)
       kept += line + "\n";
   }
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << kept;
-  fs::rename(tmp, path);
+  write_text_file(path, kept);
 }
 
 void save_all(const Trainer& tr, const std::string& out) {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "io/text_file.hpp"
 
 namespace braid {
 
@@ -29,16 +30,7 @@ json read_json_file(const std::string& path) {
   return parse_json(ss.str(), path);
 }
 
-void write_json_file(const std::string& path, const json& j) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(tmp, ": cannot create file");
-    out << j.dump(2) << "\n";
-    if (!out) fail(tmp, ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename from ", tmp);
-}
+void write_json_file(const std::string& path, const json& j) { write_text_file(path, j.dump(2) + "\n"); }
 
 static const char* type_name(const json& v) {
   if (v.is_null()) return "null";

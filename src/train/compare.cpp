@@ -31,6 +31,11 @@ TaskSpec task_at(const CompareOptions& o, int64_t L) {
 
 namespace {
 
+// Whether the task's examples depend on `items` (shown beside each length in the table).
+bool has_items(const std::string& task) {
+  return task == "mqar" || task == "selective_copy" || task == "passkey";
+}
+
 const std::vector<int64_t>& train_lengths(const CompareOptions& o) {
   return o.train_seq.empty() ? o.eval_seq : o.train_seq;
 }
@@ -126,8 +131,7 @@ std::string compare_markdown(const CompareOptions& o, const std::vector<CompareR
   for (int64_t L : o.eval_seq) {
     const TaskSpec t = task_at(o, L);
     md += " " + std::to_string(L);
-    if (o.task.name == "mqar" || o.task.name == "selective_copy" || o.task.name == "passkey")
-      md += " (" + std::to_string(t.items) + ")";
+    if (has_items(o.task.name)) md += " (" + std::to_string(t.items) + ")";
     md += " |";
     rule += "---:|";
   }
@@ -151,10 +155,7 @@ std::string compare_markdown(const CompareOptions& o, const std::vector<CompareR
       "AdamW lr %g (warmup %lld, %s decay to %g), weight decay %g, clip %g, data seed %llu, init seed "
       "%llu (std %g). Accuracy: greedy, over %lld examples per length (seed %llu).\n",
       (long long)o.task.vocab,
-      o.eval_seq.size() > 1 &&
-              (o.task.name == "mqar" || o.task.name == "selective_copy" || o.task.name == "passkey")
-          ? "; items per length in parentheses"
-          : "",
+      o.eval_seq.size() > 1 && has_items(o.task.name) ? "; items per length in parentheses" : "",
       (long long)t.steps, (long long)(t.batch * t.accum), lengths_str(train_lengths(o)).c_str(),
       t.schedule.lr, (long long)t.schedule.warmup,
       t.schedule.decay == Decay::Cosine   ? "cosine"
