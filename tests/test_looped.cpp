@@ -123,7 +123,9 @@ TEST(Looped, GradientsMatchFiniteDifferences) {
   const auto tok = random_tokens(T, 19, 2), tgt = random_tokens(T, 19, 3);
   for (int64_t k : {1, 2, 4}) {
     SCOPED_TRACE("loops " + std::to_string(k));
-    expect_model_grads_match(*model, tok, tgt, k);
+    // Four applications of the core (convolutions at their fan-in scale) are nonlinear enough
+    // that the default step's truncation error reaches the tolerance; 3e-3 keeps it 100x below.
+    expect_model_grads_match(*model, tok, tgt, k, 6, 3e-3);
   }
 }
 

@@ -1,7 +1,9 @@
 // Kernels against scalar references in double (random shapes, odd sizes).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -93,6 +95,34 @@ TEST(Ops, ActivationsMatchReference) {
     EXPECT_NEAR(b[i], 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))), 1e-5);
     EXPECT_NEAR(c[i], v > 0 ? v * v : 0.0, 1e-5);
   }
+}
+
+// exp_fast against e^x in double, over every 61st float of [-110, 90] (about 17M values): within
+// 2 ulp of the f32 result for normal results, within one subnormal step below, and the limits.
+TEST(Ops, ExpFastIsWithinTwoUlp) {
+  double worst = 0;
+  for (uint32_t bits = 0; bits < 0xFFFFFFFFu - 61; bits += 61) {
+    const float x = std::bit_cast<float>(bits);
+    if (!(x > -110.0f && x < 90.0f)) continue;
+    const double exact = std::exp(double(x));
+    const float got = ops::exp_fast(x);
+    if (exact > double(std::numeric_limits<float>::max())) {
+      ASSERT_TRUE(std::isinf(got)) << x;
+      continue;
+    }
+    const double step = exact < double(std::numeric_limits<float>::min())
+                            ? double(std::numeric_limits<float>::denorm_min())
+                            : std::ldexp(1.0, std::ilogb(float(exact)) - 23);
+    worst = std::max(worst, std::abs(double(got) - exact) / step);
+    ASSERT_LE(std::abs(double(got) - exact) / step, 2.0) << "x = " << x;
+  }
+  RecordProperty("max_ulp", std::to_string(worst));
+  EXPECT_EQ(ops::exp_fast(-1000.0f), 0.0f);
+  EXPECT_EQ(ops::exp_fast(0.0f), 1.0f);
+  EXPECT_TRUE(std::isinf(ops::exp_fast(1000.0f)));
+  EXPECT_TRUE(std::isinf(ops::exp_fast(std::numeric_limits<float>::infinity())));
+  EXPECT_EQ(ops::exp_fast(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_TRUE(std::isnan(ops::exp_fast(std::numeric_limits<float>::quiet_NaN())));
 }
 
 TEST(Ops, RopeRotatesPairsHalfApart) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "core/allocator.hpp"
 #include "core/error.hpp"
 
 namespace braid::cli {
@@ -17,6 +18,7 @@ const std::string& invocation() { return g_invocation; }
 }  // namespace braid::cli
 
 int main(int argc, char** argv) {
+  braid::keep_freed_heap(size_t(256) << 20);
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool plain = !arg.empty() && arg.find_first_not_of(

@@ -68,11 +68,10 @@ void MambaMixer::backward(const float* x, int64_t T, const float* dy, float* dx,
       if (t % C == 0) std::memcpy(&ck[size_t((c * nchunks + t / C) * N)], h.data(), size_t(N) * 4);
       const float d = dt[size_t(t * Di + c)], uc = u[size_t(t * Di + c)];
       const float* B = &dbc[size_t(t * P + R)];
+      for (int64_t n = 0; n < N; ++n)
+        h[size_t(n)] = ops::exp_fast(A[size_t(c * N + n)] * d) * h[size_t(n)] + (d * B[n]) * uc;
       float acc = 0.0f;
-      for (int64_t n = 0; n < N; ++n) {
-        h[size_t(n)] = std::exp(A[size_t(c * N + n)] * d) * h[size_t(n)] + d * B[n] * uc;
-        acc += h[size_t(n)] * B[N + n];
-      }
+      for (int64_t n = 0; n < N; ++n) acc += h[size_t(n)] * B[N + n];
       ys[size_t(t * Di + c)] = acc + uc * w_.D[c];
     }
   }
@@ -100,7 +99,7 @@ void MambaMixer::backward(const float* x, int64_t T, const float* dy, float* dx,
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < Di; ++c) {
     float* dBC = &dBC_t[size_t(omp_get_thread_num()) * size_t(T * 2 * N)];
-    Vec hs = vec((C + 1) * N), dh = vec(N);
+    Vec hs = vec((C + 1) * N), as = vec(C * N), dh = vec(N);  // as[j]: the decays of token t0 + j
     const float* Ac = &A[size_t(c * N)];
     for (int64_t k = nchunks - 1; k >= 0; --k) {
       const int64_t t0 = k * C, n = std::min(C, T - t0);
@@ -110,8 +109,10 @@ void MambaMixer::backward(const float* x, int64_t T, const float* dy, float* dx,
         const int64_t t = t0 + j;
         const float d = dt[size_t(t * Di + c)], uc = u[size_t(t * Di + c)];
         const float* B = &dbc[size_t(t * P + R)];
+        float* a = &as[size_t(j * N)];
+        for (int64_t m = 0; m < N; ++m) a[m] = ops::exp_fast(Ac[m] * d);
         for (int64_t m = 0; m < N; ++m)
-          hs[size_t((j + 1) * N + m)] = std::exp(Ac[m] * d) * hs[size_t(j * N + m)] + d * B[m] * uc;
+          hs[size_t((j + 1) * N + m)] = a[m] * hs[size_t(j * N + m)] + (d * B[m]) * uc;
       }
       for (int64_t j = n - 1; j >= 0; --j) {
         const int64_t t = t0 + j;
@@ -128,7 +129,7 @@ void MambaMixer::backward(const float* x, int64_t T, const float* dy, float* dx,
         for (int64_t m = 0; m < N; ++m) {
           dC[m] += g * ht[m];
           const float dhm = dh[size_t(m)] + g * Cv[m];
-          const float a = std::exp(Ac[m] * d);
+          const float a = as[size_t(j * N + m)];
           dd += dhm * (Ac[m] * a * hprev[m] + B[m] * uc);
           dA[size_t(c * N + m)] += dhm * d * a * hprev[m];
           dB[m] += dhm * d * uc;

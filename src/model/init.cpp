@@ -39,6 +39,11 @@ Weights init_weights(const ModelSpec& spec, uint64_t seed, double std) {
           d[i] = float(dt + std::log(-std::expm1(-dt)));
         }
         break;
+      case ParamDecl::Init::FanIn: {
+        const double bound = 1.0 / std::sqrt(double(n / p.shape.front()));
+        for (int64_t i = 0; i < n; ++i) d[i] = float((2.0 * rng.uniform() - 1.0) * bound);
+        break;
+      }
       case ParamDecl::Init::MemoryGates:
         for (int64_t i = 0; i < n / 3; ++i) d[i] = -4.6f;
         break;

@@ -90,12 +90,12 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
     case MixerKind::Mamba: {
       const MambaSpec& m = b.mamba;
       const int64_t Di = m.d_inner, N = m.d_state, R = m.dt_rank;
-      p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::Normal});
+      p.push_back({pre + "mamba.in_proj.weight", {2 * Di, D}, I::FanIn});
       if (m.proj_bias) p.push_back({pre + "mamba.in_proj.bias", {2 * Di}, I::Zeros});
-      p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::Normal});
+      p.push_back({pre + "mamba.conv1d.weight", {Di, 1, m.d_conv}, I::FanIn});
       if (m.conv_bias) p.push_back({pre + "mamba.conv1d.bias", {Di}, I::Zeros});
-      p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::Normal});
-      p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::Normal});
+      p.push_back({pre + "mamba.x_proj.weight", {R + 2 * N, Di}, I::FanIn});
+      p.push_back({pre + "mamba.dt_proj.weight", {Di, R}, I::FanIn});
       p.push_back({pre + "mamba.dt_proj.bias", {Di}, I::DtBias});
       p.push_back({pre + "mamba.A_log", {Di, N}, I::SsmALog});
       p.push_back({pre + "mamba.D", {Di}, I::Ones});
@@ -112,9 +112,9 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       const Mamba2Spec& m = b.mamba2;
       const int64_t Di = m.d_inner(), GN = m.n_groups * m.d_state, H = m.n_heads;
       const int64_t conv_dim = Di + 2 * GN;
-      p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::Normal});
+      p.push_back({pre + "mamba2.in_proj.weight", {Di + conv_dim + H, D}, I::FanIn});
       if (m.proj_bias) p.push_back({pre + "mamba2.in_proj.bias", {Di + conv_dim + H}, I::Zeros});
-      p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::Normal});
+      p.push_back({pre + "mamba2.conv1d.weight", {conv_dim, 1, m.d_conv}, I::FanIn});
       if (m.conv_bias) p.push_back({pre + "mamba2.conv1d.bias", {conv_dim}, I::Zeros});
       p.push_back({pre + "mamba2.dt_bias", {H}, I::DtBias});
       p.push_back({pre + "mamba2.A_log", {H}, I::HeadALog});
@@ -128,7 +128,7 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       const ShortConvSpec& c = b.short_conv;
       p.push_back({pre + "short_conv.in_proj.weight", {3 * D, D}, I::Normal});
       if (c.bias) p.push_back({pre + "short_conv.in_proj.bias", {3 * D}, I::Zeros});
-      p.push_back({pre + "short_conv.conv.weight", {D, 1, c.kernel}, I::Normal});
+      p.push_back({pre + "short_conv.conv.weight", {D, 1, c.kernel}, I::FanIn});
       if (c.bias) p.push_back({pre + "short_conv.conv.bias", {D}, I::Zeros});
       p.push_back({pre + "short_conv.out_proj.weight", {D, D}, I::Normal});
       if (c.bias) p.push_back({pre + "short_conv.out_proj.bias", {D}, I::Zeros});
@@ -155,7 +155,7 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       p.push_back({pre + "rglru.linear_y.bias", {W}, I::Zeros});
       p.push_back({pre + "rglru.linear_out.weight", {D, W}, I::Normal});
       p.push_back({pre + "rglru.linear_out.bias", {D}, I::Zeros});
-      p.push_back({pre + "rglru.conv1d.weight", {W, 1, b.rglru.d_conv}, I::Normal});
+      p.push_back({pre + "rglru.conv1d.weight", {W, 1, b.rglru.d_conv}, I::FanIn});
       p.push_back({pre + "rglru.conv1d.bias", {W}, I::Zeros});
       p.push_back({pre + "rglru.input_gate_weight", {H, bw, bw}, I::Normal});
       p.push_back({pre + "rglru.input_gate_bias", {H, bw}, I::Zeros});
@@ -224,7 +224,7 @@ void mixer_params(MixerKind k, const BlockSpec& b, const std::string& pre, int64
       const int64_t NV = g.n_v_heads;
       p.push_back({pre + "gdn.in_proj_qkvz.weight", {2 * g.key_dim() + 2 * g.value_dim(), D}, I::Normal});
       p.push_back({pre + "gdn.in_proj_ba.weight", {2 * NV, D}, I::Normal});
-      p.push_back({pre + "gdn.conv1d.weight", {g.conv_dim(), 1, g.d_conv}, I::Normal});
+      p.push_back({pre + "gdn.conv1d.weight", {g.conv_dim(), 1, g.d_conv}, I::FanIn});
       p.push_back({pre + "gdn.dt_bias", {NV}, I::DtBias});
       p.push_back({pre + "gdn.A_log", {NV}, I::HeadALog});
       p.push_back({pre + "gdn.norm.weight", {g.head_v_dim}, I::Ones});

@@ -137,7 +137,10 @@ struct ParamDecl {
   // HeadALog: log(1..n) along the vector (Mamba-2's per-head decay).
   // Half: every entry 0.5 (RWKV token-shift mixing ratios).
   // MemoryGates: Titans gate biases [alpha | eta | theta] per head: -4.6 (forget 1%), 0, 0.
-  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias, MemoryGates } init = Init::Normal;
+  // FanIn: uniform in +-1/sqrt(fan_in), fan_in the product of all dimensions but the first
+  // (PyTorch's default for Linear and Conv1d): the depthwise convolutions, whose few taps would
+  // otherwise scale their input down to ~std, and Mamba's dt_proj (dt_rank^-0.5, as Mamba does).
+  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias, MemoryGates, FanIn } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

@@ -2,8 +2,10 @@
 // Each has a scalar reference in tests/test_ops.cpp.
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace braid::ops {
 
@@ -13,6 +15,32 @@ namespace braid::ops {
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::abs(x))); }
+
+// e^x in f32 within 2 ulp of std::exp over the whole range (0 below -103.97, +inf above
+// 88.72, NaN in gives NaN out), branch-free so that a loop calling it vectorises: the state
+// decays of the selective scans take T x channels x d_state of these per layer. x = n ln2 + r
+// with |r| <= ln2/2 (ln2 split in two parts so r is exact), e^r by a degree-7 polynomial
+// (Cephes' expf coefficients), and 2^n applied as two factors so that results which are
+// subnormal come out right.
+inline float exp_fast(float x) {
+  const float xc = std::min(std::max(x, -104.0f), 88.72283935546875f);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
+  const float kn = xc * 1.44269504088896341f + magic;
+  const float n = kn - magic;
+  const int32_t ni = std::bit_cast<int32_t>(kn) - std::bit_cast<int32_t>(magic);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t n1 = ni >> 1, n2 = ni - n1;  // each in [-75, 64]: 2^n1 and 2^n2 are normal
+  const float y = p * std::bit_cast<float>((n1 + 127) << 23) * std::bit_cast<float>((n2 + 127) << 23);
+  return x > 88.72283935546875f ? std::numeric_limits<float>::infinity() : y;
+}
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, for `rows` rows of n. In-place
 // allowed (y == x).
