@@ -3,14 +3,17 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "ops/cpu/elementwise.hpp"
 
 namespace braid {
 
-ParallelMixer::ParallelMixer(std::vector<Branch> branches, int64_t d_model)
-    : branches_(std::move(branches)), d_(d_model) {
+ParallelMixer::ParallelMixer(std::vector<Branch> branches, int64_t d_model, Combine combine)
+    : branches_(std::move(branches)), d_(d_model), combine_(combine) {
   check(!branches_.empty(), "parallel mixer: no branches");
+  check(combine_ != Combine::Gate || branches_.size() == 2,
+        "a gated parallel mixer has exactly two branches, not ", branches_.size());
   for (const Branch& b : branches_) {
-    if (!kind_.empty()) kind_.push_back('+');
+    if (!kind_.empty()) kind_.push_back(combine_ == Combine::Gate ? '*' : '+');
     kind_.append(b.mixer->kind());
   }
 }
@@ -39,6 +42,8 @@ void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, W
     if (i == 0) {
       if (b.out_scale != 1.0f)
         for (int64_t j = 0; j < n; ++j) y[j] *= b.out_scale;
+    } else if (combine_ == Combine::Gate) {
+      for (int64_t j = 0; j < n; ++j) y[j] *= ops::sigmoid(out[j] * b.out_scale);
     } else {
       for (int64_t j = 0; j < n; ++j) y[j] += out[j] * b.out_scale;
     }
@@ -47,12 +52,34 @@ void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, W
 
 // y = sum_b out_scale_b f_b(in_scale_b x): each branch's backward sees out_scale_b dy, and
 // its input gradient is scaled by in_scale_b and summed.
+// With the gate, y = b0 * s, s = sigmoid(b1): dL/db0 = dy * s and dL/db1 = dy * b0 * s (1 - s),
+// so both branch outputs are recomputed first.
 void ParallelMixer::backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const {
   const size_t n = size_t(T * d_);
   std::vector<float> in(n), dyb(n), dxb(n);
+  std::vector<std::vector<float>> outs;  // Gate: each branch's output b_i
+  if (combine_ == Combine::Gate) {
+    Workspace ws;
+    for (const Branch& b : branches_) {
+      for (size_t i = 0; i < n; ++i) in[i] = x[i] * b.in_scale;
+      std::unique_ptr<State> st = b.mixer->make_state();
+      outs.emplace_back(n);
+      b.mixer->forward(in.data(), T, *st, outs.back().data(), ws);
+      for (float& v : outs.back()) v *= b.out_scale;
+    }
+  }
   for (size_t i = 0; i < n; ++i) dx[i] = 0.0f;
-  for (const Branch& b : branches_) {
-    for (size_t i = 0; i < n; ++i) in[i] = x[i] * b.in_scale, dyb[i] = dy[i] * b.out_scale;
+  for (size_t k = 0; k < branches_.size(); ++k) {
+    const Branch& b = branches_[k];
+    for (size_t i = 0; i < n; ++i) {
+      in[i] = x[i] * b.in_scale;
+      float d = dy[i];
+      if (combine_ == Combine::Gate) {
+        const float s = ops::sigmoid(outs[1][i]);
+        d = k == 0 ? d * s : d * outs[0][i] * s * (1.0f - s);
+      }
+      dyb[i] = d * b.out_scale;
+    }
     b.mixer->backward(in.data(), T, dyb.data(), dxb.data(), g);
     for (size_t i = 0; i < n; ++i) dx[i] += dxb[i] * b.in_scale;
   }

@@ -1,6 +1,9 @@
 // Token mixers side by side: each branch reads the block's normed input (times its input
-// scale) and the outputs are summed (each times its output scale). Falcon-H1 runs
-// attention and Mamba-2 this way. The state is one state per branch.
+// scale), and with b_i = out_scale_i * f_i(in_scale_i * x) the outputs combine as
+//   Sum:  y = b_0 + b_1 + ...       (Falcon-H1 runs attention and Mamba-2 this way)
+//   Gate: y = b_0 * sigmoid(b_1)    (two branches: Titans' memory as a gate, b_0 sliding-window
+//                                    attention and b_1 the long-term memory)
+// The state is one state per branch.
 #pragma once
 #include <vector>
 
@@ -14,7 +17,8 @@ class ParallelMixer final : public Mixer {
     std::unique_ptr<Mixer> mixer;
     float in_scale = 1, out_scale = 1;
   };
-  explicit ParallelMixer(std::vector<Branch> branches, int64_t d_model);
+  enum class Combine { Sum, Gate };
+  ParallelMixer(std::vector<Branch> branches, int64_t d_model, Combine combine = Combine::Sum);
   const char* kind() const override { return kind_.c_str(); }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
@@ -28,7 +32,8 @@ class ParallelMixer final : public Mixer {
  private:
   std::vector<Branch> branches_;
   int64_t d_;
-  std::string kind_;  // "attention+mamba2"
+  Combine combine_;
+  std::string kind_;  // "attention+mamba2", "attention*titans" (gate)
 };
 
 }  // namespace braid

@@ -44,7 +44,9 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
       std::vector<ParallelMixer::Branch> br(2);
       br[0] = {make_mixer(b.mixer, i), float(b.mixer_in_scale), float(b.mixer_out_scale)};
       br[1] = {make_mixer(b.parallel, i), float(b.parallel_in_scale), float(b.parallel_out_scale)};
-      mixers_.push_back(std::make_unique<ParallelMixer>(std::move(br), spec_.d_model));
+      mixers_.push_back(std::make_unique<ParallelMixer>(
+          std::move(br), spec_.d_model,
+          b.parallel_gate ? ParallelMixer::Combine::Gate : ParallelMixer::Combine::Sum));
     }
     const std::string blk = "blocks." + std::to_string(i) + ".";
     BlockWeights bw;

@@ -398,6 +398,7 @@ void validate_spec(const ModelSpec& s) {
       check(b.moe.n_experts > 0 && b.moe.top_k > 0 && b.moe.top_k <= b.moe.n_experts && b.moe.hidden > 0,
             where, ": moe needs n_experts > 0, 0 < top_k <= n_experts and hidden > 0");
     if (b.has_mixer) validate_mixer(b.mixer, b, where);
+    check(!b.parallel_gate || b.has_parallel, where, ": a gate needs a parallel mixer");
     if (b.has_parallel) {
       check(b.has_mixer, where, ": a parallel mixer needs a main mixer");
       check(b.parallel != b.mixer, where, ": the parallel mixer must be of another kind than the main one");

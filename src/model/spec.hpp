@@ -60,6 +60,9 @@ struct BlockSpec {
   // side by side); the block adds mixer(x * in) * out + parallel(x * in') * out'.
   bool has_parallel = false;
   MixerKind parallel = MixerKind::Mamba2;
+  // Combine as mixer(x * in) * out * sigmoid(parallel(x * in') * out') instead of the sum:
+  // Titans' memory as a gate (sliding-window attention gated by the long-term memory).
+  bool parallel_gate = false;
   double mixer_in_scale = 1, mixer_out_scale = 1, parallel_in_scale = 1, parallel_out_scale = 1;
   AttentionSpec attn;
   MambaSpec mamba;
@@ -140,7 +143,17 @@ struct ParamDecl {
   // FanIn: uniform in +-1/sqrt(fan_in), fan_in the product of all dimensions but the first
   // (PyTorch's default for Linear and Conv1d): the depthwise convolutions, whose few taps would
   // otherwise scale their input down to ~std, and Mamba's dt_proj (dt_rank^-0.5, as Mamba does).
-  enum class Init { Normal, Ones, Zeros, Half, SsmALog, HeadALog, DtBias, MemoryGates, FanIn } init = Init::Normal;
+  enum class Init {
+    Normal,
+    Ones,
+    Zeros,
+    Half,
+    SsmALog,
+    HeadALog,
+    DtBias,
+    MemoryGates,
+    FanIn
+  } init = Init::Normal;
 };
 
 // Every parameter of the model, in a stable order. The single source of truth for

@@ -1,6 +1,7 @@
 #include "model/spec_json.hpp"
 
 #include <algorithm>
+#include <functional>
 
 #include "core/error.hpp"
 
@@ -285,8 +286,36 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   } else {
     fail(o.where(), ": unknown mixer type '", type,
          "' (supported: attention, mamba, mamba2, short_conv, gated_deltanet, gla, lightning, rglru, mlstm, "
-         "titans)");
+         "titans, parallel)");
   }
+}
+
+json write_mixer(const BlockSpec& b, MixerKind kind) {
+  switch (kind) {
+    case MixerKind::Attention:
+      return write_attention(b.attn);
+    case MixerKind::Mamba:
+      return write_mamba(b.mamba);
+    case MixerKind::Mamba2:
+      return write_mamba2(b.mamba2);
+    case MixerKind::ShortConv:
+      return {{"type", "short_conv"}, {"kernel", b.short_conv.kernel}, {"bias", b.short_conv.bias}};
+    case MixerKind::GatedDeltaNet:
+      return write_gdn(b.gdn);
+    case MixerKind::Gla:
+      return write_gla(b.gla);
+    case MixerKind::Lightning:
+      return write_lightning(b.lightning);
+    case MixerKind::RgLru:
+      return write_rglru(b.rglru);
+    case MixerKind::Mlstm:
+      return write_mlstm(b.mlstm);
+    case MixerKind::Titans:
+      return write_titans(b.titans);
+    case MixerKind::Rwkv4:
+      fail("braid's spec format cannot express ", mixer_kind_name(kind), " layers yet");
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -339,19 +368,51 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     b.has_moe = default_has_moe;
     b.moe = default_moe;
     const json& e = layers[i];
-    auto named_mixer = [&](const std::string& name) {  // a name from "mixers"
-      check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), lw, ": mixer '", name,
-            "' is not defined in 'mixers'");
-      read_mixer(JsonObject(j["mixers"][name], where + ": mixers." + name), s.d_model, &b);
-    };
+    // A mixer given by name (from "mixers") or inline; "parallel" holds two of them.
+    std::function<void(const json&, const std::string&, bool)> mixer_at =
+        [&](const json& m, const std::string& mw, bool nested) {
+          if (m.is_string()) {
+            const std::string name = m.get<std::string>();
+            check(o.has("mixers") && j["mixers"].is_object() && j["mixers"].contains(name), mw, ": mixer '",
+                  name, "' is not defined in 'mixers'");
+            mixer_at(j["mixers"][name], where + ": mixers." + name, nested);
+            return;
+          }
+          JsonObject mo(m, mw);
+          if (mo.get_string("type") != "parallel") {
+            read_mixer(mo, s.d_model, &b);
+            return;
+          }
+          check(!nested, mw, ": a parallel mixer cannot be a branch of another");
+          const std::string combine = mo.get_string("combine", "sum");
+          check(combine == "sum" || combine == "gate", mw, ": 'combine' must be \"sum\" or \"gate\", not \"",
+                combine, "\"");
+          check(mo.has("mixers") && m["mixers"].is_array() && m["mixers"].size() == 2, mw,
+                ": 'mixers' must list two mixers (names or objects)");
+          auto scales = [&](const char* key) {
+            std::vector<double> v{1.0, 1.0};
+            if (!mo.has(key)) return v;
+            check(m[key].is_array() && m[key].size() == 2, mw, ": '", key, "' must hold two numbers");
+            for (size_t k = 0; k < 2; ++k) v[k] = json_to_double(m[key][k], mw + ": " + key);
+            return v;
+          };
+          const std::vector<double> ins = scales("in_scales"), outs = scales("out_scales");
+          mixer_at(m["mixers"][0], mw + ": mixers[0]", true);
+          const MixerKind first = b.mixer;
+          mixer_at(m["mixers"][1], mw + ": mixers[1]", true);
+          b.has_parallel = true;
+          b.parallel = b.mixer;
+          b.mixer = first;
+          b.parallel_gate = combine == "gate";
+          b.mixer_in_scale = ins[0], b.parallel_in_scale = ins[1];
+          b.mixer_out_scale = outs[0], b.parallel_out_scale = outs[1];
+        };
     if (e.is_string()) {
-      named_mixer(e.get<std::string>());
+      mixer_at(e, lw, false);
     } else {
       JsonObject lo(e, lw);
-      if (lo.has("mixer") && e["mixer"].is_string())
-        named_mixer(e["mixer"].get<std::string>());
-      else if (lo.has("mixer"))
-        read_mixer(lo.get_object("mixer"), s.d_model, &b);
+      if (lo.has("mixer"))
+        mixer_at(e["mixer"], lw + ": mixer", false);
       else
         b.has_mixer = false;  // "mixer": null (or absent): an MLP-only block
       check(!(lo.has("mlp") && lo.has("moe")), lw, ": a layer has either 'mlp' or 'moe'");
@@ -408,46 +469,19 @@ json spec_to_json(const ModelSpec& s) {
               std::all_of(m2.proj_multipliers.begin(), m2.proj_multipliers.end(),
                           [](double v) { return v == 1.0; }),
           "braid's spec format cannot express key / MLP / SSM multipliers or other Mamba-2 norm modes yet");
-    check(!b.has_parallel && !b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
-          "braid's spec format cannot express parallel mixers, RWKV channel mixing or scaled residuals yet");
+    check(!b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
+          "braid's spec format cannot express RWKV channel mixing or scaled residuals yet");
     json l;
     if (!b.has_mixer)
       l["mixer"] = nullptr;
+    else if (b.has_parallel)
+      l["mixer"] = {{"type", "parallel"},
+                    {"combine", b.parallel_gate ? "gate" : "sum"},
+                    {"mixers", {write_mixer(b, b.mixer), write_mixer(b, b.parallel)}},
+                    {"in_scales", {b.mixer_in_scale, b.parallel_in_scale}},
+                    {"out_scales", {b.mixer_out_scale, b.parallel_out_scale}}};
     else
-      switch (b.mixer) {
-        case MixerKind::Attention:
-          l["mixer"] = write_attention(b.attn);
-          break;
-        case MixerKind::Mamba:
-          l["mixer"] = write_mamba(b.mamba);
-          break;
-        case MixerKind::Mamba2:
-          l["mixer"] = write_mamba2(b.mamba2);
-          break;
-        case MixerKind::ShortConv:
-          l["mixer"] = {{"type", "short_conv"}, {"kernel", b.short_conv.kernel}, {"bias", b.short_conv.bias}};
-          break;
-        case MixerKind::GatedDeltaNet:
-          l["mixer"] = write_gdn(b.gdn);
-          break;
-        case MixerKind::Gla:
-          l["mixer"] = write_gla(b.gla);
-          break;
-        case MixerKind::Lightning:
-          l["mixer"] = write_lightning(b.lightning);
-          break;
-        case MixerKind::RgLru:
-          l["mixer"] = write_rglru(b.rglru);
-          break;
-        case MixerKind::Mlstm:
-          l["mixer"] = write_mlstm(b.mlstm);
-          break;
-        case MixerKind::Titans:
-          l["mixer"] = write_titans(b.titans);
-          break;
-        case MixerKind::Rwkv4:
-          fail("braid's spec format cannot express ", mixer_kind_name(b.mixer), " layers yet");
-      }
+      l["mixer"] = write_mixer(b, b.mixer);
     if (b.has_moe)
       l["moe"] = write_moe(b.moe);
     else
