@@ -63,7 +63,6 @@ void bench_train(const BenchArgs& a) {
   o.val_fraction = 0;
   auto model = std::make_unique<Model>(spec, owned_copy(init_weights(spec, 1, 0.02)), a.train_spec);
   const int64_t n_params = model->n_params();
-  retain_freed_memory();
   Trainer tr(std::move(model), o, split_tokens(tokens, 0.0, a.seq + 1));
   tr.step();  // untimed: first-touch of buffers and moments
   std::vector<double> tps, peaks, fracs;

@@ -122,7 +122,6 @@ void train(TrainArgs a) {
   Weights w = init_weights(spec, a.init_seed, a.init_std);
   auto model = std::make_unique<Model>(spec, owned_copy(w), resuming ? state_path : a.spec);
   const int64_t n_params = model->n_params();
-  retain_freed_memory();
   Trainer tr(std::move(model), o, std::move(split));
   if (resuming) {
     tr.load_state(state_path);

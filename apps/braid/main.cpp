@@ -4,8 +4,8 @@
 #include <string>
 
 #include "commands.hpp"
-#include "core/allocator.hpp"
 #include "core/error.hpp"
+#include "core/sysinfo.hpp"
 
 namespace braid::cli {
 
@@ -18,7 +18,7 @@ const std::string& invocation() { return g_invocation; }
 }  // namespace braid::cli
 
 int main(int argc, char** argv) {
-  braid::keep_freed_heap(size_t(256) << 20);
+  braid::retain_freed_memory();  // every command that trains or evaluates reallocates per sequence
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool plain = !arg.empty() && arg.find_first_not_of(

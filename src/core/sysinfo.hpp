@@ -12,7 +12,8 @@ std::string cpu_model();     // from /proc/cpuinfo, or "unknown"
 // For processes that allocate and free the same large buffers over and over (training
 // steps): the allocator keeps freed memory for reuse instead of returning it to the system,
 // which would make every step fault its pages in and zero them again (about 10% of a step).
-// Resident memory then stays at its high-water mark.
+// Resident memory then stays at its high-water mark. The braid CLI sets it for every command
+// (glibc only).
 void retain_freed_memory();
 
 }  // namespace braid

@@ -84,7 +84,8 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
       const float d = dt[t * Di + c], uc = u[t * Di + c];
       const float* B = dbc + t * P + R;
       const float* C = B + N;
-      for (int64_t n = 0; n < N; ++n) hc[n] = ops::exp_fast(Ac[n] * d) * hc[n] + (d * B[n]) * uc;  // vectorises
+      for (int64_t n = 0; n < N; ++n)
+        hc[n] = ops::exp_fast(Ac[n] * d) * hc[n] + (d * B[n]) * uc;  // vectorises
       float acc = 0.0f;
       for (int64_t n = 0; n < N; ++n) acc += hc[n] * C[n];
       g[t * Di + c] = (acc + uc * w_.D[c]) * silu(xz[t * 2 * Di + Di + c]);

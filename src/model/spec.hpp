@@ -141,8 +141,9 @@ struct ParamDecl {
   // Half: every entry 0.5 (RWKV token-shift mixing ratios).
   // MemoryGates: Titans gate biases [alpha | eta | theta] per head: -4.6 (forget 1%), 0, 0.
   // FanIn: uniform in +-1/sqrt(fan_in), fan_in the product of all dimensions but the first
-  // (PyTorch's default for Linear and Conv1d): the depthwise convolutions, whose few taps would
-  // otherwise scale their input down to ~std, and Mamba's dt_proj (dt_rank^-0.5, as Mamba does).
+  // (PyTorch's default for Linear and Conv1d, which the Mamba reference keeps): the depthwise
+  // convolutions, whose few taps would otherwise scale their input down to ~std, Mamba's dt_proj
+  // (dt_rank^-0.5, as Mamba does) and the Mamba / Mamba-2 input projections.
   enum class Init {
     Normal,
     Ones,
