@@ -511,6 +511,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 struct TitansCase {
   int64_t H, d, depth, hidden, chunk, window, T;
+  double clip = 0;  // max_grad_norm
 };
 
 class TitansBackward : public ::testing::TestWithParam<TitansCase> {};
@@ -523,7 +524,7 @@ TEST_P(TitansBackward, MatchesFiniteDifferences) {
   const int64_t D = 8, HD = c.H * c.d, T = c.T;
   TitansSpec s;
   s.n_heads = c.H, s.head_dim = c.d, s.depth = c.depth, s.hidden = c.hidden, s.chunk = c.chunk,
-  s.window = c.window, s.max_lr = 0.5;
+  s.window = c.window, s.max_lr = 0.5, s.max_grad_norm = c.clip;
   s.norm_eps = 1.0;  // an RMSNorm over few channels would amplify f32 noise in the differences
   const int64_t P = c.depth == 1 ? c.d * c.d : 2 * c.hidden * c.d;
   Rng r(17);
@@ -538,9 +539,10 @@ TEST_P(TitansBackward, MatchesFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TitansBackward,
-                         ::testing::Values(TitansCase{2, 4, 1, 0, 4, 1, 11},   // linear memory, uneven tail
-                                           TitansCase{1, 4, 2, 6, 3, 1, 10},   // MLP memory
-                                           TitansCase{2, 3, 2, 5, 4, 3, 9}));  // sliding window
+                         ::testing::Values(TitansCase{2, 4, 1, 0, 4, 1, 11},  // linear memory, uneven tail
+                                           TitansCase{1, 4, 2, 6, 3, 1, 10},  // MLP memory
+                                           TitansCase{2, 3, 2, 5, 4, 3, 9},   // sliding window
+                                           TitansCase{2, 3, 2, 5, 4, 2, 9, 0.8}));  // clipped gradients
 
 // Keys spread over several units so the WKV's running log scales change hands often;
 // decays from slow to fast; out_scale as under Hugging Face's inference rescaling.

@@ -70,6 +70,16 @@ TEST(MemoryAsGate, SpecReadsRoundTripsAndNamesBadCombinations) {
             std::string::npos);
   EXPECT_NE(refused([](json& j) { j["mixers"]["mag"]["out_scales"] = {1.0}; }).find("two numbers"),
             std::string::npos);
+  // The memory's clip of its test-time gradient: read, written back, and a negative one named.
+  json clipped = gate_json();
+  clipped["mixers"]["mem"]["max_grad_norm"] = 0.5;
+  const ModelSpec c = spec_from_json(clipped, "mag.json");
+  EXPECT_EQ(c.blocks[0].titans.max_grad_norm, 0.5);
+  EXPECT_EQ(spec_from_json(spec_to_json(c), "round-trip").blocks[1].titans.max_grad_norm, 0.5);
+  EXPECT_EQ(s.blocks[0].titans.max_grad_norm, 0.0);
+  EXPECT_NE(
+      refused([](json& j) { j["mixers"]["mem"]["max_grad_norm"] = -1; }).find("max_grad_norm must be 0"),
+      std::string::npos);
 }
 
 // The gated block's output is swa(x) * sigmoid(mem(x)), each mixer run on its own.

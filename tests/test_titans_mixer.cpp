@@ -69,6 +69,7 @@ struct NaiveNet {
 
 struct Case {
   int64_t H, d, depth, hidden, chunk, window, T;
+  double clip = 0;  // max_grad_norm
 };
 
 class TitansForms : public ::testing::TestWithParam<Case> {};
@@ -78,7 +79,7 @@ TEST_P(TitansForms, MatchTheNaiveRecurrence) {
   const int64_t D = 12, H = c.H, d = c.d, HD = H * d, T = c.T;
   TitansSpec s;
   s.n_heads = H, s.head_dim = d, s.depth = c.depth, s.hidden = c.hidden, s.chunk = c.chunk,
-  s.window = c.window, s.max_lr = 0.3;
+  s.window = c.window, s.max_lr = 0.3, s.max_grad_norm = c.clip;
   MemoryNet net;
   net.d = d, net.m = c.hidden, net.depth = c.depth;
   const int64_t P = net.size();
@@ -110,6 +111,7 @@ TEST_P(TitansForms, MatchTheNaiveRecurrence) {
   }
   const NaiveNet nn{d, c.hidden, c.depth};
   std::vector<double> o(static_cast<size_t>(T * HD));
+  int64_t clipped = 0;
   for (int64_t h = 0; h < H; ++h) {
     Dvec M(mem.begin() + h * P, mem.begin() + (h + 1) * P), S(static_cast<size_t>(P), 0.0), M0 = M;
     for (int64_t t = 0; t < T; ++t) {
@@ -118,6 +120,12 @@ TEST_P(TitansForms, MatchTheNaiveRecurrence) {
       for (int64_t j = std::max<int64_t>(0, t - c.window + 1); j <= t; ++j) {
         const Dvec u = nn.grad(M0, &k[size_t(j)][size_t(h * d)], &v[size_t(j)][size_t(h * d)]);
         for (int64_t i = 0; i < P; ++i) U[size_t(i)] += u[size_t(i)];
+      }
+      double n2 = 0;
+      for (double e : U) n2 += e * e;
+      if (c.clip > 0 && std::sqrt(n2) > c.clip) {
+        ++clipped;
+        for (double& e : U) e *= c.clip / std::sqrt(n2);
       }
       const double alpha = sig(proj(wg, 0, t, h) + bg[size_t(h)]),
                    eta = sig(proj(wg, 0, t, H + h) + bg[size_t(H + h)]),
@@ -139,6 +147,10 @@ TEST_P(TitansForms, MatchTheNaiveRecurrence) {
       for (int64_t i = 0; i < HD; ++i)
         ref[size_t(t * D + r2)] += double(out[size_t(r2 * HD + i)]) * o[size_t(t * HD + i)];
 
+  if (c.clip > 0) {  // the case exercises both sides of the rescaling
+    EXPECT_GT(clipped, 0);
+    EXPECT_LT(clipped, H * T);
+  }
   const FormErrors e = run_three_forms(mix, x, T, D, ref);
   expect_forms_match(e);
   EXPECT_EQ(e.position, T);
@@ -146,10 +158,11 @@ TEST_P(TitansForms, MatchTheNaiveRecurrence) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TitansForms,
-                         ::testing::Values(Case{2, 4, 1, 0, 4, 1, 13},   // linear memory, chunks of 4
-                                           Case{1, 6, 2, 8, 5, 1, 17},   // MLP memory
-                                           Case{2, 4, 2, 6, 3, 4, 14},   // sliding window over chunks
-                                           Case{1, 4, 1, 0, 1, 2, 9}));  // per-token gradients
+                         ::testing::Values(Case{2, 4, 1, 0, 4, 1, 13},         // linear memory, chunks of 4
+                                           Case{1, 6, 2, 8, 5, 1, 17},         // MLP memory
+                                           Case{2, 4, 2, 6, 3, 4, 14},         // sliding window over chunks
+                                           Case{1, 4, 1, 0, 1, 2, 9},          // per-token gradients
+                                           Case{2, 4, 2, 6, 3, 2, 14, 0.6}));  // clipped gradients
 
 // The memory's test-time gradient and its backward, against finite differences.
 TEST(TitansMemoryNet, GradientAndItsBackwardMatchFiniteDifferences) {

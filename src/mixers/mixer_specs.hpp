@@ -164,14 +164,17 @@ struct GlaSpec {
 // where M0 is the memory at the start of the token's chunk (absolute positions are cut
 // into chunks of `chunk`), alpha, eta = sigmoid and theta = max_lr * sigmoid of per-head
 // projections of the input. window > 1 is ATLAS's sliding-window (Omega) rule; chunk 1
-// makes every gradient use the current memory.
+// makes every gradient use the current memory. max_grad_norm > 0 rescales each token's
+// u_t (per head) to at most that L2 norm before it enters the momentum, which keeps the
+// test-time learning from diverging when the trained gates make its steps too large.
 struct TitansSpec {
   int64_t n_heads = 0, head_dim = 0;
   int64_t depth = 2;   // 1: M(x) = W x; 2: M(x) = W2 silu(W1 x)
   int64_t hidden = 0;  // depth 2: width of the memory MLP (default 2 x head_dim)
   int64_t chunk = 16, window = 1;
   double max_lr = 0.01;
-  double norm_eps = 1e-6;  // per-head RMSNorm of the retrieved values
+  double max_grad_norm = 0;  // 0: u_t is not clipped
+  double norm_eps = 1e-6;    // per-head RMSNorm of the retrieved values
 };
 
 }  // namespace braid

@@ -154,17 +154,34 @@ void MemoryNet::grad_backward(const float* M, const float* k, const float* v, co
   mtv(W1, da, m, d, dk);
 }
 
-void titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
-                   const float* const* values, int64_t n, float alpha, float eta, float theta, float* M,
-                   float* S, float* U, float* tmp) {
+float titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
+                    const float* const* values, int64_t n, float alpha, float eta, float theta,
+                    float max_norm, float* M, float* S, float* U, float* tmp) {
   const int64_t P = net.size();
   std::fill(U, U + P, 0.0f);
   for (int64_t j = 0; j < n; ++j) net.grad(M0, keys[j], values[j], 1.0f, U, tmp);
+  double s = 0;
+  for (int64_t i = 0; i < P; ++i) s += double(U[i]) * U[i];
+  const float norm = float(std::sqrt(s));
+  if (max_norm > 0 && norm > max_norm) {
+    const float r = max_norm / norm;
+    for (int64_t i = 0; i < P; ++i) U[i] *= r;
+  }
   const float keep = 1.0f - alpha;
   for (int64_t i = 0; i < P; ++i) {
     S[i] = eta * S[i] - theta * U[i];
     M[i] = keep * M[i] + S[i];
   }
+  return norm;
+}
+
+void titans_clip_backward(const float* U, int64_t P, float max_norm, float raw_norm, float* dU) {
+  if (!(max_norm > 0 && raw_norm > max_norm)) return;
+  // U = c x / |x|: dx = (c / |x|) (dU - w (w . dU)) with w = x / |x| = U / c.
+  double dot = 0;
+  for (int64_t i = 0; i < P; ++i) dot += double(U[i]) * dU[i];
+  const float r = max_norm / raw_norm, wd = float(dot / max_norm);
+  for (int64_t i = 0; i < P; ++i) dU[i] = r * (dU[i] - U[i] / max_norm * wd);
 }
 
 TitansState::TitansState(int64_t heads, int64_t mem_size, int64_t window, int64_t d)
@@ -243,8 +260,8 @@ void TitansMixer::forward(const float* x, int64_t T, State& state, float* y, Wor
         }
       }
       const float* gt = &in.gates[size_t(t * 3 * H)];
-      titans_update(net_, M0, keys.data(), values.data(), n, gt[h], gt[H + h], gt[2 * H + h], M, S, U.data(),
-                    tmp.data());
+      titans_update(net_, M0, keys.data(), values.data(), n, gt[h], gt[H + h], gt[2 * H + h],
+                    float(s_.max_grad_norm), M, S, U.data(), tmp.data());
       net_.apply(M, &in.q[size_t(t * HD + h * d)], o + t * HD + h * d, tmp.data());
     }
   }

@@ -20,6 +20,7 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
   if (T == 0) return;
   const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d, P = net_.size(), W = s_.window, C = s_.chunk;
   const int64_t nch = (T + C - 1) / C;
+  const float clip = float(s_.max_grad_norm);
   using Vec = std::vector<float>;
   auto vec = [](int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); };
   Inputs in;
@@ -44,7 +45,7 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
       const float* M0 = &ckM[size_t((h * nch + t / C) * P)];
       const int64_t n = window_of(h, t, keys.data(), values.data());
       const float* gt = &in.gates[size_t(t * 3 * H)];
-      titans_update(net_, M0, keys.data(), values.data(), n, gt[h], gt[H + h], gt[2 * H + h], M.data(),
+      titans_update(net_, M0, keys.data(), values.data(), n, gt[h], gt[H + h], gt[2 * H + h], clip, M.data(),
                     S.data(), U.data(), tmp.data());
       net_.apply(M.data(), &in.q[size_t(t * HD + h * d)], &o[size_t(t * HD + h * d)], tmp.data());
     }
@@ -61,7 +62,7 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
     Vec Ms = vec((C + 1) * P), Ss = vec((C + 1) * P), Us = vec(C * P), dM = vec(P), dS = vec(P), dM0 = vec(P),
-        dU = vec(P), tmp = vec(net_.scratch());
+        dU = vec(P), tmp = vec(net_.scratch()), norms = vec(C);
     std::vector<const float*> keys(static_cast<size_t>(W)), values(static_cast<size_t>(W));
     for (int64_t c = nch - 1; c >= 0; --c) {
       const int64_t t0 = c * C, n = std::min(C, T - t0);
@@ -74,8 +75,8 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
         std::memcpy(Sj, Sj - P, size_t(P) * sizeof(float));
         const int64_t nw = window_of(h, t0 + j, keys.data(), values.data());
         const float* gt = &in.gates[size_t((t0 + j) * 3 * H)];
-        titans_update(net_, M0, keys.data(), values.data(), nw, gt[h], gt[H + h], gt[2 * H + h], Mj, Sj,
-                      &Us[size_t(j * P)], tmp.data());
+        norms[size_t(j)] = titans_update(net_, M0, keys.data(), values.data(), nw, gt[h], gt[H + h],
+                                         gt[2 * H + h], clip, Mj, Sj, &Us[size_t(j * P)], tmp.data());
       }
       std::fill(dM0.begin(), dM0.end(), 0.0f);
       for (int64_t j = n - 1; j >= 0; --j) {
@@ -100,7 +101,8 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
           dU[size_t(i)] = -theta * dS[size_t(i)];
           dS[size_t(i)] *= eta;
         }
-        // U_t = sum over the window of grad ||M0(k_i) - v_i||^2
+        // U_t = sum over the window of grad ||M0(k_i) - v_i||^2, rescaled
+        titans_clip_backward(U, P, clip, norms[size_t(j)], dU.data());
         const int64_t nw = window_of(h, t, keys.data(), values.data());
         for (int64_t i = 0; i < nw; ++i) {
           const int64_t ti = t - nw + 1 + i;

@@ -26,10 +26,14 @@ inline void l2_normalize_backward(const float* x, const float* dy, int64_t n, fl
 }
 
 // One token of one head: U = sum over the n window tokens of grad ||M0(k_j) - v_j||^2,
-// S = eta S - theta U, M = (1 - alpha) M + S. U and tmp are scratch (net.size(),
-// net.scratch()); U keeps the gradient afterwards.
-void titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
-                   const float* const* values, int64_t n, float alpha, float eta, float theta, float* M,
-                   float* S, float* U, float* tmp);
+// rescaled to norm max_norm if it is longer (max_norm > 0), S = eta S - theta U,
+// M = (1 - alpha) M + S. U and tmp are scratch (net.size(), net.scratch()); U keeps the
+// (rescaled) gradient afterwards. Returns the norm of U before rescaling.
+float titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
+                    const float* const* values, int64_t n, float alpha, float eta, float theta,
+                    float max_norm, float* M, float* S, float* U, float* tmp);
+// The backward of that rescaling: dU (with respect to the rescaled U, in place) becomes the
+// gradient with respect to the raw sum, given the rescaled U and the raw norm.
+void titans_clip_backward(const float* U, int64_t P, float max_norm, float raw_norm, float* dU);
 
 }  // namespace braid

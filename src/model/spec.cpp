@@ -359,6 +359,8 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
           ": titans memory depth must be 1 or 2 (with a positive hidden width), found ", m.depth);
     check(m.chunk > 0 && m.window > 0, where, ": titans chunk and window must be positive");
     check(m.max_lr > 0 && m.norm_eps > 0, where, ": titans max_lr and norm_eps must be positive");
+    check(m.max_grad_norm >= 0, where, ": titans max_grad_norm must be 0 (off) or positive, found ",
+          m.max_grad_norm);
   }
   if (k == MixerKind::Lightning)
     check(b.lightning.n_heads > 0 && b.lightning.head_dim > 0 && b.lightning.chunk > 0, where,

@@ -125,14 +125,16 @@ TitansSpec read_titans(const JsonObject& o) {
   m.chunk = o.get_int("chunk", 16);
   m.window = o.get_int("window", 1);
   m.max_lr = o.get_float("max_lr", 0.01);
+  m.max_grad_norm = o.get_float("max_grad_norm", 0.0);
   m.norm_eps = o.get_float("norm_eps", 1e-6);
   return m;
 }
 
 json write_titans(const TitansSpec& m) {
-  return {{"type", "titans"},   {"n_heads", m.n_heads}, {"head_dim", m.head_dim},
-          {"depth", m.depth},   {"hidden", m.hidden},   {"chunk", m.chunk},
-          {"window", m.window}, {"max_lr", m.max_lr},   {"norm_eps", m.norm_eps}};
+  return {{"type", "titans"},      {"n_heads", m.n_heads}, {"head_dim", m.head_dim},
+          {"depth", m.depth},      {"hidden", m.hidden},   {"chunk", m.chunk},
+          {"window", m.window},    {"max_lr", m.max_lr},   {"max_grad_norm", m.max_grad_norm},
+          {"norm_eps", m.norm_eps}};
 }
 
 GlaSpec read_gla(const JsonObject& o) {

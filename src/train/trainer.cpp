@@ -1,5 +1,6 @@
 #include "train/trainer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -127,9 +128,16 @@ StepStats Trainer::step() {
   st.loss = sum / double(st.answers);
   st.grad_norm = clip_grad_norm(grads_, o_.clip);
   // A diverged step must not reach the weights (or a checkpoint written after it).
-  check(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "step ", st.step, ": the loss (", st.loss,
-        ") or gradient norm (", st.grad_norm,
-        ") is not finite; training diverged and this step was not applied (try a lower learning rate)");
+  if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
+    std::string where;
+    for (const auto& [name, g] : grads_.by_name())
+      if (std::any_of(g.begin(), g.end(), [](float v) { return !std::isfinite(v); })) {
+        where = " (first non-finite gradient: " + name + ")";
+        break;
+      }
+    fail("step ", st.step, ": the loss (", st.loss, ") or gradient norm (", st.grad_norm, ") is not finite",
+         where, "; training diverged and this step was not applied (try a lower learning rate)");
+  }
   st.lr = lr_at(o_.schedule, st.step);
   opt_.step(*model_, grads_, st.lr);
   return st;
