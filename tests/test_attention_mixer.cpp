@@ -17,13 +17,14 @@ namespace {
 struct Case {
   int64_t H, KV, hd, rot, window;
   bool qk_norm, bias;
+  int64_t sinks = 0;  // with a window: the first positions every query sees
 };
 
 struct Params {
   std::vector<float> wq, wk, wv, wo, bq, bk, bv, bo, qn, kn;
 };
 
-// Naive reference: every position attends to its window, all in double.
+// Naive reference: every position attends to its window and the sinks, all in double.
 std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Params& p,
                               const std::vector<float>& x, int64_t T, int64_t D) {
   const int64_t H = c.H, KV = c.KV, hd = c.hd, G = H / KV;
@@ -71,8 +72,11 @@ std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Pa
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / G, lo = c.window > 0 ? std::max<int64_t>(0, t - c.window + 1) : 0;
       std::vector<double> s;
+      std::vector<int64_t> seen;
       double m = -1e300;
-      for (int64_t j = lo; j <= t; ++j) {
+      for (int64_t j = 0; j <= t; ++j) {
+        if (j < lo && j >= c.sinks) continue;
+        seen.push_back(j);
         double d = 0;
         for (int64_t i = 0; i < hd; ++i)
           d += q[size_t((t * H + h) * hd + i)] * k[size_t((j * KV + g) * hd + i)];
@@ -83,7 +87,7 @@ std::vector<double> reference(const Case& c, const AttentionSpec& spec, const Pa
       for (auto& e : s) z += e = std::exp(e - m);
       for (int64_t i = 0; i < hd; ++i) {
         double acc = 0;
-        for (int64_t j = lo; j <= t; ++j) acc += s[size_t(j - lo)] / z * v[size_t((j * KV + g) * hd + i)];
+        for (size_t n = 0; n < seen.size(); ++n) acc += s[n] / z * v[size_t((seen[n] * KV + g) * hd + i)];
         att[size_t((t * H + h) * hd + i)] = acc;
       }
     }
@@ -99,7 +103,7 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
   Rng rng(42);
   AttentionSpec spec;
   spec.n_heads = c.H, spec.n_kv_heads = c.KV, spec.head_dim = c.hd, spec.qk_norm = c.qk_norm;
-  spec.sliding_window = c.window, spec.qkv_bias = spec.out_bias = c.bias;
+  spec.sliding_window = c.window, spec.qkv_bias = spec.out_bias = c.bias, spec.sink_tokens = c.sinks;
   spec.rope.rotary_dim = c.rot;
   spec.rope.theta = 10000;
   Params p;
@@ -129,9 +133,9 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
     const FormErrors e = run_three_forms(mix, x, T, D, ref);
     EXPECT_EQ(e.position, T);
     // A full cache holds every position; a sliding-window one, after a call that left more
-    // than 2 x window positions, only the last window - 1.
+    // than 2 x window positions after its sinks, only the sinks and the last window - 1.
     const size_t per_position = size_t(2 * c.KV * c.hd) * sizeof(float);
-    const int64_t held = c.window > 0 && T > 2 * c.window ? c.window - 1 : T;
+    const int64_t held = c.window > 0 && T - c.sinks > 2 * c.window ? c.sinks + c.window - 1 : T;
     EXPECT_EQ(e.state_bytes, size_t(held) * per_position) << "T=" << T;
     if (c.window > 0) {
       EXPECT_LE(e.state_bytes, mix.fixed_state_bytes());
@@ -147,13 +151,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionForms,
                                            Case{4, 4, 8, 4, 0, true, false},  // MHA, partial rotary, q/k norm
                                            Case{6, 2, 12, 0, 0, false, true},     // no rotary, biases
                                            Case{4, 1, 16, 16, 37, false, false},  // MQA, sliding window
-                                           Case{2, 2, 32, 16, 64, true, true}),
+                                           Case{2, 2, 32, 16, 64, true, true},
+                                           Case{4, 1, 16, 16, 37, false, false, 4},  // window and sinks
+                                           Case{2, 2, 8, 8, 5, false, false, 7}),    // more sinks than window
                          [](const ::testing::TestParamInfo<Case>& i) {
                            const Case& c = i.param;
                            char buf[96];
-                           std::snprintf(buf, sizeof(buf), "H%lld_KV%lld_hd%lld_rot%lld_win%lld%s%s",
+                           std::snprintf(buf, sizeof(buf), "H%lld_KV%lld_hd%lld_rot%lld_win%lld_sink%lld%s%s",
                                          (long long)c.H, (long long)c.KV, (long long)c.hd, (long long)c.rot,
-                                         (long long)c.window, c.qk_norm ? "_qknorm" : "",
+                                         (long long)c.window, (long long)c.sinks, c.qk_norm ? "_qknorm" : "",
                                          c.bias ? "_bias" : "");
                            return std::string(buf);
                          });

@@ -160,6 +160,7 @@ struct AttnCase {
   int64_t H, KV, hd, rot, window;
   bool qk_norm, bias, gate;
   double key_mult;
+  int64_t sinks = 0;
 };
 
 class AttentionBackward : public ::testing::TestWithParam<AttnCase> {};
@@ -170,7 +171,7 @@ TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   AttentionSpec s;
   s.n_heads = c.H, s.n_kv_heads = c.KV, s.head_dim = c.hd, s.sliding_window = c.window;
   s.qk_norm = c.qk_norm, s.qkv_bias = s.out_bias = c.bias, s.output_gate = c.gate,
-  s.key_multiplier = c.key_mult;
+  s.key_multiplier = c.key_mult, s.sink_tokens = c.sinks;
   s.rope.rotary_dim = c.rot, s.rope.theta = 100;
   Rng r(5);
   const int64_t qd = c.H * c.hd, kd = c.KV * c.hd;
@@ -210,7 +211,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionBackward,
                          ::testing::Values(AttnCase{2, 2, 4, 4, 0, false, false, false, 1.0},
                                            AttnCase{4, 2, 4, 2, 0, true, true, false, 1.0},
                                            AttnCase{4, 1, 6, 6, 5, false, false, true, 0.5},
-                                           AttnCase{3, 3, 4, 0, 3, true, true, true, 1.0}));
+                                           AttnCase{3, 3, 4, 0, 3, true, true, true, 1.0},
+                                           AttnCase{2, 1, 4, 4, 4, false, false, false, 1.0, 2}));  // sinks
 
 // Checks a mixer's backward against finite differences of L = sum(y * R), y the forward
 // of x from an empty state, for x and each parameter in `params` (named `names`). x and R

@@ -13,32 +13,31 @@
 namespace braid {
 
 std::unique_ptr<State> KVState::clone() const {
-  auto c = std::make_unique<KVState>(n_kv_, hd_);
+  auto c = std::make_unique<KVState>(n_kv_, hd_, pinned_);
   c->start_ = start_;
   c->reserve(len_);
+  const int64_t n = rows(len_);
   for (int64_t g = 0; g < n_kv_; ++g) {
     std::memcpy(c->k_.data() + g * c->cap_ * hd_, k_.data() + g * cap_ * hd_,
-                size_t(stored() * hd_) * sizeof(float));
+                size_t(n * hd_) * sizeof(float));
     std::memcpy(c->v_.data() + g * c->cap_ * hd_, v_.data() + g * cap_ * hd_,
-                size_t(stored() * hd_) * sizeof(float));
+                size_t(n * hd_) * sizeof(float));
   }
   c->len_ = len_;
   return c;
 }
 
 void KVState::reserve(int64_t n) {
-  const int64_t need = n - start_;
+  const int64_t need = rows(n), used = rows(len_);
   if (need <= cap_) return;
   int64_t cap = std::max<int64_t>(cap_ ? cap_ : 64, 64);
   while (cap < need) cap *= 2;
   FloatBuffer nk, nv;
   nk.reserve(size_t(n_kv_ * cap * hd_));
   nv.reserve(size_t(n_kv_ * cap * hd_));
-  for (int64_t g = 0; g < n_kv_ && stored() > 0; ++g) {
-    std::memcpy(nk.data() + g * cap * hd_, k_.data() + g * cap_ * hd_,
-                size_t(stored() * hd_) * sizeof(float));
-    std::memcpy(nv.data() + g * cap * hd_, v_.data() + g * cap_ * hd_,
-                size_t(stored() * hd_) * sizeof(float));
+  for (int64_t g = 0; g < n_kv_ && used > 0; ++g) {
+    std::memcpy(nk.data() + g * cap * hd_, k_.data() + g * cap_ * hd_, size_t(used * hd_) * sizeof(float));
+    std::memcpy(nv.data() + g * cap * hd_, v_.data() + g * cap_ * hd_, size_t(used * hd_) * sizeof(float));
   }
   k_ = std::move(nk);
   v_ = std::move(nv);
@@ -46,11 +45,11 @@ void KVState::reserve(int64_t n) {
 }
 
 void KVState::drop_before(int64_t pos) {
-  if (pos <= start_) return;
-  const int64_t drop = std::min(pos, len_) - start_, keep = stored() - drop;
+  if (pos <= start_ || len_ <= start_) return;
+  const int64_t drop = std::min(pos, len_) - start_, keep = windowed() - drop;
   for (int64_t g = 0; g < n_kv_; ++g) {
-    float* kg = k_.data() + g * cap_ * hd_;
-    float* vg = v_.data() + g * cap_ * hd_;
+    float* kg = k_.data() + (g * cap_ + pinned_) * hd_;
+    float* vg = v_.data() + (g * cap_ + pinned_) * hd_;
     std::memmove(kg, kg + drop * hd_, size_t(keep * hd_) * sizeof(float));
     std::memmove(vg, vg + drop * hd_, size_t(keep * hd_) * sizeof(float));
   }
@@ -88,7 +87,8 @@ AttentionMixer::AttentionMixer(const AttentionSpec& spec, int64_t d_model, doubl
     : spec_(spec), d_(d_model), eps_(float(norm_eps)), w_(w), inv_freq_(rope_inv_freq(spec.rope)) {}
 
 std::unique_ptr<State> AttentionMixer::make_state() const {
-  return std::make_unique<KVState>(spec_.n_kv_heads, spec_.head_dim);
+  return std::make_unique<KVState>(spec_.n_kv_heads, spec_.head_dim,
+                                   spec_.sliding_window > 0 ? spec_.sink_tokens : 0);
 }
 
 void AttentionMixer::project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v,
@@ -160,9 +160,12 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   kv->set_length(p0 + T);
 
   // Causal attention by (head, query tile): scores by GEMM, masked softmax, GEMM with V.
+  // A tile's keys are the sink positions before its window (ns of them, cache rows from 0)
+  // and the contiguous positions [kbeg, kend); score rows are laid out [sinks | window].
   constexpr int64_t TQ = 64;      // query rows per task
   constexpr int64_t kSmallQ = 4;  // tiles up to this many rows skip GEMM
   const int64_t ntile = (T + TQ - 1) / TQ, L_max = p0 + T, W = spec_.sliding_window;
+  const int64_t N = W > 0 ? spec_.sink_tokens : 0;
   const int nthreads = omp_get_max_threads();
   float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
   float* out = ws.get(Workspace::kAttnOut, size_t(T * qd));
@@ -177,38 +180,53 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     float* S = scores + size_t(omp_get_thread_num()) * size_t(TQ * L_max);
     if (nq <= kSmallQ) {
       // Few queries (decode): scores and weighted values as matrix-vector products; GEMM
-      // packing would cost more
-      // than the arithmetic here.
+      // packing would cost more than the arithmetic here.
       for (int64_t r = 0; r < nq; ++r) {
         const int64_t pos = p0 + t0 + r;
-        const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0;
+        const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, ns = std::min(N, lo);
         const float* qr = q + (t0 + r) * qd + h * hd;
-        const float* K = kv->k_at(g, lo);
-        const float* Vv = kv->v_at(g, lo);
-        ops::matvec(K, qr, pos - lo + 1, hd, scale, false, S);
-        ops::softmax_inplace(S, pos - lo + 1);
-        ops::vecmat(S, Vv, pos - lo + 1, hd, out + (t0 + r) * qd + h * hd);
+        float* o = out + (t0 + r) * qd + h * hd;
+        if (ns > 0) ops::matvec(kv->k_at(g, 0), qr, ns, hd, scale, false, S);
+        ops::matvec(kv->k_at(g, lo), qr, pos - lo + 1, hd, scale, false, S + ns);
+        ops::softmax_inplace(S, ns + pos - lo + 1);
+        ops::vecmat(S + ns, kv->v_at(g, lo), pos - lo + 1, hd, o);
+        for (int64_t j = 0; j < ns; ++j) {
+          const float* vj = kv->v_at(g, j);
+          for (int64_t c = 0; c < hd; ++c) o[c] += S[j] * vj[c];
+        }
       }
       continue;
     }
-    ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k_at(g, kbeg), hd, true, 0.0f, S, L);
+    const int64_t ns = std::min(N, kbeg), Lt = ns + L;
+    float* Sw = S + ns;  // the window's columns
+    if (ns > 0) ops::gemm(nq, ns, hd, scale, q + t0 * qd + h * hd, qd, kv->k_at(g, 0), hd, true, 0.0f, S, Lt);
+    ops::gemm(nq, L, hd, scale, q + t0 * qd + h * hd, qd, kv->k_at(g, kbeg), hd, true, 0.0f, Sw, Lt);
     for (int64_t r = 0; r < nq; ++r) {
       const int64_t pos = p0 + t0 + r;
       const int64_t lo = (W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0) - kbeg;
       const int64_t hi = pos - kbeg + 1;  // exclusive
-      float* row = S + r * L;
-      for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-      ops::softmax_inplace(row + lo, hi - lo);
+      float* row = Sw + r * Lt;
+      // Sink positions inside [kbeg, kbeg + lo) stay visible: mask only [kbeg + keep, lo).
+      const int64_t keep = std::clamp<int64_t>(N - kbeg, 0, std::max<int64_t>(lo, 0));
+      if (ns == 0 && keep == 0) {
+        for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        ops::softmax_inplace(row + lo, hi - lo);
+      } else {
+        for (int64_t j = keep; j < lo; ++j) row[j] = -INFINITY;
+        ops::softmax_inplace(row - ns, ns + hi);
+      }
       for (int64_t j = hi; j < L; ++j) row[j] = 0.0f;
     }
-    ops::gemm(nq, hd, L, 1.0f, S, L, kv->v_at(g, kbeg), hd, false, 0.0f, out + t0 * qd + h * hd, qd);
+    float* o = out + t0 * qd + h * hd;
+    ops::gemm(nq, hd, L, 1.0f, Sw, Lt, kv->v_at(g, kbeg), hd, false, 0.0f, o, qd);
+    if (ns > 0) ops::gemm(nq, hd, ns, 1.0f, S, Lt, kv->v_at(g, 0), hd, false, 1.0f, o, qd);
   }
   if (spec_.output_gate)
     for (int64_t i = 0; i < T * qd; ++i) out[i] *= ops::sigmoid(gate[i]);
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
   // A sliding-window cache keeps the last window - 1 positions (all the next token can
   // see), compacting only when it has doubled so the move costs O(1) per token.
-  if (W > 0 && kv->stored() > 2 * W) kv->drop_before(kv->length() - W + 1);
+  if (W > 0 && kv->windowed() > 2 * W) kv->drop_before(kv->length() - W + 1);
 }
 
 }  // namespace braid

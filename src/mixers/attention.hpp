@@ -1,6 +1,7 @@
 // Softmax attention with grouped KV heads, rotary embedding (full or partial, default /
 // linear / llama3 scaling), optional q/k RMSNorm and sliding window, over a KV cache.
 #pragma once
+#include <algorithm>
 #include <vector>
 
 #include "mixers/mixer.hpp"
@@ -9,29 +10,36 @@
 namespace braid {
 
 // KV cache of one attention layer for one sequence. Layout per KV head:
-// k[g][pos][head_dim], so the keys of a head are contiguous for the score GEMM. Positions
-// are absolute; a sliding-window layer drops positions it can no longer attend to, so the
-// cache holds [start, length).
+// k[g][row][head_dim], so the keys of a head are contiguous for the score GEMM. Positions
+// are absolute; a sliding-window layer drops positions it can no longer attend to, except
+// the first `pinned` (attention sinks): rows [0, pinned) hold positions [0, pinned), the
+// rows after them positions [start, length), start >= pinned.
 class KVState final : public State {
  public:
-  KVState(int64_t n_kv_heads, int64_t head_dim) : n_kv_(n_kv_heads), hd_(head_dim) {}
+  KVState(int64_t n_kv_heads, int64_t head_dim, int64_t pinned = 0)
+      : n_kv_(n_kv_heads), hd_(head_dim), pinned_(pinned), start_(pinned) {}
   int64_t position() const override { return len_; }
-  size_t bytes() const override { return size_t(2 * stored() * n_kv_ * hd_) * sizeof(float); }
+  size_t bytes() const override { return size_t(2 * rows(len_) * n_kv_ * hd_) * sizeof(float); }
   std::unique_ptr<State> clone() const override;
 
   // Makes room for positions up to n (keeps contents, re-laying out per head on growth).
   void reserve(int64_t n);
-  float* k_at(int64_t g, int64_t pos) { return k_.data() + (g * cap_ + pos - start_) * hd_; }
-  float* v_at(int64_t g, int64_t pos) { return v_.data() + (g * cap_ + pos - start_) * hd_; }
+  float* k_at(int64_t g, int64_t pos) { return k_.data() + (g * cap_ + row(pos)) * hd_; }
+  float* v_at(int64_t g, int64_t pos) { return v_.data() + (g * cap_ + row(pos)) * hd_; }
   int64_t length() const { return len_; }
   int64_t start() const { return start_; }
-  int64_t stored() const { return len_ - start_; }
+  int64_t pinned() const { return pinned_; }
+  // Positions kept after the pinned ones.
+  int64_t windowed() const { return std::max<int64_t>(0, len_ - start_); }
   void set_length(int64_t n) { len_ = n; }
-  // Forgets positions before `pos` (moving the rest to the front of each head's rows).
+  // Forgets unpinned positions before `pos` (moving the rest up behind the pinned rows).
   void drop_before(int64_t pos);
 
  private:
-  int64_t n_kv_, hd_, start_ = 0, len_ = 0, cap_ = 0;
+  int64_t row(int64_t pos) const { return pos < pinned_ ? pos : pinned_ + pos - start_; }
+  // Rows in use for positions [0, n).
+  int64_t rows(int64_t n) const { return std::min(n, pinned_) + std::max<int64_t>(0, n - start_); }
+  int64_t n_kv_, hd_, pinned_, start_, len_ = 0, cap_ = 0;
   FloatBuffer k_, v_;
 };
 
@@ -55,7 +63,9 @@ class AttentionMixer final : public Mixer {
   // A full-attention cache grows by bytes_per_token(); a sliding-window one keeps at most
   // 2 x window positions between calls.
   size_t fixed_state_bytes() const override {
-    return spec_.sliding_window > 0 ? size_t(2 * spec_.sliding_window) * kv_bytes_per_position() : 0;
+    return spec_.sliding_window > 0
+               ? size_t(2 * spec_.sliding_window + spec_.sink_tokens) * kv_bytes_per_position()
+               : 0;
   }
   size_t bytes_per_token() const override { return spec_.sliding_window > 0 ? 0 : kv_bytes_per_position(); }
 

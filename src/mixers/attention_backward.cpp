@@ -17,7 +17,7 @@ namespace braid {
 
 void AttentionMixer::backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const {
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
-  const int64_t qd = H * hd, kd = KV * hd, W = spec_.sliding_window;
+  const int64_t qd = H * hd, kd = KV * hd, W = spec_.sliding_window, N = W > 0 ? spec_.sink_tokens : 0;
   const bool og = spec_.output_gate;
   std::vector<float> q(static_cast<size_t>(T * qd)), k(static_cast<size_t>(T * kd)),
       v(static_cast<size_t>(T * kd));
@@ -29,15 +29,21 @@ void AttentionMixer::backward(const float* x, int64_t T, const float* dy, float*
   const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
   const int nthreads = omp_get_max_threads();
   std::vector<float> scratch(static_cast<size_t>(nthreads) * static_cast<size_t>(2 * T * T));
-  // P[T, T] of head h: masked (causal, sliding window) softmax of scale * q k^T.
+  // P[T, T] of head h: masked (causal, sliding window with its sinks) softmax of
+  // scale * q k^T.
   auto probs = [&](int64_t h, float* P) {
     const int64_t gi = h / G;
     ops::gemm(T, T, hd, scale, q.data() + h * hd, qd, k.data() + gi * hd, kd, true, 0.0f, P, T);
     for (int64_t t = 0; t < T; ++t) {
       float* row = P + t * T;
-      const int64_t lo = W > 0 ? std::max<int64_t>(0, t - W + 1) : 0;
-      for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
-      ops::softmax_inplace(row + lo, t + 1 - lo);
+      const int64_t lo = W > 0 ? std::max<int64_t>(0, t - W + 1) : 0, ns = std::min(N, lo);
+      if (ns == 0) {
+        for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        ops::softmax_inplace(row + lo, t + 1 - lo);
+      } else {
+        for (int64_t j = ns; j < lo; ++j) row[j] = -INFINITY;
+        ops::softmax_inplace(row, t + 1);
+      }
       for (int64_t j = t + 1; j < T; ++j) row[j] = 0.0f;
     }
   };

@@ -22,8 +22,11 @@ struct AttentionSpec {
   bool qkv_bias = false, out_bias = false;
   bool qk_norm = false;        // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   int64_t sliding_window = 0;  // 0 = full causal attention
-  double scale = 0;            // score scale; 0 = 1 / sqrt(head_dim)
-  double key_multiplier = 1;   // keys scaled after projection (Falcon-H1)
+  // With a sliding window: the first sink_tokens positions stay visible to every query
+  // (attention sinks; where a model's persistent memory tokens sit).
+  int64_t sink_tokens = 0;
+  double scale = 0;           // score scale; 0 = 1 / sqrt(head_dim)
+  double key_multiplier = 1;  // keys scaled after projection (Falcon-H1)
   // q_proj also yields a per-channel gate, interleaved per head as [query | gate]; the
   // attention output is multiplied by sigmoid(gate) before o_proj (Qwen3-Next).
   bool output_gate = false;

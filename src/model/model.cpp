@@ -87,6 +87,7 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     blocks_.push_back(bw);
   }
   embed_ = w("embed.weight");
+  if (spec_.persistent_tokens > 0) persistent_ = w("persistent.weight");
   final_norm_ = norm_w("final_norm.weight");
   final_norm_b_ = w_opt("final_norm.bias");
   if (spec_.embed_norm) embed_norm_ = norm_w("embed_norm.weight"), embed_norm_b_ = w_opt("embed_norm.bias");
@@ -391,6 +392,12 @@ std::unique_ptr<State> Model::make_layer_state(size_t i) const {
 std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
   std::vector<std::unique_ptr<State>> s;
   for (const LayerStep& st : schedule(loops)) s.push_back(make_layer_state(st.block));
+  if (const int64_t N = spec_.persistent_tokens; N > 0) {
+    Workspace ws;
+    std::memcpy(ws.get(Workspace::kHidden, size_t(N * spec_.d_model)), persistent_,
+                size_t(N * spec_.d_model) * sizeof(float));
+    forward_rows(N, s, ws, LogitsMode::None, nullptr, nullptr);
+  }
   return s;
 }
 
@@ -454,18 +461,25 @@ void Model::add_residual(float* h, const float* n, const float* v, int64_t count
 
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
-  const int64_t loops = loops_for_states(states.size());
+  loops_for_states(states.size());  // throws for states of another depth
   if (T == 0) return;
+  const int64_t D = spec_.d_model, V = spec_.vocab_size;
+  float* h = ws.get(Workspace::kHidden, size_t(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
+          " is outside the vocabulary [0, ", V, ")");
+    std::memcpy(h + t * D, embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
+  }
+  forward_rows(T, states, ws, mode, logits, capture);
+}
+
+void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
+                         LogitsMode mode, float* logits, HiddenCapture* capture) const {
+  const int64_t loops = loops_for_states(states.size());
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));
   float* n = ws.get(Workspace::kNormed, size_t(T * D));
   float* tmp = ws.get(Workspace::kMixOut, size_t(T * D));
-  const float* emb = embed_;
-  for (int64_t t = 0; t < T; ++t) {
-    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
-          " is outside the vocabulary [0, ", V, ")");
-    std::memcpy(h + t * D, emb + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
-  }
   if (spec_.embedding_multiplier != 1.0)
     for (int64_t i = 0; i < T * D; ++i) h[i] *= float(spec_.embedding_multiplier);
   auto residual = [&](const float* v, bool from_norm, double alpha, double beta) {

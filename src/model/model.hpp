@@ -70,7 +70,8 @@ class Model {
   // when no loop count gives that many.
   int64_t loops_for_states(size_t n_states) const;
   // States for one sequence run with `loops` iterations (0: the spec's default). The
-  // count chosen here is the depth every forward with these states runs at.
+  // count chosen here is the depth every forward with these states runs at. With
+  // persistent tokens the states have already consumed them.
   std::vector<std::unique_ptr<State>> make_states(int64_t loops = 0) const;
 
   // Runs T tokens through every layer, continuing from `states` (advanced by T).
@@ -78,7 +79,8 @@ class Model {
   void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
 
-  // Training, one sequence from an empty state: the cross-entropy of predicting
+  // Training, one sequence from an empty state (after the persistent tokens, if any): the
+  // cross-entropy of predicting
   // targets[t] (-1: no target) from tokens[0..t], summed; adds grad_scale * d(sum)/dW
   // into g. Keeps two T x d_model activations per block and recomputes the rest
   // block by block on the way back (model_backward.cpp).
@@ -120,7 +122,12 @@ class Model {
   const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
   const float *loop_step_embed_ = nullptr, *loop_count_embed_ = nullptr;
+  const float* persistent_ = nullptr;  // [persistent_tokens, D]
   std::unique_ptr<State> make_layer_state(size_t block) const;
+  // forward() after the embedding lookup: the T rows in ws's kHidden slot (embeddings
+  // before the multiplier) through every layer.
+  void forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws, LogitsMode mode,
+                    float* logits, HiddenCapture* capture) const;
   // Before iteration `iter` of `loops`: keeps the core's input in e (iteration 0) or adds
   // it to the stream h (input injection), then adds the step embeddings.
   void loop_entry(float* h, float* e, int64_t iter, int64_t loops, int64_t T) const;

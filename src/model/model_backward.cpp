@@ -14,19 +14,27 @@
 
 namespace braid {
 
-LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
-                             GradSink& g, int64_t loops) const {
+LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets_in, int64_t n_tokens,
+                             float grad_scale, GradSink& g, int64_t loops) const {
   const std::vector<LayerStep> steps = schedule(loops);
   if (loops == 0) loops = spec_.loop.enabled() ? spec_.loop.loops : 1;
+  // Persistent tokens are N rows before the sequence's first, without targets.
+  const int64_t N = spec_.persistent_tokens, T = N + n_tokens;
   const int64_t D = spec_.d_model, V = spec_.vocab_size, L = int64_t(steps.size()), TD = T * D;
   LossSum loss;
-  if (T == 0) return loss;
-  for (int64_t t = 0; t < T; ++t) {
+  if (n_tokens == 0) return loss;
+  for (int64_t t = 0; t < n_tokens; ++t) {
     check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
           " is outside the vocabulary [0, ", V, ")");
-    check(targets[t] >= -1 && targets[t] < V, "target id ", targets[t], " at position ", t,
+    check(targets_in[t] >= -1 && targets_in[t] < V, "target id ", targets_in[t], " at position ", t,
           " is outside the vocabulary [0, ", V, ") (-1 means no target)");
   }
+  std::vector<int32_t> targets_ext;
+  if (N > 0) {
+    targets_ext.assign(size_t(N), -1);
+    targets_ext.insert(targets_ext.end(), targets_in, targets_in + n_tokens);
+  }
+  const int32_t* targets = N > 0 ? targets_ext.data() : targets_in;
   Workspace ws;
   // Forward, keeping the residual stream at block entry (in) and after the mixer (mid).
   std::vector<float> emb(static_cast<size_t>(TD)), h(static_cast<size_t>(TD)), n(static_cast<size_t>(TD)),
@@ -38,8 +46,9 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   auto loop_start = [&](size_t s) {
     return steps[s].iter >= 0 && int64_t(steps[s].block) == spec_.loop.begin;
   };
-  for (int64_t t = 0; t < T; ++t)
-    std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * 4);
+  if (N > 0) std::memcpy(emb.data(), persistent_, size_t(N * D) * sizeof(float));
+  for (int64_t t = N; t < T; ++t)
+    std::memcpy(&emb[size_t(t * D)], embed_ + int64_t(tokens[t - N]) * D, size_t(D) * sizeof(float));
   if (spec_.embedding_multiplier != 1.0)
     for (float& v : emb) v *= float(spec_.embedding_multiplier);
   if (embed_norm_)
@@ -174,13 +183,14 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     norm_backward(emb.data(), embed_norm_, embed_norm_b_, T, dh.data(), dn.data(), false, g);
     dh.swap(dn);
   }
-  if (float* de = g.of(embed_)) {
-    const float em = float(spec_.embedding_multiplier);
-    for (int64_t t = 0; t < T; ++t) {
-      float* row = de + int64_t(tokens[t]) * D;
+  const float em = float(spec_.embedding_multiplier);
+  if (float* de = g.of(embed_))
+    for (int64_t t = N; t < T; ++t) {
+      float* row = de + int64_t(tokens[t - N]) * D;
       for (int64_t c = 0; c < D; ++c) row[c] += dh[size_t(t * D + c)] * em;
     }
-  }
+  if (float* dp = N > 0 ? g.of(persistent_) : nullptr)
+    for (int64_t i = 0; i < N * D; ++i) dp[i] += dh[size_t(i)] * em;
   return loss;
 }
 

@@ -247,6 +247,7 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
     if (s.norm_kind == NormKind::Layer) p.push_back({name + ".bias", {D}, I::Zeros});
   };
   p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
+  if (s.persistent_tokens > 0) p.push_back({"persistent.weight", {s.persistent_tokens, D}, I::Normal});
   if (s.embed_norm) norm("embed_norm");
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];
@@ -318,6 +319,9 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
     check(a.rope.type == "default" || a.rope.type == "linear" || a.rope.type == "llama3", where,
           ": unsupported rope type '", a.rope.type, "' (supported: default, linear, llama3)");
     check(a.sliding_window >= 0, where, ": sliding_window must be >= 0");
+    check(a.sink_tokens >= 0, where, ": sink_tokens must be >= 0");
+    check(a.sink_tokens == 0 || a.sliding_window > 0, where,
+          ": sink_tokens needs a sliding_window (full attention sees every position already)");
     check(a.rope.rotary_dim <= 1024, where, ": rotary_dim above 1024 is not supported");
   }
   if (k == MixerKind::Mamba) {
@@ -386,6 +390,7 @@ void validate_mixer(MixerKind k, const BlockSpec& b, const std::string& where) {
 void validate_spec(const ModelSpec& s) {
   check(s.vocab_size > 0, "model spec: vocab_size must be positive, found ", s.vocab_size);
   check(s.d_model > 0, "model spec: d_model must be positive, found ", s.d_model);
+  check(s.persistent_tokens >= 0, "model spec: persistent_tokens must be >= 0, found ", s.persistent_tokens);
   check(!s.blocks.empty(), "model spec: the model has no layers");
   check(s.norm_eps > 0, "model spec: norm eps must be positive");
   for (size_t i = 0; i < s.blocks.size(); ++i) {

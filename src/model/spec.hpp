@@ -126,6 +126,9 @@ struct ModelSpec {
   bool norm_weight_offset = false;
   NormKind norm_kind = NormKind::RMS;
   bool embed_norm = false;  // a norm on the embedding output (RWKV's pre_ln), params embed_norm.*
+  // Persistent memory tokens (Titans): learned vectors (param persistent.weight [N, D]) that
+  // every sequence starts with, as if they were the embeddings of N tokens before its first.
+  int64_t persistent_tokens = 0;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   LoopSpec loop;

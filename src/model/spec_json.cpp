@@ -18,6 +18,7 @@ AttentionSpec read_attention(const JsonObject& o) {
   a.out_bias = o.get_bool("out_bias", false);
   a.qk_norm = o.get_bool("qk_norm", false);
   a.sliding_window = o.get_int("sliding_window", 0);
+  a.sink_tokens = o.get_int("sink_tokens", 0);
   a.rope.theta = o.get_float("rope_theta", 10000.0);
   a.rope.rotary_dim = o.get_int("rotary_dim", a.head_dim);
   a.rope.type = o.get_string("rope_type", "default");
@@ -28,13 +29,21 @@ AttentionSpec read_attention(const JsonObject& o) {
 }
 
 json write_attention(const AttentionSpec& a) {
-  return {{"type", "attention"},        {"n_heads", a.n_heads},
-          {"n_kv_heads", a.n_kv_heads}, {"head_dim", a.head_dim},
-          {"qkv_bias", a.qkv_bias},     {"out_bias", a.out_bias},
-          {"qk_norm", a.qk_norm},       {"sliding_window", a.sliding_window},
-          {"rope_theta", a.rope.theta}, {"rotary_dim", a.rope.rotary_dim},
-          {"rope_type", a.rope.type},   {"rope_factor", a.rope.factor},
-          {"scale", a.scale},           {"output_gate", a.output_gate}};
+  return {{"type", "attention"},
+          {"n_heads", a.n_heads},
+          {"n_kv_heads", a.n_kv_heads},
+          {"head_dim", a.head_dim},
+          {"qkv_bias", a.qkv_bias},
+          {"out_bias", a.out_bias},
+          {"qk_norm", a.qk_norm},
+          {"sliding_window", a.sliding_window},
+          {"rope_theta", a.rope.theta},
+          {"rotary_dim", a.rope.rotary_dim},
+          {"rope_type", a.rope.type},
+          {"rope_factor", a.rope.factor},
+          {"scale", a.scale},
+          {"output_gate", a.output_gate},
+          {"sink_tokens", a.sink_tokens}};
 }
 
 MlpSpec read_mlp(const JsonObject& o) {
@@ -335,6 +344,7 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
   s.embedding_multiplier = o.get_float("embedding_multiplier", 1.0);
   s.residual_multiplier = o.get_float("residual_multiplier", 1.0);
   s.logits_scaling = o.get_float("logits_scaling", 1.0);
+  s.persistent_tokens = o.get_int("persistent_tokens", 0);
   s.bos_token_id = o.get_int("bos_token_id", -1);
   if (o.has("eos_token_id")) s.eos_token_ids = {o.get_int("eos_token_id")};
 
@@ -458,7 +468,8 @@ json spec_to_json(const ModelSpec& s) {
             {"bos_token_id", s.bos_token_id},
             {"embedding_multiplier", s.embedding_multiplier},
             {"residual_multiplier", s.residual_multiplier},
-            {"logits_scaling", s.logits_scaling}};
+            {"logits_scaling", s.logits_scaling},
+            {"persistent_tokens", s.persistent_tokens}};
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
   check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0,
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
