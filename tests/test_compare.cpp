@@ -72,7 +72,7 @@ TEST(Compare, BadSettingsAreRefusedBeforeTraining) {
             std::string::npos);
   EXPECT_NE(with([](CompareOptions& c) { c.train_seq = {24}; }).find("length 24 has no item count"),
             std::string::npos);
-  EXPECT_NE(with([](CompareOptions& c) { c.task.vocab = 100; }).find("a: the task's vocabulary (100)"),
+  EXPECT_NE(with([](CompareOptions& c) { c.task.vocab = 100; }).find("a: mqar: the task's vocabulary (100)"),
             std::string::npos);
   EXPECT_NE(with([](CompareOptions& c) { c.eval_seq = {15, 32}; }).find("must be even"), std::string::npos);
   EXPECT_NE(with([](CompareOptions& c) { c.task.name = "sort"; }).find("unknown task 'sort'"),
@@ -154,6 +154,69 @@ TEST(Compare, CommandWritesResultsThatEvalReproduces) {
   EXPECT_NE(bad.err.find("--items has 3 values for 2 lengths"), std::string::npos) << bad.err;
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(d / "o2/attn")) << "nothing trained";
+}
+
+TEST(Compare, LearningRatePerSpec) {
+  TempDir d;
+  std::ofstream(d / "attn.json") << kAttention;
+  std::ofstream(d / "gla.json") << kGla;
+  const std::string specs = " --spec " + (d / "attn.json") + "," + (d / "gla.json");
+  const CliResult r = run_braid("compare mqar" + specs + " --out " + (d / "out") +
+                                " --seq 16 --items 2 --steps 4 --batch 2 -n 4 --lr 1e-3,5e-3 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("| final loss | lr | train time |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("each model's lr (warmup 50, cosine decay to 0.1 x it)"), std::string::npos) << r.out;
+  const json j = read_json_file(d / "out/results.json");
+  EXPECT_DOUBLE_EQ(j["models"][0]["lr"].get<double>(), 1e-3);
+  EXPECT_DOUBLE_EQ(j["models"][1]["lr"].get<double>(), 5e-3);
+  // Each model's own schedule is what it trained with (the last step's lr, warmup still on).
+  std::ifstream m(d / "out/gla/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(m, line)) last = line;
+  EXPECT_DOUBLE_EQ(json::parse(last)["lr"].get<double>(), 5e-3 * 4 / 50) << last;
+
+  const CliResult bad =
+      run_braid("compare mqar" + specs + " --out " + (d / "o2") + " --seq 16 --lr 1e-3,2e-3,3e-3");
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("--lr: 3 learning rates for 2 specs"), std::string::npos) << bad.err;
+  EXPECT_FALSE(std::filesystem::exists(d / "o2/attn")) << "nothing trained";
+}
+
+TEST(Compare, RegressionTableAndEvalAgree) {
+  TempDir d;
+  std::ofstream(d / "icl.json") << R"({"name": "icl", "input_dim": 4, "output_dim": 1, "d_model": 16,
+    "mixers": {"attn": {"type": "attention", "n_heads": 2, "head_dim": 8}}, "layers": ["attn"],
+    "loop": {"begin": 0, "end": 1, "loops": 2, "max_loops": 2}})";
+  const CliResult r = run_braid("compare linear_regression --spec " + (d / "icl.json") + " --out " +
+                                (d / "out") + " --seq 12 --dim 3 --steps 3 --batch 2 -n 8 --quiet");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("### linear_regression: error / d by points seen (d = 3)"), std::string::npos)
+      << r.out;
+  // Columns: none, d / 2, d - 1, d, 3d / 2 (4, past d / 2 = 1 and d = 3) and the last point (5).
+  EXPECT_NE(r.out.find("| model | params | 0 | 1 | 2 | 3 | 4 | 5 | final loss | train time |"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("| least squares | - |"), std::string::npos) << r.out;
+  const json j = read_json_file(d / "out/results.json");
+  ASSERT_EQ(j["models"][0]["error"].size(), 6u);
+  EXPECT_LT(j["models"][0]["least_squares"][5].get<double>(), 1e-8);  // 5 points >= d: exact
+  const CliResult e = run_braid("eval linear_regression --model " + (d / "out/icl") +
+                                " --seq 12 --dim 3 -n 8 --seed 1000003 --json");
+  ASSERT_EQ(e.rc, 0) << e.err;
+  const json ej = json::parse(e.out);
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_DOUBLE_EQ(ej["error"][i].get<double>(), j["models"][0]["error"][i].get<double>()) << i;
+
+  const CliResult two = run_braid("compare linear_regression --spec " + (d / "icl.json") + " --out " +
+                                  (d / "o2") + " --seq 12,24 --dim 3");
+  EXPECT_EQ(two.rc, 2);
+  EXPECT_NE(two.err.find("give one evaluation length"), std::string::npos) << two.err;
+  const CliResult wide = run_braid("compare linear_regression --spec " + (d / "icl.json") + " --out " +
+                                   (d / "o3") + " --seq 12 --dim 5");
+  EXPECT_EQ(wide.rc, 2);
+  EXPECT_NE(wide.err.find("icl: linear_regression in dimension 5 needs a model with input_dim 6"),
+            std::string::npos)
+      << wide.err;
 }
 
 }  // namespace

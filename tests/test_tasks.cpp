@@ -232,7 +232,13 @@ TEST(Tasks, SameSeedSameExamples) {
     const TaskExample x = make_task_example(s, a), y = make_task_example(s, b), z = make_task_example(s, c);
     EXPECT_EQ(x.input, y.input) << name;
     EXPECT_EQ(x.target, y.target) << name;
-    EXPECT_NE(x.input, z.input) << name;
+    EXPECT_EQ(x.x, y.x) << name;
+    EXPECT_EQ(x.y.size(), y.y.size()) << name;  // NaN != NaN: compare the answers
+    EXPECT_EQ(x.answers(), y.answers()) << name;
+    if (x.real())
+      EXPECT_NE(x.x, z.x) << name;
+    else
+      EXPECT_NE(x.input, z.input) << name;
   }
 }
 

@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 struct CompareArgs {
   CompareOptions o;
   std::vector<std::string> specs, labels;
+  std::vector<double> lrs = {1e-3};  // one, or one per spec
   std::string decay = "cosine";
   double min_lr_ratio = 0.1;
   int threads = 0;
@@ -34,6 +35,9 @@ void compare(CompareArgs a) {
   set_num_threads(a.threads);
   check(a.labels.empty() || a.labels.size() == a.specs.size(), "--label: ", a.labels.size(), " labels for ",
         a.specs.size(), " specs");
+  check(a.lrs.size() == 1 || a.lrs.size() == a.specs.size(), "--lr: ", a.lrs.size(), " learning rates for ",
+        a.specs.size(), " specs: give one value or one per spec");
+  for (double lr : a.lrs) check(lr > 0, "--lr: learning rates must be positive, got ", lr);
   std::vector<std::pair<std::string, ModelSpec>> specs;
   for (size_t i = 0; i < a.specs.size(); ++i)
     specs.emplace_back(a.labels.empty() ? fs::path(a.specs[i]).stem().string() : a.labels[i],
@@ -45,16 +49,21 @@ void compare(CompareArgs a) {
   }
   check(parse_decay(a.decay, &o.train.schedule.decay), "--decay: '", a.decay,
         "' is not cosine, linear or constant");
+  o.train.schedule.lr = a.lrs[0];
   o.train.schedule.min_lr = o.train.schedule.lr * a.min_lr_ratio;
   o.train.val_fraction = 0;
   check_compare(o, specs);
   fs::create_directories(o.out);
   const bool tty = isatty(2);
   std::vector<CompareRow> rows;
-  for (const auto& [label, spec] : specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& [label, spec] = specs[i];
+    CompareOptions oi = o;
+    oi.train.schedule.lr = a.lrs[a.lrs.size() == 1 ? 0 : i];
+    oi.train.schedule.min_lr = oi.train.schedule.lr * a.min_lr_ratio;
     if (!a.quiet) std::fprintf(stderr, "%s: training %lld steps\n", label.c_str(), (long long)o.train.steps);
     const int64_t every = std::max<int64_t>(1, o.train.steps / 20);
-    rows.push_back(compare_one(o, label, spec, [&](int64_t step, double loss) {
+    rows.push_back(compare_one(oi, label, spec, [&](int64_t step, double loss) {
       if (a.quiet || (step % every != 0 && step != o.train.steps)) return;
       std::fprintf(stderr, "%s  step %lld/%lld  loss %.4f%s", tty ? "\r\033[K" : "", (long long)step,
                    (long long)o.train.steps, loss, tty ? "" : "\n");
@@ -86,7 +95,8 @@ void add_compare(CLI::App& app, int& exit_code) {
   CLI::App* c = app.add_subcommand("compare",
                                    "Train several specs on one synthetic task under one budget and tabulate "
                                    "their accuracy by sequence length");
-  c->add_option("task", a->o.task.name, "Task: mqar, selective_copy, induction, passkey, listops")
+  c->add_option("task", a->o.task.name,
+                "Task: mqar, selective_copy, induction, passkey, listops, linear_regression")
       ->required();
   c->add_option("--spec", a->specs, "braid spec JSON files (repeat, or a comma-separated list)")
       ->delimiter(',')
@@ -100,11 +110,14 @@ void add_compare(CLI::App& app, int& exit_code) {
                 "mqar pairs / selective_copy tokens / passkey digits: one value or one per --seq length")
       ->delimiter(',');
   c->add_option("--vocab", a->o.task.vocab, "Task vocabulary (default: the smallest model vocabulary)");
+  c->add_option("--dim", a->o.task.dim, "linear_regression: the dimension of x")->capture_default_str();
   c->add_option("--power-a", a->o.task.power_a, "mqar: power-law exponent of the query gaps")
       ->capture_default_str();
   c->add_option("--steps", a->o.train.steps, "Optimizer steps per model")->capture_default_str();
   c->add_option("--batch", a->o.train.batch, "Sequences per step")->capture_default_str();
-  c->add_option("--lr", a->o.train.schedule.lr, "Peak learning rate")->capture_default_str();
+  c->add_option("--lr", a->lrs, "Peak learning rate: one, or one per spec")
+      ->delimiter(',')
+      ->capture_default_str();
   c->add_option("--min-lr-ratio", a->min_lr_ratio, "Final learning rate / peak")->capture_default_str();
   c->add_option("--warmup", a->o.train.schedule.warmup, "Linear warmup steps")->capture_default_str();
   c->add_option("--decay", a->decay, "cosine, linear or constant")->capture_default_str();

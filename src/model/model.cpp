@@ -86,7 +86,10 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     }
     blocks_.push_back(bw);
   }
-  embed_ = w("embed.weight");
+  if (spec_.input_dim > 0)
+    read_in_ = w("read_in.weight"), read_in_b_ = w("read_in.bias");
+  else
+    embed_ = w("embed.weight");
   if (spec_.persistent_tokens > 0) persistent_ = w("persistent.weight");
   final_norm_ = norm_w("final_norm.weight");
   final_norm_b_ = w_opt("final_norm.bias");
@@ -462,6 +465,7 @@ void Model::add_residual(float* h, const float* n, const float* v, int64_t count
 void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
                     Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
   loops_for_states(states.size());  // throws for states of another depth
+  check(spec_.input_dim == 0, "this model reads vectors of ", spec_.input_dim, " values, not token ids");
   if (T == 0) return;
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));
@@ -471,6 +475,19 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
     std::memcpy(h + t * D, embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
   }
   forward_rows(T, states, ws, mode, logits, capture);
+}
+
+void Model::forward_vectors(const float* x, int64_t T, std::vector<std::unique_ptr<State>>& states,
+                            Workspace& ws, LogitsMode mode, float* out, HiddenCapture* capture) const {
+  loops_for_states(states.size());
+  const int64_t I = spec_.input_dim;
+  check(I > 0, "this model reads token ids, not vectors");
+  if (T == 0) return;
+  for (int64_t i = 0; i < T * I; ++i)
+    check(std::isfinite(x[i]), "input value ", x[i], " at position ", i / I, " is not finite");
+  ops::linear(x, T, I, read_in_, spec_.d_model, read_in_b_,
+              ws.get(Workspace::kHidden, size_t(T * spec_.d_model)));
+  forward_rows(T, states, ws, mode, out, capture);
 }
 
 void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,

@@ -1,6 +1,7 @@
 // Model: embedding, a list of blocks (norm -> token mixer -> residual, norm -> MLP ->
 // residual), final norm and LM head, built from a ModelSpec and canonical weights.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -79,6 +80,12 @@ class Model {
   void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
 
+  // forward() for a model with real-valued inputs (spec.input_dim): x holds T rows of
+  // input_dim values; `out` receives the head's outputs (vocab_size values per row) for the
+  // last row or all rows, per `mode`.
+  void forward_vectors(const float* x, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
+                       LogitsMode mode, float* out, HiddenCapture* capture = nullptr) const;
+
   // Training, one sequence from an empty state (after the persistent tokens, if any): the
   // cross-entropy of predicting
   // targets[t] (-1: no target) from tokens[0..t], summed; adds grad_scale * d(sum)/dW
@@ -87,6 +94,11 @@ class Model {
   // A looped model runs `loops` iterations (0: the spec's default).
   LossSum loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
                         GradSink& g, int64_t loops = 0) const;
+  // The same for a model with real-valued inputs: x [T, input_dim], y [T, vocab_size] the
+  // values to predict at each row (a row of NaN: no target); the loss is the squared error
+  // summed over every target value (count: how many values).
+  LossSum regression_loss_and_grad(const float* x, const float* y, int64_t T, float grad_scale, GradSink& g,
+                                   int64_t loops = 0) const;
 
   // Every parameter's address as the forward pass reads it (for norm_weight_offset
   // norms, the (1 + w) copy) with its name: how gradient buffers are found.
@@ -122,8 +134,17 @@ class Model {
   const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
   const float *loop_step_embed_ = nullptr, *loop_count_embed_ = nullptr;
-  const float* persistent_ = nullptr;  // [persistent_tokens, D]
+  const float* persistent_ = nullptr;                      // [persistent_tokens, D]
+  const float *read_in_ = nullptr, *read_in_b_ = nullptr;  // real-valued inputs
   std::unique_ptr<State> make_layer_state(size_t block) const;
+  // The training pass both losses share. emb [T, D]: the rows entering the model (the
+  // persistent rows, which it fills, then the inputs' embeddings or read-in rows); `rows`:
+  // the positions with a target. head(x [A, D], A, dx) returns the loss of the final-norm
+  // output rows x and writes dL/dx (adding its weights' gradients). On return emb holds
+  // dL/d(emb) for the caller to route into its input parameters.
+  using HeadLoss = std::function<LossSum(const float* x, int64_t A, float* dx)>;
+  LossSum train_pass(std::vector<float>& emb, const std::vector<int64_t>& rows, const HeadLoss& head,
+                     GradSink& g, int64_t loops) const;
   // forward() after the embedding lookup: the T rows in ws's kHidden slot (embeddings
   // before the multiplier) through every layer.
   void forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws, LogitsMode mode,

@@ -246,7 +246,12 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
     p.push_back({name + ".weight", {D}, norm_init});
     if (s.norm_kind == NormKind::Layer) p.push_back({name + ".bias", {D}, I::Zeros});
   };
-  p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
+  if (s.input_dim > 0) {
+    p.push_back({"read_in.weight", {D, s.input_dim}, I::FanIn});
+    p.push_back({"read_in.bias", {D}, I::Zeros});
+  } else {
+    p.push_back({"embed.weight", {s.vocab_size, D}, I::Normal});
+  }
   if (s.persistent_tokens > 0) p.push_back({"persistent.weight", {s.persistent_tokens, D}, I::Normal});
   if (s.embed_norm) norm("embed_norm");
   for (size_t i = 0; i < s.blocks.size(); ++i) {
@@ -391,6 +396,11 @@ void validate_spec(const ModelSpec& s) {
   check(s.vocab_size > 0, "model spec: vocab_size must be positive, found ", s.vocab_size);
   check(s.d_model > 0, "model spec: d_model must be positive, found ", s.d_model);
   check(s.persistent_tokens >= 0, "model spec: persistent_tokens must be >= 0, found ", s.persistent_tokens);
+  check(s.input_dim >= 0, "model spec: input_dim must be >= 0, found ", s.input_dim);
+  check(s.input_dim == 0 || !s.tie_embeddings,
+        "model spec: a model with real-valued inputs (input_dim) has no embedding table to tie its head to");
+  check(s.input_dim == 0 || (s.logits_scaling == 1.0 && s.logits_soft_cap == 0),
+        "model spec: a model with real-valued outputs takes no logits_scaling or logit cap");
   check(!s.blocks.empty(), "model spec: the model has no layers");
   check(s.norm_eps > 0, "model spec: norm eps must be positive");
   for (size_t i = 0; i < s.blocks.size(); ++i) {

@@ -129,6 +129,12 @@ struct ModelSpec {
   // Persistent memory tokens (Titans): learned vectors (param persistent.weight [N, D]) that
   // every sequence starts with, as if they were the embeddings of N tokens before its first.
   int64_t persistent_tokens = 0;
+  // Real-valued sequences (in-context regression): with input_dim > 0 each position is a
+  // vector of input_dim values, read in by a linear map (read_in.weight [D, input_dim],
+  // read_in.bias [D]) where token models look up embed.weight; the head's vocab_size outputs
+  // are real-valued predictions (the spec format calls them output_dim), trained by squared
+  // error. Such a model has no embedding table to tie to.
+  int64_t input_dim = 0;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   LoopSpec loop;

@@ -336,10 +336,18 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
   ModelSpec s;
   s.family = "braid";
   s.name = o.get_string("name", "");
-  s.vocab_size = o.get_int("vocab_size");
+  // Real-valued models name their widths input_dim / output_dim; token models vocab_size.
+  s.input_dim = o.get_int("input_dim", 0);
+  if (o.has("input_dim")) {
+    check(!o.has("vocab_size"), where, ": a model with input_dim has output_dim, not vocab_size");
+    s.vocab_size = o.get_int("output_dim");
+  } else {
+    check(!o.has("output_dim"), where, ": output_dim needs input_dim (real-valued inputs)");
+    s.vocab_size = o.get_int("vocab_size");
+  }
   s.d_model = o.get_int("d_model");
   s.norm_eps = o.get_float("norm_eps", 1e-6);
-  s.tie_embeddings = o.get_bool("tie_embeddings", true);
+  s.tie_embeddings = o.get_bool("tie_embeddings", s.input_dim == 0);
   s.max_context = o.get_int("max_context", 0);
   s.embedding_multiplier = o.get_float("embedding_multiplier", 1.0);
   s.residual_multiplier = o.get_float("residual_multiplier", 1.0);
@@ -470,6 +478,11 @@ json spec_to_json(const ModelSpec& s) {
             {"residual_multiplier", s.residual_multiplier},
             {"logits_scaling", s.logits_scaling},
             {"persistent_tokens", s.persistent_tokens}};
+  if (s.input_dim > 0) {
+    j.erase("vocab_size");
+    j["input_dim"] = s.input_dim;
+    j["output_dim"] = s.vocab_size;
+  }
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
   check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0,
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");

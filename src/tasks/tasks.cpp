@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/error.hpp"
@@ -190,11 +191,116 @@ TaskExample listops(const TaskSpec& s, Rng& rng) {
   return ex;
 }
 
+TaskExample linear_regression(const TaskSpec& s, Rng& rng) {
+  const int64_t L = s.seq_len, d = s.dim;
+  check(d >= 1, "linear_regression: the dimension must be positive, got ", d);
+  check(L >= 2 && L % 2 == 0,
+        "linear_regression: the sequence holds an x row and a y row per point, so its length ",
+        "must be even and at least 2, got ", L);
+  TaskExample ex;
+  ex.x_dim = d + 1, ex.y_dim = 1;
+  ex.x.assign(size_t(L * (d + 1)), 0.0f);
+  ex.y.assign(size_t(L), std::numeric_limits<float>::quiet_NaN());
+  std::vector<double> w(static_cast<size_t>(d));
+  for (double& v : w) v = rng.normal();
+  for (int64_t i = 0; i < L / 2; ++i) {
+    float* xr = &ex.x[size_t(2 * i * (d + 1))];
+    double y = 0;
+    for (int64_t c = 0; c < d; ++c) {
+      xr[c] = float(rng.normal());
+      y += w[size_t(c)] * double(xr[c]);
+    }
+    xr[2 * (d + 1) - 1] = float(y);  // the last value of the next row
+    ex.y[size_t(2 * i)] = float(y);
+  }
+  return ex;
+}
+
+// Solves A z = b in place for a symmetric positive definite A [n, n] (Cholesky, double); a
+// pivot that rounding made non-positive is lifted to a tiny multiple of the diagonal.
+void spd_solve(std::vector<double>& A, std::vector<double>& b, int64_t n) {
+  double scale = 0;
+  for (int64_t i = 0; i < n; ++i) scale = std::max(scale, A[size_t(i * n + i)]);
+  for (int64_t j = 0; j < n; ++j) {
+    double p = A[size_t(j * n + j)];
+    for (int64_t k = 0; k < j; ++k) p -= A[size_t(j * n + k)] * A[size_t(j * n + k)];
+    p = std::sqrt(std::max(p, 1e-14 * scale + 1e-300));
+    A[size_t(j * n + j)] = p;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double v = A[size_t(i * n + j)];
+      for (int64_t k = 0; k < j; ++k) v -= A[size_t(i * n + k)] * A[size_t(j * n + k)];
+      A[size_t(i * n + j)] = v / p;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {  // L z = b
+    for (int64_t k = 0; k < i; ++k) b[size_t(i)] -= A[size_t(i * n + k)] * b[size_t(k)];
+    b[size_t(i)] /= A[size_t(i * n + i)];
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {  // L^T z = b
+    for (int64_t k = i + 1; k < n; ++k) b[size_t(i)] -= A[size_t(k * n + i)] * b[size_t(k)];
+    b[size_t(i)] /= A[size_t(i * n + i)];
+  }
+}
+
 }  // namespace
 
+int64_t TaskExample::answers() const {
+  if (real()) return std::count_if(y.begin(), y.end(), [](float v) { return !std::isnan(v); });
+  return std::count_if(target.begin(), target.end(), [](int32_t t) { return t >= 0; });
+}
+
 const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = {"mqar", "selective_copy", "induction", "passkey", "listops"};
+  static const std::vector<std::string> names = {"mqar",    "selective_copy", "induction",
+                                                 "passkey", "listops",        "linear_regression"};
   return names;
+}
+
+bool is_real_task(const std::string& name) { return name == "linear_regression"; }
+
+void check_task_fits(const TaskSpec& spec, const ModelSpec& m) {
+  if (is_real_task(spec.name)) {
+    check(m.input_dim == spec.dim + 1 && m.vocab_size == 1, spec.name, " in dimension ", spec.dim,
+          " needs a model with input_dim ", spec.dim + 1, " and output_dim 1, got ",
+          m.input_dim > 0
+              ? "input_dim " + std::to_string(m.input_dim) + " and output_dim " + std::to_string(m.vocab_size)
+              : std::string("a token model"));
+    return;
+  }
+  check(m.input_dim == 0, spec.name, ": a task of tokens needs a token model, got one with input_dim ",
+        m.input_dim);
+  check(spec.vocab <= m.vocab_size, spec.name, ": the task's vocabulary (", spec.vocab,
+        ") is larger than the model's (", m.vocab_size, ")");
+}
+
+double least_squares_predict(const float* X, const float* y, int64_t k, int64_t d, const float* x) {
+  if (k == 0) return 0.0;
+  // Minimum-norm solution: w = X^T (X X^T)^-1 y when k < d, else (X^T X)^-1 X^T y.
+  const bool wide = k < d;
+  const int64_t n = wide ? k : d;
+  std::vector<double> A(size_t(n * n), 0.0), b(size_t(n), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double v = 0;
+      if (wide)
+        for (int64_t c = 0; c < d; ++c) v += double(X[i * d + c]) * double(X[j * d + c]);
+      else
+        for (int64_t r = 0; r < k; ++r) v += double(X[r * d + i]) * double(X[r * d + j]);
+      A[size_t(i * n + j)] = A[size_t(j * n + i)] = v;
+    }
+  if (wide) {
+    for (int64_t i = 0; i < k; ++i) b[size_t(i)] = y[i];
+    spd_solve(A, b, n);  // b = (X X^T)^-1 y; prediction x . X^T b
+    double p = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t c = 0; c < d; ++c) p += double(x[c]) * double(X[i * d + c]) * b[size_t(i)];
+    return p;
+  }
+  for (int64_t c = 0; c < d; ++c)
+    for (int64_t r = 0; r < k; ++r) b[size_t(c)] += double(X[r * d + c]) * double(y[r]);
+  spd_solve(A, b, n);  // b = w
+  double p = 0;
+  for (int64_t c = 0; c < d; ++c) p += double(x[c]) * b[size_t(c)];
+  return p;
 }
 
 TaskExample make_task_example(const TaskSpec& s, Rng& rng) {
@@ -204,14 +310,15 @@ TaskExample make_task_example(const TaskSpec& s, Rng& rng) {
   if (s.name == "induction") return induction(s, rng);
   if (s.name == "passkey") return passkey(s, rng);
   if (s.name == "listops") return listops(s, rng);
+  if (s.name == "linear_regression") return linear_regression(s, rng);
   std::string known;
   for (const auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;
   fail("unknown task '", s.name, "' (known: ", known, ")");
 }
 
 TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed, int64_t loops) {
-  check(spec.vocab <= model.spec().vocab_size, spec.name, ": the task's vocabulary (", spec.vocab,
-        ") is larger than the model's (", model.spec().vocab_size, ")");
+  check(!is_real_task(spec.name), spec.name, " is scored by its error, not by accuracy");
+  check_task_fits(spec, model.spec());
   check(n >= 1, spec.name, ": the number of examples must be positive, got ", n);
   // A non-owning handle: the session lives only inside this call.
   std::shared_ptr<const Model> m(&model, [](const Model*) {});
@@ -230,6 +337,39 @@ TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uin
     }
     ++score.examples;
   }
+  return score;
+}
+
+RegressionScore evaluate_regression(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed,
+                                    int64_t loops) {
+  check(is_real_task(spec.name), spec.name, " is scored by accuracy, not by a regression error");
+  check_task_fits(spec, model.spec());
+  check(n >= 1, spec.name, ": the number of examples must be positive, got ", n);
+  const int64_t d = spec.dim, P = spec.seq_len / 2;
+  RegressionScore score;
+  score.error.assign(size_t(P), 0.0), score.least_squares.assign(size_t(P), 0.0);
+  Rng rng(seed);
+  Workspace ws;
+  std::vector<float> out, X(static_cast<size_t>(P * d)), Y(static_cast<size_t>(P));
+  for (int64_t e = 0; e < n; ++e) {
+    const TaskExample ex = make_task_example(spec, rng);
+    const int64_t T = ex.length();
+    out.resize(size_t(T));
+    auto states = model.make_states(loops);
+    model.forward_vectors(ex.x.data(), T, states, ws, LogitsMode::All, out.data());
+    for (int64_t i = 0; i < P; ++i) {
+      const float* xi = &ex.x[size_t(2 * i * ex.x_dim)];
+      const double y = ex.y[size_t(2 * i)];
+      const double m = double(out[size_t(2 * i)]) - y;
+      const double ls = least_squares_predict(X.data(), Y.data(), i, d, xi) - y;
+      score.error[size_t(i)] += m * m / double(d);
+      score.least_squares[size_t(i)] += ls * ls / double(d);
+      std::copy_n(xi, d, &X[size_t(i * d)]);
+      Y[size_t(i)] = float(y);
+    }
+    ++score.examples;
+  }
+  for (size_t i = 0; i < size_t(P); ++i) score.error[i] /= double(n), score.least_squares[i] /= double(n);
   return score;
 }
 

@@ -14,6 +14,15 @@ namespace braid {
 struct TaskExample {
   std::vector<int32_t> input;
   std::vector<int32_t> target;  // target[t]: the answer after input[0..t], or -1
+  // Real-valued tasks (linear_regression) leave input / target empty: x holds the rows of
+  // x_dim values, y per row the y_dim values to predict after it (NaN: nothing asked).
+  int64_t x_dim = 0, y_dim = 0;
+  std::vector<float> x, y;
+
+  bool real() const { return x_dim > 0; }
+  int64_t length() const { return real() ? int64_t(x.size()) / x_dim : int64_t(input.size()); }
+  // How many values the loss averages over: answer tokens, or target values.
+  int64_t answers() const;
 };
 
 struct TaskSpec {
@@ -24,9 +33,16 @@ struct TaskSpec {
   int64_t items = 4;
   double power_a = 0.01;           // mqar: query gaps ~ power law a * i^(a - 1); 1 = uniform
   bool random_non_queries = true;  // mqar: filler positions hold random tokens (else 0)
+  int64_t dim = 20;                // linear_regression: the dimension d of x
 };
 
-// "mqar", "selective_copy", "induction", "passkey", "listops".
+// Tasks whose examples are real vectors (TaskExample::real()); the others are tokens.
+bool is_real_task(const std::string& name);
+// The model widths a task needs: its vocabulary, or for a real task the input and output
+// dimensions (input_dim d + 1, output 1). Throws naming what does not match.
+void check_task_fits(const TaskSpec& spec, const ModelSpec& model);
+
+// "mqar", "selective_copy", "induction", "passkey", "listops", "linear_regression".
 const std::vector<std::string>& task_names();
 
 // Checks the spec (one-line braid::Error naming the bad field) and draws one example.
@@ -46,6 +62,9 @@ const std::vector<std::string>& task_names();
 //    SM (sum mod 10) over digits 0-9, up to 10 arguments and depth 10, filling at least half
 //    of the sequence, left-padded with 16 and followed by the query token 15, whose answer is
 //    the expression's value. Tokens: digits 0..9, openers 10..13, closer 14.
+//  - linear_regression (in-context, as Garg et al. 2022): w ~ N(0, I_d), then n = L / 2 points
+//    x_i ~ N(0, I_d), y_i = w . x_i, as 2n rows of d + 1 values: [x_i, 0], then [0, .., 0, y_i].
+//    The answer at the row of x_i is y_i, predicted from the i pairs before it and x_i.
 TaskExample make_task_example(const TaskSpec& spec, Rng& rng);
 
 // Greedy accuracy of a model on n examples drawn with `seed`: at every position with a
@@ -57,5 +76,19 @@ struct TaskScore {
 // `loops`: the depth of a looped model (0: its default).
 TaskScore evaluate_task(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed,
                         int64_t loops = 0);
+
+// In-context regression error by the number of points seen: error[i] is the squared error of
+// the prediction of y_i (after i pairs) divided by d, averaged over n examples drawn with
+// `seed`; least_squares[i] the same for the minimum-norm least-squares fit of those i pairs
+// (0 for i >= d up to rounding; 1 - i/d expected below), on the same examples.
+struct RegressionScore {
+  int64_t examples = 0;
+  std::vector<double> error, least_squares;
+};
+RegressionScore evaluate_regression(const Model& model, const TaskSpec& spec, int64_t n, uint64_t seed,
+                                    int64_t loops = 0);
+// The minimum-norm least-squares prediction at x of y from k points (rows of X [k, d]), in
+// double precision; 0 with no points.
+double least_squares_predict(const float* X, const float* y, int64_t k, int64_t d, const float* x);
 
 }  // namespace braid

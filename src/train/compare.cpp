@@ -49,14 +49,20 @@ void check_compare(const CompareOptions& o, const std::vector<std::pair<std::str
         " values for ", o.eval_seq.size(), " lengths: give one value or one per length");
   check(o.eval_examples > 0, "the number of evaluation examples must be positive, got ", o.eval_examples);
   check(!o.out.empty(), "give an output directory (--out)");
+  check(
+      !is_real_task(o.task.name) || o.eval_seq.size() == 1, o.task.name,
+      ": give one evaluation length (--seq, two rows per point); the table reports the error by points seen");
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto& [label, spec] = specs[i];
     check(!label.empty() && label.find_first_of("/\\") == std::string::npos && label != "." && label != "..",
           "'", label, "' cannot name a model directory");
     for (size_t j = 0; j < i; ++j)
       check(specs[j].first != label, "two specs are labelled '", label, "': labels name directories");
-    check(o.task.vocab <= spec.vocab_size, label, ": the task's vocabulary (", o.task.vocab,
-          ") is larger than the model's (", spec.vocab_size, ")");
+    try {
+      check_task_fits(task_at(o, o.eval_seq[0]), spec);
+    } catch (const Error& e) {
+      fail(label, ": ", e.what());
+    }
   }
   // Every length must give valid examples before hours are spent training.
   Rng rng(0);
@@ -68,6 +74,7 @@ CompareRow compare_one(const CompareOptions& o, const std::string& label, const 
                        const std::function<void(int64_t, double)>& progress) {
   CompareRow row;
   row.label = label;
+  row.lr = o.train.schedule.lr;
   std::vector<TaskSpec> configs;
   for (int64_t L : train_lengths(o)) configs.push_back(task_at(o, L));
   auto model = std::make_unique<Model>(spec, owned_copy(init_weights(spec, o.init_seed, o.init_std)), label);
@@ -91,6 +98,12 @@ CompareRow compare_one(const CompareOptions& o, const std::string& label, const 
   metrics.close();
   check(metrics.good(), (dir / "metrics.jsonl").string(), ": could not be written");
   save_model(dir.string(), tr.model().spec(), tr.model().weights());
+  if (is_real_task(o.task.name)) {
+    RegressionScore r =
+        evaluate_regression(tr.model(), task_at(o, o.eval_seq[0]), o.eval_examples, o.eval_seed);
+    row.error = std::move(r.error), row.least_squares = std::move(r.least_squares);
+    return row;
+  }
   for (int64_t L : o.eval_seq)
     row.accuracy.push_back(evaluate_task(tr.model(), task_at(o, L), o.eval_examples, o.eval_seed).accuracy());
   return row;
@@ -124,52 +137,121 @@ std::string duration_str(double s) {
 
 }  // namespace
 
+namespace {
+
+// The numbers of points seen a regression table shows: none, d / 2, d - 1, d, 3d / 2 and the
+// last, those the sequence has.
+std::vector<int64_t> regression_columns(const TaskSpec& t) {
+  const int64_t d = t.dim, P = t.seq_len / 2;
+  std::vector<int64_t> c;
+  for (int64_t k : {int64_t(0), d / 2, d - 1, d, 3 * d / 2, P - 1})
+    if (k >= 0 && k < P && (c.empty() || k > c.back())) c.push_back(k);
+  return c;
+}
+
+}  // namespace
+
 std::string compare_markdown(const CompareOptions& o, const std::vector<CompareRow>& rows,
                              const std::string& command) {
-  std::string md = "### " + o.task.name + ": accuracy (%) by sequence length\n\n| model | params |";
+  const bool real = is_real_task(o.task.name);
+  const std::vector<int64_t> cols =
+      real ? regression_columns(task_at(o, o.eval_seq[0])) : std::vector<int64_t>{};
+  std::string md = "### " + o.task.name +
+                   (real ? ": error / d by points seen (d = " + std::to_string(o.task.dim) + ")"
+                         : ": accuracy (%) by sequence length") +
+                   "\n\n| model | params |";
   std::string rule = "|---|---:|";
-  for (int64_t L : o.eval_seq) {
+  for (int64_t k : cols) {
+    md += " " + std::to_string(k) + " |";
+    rule += "---:|";
+  }
+  for (int64_t L : real ? std::vector<int64_t>{} : o.eval_seq) {
     const TaskSpec t = task_at(o, L);
     md += " " + std::to_string(L);
     if (has_items(o.task.name)) md += " (" + std::to_string(t.items) + ")";
     md += " |";
     rule += "---:|";
   }
-  md += " final loss | train time |\n" + rule + "---:|---:|\n";
+  // One learning rate for all is stated below the table; several get a column.
+  const bool lr_column =
+      std::any_of(rows.begin(), rows.end(), [&](const CompareRow& r) { return r.lr != rows.front().lr; });
+  md += lr_column ? " final loss | lr | train time |\n" : " final loss | train time |\n";
+  md += rule + (lr_column ? "---:|---:|---:|\n" : "---:|---:|\n");
+  auto errors = [&](const std::vector<double>& e) {
+    std::string cells;
+    for (int64_t k : cols) {
+      char b[32];
+      std::snprintf(b, sizeof(b), " %.3f |", e[size_t(k)]);
+      cells += b;
+    }
+    return cells;
+  };
   for (const CompareRow& r : rows) {
     md += "| " + r.label + " | " + params_str(r.params) + " |";
+    if (real) md += errors(r.error);
     for (double a : r.accuracy) {
       char b[32];
       std::snprintf(b, sizeof(b), " %.1f |", 100.0 * a);
       md += b;
     }
     char b[64];
-    std::snprintf(b, sizeof(b), " %.3f | %s |\n", r.final_loss, duration_str(r.train_seconds).c_str());
+    std::snprintf(b, sizeof(b), " %.3f |", r.final_loss);
     md += b;
+    if (lr_column) {
+      std::snprintf(b, sizeof(b), " %g |", r.lr);
+      md += b;
+    }
+    md += " " + duration_str(r.train_seconds) + " |\n";
   }
+  if (real && !rows.empty())
+    md += "| least squares | - |" + errors(rows.front().least_squares) + (lr_column ? " | | |\n" : " | |\n");
   const TrainOptions& t = o.train;
-  char b[512];
-  std::snprintf(
-      b, sizeof(b),
-      "\nTask vocabulary %lld%s. Each model: %lld steps x %lld sequences, lengths {%s} drawn uniformly, "
-      "AdamW lr %g (warmup %lld, %s decay to %g), weight decay %g, clip %g, data seed %llu, init seed "
-      "%llu (std %g). Accuracy: greedy, over %lld examples per length (seed %llu).\n",
-      (long long)o.task.vocab,
-      o.eval_seq.size() > 1 && has_items(o.task.name) ? "; items per length in parentheses" : "",
-      (long long)t.steps, (long long)(t.batch * t.accum), lengths_str(train_lengths(o)).c_str(),
-      t.schedule.lr, (long long)t.schedule.warmup,
-      t.schedule.decay == Decay::Cosine   ? "cosine"
-      : t.schedule.decay == Decay::Linear ? "linear"
-                                          : "no",
-      t.schedule.min_lr, t.adam.weight_decay, t.clip, (unsigned long long)t.seed,
-      (unsigned long long)o.init_seed, o.init_std, (long long)o.eval_examples,
-      (unsigned long long)o.eval_seed);
+  // The schedule as text: "lr 0.001 (warmup 50, cosine decay to 0.0001)", or with a column of
+  // learning rates "each model's lr (warmup 50, cosine decay to 0.1 x it)".
+  char sched[160];
+  const char* decay = t.schedule.decay == Decay::Cosine   ? "cosine"
+                      : t.schedule.decay == Decay::Linear ? "linear"
+                                                          : "no";
+  if (lr_column)
+    std::snprintf(sched, sizeof(sched), "each model's lr (warmup %lld, %s decay to %g x it)",
+                  (long long)t.schedule.warmup, decay, t.schedule.min_lr / t.schedule.lr);
+  else
+    std::snprintf(sched, sizeof(sched), "lr %g (warmup %lld, %s decay to %g)", t.schedule.lr,
+                  (long long)t.schedule.warmup, decay, t.schedule.min_lr);
+  char b[768];
+  std::snprintf(b, sizeof(b),
+                "\n%s%s. Each model: %lld steps x %lld sequences, lengths {%s} drawn "
+                "uniformly, AdamW %s, weight decay %g, clip %g, data seed %llu, init seed %llu (std %g). "
+                "%s, over %lld examples per length (seed %llu).\n",
+                real ? ("Rows of " + std::to_string(o.task.dim + 1) + " values, two per point").c_str()
+                     : ("Task vocabulary " + std::to_string(o.task.vocab)).c_str(),
+                o.eval_seq.size() > 1 && has_items(o.task.name) ? "; items per length in parentheses" : "",
+                (long long)t.steps, (long long)(t.batch * t.accum), lengths_str(train_lengths(o)).c_str(),
+                sched, t.adam.weight_decay, t.clip, (unsigned long long)t.seed,
+                (unsigned long long)o.init_seed, o.init_std,
+                real ? "Error: the squared error of each prediction / d" : "Accuracy: greedy",
+                (long long)o.eval_examples, (unsigned long long)o.eval_seed);
   md += b;
   if (!command.empty()) md += "\n```\n" + command + "\n```\n";
   return md;
 }
 
 std::string compare_svg(const CompareOptions& o, const std::vector<CompareRow>& rows) {
+  if (is_real_task(o.task.name)) {
+    LineChart c;
+    c.title = o.task.name + ": error / d by points seen";
+    c.x_label = "points seen", c.y_label = "squared error / d";
+    c.y_min = 0, c.y_max = 1.25;
+    const size_t P = rows.empty() ? 0 : rows.front().error.size();
+    std::vector<double> xs(P);
+    for (size_t i = 0; i < P; ++i) xs[i] = double(i);
+    for (size_t r = 0; r < rows.size(); ++r)
+      c.series.push_back({rows[r].label, xs, rows[r].error, int(r), ChartSeries::Style::Solid, false, true});
+    if (!rows.empty())
+      c.series.push_back({"least squares", xs, rows.front().least_squares, int(rows.size()),
+                          ChartSeries::Style::Dashed, false, true});
+    return line_chart_svg(c);
+  }
   LineChart c;
   c.title = o.task.name + ": accuracy by sequence length";
   c.x_label = "sequence length", c.y_label = "accuracy";
@@ -182,16 +264,20 @@ std::string compare_svg(const CompareOptions& o, const std::vector<CompareRow>& 
 
 json compare_json(const CompareOptions& o, const std::vector<CompareRow>& rows) {
   json models = json::array();
-  for (const CompareRow& r : rows)
+  for (const CompareRow& r : rows) {
     models.push_back({{"label", r.label},
                       {"params", r.params},
+                      {"lr", r.lr},
                       {"final_loss", r.final_loss},
                       {"train_seconds", r.train_seconds},
                       {"accuracy", r.accuracy}});
+    if (!r.error.empty()) models.back()["error"] = r.error, models.back()["least_squares"] = r.least_squares;
+  }
   std::vector<int64_t> items;
   for (int64_t L : o.eval_seq) items.push_back(task_at(o, L).items);
   return json{{"task", o.task.name},
               {"vocab", o.task.vocab},
+              {"dim", o.task.dim},
               {"power_a", o.task.power_a},
               {"eval_seq", o.eval_seq},
               {"items", items},

@@ -33,9 +33,13 @@ TaskSpec task_at(const CompareOptions& o, int64_t L);
 struct CompareRow {
   std::string label;
   int64_t params = 0;
+  double lr = 0;          // peak learning rate it was trained with
   double final_loss = 0;  // mean training loss of the last 10% of steps
   double train_seconds = 0;
   std::vector<double> accuracy;  // per evaluation length
+  // Real-valued tasks (linear_regression, one evaluation length) instead: error / d by the
+  // number of points seen, and least squares' on the same examples.
+  std::vector<double> error, least_squares;
 };
 
 // Checks the options and the specs (one-line errors) before training anything.
@@ -47,7 +51,10 @@ CompareRow compare_one(const CompareOptions& o, const std::string& label, const 
                        const std::function<void(int64_t, double)>& progress = {});
 
 // Markdown: a heading, one row per model (parameters, accuracy % per length, final loss,
-// training time) and a line stating the budget. `command` (if any) is quoted to reproduce it.
+// or for a real-valued task error / d at a few numbers of points seen, with a least-squares
+// row;
+// training time, and the peak learning rate when the models differ in it) and a line stating
+// the budget. `command` (if any) is quoted to reproduce it.
 std::string compare_markdown(const CompareOptions& o, const std::vector<CompareRow>& rows,
                              const std::string& command);
 std::string compare_svg(const CompareOptions& o, const std::vector<CompareRow>& rows);

@@ -22,7 +22,9 @@ TaskExample TextWindows::draw(Rng& rng) const {
   return {std::vector<int32_t>(at, at + seq_), std::vector<int32_t>(at + 1, at + seq_ + 1)};
 }
 
-void TextWindows::check_vocab(int64_t vocab) const {
+void TextWindows::check_model(const ModelSpec& model) const {
+  check(model.input_dim == 0, "training text needs a token model, got one with input_dim ", model.input_dim);
+  const int64_t vocab = model.vocab_size;
   for (const auto* part : {&data_.train, &data_.val})
     for (int32_t t : *part)
       check(t >= 0 && t < vocab, "training data has token id ", t, " outside the model's vocabulary [0, ",
@@ -43,10 +45,8 @@ TaskExample TaskSource::draw(Rng& rng) const {
   return make_task_example(c, rng);
 }
 
-void TaskSource::check_vocab(int64_t vocab) const {
-  for (const TaskSpec& c : configs_)
-    check(c.vocab <= vocab, c.name, ": the task's vocabulary (", c.vocab, ") is larger than the model's (",
-          vocab, ")");
+void TaskSource::check_model(const ModelSpec& model) const {
+  for (const TaskSpec& c : configs_) check_task_fits(c, model);
 }
 
 }  // namespace braid

@@ -19,8 +19,9 @@ class TrainingSource {
   virtual TaskExample draw(Rng& rng) const = 0;
   // The fixed held-out sequences Trainer::evaluate averages the loss over (may be empty).
   virtual const std::vector<TaskExample>& held_out() const = 0;
-  // Throws naming the first token outside [0, vocab).
-  virtual void check_vocab(int64_t vocab) const = 0;
+  // Throws when the model cannot take these sequences (a token outside its vocabulary, a
+  // real-valued task's widths), naming what does not fit.
+  virtual void check_model(const ModelSpec& model) const = 0;
 };
 
 // Windows of seq + 1 tokens of the training stream: seq inputs and their next tokens. Held
@@ -30,7 +31,7 @@ class TextWindows final : public TrainingSource {
   TextWindows(TokenSplit data, int64_t seq, int64_t eval_windows);
   TaskExample draw(Rng& rng) const override;
   const std::vector<TaskExample>& held_out() const override { return held_out_; }
-  void check_vocab(int64_t vocab) const override;
+  void check_model(const ModelSpec& model) const override;
 
  private:
   TokenSplit data_;
@@ -46,7 +47,7 @@ class TaskSource final : public TrainingSource {
   TaskSource(std::vector<TaskSpec> configs, int64_t n_held_out, uint64_t held_out_seed);
   TaskExample draw(Rng& rng) const override;
   const std::vector<TaskExample>& held_out() const override { return held_out_; }
-  void check_vocab(int64_t vocab) const override;
+  void check_model(const ModelSpec& model) const override;
   const std::vector<TaskSpec>& configs() const { return configs_; }
 
  private:

@@ -78,7 +78,7 @@ Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, std::uniqu
       rng_(o.seed) {
   check(o_.steps > 0 && o_.batch > 0 && o_.seq > 0 && o_.accum > 0,
         "steps, batch, seq and accum must be positive");
-  source_->check_vocab(model_->spec().vocab_size);
+  source_->check_model(model_->spec());
   o_.schedule.total = o_.steps;
 }
 
@@ -97,8 +97,8 @@ StepStats Trainer::step() {
   std::vector<TaskExample> batch;
   for (int64_t i = 0; i < n; ++i) {
     batch.push_back(source_->draw(rng_));
-    st.tokens += int64_t(batch.back().input.size());
-    for (int32_t t : batch.back().target) st.answers += t >= 0;
+    st.tokens += batch.back().length();
+    st.answers += batch.back().answers();
   }
   check(st.answers > 0, "step ", st.step, ": the batch has no positions with a target");
   const float scale = 1.0f / float(st.answers);
@@ -114,10 +114,12 @@ StepStats Trainer::step() {
     GradSink& g = t == 0 ? static_cast<GradSink&>(grads_) : shards_[size_t(t - 1)];
     for (int64_t i = n * t / P; i < n * (t + 1) / P; ++i) {
       const TaskExample& ex = batch[size_t(i)];
-      sums[size_t(t)] += model_
-                             ->loss_and_grad(ex.input.data(), ex.target.data(), int64_t(ex.input.size()),
-                                             scale, g, loops_for(st.step, i))
-                             .sum;
+      const int64_t loops = loops_for(st.step, i);
+      sums[size_t(t)] +=
+          (ex.real()
+               ? model_->regression_loss_and_grad(ex.x.data(), ex.y.data(), ex.length(), scale, g, loops)
+               : model_->loss_and_grad(ex.input.data(), ex.target.data(), ex.length(), scale, g, loops))
+              .sum;
     }
   });
   double sum = 0;
@@ -158,12 +160,18 @@ double Trainer::evaluate() const {
   double sum = 0;
   int64_t answers = 0;
   for (const TaskExample& ex : source_->held_out()) {
-    const int64_t T = int64_t(ex.input.size());
+    const int64_t T = ex.length();
     logits.resize(size_t(T * V));
     auto states = model_->make_states();
+    answers += ex.answers();
+    if (ex.real()) {  // squared error of the outputs with a target
+      model_->forward_vectors(ex.x.data(), T, states, ws, LogitsMode::All, logits.data());
+      for (size_t i = 0; i < logits.size(); ++i)
+        if (!std::isnan(ex.y[i])) sum += (double(logits[i]) - ex.y[i]) * (double(logits[i]) - ex.y[i]);
+      continue;
+    }
     model_->forward(ex.input.data(), T, states, ws, LogitsMode::All, logits.data());
     sum += ops::cross_entropy_fused(logits.data(), ex.target.data(), T, V, 1.0f);
-    for (int32_t t : ex.target) answers += t >= 0;
   }
   return answers ? sum / double(answers) : std::numeric_limits<double>::quiet_NaN();
 }

@@ -48,8 +48,8 @@ class Trainer {
   // Throws, leaving the weights and optimizer as they were, when the step's loss or
   // gradient norm is not finite.
   StepStats step();
-  // Mean cross-entropy per target over the source's held-out sequences (NaN when there
-  // are none), at a looped model's default depth.
+  // Mean loss per target (cross-entropy; squared error for real-valued tasks) over the
+  // source's held-out sequences (NaN when there are none), at a looped model's default depth.
   double evaluate() const;
   int64_t steps_done() const { return opt_.steps(); }
   const Model& model() const { return *model_; }
