@@ -17,6 +17,7 @@
 #include "model/spec_json.hpp"
 #include "model_grad_check.hpp"
 #include "ops/cpu/backward.hpp"
+#include "runtime/loop_exit.hpp"
 #include "runtime/session.hpp"
 #include "train/trainer.hpp"
 
@@ -282,6 +283,80 @@ TEST(Looped, RunCommandChangesDepth) {
   // weights, checked once: the logits test above is the general one).
   const std::string k1 = tokens_at(1), k3 = tokens_at(3), k5 = tokens_at(5);
   EXPECT_TRUE(k1 != k3 || k3 != k5) << k1 << " / " << k3 << " / " << k5;
+}
+
+// The exit rule on a core whose iterations are known exactly: with its output projections
+// zeroed the core is the identity, so without injection the stream stops changing after
+// iteration 0 (depth 1), and with injection iteration i adds the core's input e to i * e:
+// r_i = ||e|| / ||(i + 1) e|| = 1 / (i + 1).
+TEST(Looped, ExitRuleStopsWhereTheCoreConverges) {
+  auto core_identity = [](bool inject) {
+    json j = json::parse(R"({
+      "name": "exit", "vocab_size": 19, "d_model": 16,
+      "mixers": {"attn": {"type": "attention", "n_heads": 2, "head_dim": 8}},
+      "mlp": {"hidden": 24},
+      "layers": ["attn", "attn", "attn"],
+      "loop": {"begin": 1, "end": 2, "loops": 2, "max_loops": 6}
+    })");
+    j["loop"]["inject"] = inject;
+    auto m = make_model(spec_from_json(j, "exit.json"), 3);
+    for (const char* name : {"blocks.1.attn.o_proj.weight", "blocks.1.mlp.down_proj.weight"}) {
+      float* w = m->param_mut(name);
+      std::fill(w, w + m->weights().at(name).numel(), 0.0f);
+    }
+    m->refresh_derived();
+    return m;
+  };
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9};
+  const int64_t T = int64_t(prompt.size());
+  {
+    auto m = core_identity(false);
+    const LoopExit e = loops_by_convergence(*m, prompt.data(), T, 1e-6);
+    ASSERT_EQ(e.change.size(), 5u);
+    for (double r : e.change) EXPECT_EQ(r, 0.0);
+    EXPECT_EQ(e.loops, 1);
+  }
+  auto m = core_identity(true);
+  LoopExit e = loops_by_convergence(*m, prompt.data(), T, 0.3);
+  ASSERT_EQ(e.change.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(e.change[i], 1.0 / double(i + 2), 1e-5) << i;
+  EXPECT_EQ(e.loops, 3);  // r_3 = 0.25 is the first below 0.3: iterations 0..2 run
+  EXPECT_EQ(loops_by_convergence(*m, prompt.data(), T, 0.6).loops, 1);
+  EXPECT_EQ(loops_by_convergence(*m, prompt.data(), T, 0.1).loops, 6);  // never below: max_loops
+  // A random core keeps changing the stream: a tiny tolerance runs the deepest allowed.
+  auto r = make_model(spec_from_json(looped_json(true, false), "looped"), 5);
+  e = loops_by_convergence(*r, prompt.data(), T, 1e-9);
+  EXPECT_EQ(e.loops, 5);
+  ASSERT_EQ(e.change.size(), 4u);
+  for (double c : e.change) EXPECT_GT(c, 0.0);
+  EXPECT_NE(error_of([&] { loops_by_convergence(*r, prompt.data(), T, 0); }).find("must be positive"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { loops_by_convergence(*r, prompt.data(), 0, 0.1); }).find("needs a prompt"),
+            std::string::npos);
+}
+
+TEST(Looped, RunCommandChoosesDepthByTheExitRule) {
+  TempDir d;
+  { std::ofstream(d / "spec.json") << looped_json(true, true).dump(); }
+  CliResult r = run_braid("init --spec " + (d / "spec.json") + " --out " + (d / "m") + " --std 0.3 --seed 2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string run = "run --model " + (d / "m") + " --prompt-ids 1,2,3,4 -n 8 ";
+  // A tolerance above every change stops before iteration 1; the output is then depth 1's.
+  r = run_braid(run + "--loop-exit-tol 1e9");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("loops: 1 (exit rule"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, run_braid(run + "--loops 1").out);
+  r = run_braid(run + "--loop-exit-tol 1e-12");  // never converges: the deepest allowed
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("loops: 5 (exit rule"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, run_braid(run + "--loops 5").out);
+  r = run_braid(run + "--loops 2 --loop-exit-tol 0.1");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("exclude each other"), std::string::npos) << r.err;
+  r = run_braid("run --model " + std::string(BRAID_SOURCE_DIR) +
+                "/models/default --prompt-ids 1,2 --loop-exit-tol 0.1");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("needs a looped model"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "core/parallel.hpp"
 #include "import/load.hpp"
 #include "runtime/generate.hpp"
+#include "runtime/loop_exit.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid::cli {
@@ -23,6 +24,7 @@ struct RunArgs {
   uint64_t seed = 0;
   int threads = 0;
   int64_t loops = 0;
+  double loop_exit_tol = 0;  // > 0: choose the depth by the exit rule
   bool no_special = false;
 };
 
@@ -43,7 +45,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-void run(const RunArgs& a) {
+void run(RunArgs a) {
   set_num_threads(a.threads);
   check(a.has_prompt || !a.prompt_ids.empty(), "give --prompt TEXT or --prompt-ids 1,2,3");
   std::shared_ptr<const Model> model = load_model(a.model);
@@ -69,6 +71,17 @@ void run(const RunArgs& a) {
   if (tok && tok->token_id("<|endoftext|>") >= 0) opt.stop_ids.push_back(tok->token_id("<|endoftext|>"));
 
   check(a.loops == 0 || model->spec().loop.enabled(), "--loops: the model has no looped blocks");
+  if (a.loop_exit_tol != 0) {
+    check(a.loops == 0, "--loops and --loop-exit-tol exclude each other: give a depth or a rule");
+    const LoopExit e = loops_by_convergence(*model, prompt.data(), int64_t(prompt.size()), a.loop_exit_tol);
+    std::string changes;
+    for (double r : e.change) changes += (changes.empty() ? "" : " ") + std::to_string(r);
+    std::fprintf(
+        stderr,
+        "loops: %lld (exit rule: the first iteration changing the stream by less than %g; changes %s)\n",
+        (long long)e.loops, a.loop_exit_tol, changes.c_str());
+    a.loops = e.loops;
+  }
   Session s(model, a.loops);
   if (tok && !a.prompt.empty()) std::fputs(a.prompt.c_str(), stdout);
   std::vector<int32_t> out;
@@ -115,6 +128,9 @@ void add_run(CLI::App& app, int& exit_code) {
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
   c->add_option("--loops", a->loops, "Iterations of a looped model's core (0 = the model's default)")
       ->check(CLI::NonNegativeNumber);
+  c->add_option("--loop-exit-tol", a->loop_exit_tol,
+                "Looped models: choose the depth from the prompt, stopping before the first iteration that "
+                "changes the stream by less than this (relative)");
   c->add_flag("--no-special", a->no_special, "Do not add the tokenizer's special tokens (e.g. BOS)");
   c->callback([a, p, &exit_code] {
     a->has_prompt = p->count() > 0;

@@ -490,6 +490,20 @@ void Model::forward_vectors(const float* x, int64_t T, std::vector<std::unique_p
   forward_rows(T, states, ws, mode, out, capture);
 }
 
+double Model::relative_change(const float* before, const float* after, int64_t T) const {
+  const int64_t D = spec_.d_model;
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    double diff = 0, norm2 = 0;
+    for (int64_t c = 0; c < D; ++c) {
+      const double a = after[t * D + c], d = a - before[t * D + c];
+      diff += d * d, norm2 += a * a;
+    }
+    worst = std::max(worst, std::sqrt(diff / std::max(norm2, 1e-30)));
+  }
+  return worst;
+}
+
 void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                          LogitsMode mode, float* logits, HiddenCapture* capture) const {
   const int64_t loops = loops_for_states(states.size());
@@ -505,7 +519,8 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states,
   auto snap = [&](const float* src) {
     if (capture) capture->states.emplace_back(src, src + T * D);
   };
-  if (capture) capture->states.clear();
+  if (capture) capture->states.clear(), capture->loop_change.clear();
+  std::vector<float> prev_iter;  // the stream after the previous core iteration, when captured
   if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
   const size_t n_steps = states.size();
@@ -543,6 +558,10 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states,
     if (b.post_scale != 1.0)
       for (int64_t j = 0; j < T * D; ++j) h[j] *= float(b.post_scale);
     if (s + 1 < n_steps || !spec_.hidden_states_from_embedding) snap(h);
+    if (capture && step.iter >= 0 && int64_t(i) == spec_.loop.end - 1) {
+      if (step.iter > 0) capture->loop_change.push_back(relative_change(prev_iter.data(), h, T));
+      prev_iter.assign(h, h + T * D);
+    }
   }
   norm(h, final_norm_, final_norm_b_, T, n, spec_.final_norm_eps);
   snap(n);

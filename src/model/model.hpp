@@ -22,6 +22,10 @@ using Weights = std::map<std::string, Tensor>;  // canonical name -> tensor
 // Each is T x d_model.
 struct HiddenCapture {
   std::vector<std::vector<float>> states;
+  // For a looped model: per core iteration i >= 1, how much it changed the stream,
+  // max over positions t of ||h_i[t] - h_(i-1)[t]|| / ||h_i[t]|| (h_i: the stream after
+  // iteration i); what the loop exit rule (runtime/loop_exit.hpp) reads.
+  std::vector<double> loop_change;
 };
 
 enum class LogitsMode { None, Last, All };
@@ -155,6 +159,8 @@ class Model {
   // Its backward: dh is dL/d(stream after the entry) and becomes dL/d(stream before it);
   // de accumulates the gradient of the core's input.
   void loop_entry_backward(float* dh, float* de, int64_t iter, int64_t loops, int64_t T, GradSink& g) const;
+  // max over rows t of ||after[t] - before[t]|| / ||after[t]|| (rows of d_model values).
+  double relative_change(const float* before, const float* after, int64_t T) const;
   // RMSNorm or LayerNorm of rows x[T, D] into y, per spec.norm_kind (eps 0: spec.norm_eps).
   void norm(const float* x, const float* w, const float* b, int64_t T, float* y, double eps = 0) const;
   // h = base * alpha + v * beta * residual_multiplier over `count` values, base = h or
