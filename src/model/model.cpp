@@ -91,6 +91,7 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   else
     embed_ = w("embed.weight");
   if (spec_.persistent_tokens > 0) persistent_ = w("persistent.weight");
+  if (spec_.segment.enabled()) memory_ = w("segment.memory.weight");
   final_norm_ = norm_w("final_norm.weight");
   final_norm_b_ = w_opt("final_norm.bias");
   if (spec_.embed_norm) embed_norm_ = norm_w("embed_norm.weight"), embed_norm_b_ = w_opt("embed_norm.bias");
@@ -370,6 +371,10 @@ LayerStep Model::step_at(size_t s, int64_t loops) const {
 }
 
 int64_t Model::loops_for_states(size_t n) const {
+  if (spec_.segment.enabled()) {  // the segment state follows the layers'
+    check(n >= 1, "forward: no states");
+    --n;
+  }
   const LoopSpec& l = spec_.loop;
   const size_t L = mixers_.size();
   if (!l.enabled()) {
@@ -395,6 +400,14 @@ std::unique_ptr<State> Model::make_layer_state(size_t i) const {
 std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
   std::vector<std::unique_ptr<State>> s;
   for (const LayerStep& st : schedule(loops)) s.push_back(make_layer_state(st.block));
+  if (spec_.segment.enabled()) {
+    auto seg = std::make_unique<SegmentState>();
+    seg->memory.assign(memory_, memory_ + spec_.segment.memory_tokens * spec_.d_model);
+    s.push_back(std::move(seg));
+    Workspace ws;
+    start_segment(s, memory_, loops_for_states(s.size()), ws);
+    return s;
+  }
   if (const int64_t N = spec_.persistent_tokens; N > 0) {
     Workspace ws;
     std::memcpy(ws.get(Workspace::kHidden, size_t(N * spec_.d_model)), persistent_,
@@ -467,6 +480,10 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   loops_for_states(states.size());  // throws for states of another depth
   check(spec_.input_dim == 0, "this model reads vectors of ", spec_.input_dim, " values, not token ids");
   if (T == 0) return;
+  if (spec_.segment.enabled()) {
+    check(capture == nullptr, "hidden-state capture is not supported for segmented models");
+    return forward_segments(tokens, T, states, ws, mode, logits);
+  }
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));
   for (int64_t t = 0; t < T; ++t) {
@@ -523,7 +540,7 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states,
   std::vector<float> prev_iter;  // the stream after the previous core iteration, when captured
   if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
-  const size_t n_steps = states.size();
+  const size_t n_steps = states.size() - (spec_.segment.enabled() ? 1 : 0);
   float* loop_in = spec_.loop.enabled() ? ws.get(Workspace::kLoopInput, size_t(T * D)) : nullptr;
   for (size_t s = 0; s < n_steps; ++s) {
     const LayerStep step = step_at(s, loops);

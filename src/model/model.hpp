@@ -30,6 +30,19 @@ struct HiddenCapture {
 
 enum class LogitsMode { None, Last, All };
 
+// The per-sequence state of segment recurrence (ModelSpec::segment), kept after the layer
+// states: the current memory [memory_tokens, d_model] and how many tokens of the current
+// segment have been consumed.
+class SegmentState final : public State {
+ public:
+  int64_t position() const override { return position_; }
+  size_t bytes() const override { return memory.size() * sizeof(float); }
+  std::unique_ptr<State> clone() const override { return std::make_unique<SegmentState>(*this); }
+
+  std::vector<float> memory;
+  int64_t filled = 0, position_ = 0;
+};
+
 // One application of a block in a forward pass. Blocks run in order; a looped core
 // (ModelSpec::loop) runs once per iteration, `iter` counting from 0 (-1 outside the loop).
 // The per-sequence states are indexed like the steps.
@@ -140,6 +153,21 @@ class Model {
   const float *loop_step_embed_ = nullptr, *loop_count_embed_ = nullptr;
   const float* persistent_ = nullptr;                      // [persistent_tokens, D]
   const float *read_in_ = nullptr, *read_in_b_ = nullptr;  // real-valued inputs
+  const float* memory_ = nullptr;                          // segment recurrence's first memory
+  // Segment recurrence (model_segments.cpp). Layer states for a fresh segment whose read rows
+  // hold `memory` (written into the layer states, which are states[0 .. n - 1)).
+  void start_segment(std::vector<std::unique_ptr<State>>& states, const float* memory, int64_t loops,
+                     Workspace& ws) const;
+  // forward() for a segmented model: the tokens cut at segment ends, where the write rows
+  // run and the next segment starts.
+  void forward_segments(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states,
+                        Workspace& ws, LogitsMode mode, float* logits) const;
+  LossSum segment_loss_and_grad(const int32_t* tokens, const int32_t* targets, int64_t T, float grad_scale,
+                                GradSink& g, int64_t loops) const;
+  // Cross-entropy of rows x [A, D] (logits scaled and capped as the forward does) against
+  // tgt; writes dL/dx and adds the head's gradient.
+  LossSum cross_entropy_head(const float* x, int64_t A, const int32_t* tgt, float grad_scale, float* dx,
+                             GradSink& g) const;
   std::unique_ptr<State> make_layer_state(size_t block) const;
   // The training pass both losses share. emb [T, D]: the rows entering the model (the
   // persistent rows, which it fills, then the inputs' embeddings or read-in rows); `rows`:

@@ -28,6 +28,7 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
     check(targets[t] >= -1 && targets[t] < V, "target id ", targets[t], " at position ", t,
           " is outside the vocabulary [0, ", V, ") (-1 means no target)");
   }
+  if (spec_.segment.enabled()) return segment_loss_and_grad(tokens, targets, n_tokens, grad_scale, g, loops);
   std::vector<float> emb(static_cast<size_t>(T * D));
   for (int64_t t = 0; t < n_tokens; ++t)
     std::memcpy(&emb[size_t((N + t) * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
@@ -35,25 +36,8 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   std::vector<int32_t> tgt;
   for (int64_t t = 0; t < n_tokens; ++t)
     if (targets[t] >= 0) rows.push_back(N + t), tgt.push_back(targets[t]);
-  // Cross-entropy of the logits (scaled and capped as the forward does) on the target rows.
-  const float lsc = float(spec_.logits_scaling), cap = float(spec_.logits_soft_cap);
   auto head = [&](const float* x, int64_t A, float* dx) {
-    std::vector<float> logits(static_cast<size_t>(A * V));
-    ops::linear(x, A, D, head_, V, nullptr, logits.data());
-    if (lsc != 1.0f)
-      for (float& v : logits) v /= lsc;
-    std::vector<float> th;  // tanh of the capped logits, for the cap's backward
-    if (cap > 0) {
-      th.resize(logits.size());
-      for (size_t i = 0; i < logits.size(); ++i) th[i] = std::tanh(logits[i] / cap), logits[i] = th[i] * cap;
-    }
-    LossSum loss{ops::cross_entropy_fused(logits.data(), tgt.data(), A, V, grad_scale), A};
-    if (cap > 0)
-      for (size_t i = 0; i < logits.size(); ++i) logits[i] *= 1.0f - th[i] * th[i];
-    if (lsc != 1.0f)
-      for (float& v : logits) v /= lsc;
-    ops::linear_backward(x, A, D, head_, V, logits.data(), dx, false, g.of(head_), nullptr);
-    return loss;
+    return cross_entropy_head(x, A, tgt.data(), grad_scale, dx, g);
   };
   const LossSum loss = train_pass(emb, rows, head, g, loops);
   if (float* de = g.of(embed_))
@@ -62,6 +46,28 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
       const float* d = &emb[size_t((N + t) * D)];
       for (int64_t c = 0; c < D; ++c) row[c] += d[c];
     }
+  return loss;
+}
+
+LossSum Model::cross_entropy_head(const float* x, int64_t A, const int32_t* tgt, float grad_scale, float* dx,
+                                  GradSink& g) const {
+  const int64_t D = spec_.d_model, V = spec_.vocab_size;
+  const float lsc = float(spec_.logits_scaling), cap = float(spec_.logits_soft_cap);
+  std::vector<float> logits(static_cast<size_t>(A * V));
+  ops::linear(x, A, D, head_, V, nullptr, logits.data());
+  if (lsc != 1.0f)
+    for (float& v : logits) v /= lsc;
+  std::vector<float> th;  // tanh of the capped logits, for the cap's backward
+  if (cap > 0) {
+    th.resize(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) th[i] = std::tanh(logits[i] / cap), logits[i] = th[i] * cap;
+  }
+  const LossSum loss{ops::cross_entropy_fused(logits.data(), tgt, A, V, grad_scale), A};
+  if (cap > 0)
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] *= 1.0f - th[i] * th[i];
+  if (lsc != 1.0f)
+    for (float& v : logits) v /= lsc;
+  ops::linear_backward(x, A, D, head_, V, logits.data(), dx, false, g.of(head_), nullptr);
   return loss;
 }
 

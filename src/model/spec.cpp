@@ -300,6 +300,7 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
       if (b.mlp.bias) p.push_back({pre + "mlp.down_proj.bias", {D}, I::Zeros});
     }
   }
+  if (s.segment.enabled()) p.push_back({"segment.memory.weight", {s.segment.memory_tokens, D}, I::Normal});
   if (s.loop.enabled() && s.loop.step_embedding) {
     p.push_back({"loop.step_embed.weight", {s.loop.max_loops, D}, I::Normal});
     p.push_back({"loop.count_embed.weight", {s.loop.max_loops, D}, I::Normal});
@@ -433,6 +434,14 @@ void validate_spec(const ModelSpec& s) {
     check(l.train_min >= 1 && l.train_min <= l.train_max && l.train_max <= l.max_loops,
           "model spec: training loop range [", l.train_min, ", ", l.train_max,
           "] must lie within [1, max_loops ", l.max_loops, "]");
+  }
+  const SegmentSpec& g = s.segment;
+  if (g.length != 0 || g.memory_tokens != 0) {
+    check(g.length >= 1 && g.memory_tokens >= 1 && g.bptt >= 0, "model spec: segments need length >= 1 and ",
+          "memory_tokens >= 1 (and bptt >= 0), found ", g.length, ", ", g.memory_tokens, " and ", g.bptt);
+    check(s.persistent_tokens == 0 && s.input_dim == 0,
+          "model spec: segments with memory tokens do not combine with persistent tokens or real-valued "
+          "inputs");
   }
 }
 

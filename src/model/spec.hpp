@@ -104,6 +104,18 @@ struct LoopSpec {
   bool enabled() const { return end > begin; }
 };
 
+// Segment recurrence with memory tokens (RMT, Bulatov et al. 2022): the sequence is cut into
+// segments of `length` tokens; every layer's state starts empty in each segment, which is
+// framed as [M read rows, the segment's tokens, M write rows], where both read and write rows
+// enter as the current memory (M x d_model; param segment.memory.weight for the first
+// segment) and the write rows' final-norm outputs become the next segment's memory. Training
+// backpropagates through the memory across `bptt` segments (the memory is detached at every
+// bptt-th boundary; 0: never).
+struct SegmentSpec {
+  int64_t length = 0, memory_tokens = 0, bptt = 0;
+  bool enabled() const { return length > 0; }
+};
+
 struct ModelSpec {
   std::string family;  // "llama", "qwen3", "braid", ...
   std::string name;
@@ -138,6 +150,7 @@ struct ModelSpec {
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   LoopSpec loop;
+  SegmentSpec segment;
 };
 
 // One parameter the spec calls for, under braid's canonical name.

@@ -461,6 +461,12 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     l.step_embedding = lo.get_bool("step_embedding", false);
     check(l.begin < l.end, lo.where(), ": 'begin' ", l.begin, " must be below 'end' ", l.end);
   }
+  if (o.has("segments")) {
+    JsonObject so = o.get_object("segments");
+    s.segment.length = so.get_int("length");
+    s.segment.memory_tokens = so.get_int("memory_tokens");
+    s.segment.bptt = so.get_int("bptt", 0);
+  }
   validate_spec(s);
   return s;
 }
@@ -526,6 +532,9 @@ json spec_to_json(const ModelSpec& s) {
                  {"inject", l.inject},
                  {"step_embedding", l.step_embedding}};
   }
+  if (s.segment.enabled())
+    j["segments"] = {
+        {"length", s.segment.length}, {"memory_tokens", s.segment.memory_tokens}, {"bptt", s.segment.bptt}};
   return j;
 }
 
