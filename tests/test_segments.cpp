@@ -172,3 +172,23 @@ TEST(Segments, SpecRoundTripsAndBadValuesAreNamed) {
             }).find("capture is not supported for segmented models"),
             std::string::npos);
 }
+
+TEST(Segments, StateStaysBoundedBySegment) {
+  auto m = make_model(spec_json());
+  EXPECT_EQ(m->state_bytes_per_token(), 0u);
+  Session s(m);
+  const auto tok = tokens(60, 9);
+  size_t most = 0;
+  for (int64_t t = 0; t < 60; ++t) {
+    s.feed(tok.data() + t, 1);
+    most = std::max(most, s.state_bytes());
+  }
+  EXPECT_LE(most, m->fixed_state_bytes());
+  // The bound is what one segment's rows need: well under what 60 tokens would.
+  json plain = spec_json();
+  plain.erase("segments");
+  const ModelSpec ps = spec_from_json(plain, "plain");
+  EXPECT_LT(m->fixed_state_bytes(),
+            ps.blocks.size() * 0 +
+                60 * Model(ps, owned_copy(init_weights(ps, 1, 0.02)), "p").state_bytes_per_token());
+}

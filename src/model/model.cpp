@@ -339,12 +339,19 @@ size_t Model::layer_bytes_per_token(size_t i) const {
 }
 
 size_t Model::fixed_state_bytes() const {
-  size_t n = 0;
-  for (const LayerStep& st : schedule()) n += layer_fixed_state_bytes(st.block);
+  size_t n = 0, per_token = 0;
+  for (const LayerStep& st : schedule())
+    n += layer_fixed_state_bytes(st.block), per_token += layer_bytes_per_token(st.block);
+  // Segments bound every layer's context to the rows of one segment (read, tokens, write)
+  // and add the memory they carry.
+  if (const SegmentSpec& g = spec_.segment; g.enabled())
+    n += per_token * size_t(2 * g.memory_tokens + g.length) +
+         size_t(g.memory_tokens * spec_.d_model) * sizeof(float);
   return n;
 }
 
 size_t Model::state_bytes_per_token() const {
+  if (spec_.segment.enabled()) return 0;  // counted in the fixed bytes
   size_t n = 0;
   for (const LayerStep& st : schedule()) n += layer_bytes_per_token(st.block);
   return n;

@@ -70,7 +70,8 @@ class Model {
   // The token mixer of a layer; null for a block that is only an MLP.
   const Mixer* mixer(size_t layer) const { return mixers_[layer].get(); }
   // Per-sequence state over all layers (or of one layer, token and channel mixer
-  // together): fixed bytes, and bytes added per token of context.
+  // together): fixed bytes, and bytes added per token of context. A segmented model's
+  // whole-model state is fixed: at most one segment's rows per layer, and its memory.
   size_t fixed_state_bytes() const;
   size_t state_bytes_per_token() const;
   size_t layer_fixed_state_bytes(size_t layer) const;
