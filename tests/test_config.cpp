@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 
@@ -11,6 +12,7 @@
 #include "import/hf/importer.hpp"
 #include "import/load.hpp"
 #include "import/save.hpp"
+#include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
@@ -281,3 +283,21 @@ TEST(SpecJson, InitialisedHybridPrefillEqualsDecode) {
 }
 
 }  // namespace
+
+// Every spec the repository ships (bench/specs, the documented experiments) parses, and its
+// parameter list is what a model of it declares.
+TEST(SpecJson, BundledSpecsAreValid) {
+  int n = 0;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(std::string(BRAID_SOURCE_DIR) + "/bench/specs")) {
+    if (e.path().extension() != ".json") continue;
+    ++n;
+    try {
+      const ModelSpec s = spec_from_json(read_json_file(e.path().string()), e.path().string());
+      EXPECT_FALSE(param_decls(s).empty()) << e.path();
+    } catch (const Error& err) {
+      ADD_FAILURE() << err.what();
+    }
+  }
+  EXPECT_GE(n, 20);
+}
