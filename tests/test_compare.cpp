@@ -207,6 +207,11 @@ TEST(Compare, RegressionTableAndEvalAgree) {
   for (size_t i = 0; i < 6; ++i)
     EXPECT_DOUBLE_EQ(ej["error"][i].get<double>(), j["models"][0]["error"][i].get<double>()) << i;
 
+  const CliResult info = run_braid("inspect --model " + (d / "out/icl"));
+  ASSERT_EQ(info.rc, 0) << info.err;
+  EXPECT_NE(info.out.find("4 real values per position (linear read-in), 1 outputs"), std::string::npos)
+      << info.out;
+
   const CliResult two = run_braid("compare linear_regression --spec " + (d / "icl.json") + " --out " +
                                   (d / "o2") + " --seq 12,24 --dim 3");
   EXPECT_EQ(two.rc, 2);

@@ -78,8 +78,15 @@ void inspect(const std::string& dir, bool as_json) {
   std::printf("architecture   %s%s\n", s.family.c_str(), s.name.empty() ? "" : (" (" + s.name + ")").c_str());
   std::printf("parameters     %lld (%s as F32)\n", (long long)model->n_params(),
               human(double(model->weight_bytes())).c_str());
-  std::printf("vocab / width  %lld / %lld, %s embeddings\n", (long long)s.vocab_size, (long long)s.d_model,
-              s.tie_embeddings ? "tied" : "untied");
+  if (s.input_dim > 0)
+    std::printf("inputs         %lld real values per position (linear read-in), %lld outputs, width %lld\n",
+                (long long)s.input_dim, (long long)s.vocab_size, (long long)s.d_model);
+  else
+    std::printf("vocab / width  %lld / %lld, %s embeddings\n", (long long)s.vocab_size, (long long)s.d_model,
+                s.tie_embeddings ? "tied" : "untied");
+  if (s.segment.enabled())
+    std::printf("segments       %lld tokens, %lld memory tokens carried between them, bptt %lld\n",
+                (long long)s.segment.length, (long long)s.segment.memory_tokens, (long long)s.segment.bptt);
   std::printf("layers         %lld\n", (long long)model->n_layers());
   for (const auto& l : layers) {
     std::printf("  %3lld  %-10s", (long long)l["layer"].get<int64_t>(),
