@@ -135,10 +135,6 @@ std::string duration_str(double s) {
   return b;
 }
 
-}  // namespace
-
-namespace {
-
 // The numbers of points seen a regression table shows: none, d / 2, d - 1, d, 3d / 2 and the
 // last, those the sequence has.
 std::vector<int64_t> regression_columns(const TaskSpec& t) {
