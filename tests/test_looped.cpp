@@ -42,6 +42,12 @@ json looped_json(bool inject, bool step_embedding) {
   return j;
 }
 
+// The looped spec (injection and step embeddings) initialised by braid init into d/m.
+CliResult init_looped_model(const TempDir& d) {
+  { std::ofstream(d / "spec.json") << looped_json(true, true).dump(); }
+  return run_braid("init --spec " + (d / "spec.json") + " --out " + (d / "m") + " --std 0.3 --seed 2");
+}
+
 std::shared_ptr<Model> make_model(const ModelSpec& spec, uint64_t seed, double std = 0.2) {
   return std::make_shared<Model>(spec, owned_copy(init_weights(spec, seed, std)), "test");
 }
@@ -262,8 +268,7 @@ TEST(Looped, SpecRoundTripsAndBadLoopsAreRefused) {
 
 TEST(Looped, RunCommandChangesDepth) {
   TempDir d;
-  { std::ofstream(d / "spec.json") << looped_json(true, true).dump(); }
-  CliResult r = run_braid("init --spec " + (d / "spec.json") + " --out " + (d / "m") + " --std 0.3 --seed 2");
+  CliResult r = init_looped_model(d);
   ASSERT_EQ(r.rc, 0) << r.err;
   auto tokens_at = [&](int k) {
     CliResult g =
@@ -337,8 +342,7 @@ TEST(Looped, ExitRuleStopsWhereTheCoreConverges) {
 
 TEST(Looped, RunCommandChoosesDepthByTheExitRule) {
   TempDir d;
-  { std::ofstream(d / "spec.json") << looped_json(true, true).dump(); }
-  CliResult r = run_braid("init --spec " + (d / "spec.json") + " --out " + (d / "m") + " --std 0.3 --seed 2");
+  CliResult r = init_looped_model(d);
   ASSERT_EQ(r.rc, 0) << r.err;
   const std::string run = "run --model " + (d / "m") + " --prompt-ids 1,2,3,4 -n 8 ";
   // A tolerance above every change stops before iteration 1; the output is then depth 1's.

@@ -404,9 +404,14 @@ std::unique_ptr<State> Model::make_layer_state(size_t i) const {
   return c;
 }
 
-std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
+std::vector<std::unique_ptr<State>> Model::layer_states(int64_t loops) const {
   std::vector<std::unique_ptr<State>> s;
   for (const LayerStep& st : schedule(loops)) s.push_back(make_layer_state(st.block));
+  return s;
+}
+
+std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
+  std::vector<std::unique_ptr<State>> s = layer_states(loops);
   if (spec_.segment.enabled()) {
     auto seg = std::make_unique<SegmentState>();
     seg->memory.assign(memory_, memory_ + spec_.segment.memory_tokens * spec_.d_model);
@@ -487,18 +492,22 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
   loops_for_states(states.size());  // throws for states of another depth
   check(spec_.input_dim == 0, "this model reads vectors of ", spec_.input_dim, " values, not token ids");
   if (T == 0) return;
+  const int64_t V = spec_.vocab_size;
+  for (int64_t t = 0; t < T; ++t)
+    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
+          " is outside the vocabulary [0, ", V, ")");
   if (spec_.segment.enabled()) {
     check(capture == nullptr, "hidden-state capture is not supported for segmented models");
     return forward_segments(tokens, T, states, ws, mode, logits);
   }
-  const int64_t D = spec_.d_model, V = spec_.vocab_size;
-  float* h = ws.get(Workspace::kHidden, size_t(T * D));
-  for (int64_t t = 0; t < T; ++t) {
-    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
-          " is outside the vocabulary [0, ", V, ")");
-    std::memcpy(h + t * D, embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
-  }
+  embed_tokens(tokens, T, ws.get(Workspace::kHidden, size_t(T * spec_.d_model)));
   forward_rows(T, states, ws, mode, logits, capture);
+}
+
+void Model::embed_tokens(const int32_t* tokens, int64_t n, float* rows) const {
+  const int64_t D = spec_.d_model;
+  for (int64_t t = 0; t < n; ++t)
+    std::memcpy(rows + t * D, embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
 }
 
 void Model::forward_vectors(const float* x, int64_t T, std::vector<std::unique_ptr<State>>& states,

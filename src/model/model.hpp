@@ -170,6 +170,10 @@ class Model {
   LossSum cross_entropy_head(const float* x, int64_t A, const int32_t* tgt, float grad_scale, float* dx,
                              GradSink& g) const;
   std::unique_ptr<State> make_layer_state(size_t block) const;
+  // Fresh states of every layer step at `loops` iterations (no segment state).
+  std::vector<std::unique_ptr<State>> layer_states(int64_t loops) const;
+  // The embedding rows of n tokens (already checked against the vocabulary) into rows [n, D].
+  void embed_tokens(const int32_t* tokens, int64_t n, float* rows) const;
   // The training pass both losses share. emb [T, D]: the rows entering the model (the
   // persistent rows, which it fills, then the inputs' embeddings or read-in rows); `rows`:
   // the positions with a target. head(x [A, D], A, dx) returns the loss of the final-norm

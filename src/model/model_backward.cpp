@@ -30,8 +30,7 @@ LossSum Model::loss_and_grad(const int32_t* tokens, const int32_t* targets, int6
   }
   if (spec_.segment.enabled()) return segment_loss_and_grad(tokens, targets, n_tokens, grad_scale, g, loops);
   std::vector<float> emb(static_cast<size_t>(T * D));
-  for (int64_t t = 0; t < n_tokens; ++t)
-    std::memcpy(&emb[size_t((N + t) * D)], embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
+  embed_tokens(tokens, n_tokens, emb.data() + N * D);
   std::vector<int64_t> rows;  // positions (persistent rows included) with a target
   std::vector<int32_t> tgt;
   for (int64_t t = 0; t < n_tokens; ++t)

@@ -16,7 +16,8 @@ namespace braid {
 void Model::start_segment(std::vector<std::unique_ptr<State>>& states, const float* memory, int64_t loops,
                           Workspace& ws) const {
   const int64_t M = spec_.segment.memory_tokens, D = spec_.d_model;
-  for (size_t s = 0; s + 1 < states.size(); ++s) states[s] = make_layer_state(step_at(s, loops).block);
+  std::vector<std::unique_ptr<State>> fresh = layer_states(loops);
+  for (size_t s = 0; s < fresh.size(); ++s) states[s] = std::move(fresh[s]);
   std::memcpy(ws.get(Workspace::kHidden, size_t(M * D)), memory, size_t(M * D) * sizeof(float));
   forward_rows(M, states, ws, LogitsMode::None, nullptr, nullptr);
 }
@@ -28,14 +29,9 @@ void Model::forward_segments(const int32_t* tokens, int64_t T, std::vector<std::
   const int64_t loops = loops_for_states(states.size());
   const int64_t S = spec_.segment.length, M = spec_.segment.memory_tokens, D = spec_.d_model,
                 V = spec_.vocab_size;
-  for (int64_t t = 0; t < T; ++t)
-    check(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
-          " is outside the vocabulary [0, ", V, ")");
   for (int64_t done = 0; done < T;) {
     const int64_t c = std::min(T - done, S - seg->filled);
-    float* h = ws.get(Workspace::kHidden, size_t(c * D));
-    for (int64_t t = 0; t < c; ++t)
-      std::memcpy(h + t * D, embed_ + int64_t(tokens[done + t]) * D, size_t(D) * sizeof(float));
+    embed_tokens(tokens + done, c, ws.get(Workspace::kHidden, size_t(c * D)));
     const bool last = done + c == T;
     const LogitsMode m = mode == LogitsMode::All ? mode : (last ? mode : LogitsMode::None);
     forward_rows(c, states, ws, m, mode == LogitsMode::All ? logits + done * V : logits, nullptr);
@@ -65,9 +61,7 @@ LossSum Model::segment_loss_and_grad(const int32_t* tokens, const int32_t* targe
   auto rows_of = [&](int64_t k, const float* memory, bool write) {
     std::vector<float> e(static_cast<size_t>((M + len(k) + (write ? M : 0)) * D));
     std::memcpy(e.data(), memory, size_t(MD) * sizeof(float));
-    for (int64_t t = 0; t < len(k); ++t)
-      std::memcpy(&e[size_t((M + t) * D)], embed_ + int64_t(tokens[begin(k) + t]) * D,
-                  size_t(D) * sizeof(float));
+    embed_tokens(tokens + begin(k), len(k), &e[size_t(MD)]);
     if (write) std::memcpy(&e[size_t((M + len(k)) * D)], memory, size_t(MD) * sizeof(float));
     return e;
   };
@@ -76,8 +70,7 @@ LossSum Model::segment_loss_and_grad(const int32_t* tokens, const int32_t* targe
   memories[0].assign(memory_, memory_ + MD);
   Workspace ws;
   for (int64_t k = 0; k + 1 < K; ++k) {
-    std::vector<std::unique_ptr<State>> states;
-    for (const LayerStep& st : schedule(loops)) states.push_back(make_layer_state(st.block));
+    std::vector<std::unique_ptr<State>> states = layer_states(loops);
     states.push_back(std::make_unique<SegmentState>());  // counted by forward_rows, not used
     const std::vector<float> e = rows_of(k, memories[size_t(k)].data(), true);
     const int64_t R = int64_t(e.size()) / D;
@@ -91,6 +84,8 @@ LossSum Model::segment_loss_and_grad(const int32_t* tokens, const int32_t* targe
   LossSum loss;
   std::vector<float> dmem(static_cast<size_t>(MD), 0.0f);
   for (int64_t k = K - 1; k >= 0; --k) {
+    // The write rows run only when their gradient is not zero (the last segment's, those
+    // across a detached boundary, and those whose later segments had no targets are).
     const bool write = k + 1 < K && std::any_of(dmem.begin(), dmem.end(), [](float v) { return v != 0.0f; });
     std::vector<float> e = rows_of(k, memories[size_t(k)].data(), write);
     std::vector<int64_t> rows;
@@ -116,9 +111,8 @@ LossSum Model::segment_loss_and_grad(const int32_t* tokens, const int32_t* targe
     if (write) ops::add_inplace(dmem.data(), &e[size_t((M + len(k)) * D)], MD);
     if (k == 0) {
       if (float* dm = g.of(memory_)) ops::add_inplace(dm, dmem.data(), MD);
-    } else if (sg.bptt > 0 && k % sg.bptt == 0) {
-      std::fill(dmem.begin(), dmem.end(), 0.0f);  // truncated: the gradient stops here
     }
+    if (sg.bptt > 0 && k % sg.bptt == 0) std::fill(dmem.begin(), dmem.end(), 0.0f);  // truncated here
   }
   return loss;
 }
