@@ -65,13 +65,49 @@ class TitansMixer final : public Mixer {
   size_t bytes_per_token() const override { return 0; }
 
   const MemoryNet& net() const { return net_; }
+  int64_t chunk() const { return s_.chunk; }
 
- private:
+  // Memory as context (MemoryContextMixer) reads the memory without updating it.
+  // The memory entering the chunk that holds the state's next token: [H][mem size].
+  const float* chunk_start_memory(const TitansState& st) const {
+    return (st.pos % s_.chunk == 0 ? st.M : st.M0).data();
+  }
+  // h[T, D] = out(norm(M(q(x)))): the retrieval path of forward() with a given memory M
+  // ([H][mem size]) instead of the current one, and no update.
+  void read(const float* x, int64_t T, const float* M, float* h) const;
+  // Its backward: dx += dL/dx, dM += dL/dM, parameter gradients into g.
+  void read_backward(const float* x, int64_t T, const float* M, const float* dh, float* dx, float* dM,
+                     GradSink& g) const;
+
   // Inputs of the recurrence for T tokens: normalised q, k ([T][H d]), v, the gates
   // alpha, eta, theta ([T][3 H]), and what the backward needs (raw q, k, gate inputs).
   struct Inputs {
     std::vector<float> q, k, v, gates, q_raw, k_raw, gates_raw;
   };
+  // The backward in pieces, for a layer that interleaves the memory with other mixers chunk
+  // by chunk (memory as context). record() replays a sequence from an empty state;
+  // backward_output() takes dL/dy; backward_chunk(c) then runs for c from the last chunk to
+  // the first: afterwards `dM` holds, per head, the gradient with respect to the memory
+  // entering chunk c (a caller adds its own reads of that memory there), and the rows of
+  // chunk c have their complete dq, dk, dv and gate gradients for backward_inputs().
+  // backward_finish() adds the initial memory's gradient. backward() is these in order.
+  struct Tape {
+    int64_t T = 0, nch = 0;
+    Inputs in;
+    std::vector<float> o;         // retrievals [T][H d]
+    std::vector<float> ckM, ckS;  // memory and momentum at chunk starts [H][nch][P]
+    std::vector<float> dO, dq, dk, dv, dgate;
+    std::vector<float> dM, dS;  // [H][P]: the gradient carried backwards through the chunks
+  };
+  void record(const float* x, int64_t T, Tape& tape) const;
+  void backward_output(Tape& tape, const float* dy, GradSink& g) const;
+  void backward_chunk(Tape& tape, int64_t c) const;
+  // Rows [r0, r0 + n): dx (rows of x from r0) written or added (`accumulate`).
+  void backward_inputs(const float* x, const Tape& tape, int64_t r0, int64_t n, float* dx, bool accumulate,
+                       GradSink& g) const;
+  void backward_finish(const Tape& tape, GradSink& g) const;
+
+ private:
   void project(const float* x, int64_t T, Inputs& in) const;
   TitansSpec s_;
   int64_t d_;

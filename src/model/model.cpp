@@ -10,6 +10,7 @@
 #include "mixers/lightning.hpp"
 #include "mixers/mamba.hpp"
 #include "mixers/mamba2.hpp"
+#include "mixers/memory_context.hpp"
 #include "mixers/mlstm.hpp"
 #include "mixers/parallel.hpp"
 #include "mixers/rglru.hpp"
@@ -40,6 +41,13 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
       mixers_.push_back(nullptr);
     } else if (!b.has_parallel) {
       mixers_.push_back(make_mixer(b.mixer, i));
+    } else if (b.parallel_context) {
+      std::unique_ptr<Mixer> memory = make_mixer(b.parallel, i);
+      std::unique_ptr<TitansMixer> titans(static_cast<TitansMixer*>(memory.release()));
+      const std::string name = "blocks." + std::to_string(i) + ".context.persistent";
+      mixers_.push_back(std::make_unique<MemoryContextMixer>(make_mixer(b.mixer, i), std::move(titans),
+                                                             b.context_persistent > 0 ? w(name) : nullptr,
+                                                             b.context_persistent, spec_.d_model));
     } else {
       std::vector<ParallelMixer::Branch> br(2);
       br[0] = {make_mixer(b.mixer, i), float(b.mixer_in_scale), float(b.mixer_out_scale)};

@@ -260,6 +260,8 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
     if (b.has_mixer) norm(pre + "norm1");
     if (b.has_mixer) mixer_params(b.mixer, b, pre, D, s.norm_weight_offset, p);
     if (b.has_mixer && b.has_parallel) mixer_params(b.parallel, b, pre, D, s.norm_weight_offset, p);
+    if (b.parallel_context && b.context_persistent > 0)
+      p.push_back({pre + "context.persistent", {b.context_persistent, D}, I::Normal});
     if (b.has_moe) {
       const MoeSpec& m = b.moe;
       const int64_t F = m.hidden;
@@ -422,6 +424,17 @@ void validate_spec(const ModelSpec& s) {
       check(b.parallel != b.mixer, where, ": the parallel mixer must be of another kind than the main one");
       validate_mixer(b.parallel, b, where);
     }
+    if (b.parallel_context) {
+      check(b.has_parallel && !b.parallel_gate && b.mixer == MixerKind::Attention &&
+                b.parallel == MixerKind::Titans,
+            where, ": memory as context combines an attention mixer and a titans memory, in that order");
+      check(b.mixer_in_scale == 1 && b.mixer_out_scale == 1 && b.parallel_in_scale == 1 &&
+                b.parallel_out_scale == 1,
+            where, ": memory as context takes no in / out scales");
+    }
+    check(b.context_persistent == 0 || (b.parallel_context && b.context_persistent > 0), where,
+          ": persistent_tokens (", b.context_persistent,
+          ") belongs to memory as context and must be positive");
     if (b.has_mlp) check(b.mlp.hidden > 0, where, ": MLP hidden size must be positive");
   }
   const LoopSpec& l = s.loop;

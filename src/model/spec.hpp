@@ -63,6 +63,12 @@ struct BlockSpec {
   // Combine as mixer(x * in) * out * sigmoid(parallel(x * in') * out') instead of the sum:
   // Titans' memory as a gate (sliding-window attention gated by the long-term memory).
   bool parallel_gate = false;
+  // Or memory as context (Titans' MAC, MemoryContextMixer): attention (the main mixer) over
+  // each chunk of the titans memory (the parallel one) beside the memory's reading of it,
+  // after context_persistent learned rows (persistent memory); the memory learns from the
+  // attention's output, which it gates.
+  bool parallel_context = false;
+  int64_t context_persistent = 0;
   double mixer_in_scale = 1, mixer_out_scale = 1, parallel_in_scale = 1, parallel_out_scale = 1;
   AttentionSpec attn;
   MambaSpec mamba;

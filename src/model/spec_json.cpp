@@ -405,8 +405,10 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
           }
           check(!nested, mw, ": a parallel mixer cannot be a branch of another");
           const std::string combine = mo.get_string("combine", "sum");
-          check(combine == "sum" || combine == "gate", mw, ": 'combine' must be \"sum\" or \"gate\", not \"",
-                combine, "\"");
+          check(combine == "sum" || combine == "gate" || combine == "context", mw,
+                ": 'combine' must be \"sum\", \"gate\" or \"context\", not \"", combine, "\"");
+          check(combine == "context" || !mo.has("persistent_tokens"), mw,
+                ": 'persistent_tokens' belongs to \"combine\": \"context\"");
           check(mo.has("mixers") && m["mixers"].is_array() && m["mixers"].size() == 2, mw,
                 ": 'mixers' must list two mixers (names or objects)");
           auto scales = [&](const char* key) {
@@ -424,6 +426,8 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
           b.parallel = b.mixer;
           b.mixer = first;
           b.parallel_gate = combine == "gate";
+          b.parallel_context = combine == "context";
+          b.context_persistent = mo.get_int("persistent_tokens", 0);
           b.mixer_in_scale = ins[0], b.parallel_in_scale = ins[1];
           b.mixer_out_scale = outs[0], b.parallel_out_scale = outs[1];
         };
@@ -506,13 +510,16 @@ json spec_to_json(const ModelSpec& s) {
     json l;
     if (!b.has_mixer)
       l["mixer"] = nullptr;
-    else if (b.has_parallel)
+    else if (b.has_parallel) {
       l["mixer"] = {{"type", "parallel"},
-                    {"combine", b.parallel_gate ? "gate" : "sum"},
+                    {"combine", b.parallel_gate      ? "gate"
+                                : b.parallel_context ? "context"
+                                                     : "sum"},
                     {"mixers", {write_mixer(b, b.mixer), write_mixer(b, b.parallel)}},
                     {"in_scales", {b.mixer_in_scale, b.parallel_in_scale}},
                     {"out_scales", {b.mixer_out_scale, b.parallel_out_scale}}};
-    else
+      if (b.context_persistent > 0) l["mixer"]["persistent_tokens"] = b.context_persistent;
+    } else
       l["mixer"] = write_mixer(b, b.mixer);
     if (b.has_moe)
       l["moe"] = write_moe(b.moe);

@@ -12,14 +12,14 @@ TextWindows::TextWindows(TokenSplit data, int64_t seq, int64_t eval_windows)
   const int64_t n = std::min<int64_t>(eval_windows, (int64_t(data_.val.size()) - 1) / seq_);
   for (int64_t w = 0; w < n; ++w) {
     const auto at = data_.val.begin() + w * seq_;
-    held_out_.push_back({std::vector<int32_t>(at, at + seq_), std::vector<int32_t>(at + 1, at + seq_ + 1)});
+    held_out_.push_back(window(at));
   }
 }
 
 TaskExample TextWindows::draw(Rng& rng) const {
   const auto start = int64_t(rng.next() % uint64_t(int64_t(data_.train.size()) - seq_));
   const auto at = data_.train.begin() + start;
-  return {std::vector<int32_t>(at, at + seq_), std::vector<int32_t>(at + 1, at + seq_ + 1)};
+  return window(at);
 }
 
 void TextWindows::check_model(const ModelSpec& model) const {

@@ -34,6 +34,13 @@ class TextWindows final : public TrainingSource {
   void check_model(const ModelSpec& model) const override;
 
  private:
+  // The window of seq tokens from `at` and its next-token targets.
+  TaskExample window(std::vector<int32_t>::const_iterator at) const {
+    TaskExample e;
+    e.input.assign(at, at + seq_);
+    e.target.assign(at + 1, at + seq_ + 1);
+    return e;
+  }
   TokenSplit data_;
   int64_t seq_;
   std::vector<TaskExample> held_out_;
