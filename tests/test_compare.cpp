@@ -182,6 +182,65 @@ TEST(Compare, LearningRatePerSpec) {
   EXPECT_FALSE(std::filesystem::exists(d / "o2/attn")) << "nothing trained";
 }
 
+// Models trained by separate runs tabulate as one: the merged table equals the table of one
+// run training both, and settings that differ are named.
+TEST(Compare, MergeTabulatesSeparateRuns) {
+  TempDir d;
+  std::ofstream(d / "attn.json") << kAttention;
+  std::ofstream(d / "gla.json") << kGla;
+  const std::string common = " --seq 16,32 --items 2,4 --vocab 96 --steps 5 --batch 2 -n 6 --quiet";
+  auto run = [&](const std::string& specs, const std::string& out, const std::string& extra) {
+    const CliResult r = run_braid("compare mqar --spec " + specs + " --out " + (d / out) + common + extra);
+    EXPECT_EQ(r.rc, 0) << r.err;
+  };
+  run(d / "attn.json" + "," + (d / "gla.json"), "both", " --lr 1e-3,5e-3");
+  run(d / "attn.json", "a", " --lr 1e-3");
+  run(d / "gla.json", "g", " --lr 5e-3");
+  run(d / "gla.json", "g8", " --lr 5e-3 --seed 5");
+  const CliResult m =
+      run_braid("compare --merge " + (d / "a") + "," + (d / "g") + " --out " + (d / "merged"));
+  ASSERT_EQ(m.rc, 0) << m.err;
+  const json both = read_json_file(d / "both/results.json"),
+             merged = read_json_file(d / "merged/results.json");
+  ASSERT_EQ(merged["models"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(merged["models"][i]["label"], both["models"][i]["label"]);
+    EXPECT_EQ(merged["models"][i]["accuracy"], both["models"][i]["accuracy"]) << i;
+    EXPECT_EQ(merged["models"][i]["final_loss"], both["models"][i]["final_loss"]) << i;
+  }
+  // Both runs' commands and the merge are quoted, and the table has the lr column.
+  EXPECT_NE(m.out.find("| final loss | lr | train time |"), std::string::npos) << m.out;
+  EXPECT_NE(m.out.find("--out " + (d / "a")), std::string::npos) << m.out;
+  EXPECT_NE(m.out.find("--out " + (d / "g")), std::string::npos) << m.out;
+  EXPECT_NE(m.out.find("compare --merge"), std::string::npos) << m.out;
+  // The merged file reads back as a results file.
+  EXPECT_EQ(compare_from_json(merged, "merged").rows.size(), 2u);
+
+  auto refused = [&](const std::string& args) {
+    const CliResult r = run_braid("compare --merge " + args);
+    EXPECT_EQ(r.rc, 2);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    return r.err;
+  };
+  EXPECT_NE(refused(d / "a" + "," + (d / "g8") + " --out " + (d / "x")).find("its setting 'train'"),
+            std::string::npos);
+  EXPECT_NE(
+      refused(d / "a" + "," + (d / "both") + " --out " + (d / "x")).find("'attn' is already in the table"),
+      std::string::npos);
+  EXPECT_NE(refused(d / "a" + "," + (d / "g") + " --out " + (d / "a")).find("would be overwritten"),
+            std::string::npos);
+  EXPECT_NE(refused(d / "a" + "," + (d / "nowhere") + " --out " + (d / "x")).find("nowhere/results.json"),
+            std::string::npos);
+  const CliResult none = run_braid("compare --out " + (d / "x"));
+  EXPECT_EQ(none.rc, 2);
+  EXPECT_NE(none.err.find("compare needs a task, --spec and --seq"), std::string::npos) << none.err;
+  std::filesystem::create_directories(d / "bad");
+  std::ofstream(d / "bad/results.json") << "{\"task\": \"mqar\"}";
+  EXPECT_NE(
+      refused(d / "a" + "," + (d / "bad") + " --out " + (d / "x")).find("not a braid compare results file"),
+      std::string::npos);
+}
+
 TEST(Compare, RegressionTableAndEvalAgree) {
   TempDir d;
   std::ofstream(d / "icl.json") << R"({"name": "icl", "input_dim": 4, "output_dim": 1, "d_model": 16,

@@ -28,10 +28,23 @@ struct CompareArgs {
   double min_lr_ratio = 0.1;
   int threads = 0;
   bool quiet = false;
-  std::string command;  // as typed, quoted in results.md
+  std::string command;             // as typed, quoted in results.md
+  std::vector<std::string> merge;  // result directories to tabulate together instead
 };
 
+// results.md (quoting `shown`), results.json (recording `command`) and accuracy.svg in o.out.
+void write_results(const CompareOptions& o, const std::vector<CompareRow>& rows, const std::string& shown,
+                   const std::string& command) {
+  json j = compare_json(o, rows);
+  if (!command.empty()) j["command"] = command;
+  write_text_file((fs::path(o.out) / "results.md").string(), compare_markdown(o, rows, shown));
+  write_text_file((fs::path(o.out) / "results.json").string(), j.dump(2) + "\n");
+  write_text_file((fs::path(o.out) / "accuracy.svg").string(), compare_svg(o, rows));
+}
+
 void compare(CompareArgs a) {
+  check(!a.o.task.name.empty() && !a.specs.empty() && !a.o.eval_seq.empty(),
+        "compare needs a task, --spec and --seq (or --merge with result directories)");
   set_num_threads(a.threads);
   check(a.labels.empty() || a.labels.size() == a.specs.size(), "--label: ", a.labels.size(), " labels for ",
         a.specs.size(), " specs");
@@ -78,11 +91,29 @@ void compare(CompareArgs a) {
       std::fprintf(stderr, "\n");
     }
     // Written after every model, so an interrupted comparison keeps what it finished.
-    write_text_file((fs::path(o.out) / "results.md").string(), compare_markdown(o, rows, a.command));
-    write_text_file((fs::path(o.out) / "results.json").string(), compare_json(o, rows).dump(2) + "\n");
-    write_text_file((fs::path(o.out) / "accuracy.svg").string(), compare_svg(o, rows));
+    write_results(o, rows, a.command, a.command);
   }
   std::printf("%s", compare_markdown(o, rows, a.command).c_str());
+}
+
+// --merge: the tables of several runs as one (the rows in order), written to --out.
+void merge(const CompareArgs& a) {
+  std::vector<CompareResults> parts;
+  std::vector<std::string> names;
+  check(!a.o.out.empty(), "--merge needs --out");
+  for (const std::string& dir : a.merge) {
+    check(fs::weakly_canonical(dir) != fs::weakly_canonical(a.o.out), "--out ", a.o.out,
+          " is one of the merged directories: its results would be overwritten");
+    const std::string file = (fs::path(dir) / "results.json").string();
+    parts.push_back(compare_from_json(read_json_file(file), file));
+    names.push_back(dir);
+  }
+  CompareResults m = merge_compare(parts, names);
+  m.o.out = a.o.out;
+  fs::create_directories(m.o.out);
+  const std::string commands = m.command.empty() ? a.command : m.command + "\n" + a.command;
+  write_results(m.o, m.rows, commands, m.command);
+  std::printf("%s", compare_markdown(m.o, m.rows, commands).c_str());
 }
 
 }  // namespace
@@ -96,14 +127,12 @@ void add_compare(CLI::App& app, int& exit_code) {
                                    "Train several specs on one synthetic task under one budget and tabulate "
                                    "their accuracy by sequence length");
   c->add_option("task", a->o.task.name,
-                "Task: mqar, selective_copy, induction, passkey, listops, linear_regression")
-      ->required();
+                "Task: mqar, selective_copy, induction, passkey, listops, linear_regression");
   c->add_option("--spec", a->specs, "braid spec JSON files (repeat, or a comma-separated list)")
-      ->delimiter(',')
-      ->required();
+      ->delimiter(',');
   c->add_option("--label", a->labels, "A label per spec (default: the file names)")->delimiter(',');
   c->add_option("--out", a->o.out, "Output directory")->required();
-  c->add_option("--seq", a->o.eval_seq, "Evaluation lengths, e.g. 64,128,256")->delimiter(',')->required();
+  c->add_option("--seq", a->o.eval_seq, "Evaluation lengths, e.g. 64,128,256")->delimiter(',');
   c->add_option("--train-seq", a->o.train_seq, "Training lengths (default: the evaluation lengths)")
       ->delimiter(',');
   c->add_option("--items", a->o.items,
@@ -130,9 +159,18 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--eval-seed", a->o.eval_seed, "Seed of the evaluation examples")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0: all cores)");
   c->add_flag("--quiet", a->quiet, "No progress");
+  c->add_option("--merge", a->merge,
+                "Instead of training: tabulate the models of several comparisons' --out directories "
+                "(same settings but the learning rate) as one, written to --out")
+      ->delimiter(',');
   c->callback([a, &exit_code] {
     a->command = invocation();
-    compare(*a);
+    if (!a->merge.empty()) {
+      check(a->specs.empty() && a->o.task.name.empty(), "--merge takes only result directories and --out");
+      merge(*a);
+    } else {
+      compare(*a);
+    }
     exit_code = 0;
   });
 }

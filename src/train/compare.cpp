@@ -286,4 +286,75 @@ json compare_json(const CompareOptions& o, const std::vector<CompareRow>& rows) 
               {"models", models}};
 }
 
+CompareResults compare_from_json(const json& j, const std::string& where) {
+  CompareResults r;
+  CompareOptions& o = r.o;
+  try {
+    o.task.name = j.at("task").get<std::string>(), o.task.vocab = j.at("vocab"), o.task.dim = j.at("dim");
+    o.task.power_a = j.at("power_a");
+    o.eval_seq = j.at("eval_seq").get<std::vector<int64_t>>();
+    o.items = j.at("items").get<std::vector<int64_t>>();
+    o.train_seq = j.at("train_seq").get<std::vector<int64_t>>();
+    o.init_seed = j.at("init_seed"), o.init_std = j.at("init_std");
+    o.eval_examples = j.at("eval_examples"), o.eval_seed = j.at("eval_seed");
+    r.command = j.value("command", std::string());
+    for (const json& m : j.at("models")) {
+      CompareRow row;
+      row.label = m.at("label").get<std::string>(), row.params = m.at("params"), row.lr = m.at("lr");
+      row.final_loss = m.at("final_loss"), row.train_seconds = m.at("train_seconds");
+      row.accuracy = m.at("accuracy").get<std::vector<double>>();
+      if (m.contains("error")) {
+        row.error = m.at("error").get<std::vector<double>>();
+        row.least_squares = m.at("least_squares").get<std::vector<double>>();
+      }
+      check(row.accuracy.size() == o.eval_seq.size(), "model '", row.label, "' has ", row.accuracy.size(),
+            " accuracies for ", o.eval_seq.size(), " lengths");
+      r.rows.push_back(std::move(row));
+    }
+  } catch (const json::exception& e) {
+    fail(where, ": not a braid compare results file (", e.what(), ")");
+  } catch (const Error& e) {
+    fail(where, ": ", e.what());
+  }
+  check(o.items.size() == o.eval_seq.size(), where, ": ", o.items.size(), " item counts for ",
+        o.eval_seq.size(), " lengths");
+  check(j.contains("train"), where, ": not a braid compare results file (no training options)");
+  o.train = options_from_json(j["train"], where);
+  return r;
+}
+
+CompareResults merge_compare(const std::vector<CompareResults>& parts,
+                             const std::vector<std::string>& names) {
+  check(!parts.empty() && parts.size() == names.size(), "nothing to merge");
+  // Every setting but the learning rate: the options as written, without the schedule's lr.
+  auto settings = [](const CompareOptions& o) {
+    json j = compare_json(o, {});
+    j.erase("models");
+    j["train"].erase("lr");
+    j["train"].erase("min_lr");
+    j["min_lr_ratio"] = o.train.schedule.min_lr / o.train.schedule.lr;
+    return j;
+  };
+  CompareResults m;
+  m.o = parts[0].o;
+  const json first = settings(parts[0].o);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const json s = settings(parts[i].o);
+    if (s != first)
+      for (const auto& [key, value] : first.items())
+        check(s.contains(key) && s[key] == value, names[i], ": its setting '", key, "' (",
+              s.contains(key) ? s[key].dump() : "missing", ") differs from ", names[0], "'s (", value.dump(),
+              ")");
+    check(s == first, names[i], ": its settings differ from ", names[0], "'s");
+    for (const CompareRow& row : parts[i].rows) {
+      for (const CompareRow& seen : m.rows)
+        check(seen.label != row.label, names[i], ": a model labelled '", row.label,
+              "' is already in the table");
+      m.rows.push_back(row);
+    }
+    if (!parts[i].command.empty()) m.command += (m.command.empty() ? "" : "\n") + parts[i].command;
+  }
+  return m;
+}
+
 }  // namespace braid

@@ -60,4 +60,18 @@ std::string compare_markdown(const CompareOptions& o, const std::vector<CompareR
 std::string compare_svg(const CompareOptions& o, const std::vector<CompareRow>& rows);
 json compare_json(const CompareOptions& o, const std::vector<CompareRow>& rows);
 
+// A results.json read back (the inverse of compare_json; `command`, if the file has one, is
+// the command line that wrote it). Throws a one-line error naming `where` when malformed.
+struct CompareResults {
+  CompareOptions o;
+  std::vector<CompareRow> rows;
+  std::string command;
+};
+CompareResults compare_from_json(const json& j, const std::string& where);
+// The rows of several comparisons as one (in order), for a table whose models were trained
+// by separate runs: compare_one depends only on the options and the spec, so a row is the
+// same whichever run trained it. Every setting must agree except the peak learning rate
+// (kept per row); labels must differ. `names` name the parts in errors.
+CompareResults merge_compare(const std::vector<CompareResults>& parts, const std::vector<std::string>& names);
+
 }  // namespace braid
