@@ -48,12 +48,13 @@ std::vector<int32_t> tokens(int64_t T, int64_t V, uint64_t seed) {
 const Tensor& weight(const Weights& w, const std::string& name) { return w.at(name); }
 
 // The memory's reading of x with memory M ([heads][P], depth 2), from the definition:
-// out(rmsnorm_h(W2 silu(W1 normalize(q_h(x))))), in double.
+// out(rmsnorm_h(W2 silu(W1 normalize(q_h(x))))) with the reading's own query projection q, in
+// double.
 std::vector<double> reading(const Weights& w, const std::string& pre, const float* x, const float* M) {
   const int64_t D = 16, H = 2, d = 4, m = 6, P = 2 * m * d;
-  const float *Wq = weight(w, pre + "q_proj.weight").data<float>(),
-              *g = weight(w, pre + "norm.weight").data<float>(),
-              *Wo = weight(w, pre + "out_proj.weight").data<float>();
+  const float *Wq = weight(w, pre + "context.q_proj.weight").data<float>(),
+              *g = weight(w, pre + "titans.norm.weight").data<float>(),
+              *Wo = weight(w, pre + "titans.out_proj.weight").data<float>();
   std::vector<double> o(size_t(H * d)), out(size_t(D), 0.0);
   for (int64_t h = 0; h < H; ++h) {
     std::vector<double> q(size_t(d), 0.0), a(size_t(m), 0.0), r(size_t(d), 0.0);
@@ -154,7 +155,7 @@ TEST(MemoryAsContext, OutputIsTheChunkwiseComposition) {
     std::vector<float> z(size_t(rows * D)), a(z.size()), y(size_t(n * D)), m(y.size());
     std::copy(persistent, persistent + NP * D, z.begin());
     for (int64_t i = 0; i < n; ++i) {
-      const std::vector<double> h = reading(w, "blocks.0.titans.", &x[size_t((t0 + i) * D)], M.data());
+      const std::vector<double> h = reading(w, "blocks.0.", &x[size_t((t0 + i) * D)], M.data());
       for (int64_t c = 0; c < D; ++c) {
         z[size_t((NP + 2 * i) * D + c)] = float(h[size_t(c)]);
         z[size_t((NP + 2 * i + 1) * D + c)] = x[size_t((t0 + i) * D + c)];

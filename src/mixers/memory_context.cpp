@@ -8,13 +8,16 @@
 namespace braid {
 
 MemoryContextMixer::MemoryContextMixer(std::unique_ptr<Mixer> attention, std::unique_ptr<TitansMixer> memory,
-                                       const float* persistent, int64_t n_persistent, int64_t d_model)
+                                       const float* read_q, const float* persistent, int64_t n_persistent,
+                                       int64_t d_model)
     : attention_(std::move(attention)),
       memory_(std::move(memory)),
+      read_q_(read_q),
       persistent_(persistent),
       n_persistent_(n_persistent),
       d_(d_model) {
-  check(attention_ && memory_, "memory as context needs an attention mixer and a titans memory");
+  check(attention_ && memory_ && read_q_,
+        "memory as context needs an attention mixer, a titans memory and a query projection");
   check(n_persistent_ == 0 || persistent_ != nullptr, "memory as context: persistent rows are missing");
 }
 
@@ -57,7 +60,7 @@ void MemoryContextMixer::run(const float* x, int64_t T, CompositeState& st, floa
     const int64_t n = std::min(T - t0, C - mem->pos % C);
     if (first) st.parts[0] = attention_->make_state();  // the attention sees one chunk
     h.resize(size_t(n * D));
-    memory_->read(x + t0 * D, n, memory_->chunk_start_memory(*mem), h.data());
+    memory_->read(x + t0 * D, n, read_q_, memory_->chunk_start_memory(*mem), h.data());
     const int64_t rows = (first ? n_persistent_ : 0) + 2 * n;
     float* z = ws.get(Workspace::kBranchIn, size_t(rows * D));
     interleave(h.data(), x + t0 * D, n, first, z);
@@ -133,7 +136,7 @@ void MemoryContextMixer::backward(const float* x, int64_t T, const float* dy, fl
     for (int64_t h = 0; h < H; ++h)
       std::memcpy(&M0[size_t(h * Pm)], &tape.ckM[size_t((h * tape.nch + c) * Pm)],
                   size_t(Pm) * sizeof(float));
-    memory_->read_backward(x + t0 * D, n, M0.data(), dh.data(), dx + t0 * D, tape.dM.data(), g);
+    memory_->read_backward(x + t0 * D, n, read_q_, M0.data(), dh.data(), dx + t0 * D, tape.dM.data(), g);
   }
   memory_->backward_finish(tape, g);
 }

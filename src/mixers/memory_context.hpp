@@ -1,7 +1,8 @@
 // Memory as context (Titans' MAC): attention over one chunk of tokens at a time, each token
 // beside the long-term memory's reading of it, and the memory learning from what the
 // attention made of them. Positions are cut into the memory's chunks; for a chunk x_1..x_n
-//   h_j = memory.read(x_j)                 the memory entering the chunk, not updated
+//   h_j = memory.read(x_j)                 the memory entering the chunk, not updated, with a
+//                                          query projection of its own (the memory's serves y)
 //   z   = [p_1 .. p_P, h_1, x_1, h_2, x_2, ..., h_n, x_n]   (p: learned persistent rows)
 //   a   = attention(z) from an empty cache, causal, so x_j sees p, h_<=j and x_<=j
 //   y_j = a at x_j's row
@@ -20,9 +21,10 @@ namespace braid {
 
 class MemoryContextMixer final : public Mixer {
  public:
-  // persistent: [n_persistent][d_model] (null when n_persistent == 0).
+  // read_q: the reading's query projection [heads x head_dim][d_model]; persistent:
+  // [n_persistent][d_model] (null when n_persistent == 0).
   MemoryContextMixer(std::unique_ptr<Mixer> attention, std::unique_ptr<TitansMixer> memory,
-                     const float* persistent, int64_t n_persistent, int64_t d_model);
+                     const float* read_q, const float* persistent, int64_t n_persistent, int64_t d_model);
   const char* kind() const override { return "memory-as-context"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
@@ -47,6 +49,7 @@ class MemoryContextMixer final : public Mixer {
 
   std::unique_ptr<Mixer> attention_;
   std::unique_ptr<TitansMixer> memory_;
+  const float* read_q_;
   const float* persistent_;
   int64_t n_persistent_, d_;
 };

@@ -72,12 +72,12 @@ class TitansMixer final : public Mixer {
   const float* chunk_start_memory(const TitansState& st) const {
     return (st.pos % s_.chunk == 0 ? st.M : st.M0).data();
   }
-  // h[T, D] = out(norm(M(q(x)))): the retrieval path of forward() with a given memory M
-  // ([H][mem size]) instead of the current one, and no update.
-  void read(const float* x, int64_t T, const float* M, float* h) const;
-  // Its backward: dx += dL/dx, dM += dL/dM, parameter gradients into g.
-  void read_backward(const float* x, int64_t T, const float* M, const float* dh, float* dx, float* dM,
-                     GradSink& g) const;
+  // h[T, D] = out(norm(M(normalize(Wq x)))): the retrieval path of forward() with a query
+  // projection Wq ([H d][D]) and a memory M ([H][mem size]) given, and no update.
+  void read(const float* x, int64_t T, const float* Wq, const float* M, float* h) const;
+  // Its backward: dx += dL/dx, dM += dL/dM, parameter gradients (Wq's too) into g.
+  void read_backward(const float* x, int64_t T, const float* Wq, const float* M, const float* dh, float* dx,
+                     float* dM, GradSink& g) const;
 
   // Inputs of the recurrence for T tokens: normalised q, k ([T][H d]), v, the gates
   // alpha, eta, theta ([T][3 H]), and what the backward needs (raw q, k, gate inputs).

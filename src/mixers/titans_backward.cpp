@@ -177,11 +177,11 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
   backward_inputs(x, tp, 0, T, dx, false, gs);
 }
 
-// The read of memory as context: h = out(norm(M(q))) with a given memory, no update.
-void TitansMixer::read(const float* x, int64_t T, const float* M, float* h) const {
+// The read of memory as context: h = out(norm(M(normalize(Wq x)))) with a given memory, no update.
+void TitansMixer::read(const float* x, int64_t T, const float* Wq, const float* M, float* h) const {
   const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d, P = net_.size();
   Vec q = zeros(T * HD), o = zeros(T * HD);
-  ops::linear(x, T, d_, w_.q, HD, nullptr, q.data());
+  ops::linear(x, T, d_, Wq, HD, nullptr, q.data());
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     Vec tmp = zeros(net_.scratch());
@@ -195,12 +195,12 @@ void TitansMixer::read(const float* x, int64_t T, const float* M, float* h) cons
   ops::linear(o.data(), T, HD, w_.out, d_, nullptr, h);
 }
 
-void TitansMixer::read_backward(const float* x, int64_t T, const float* M, const float* dh, float* dx,
-                                float* dM, GradSink& gs) const {
+void TitansMixer::read_backward(const float* x, int64_t T, const float* Wq, const float* M, const float* dh,
+                                float* dx, float* dM, GradSink& gs) const {
   const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d, P = net_.size();
   Vec q_raw = zeros(T * HD), q = zeros(T * HD), o = zeros(T * HD), on = zeros(T * HD), don = zeros(T * HD),
       dO = zeros(T * HD), dq = zeros(T * HD);
-  ops::linear(x, T, d_, w_.q, HD, nullptr, q_raw.data());
+  ops::linear(x, T, d_, Wq, HD, nullptr, q_raw.data());
   q = q_raw;
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
@@ -225,7 +225,7 @@ void TitansMixer::read_backward(const float* x, int64_t T, const float* M, const
   }
   for (int64_t r = 0; r < T * H; ++r)
     l2_normalize_backward(&q_raw[size_t(r * d)], &dq[size_t(r * d)], d, &o[size_t(r * d)]);
-  ops::linear_backward(x, T, d_, w_.q, HD, o.data(), dx, true, gs.of(w_.q), nullptr);
+  ops::linear_backward(x, T, d_, Wq, HD, o.data(), dx, true, gs.of(Wq), nullptr);
 }
 
 }  // namespace braid

@@ -44,10 +44,10 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     } else if (b.parallel_context) {
       std::unique_ptr<Mixer> memory = make_mixer(b.parallel, i);
       std::unique_ptr<TitansMixer> titans(static_cast<TitansMixer*>(memory.release()));
-      const std::string name = "blocks." + std::to_string(i) + ".context.persistent";
-      mixers_.push_back(std::make_unique<MemoryContextMixer>(make_mixer(b.mixer, i), std::move(titans),
-                                                             b.context_persistent > 0 ? w(name) : nullptr,
-                                                             b.context_persistent, spec_.d_model));
+      const std::string ctx = "blocks." + std::to_string(i) + ".context.";
+      mixers_.push_back(std::make_unique<MemoryContextMixer>(
+          make_mixer(b.mixer, i), std::move(titans), w(ctx + "q_proj.weight"),
+          b.context_persistent > 0 ? w(ctx + "persistent") : nullptr, b.context_persistent, spec_.d_model));
     } else {
       std::vector<ParallelMixer::Branch> br(2);
       br[0] = {make_mixer(b.mixer, i), float(b.mixer_in_scale), float(b.mixer_out_scale)};

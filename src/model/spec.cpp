@@ -260,6 +260,8 @@ std::vector<ParamDecl> param_decls(const ModelSpec& s) {
     if (b.has_mixer) norm(pre + "norm1");
     if (b.has_mixer) mixer_params(b.mixer, b, pre, D, s.norm_weight_offset, p);
     if (b.has_mixer && b.has_parallel) mixer_params(b.parallel, b, pre, D, s.norm_weight_offset, p);
+    if (b.parallel_context)  // the reading's query projection; persistent rows
+      p.push_back({pre + "context.q_proj.weight", {b.titans.n_heads * b.titans.head_dim, D}, I::Normal});
     if (b.parallel_context && b.context_persistent > 0)
       p.push_back({pre + "context.persistent", {b.context_persistent, D}, I::Normal});
     if (b.has_moe) {
