@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fixtures.hpp"
+#include "memory_blocks.hpp"
 #include "mixers/titans.hpp"
 #include "model/grads.hpp"
 #include "model/init.hpp"
@@ -36,13 +37,6 @@ json context_json() {
     "mlp": {"hidden": 24},
     "layers": ["mac", "mac"]
   })");
-}
-
-std::vector<int32_t> tokens(int64_t T, int64_t V, uint64_t seed) {
-  Rng r(seed);
-  std::vector<int32_t> t(static_cast<size_t>(T));
-  for (auto& v : t) v = int32_t(r.next() % uint64_t(V));
-  return t;
 }
 
 const Tensor& weight(const Weights& w, const std::string& name) { return w.at(name); }
@@ -123,17 +117,7 @@ TEST(MemoryAsContext, OutputIsTheChunkwiseComposition) {
   j["layers"] = {"attn", "mem"};
   const ModelSpec apart = spec_from_json(j, "apart.json");
   const Weights w = init_weights(mac, 3, 0.3);
-  Weights wa;  // block 0 of `apart` holds the attention of mac block 0, block 1 its memory
-  for (const auto& [name, t] : w) {
-    if (name.rfind("blocks.0.", 0) != 0) {
-      if (name.rfind("blocks.", 0) != 0) wa[name] = t;
-      continue;
-    }
-    if (name.find(".context.") != std::string::npos) continue;
-    const bool memory = name.find(".titans.") != std::string::npos;
-    if (!memory) wa[name] = t;
-    if (memory || name.find(".attn.") == std::string::npos) wa["blocks.1." + name.substr(9)] = t;
-  }
+  const Weights wa = split_attention_memory(w);
   Model mm(mac, w, "mac"), ma(apart, wa, "apart");
   const int64_t T = 13, D = 16, C = 4, NP = 2;
   Rng r(4);
@@ -179,7 +163,7 @@ TEST(MemoryAsContext, PrefillEqualsDecodeAndTheStateIsBounded) {
   const ModelSpec s = spec_from_json(context_json(), "mac.json");
   auto model = std::make_shared<Model>(s, init_weights(s, 5, 0.3), "init");
   const int64_t T = 19, V = 23;
-  const auto ids = tokens(T, V, 6);
+  const auto ids = random_ids(T, V, 6);
   Session full(model), step(model);
   const std::vector<float> all = full.feed_all(ids.data(), T);
   step.feed(ids.data(), 3);  // splits chunks unevenly from here on
@@ -207,6 +191,6 @@ TEST(MemoryAsContext, GradientsMatchFiniteDifferences) {
   Model model(s, owned_copy(init_weights(s, 7, 0.2)), "init");
   // 10 tokens: chunks of 4, 4 and 2, so gradients cross two chunk boundaries both through
   // the memory's recurrence and through its readings.
-  const auto tok = tokens(10, 23, 8), tgt = tokens(10, 23, 9);
+  const auto tok = random_ids(10, 23, 8), tgt = random_ids(10, 23, 9);
   expect_model_grads_match(model, tok, tgt, 0, 6, 3e-3);
 }

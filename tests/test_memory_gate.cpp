@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "fixtures.hpp"
+#include "memory_blocks.hpp"
 #include "model/grads.hpp"
 #include "model/init.hpp"
 #include "model/model.hpp"
@@ -33,13 +34,6 @@ json gate_json() {
     "mlp": {"hidden": 24},
     "layers": ["mag", "mag"]
   })");
-}
-
-std::vector<int32_t> tokens(int64_t T, int64_t V, uint64_t seed) {
-  Rng r(seed);
-  std::vector<int32_t> t(static_cast<size_t>(T));
-  for (auto& v : t) v = int32_t(r.next() % uint64_t(V));
-  return t;
 }
 
 }  // namespace
@@ -90,16 +84,7 @@ TEST(MemoryAsGate, OutputIsAttentionTimesSigmoidOfMemory) {
   const ModelSpec apart = spec_from_json(j, "apart.json");
   // Same weights: block 0 of `apart` is the attention of gated block 0, block 1 its memory.
   const Weights w = init_weights(gated, 3, 0.3);
-  Weights wa;
-  for (const auto& [name, t] : w) {
-    if (name.rfind("blocks.0.", 0) != 0) {
-      if (name.rfind("blocks.", 0) != 0) wa[name] = t;
-      continue;
-    }
-    const bool memory = name.find(".titans.") != std::string::npos;
-    if (!memory) wa[name] = t;
-    if (memory || name.find(".attn.") == std::string::npos) wa["blocks.1." + name.substr(9)] = t;
-  }
+  const Weights wa = split_attention_memory(w);
   Model mg(gated, w, "gated"), ma(apart, wa, "apart");
   const int64_t T = 13, D = 16;
   Rng r(4);
@@ -121,7 +106,7 @@ TEST(MemoryAsGate, PrefillEqualsDecode) {
   const ModelSpec s = spec_from_json(gate_json(), "mag.json");
   auto model = std::make_shared<Model>(s, init_weights(s, 5, 0.3), "init");
   const int64_t T = 17, V = 23;
-  const auto ids = tokens(T, V, 6);
+  const auto ids = random_ids(T, V, 6);
   Session full(model), step(model);
   const std::vector<float> all = full.feed_all(ids.data(), T);
   step.feed(ids.data(), 5);
@@ -139,7 +124,7 @@ TEST(MemoryAsGate, PrefillEqualsDecode) {
 TEST(MemoryAsGate, GradientsMatchFiniteDifferences) {
   const ModelSpec s = spec_from_json(gate_json(), "mag.json");
   Model model(s, owned_copy(init_weights(s, 7, 0.2)), "init");
-  const auto tok = tokens(10, 23, 8), tgt = tokens(10, 23, 9);
+  const auto tok = random_ids(10, 23, 8), tgt = random_ids(10, 23, 9);
   // The memory's weights enter through test-time gradients (third powers and beyond), as in
   // the Titans core test: a smaller step keeps truncation error below the tolerance.
   expect_model_grads_match(model, tok, tgt, 0, 6, 3e-3);

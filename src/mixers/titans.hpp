@@ -109,6 +109,8 @@ class TitansMixer final : public Mixer {
 
  private:
   void project(const float* x, int64_t T, Inputs& in) const;
+  void read_heads(const float* x, int64_t T, const float* Wq, const float* M, float* q_raw, float* q,
+                  float* o) const;
   TitansSpec s_;
   int64_t d_;
   TitansWeights w_;

@@ -5,6 +5,7 @@
 // momentum updates, and the test-time gradient u = grad ||M0(k) - v||^2 (a Hessian-vector
 // product with respect to the chunk-start memory M0, which is the memory entering the
 // chunk).
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -177,20 +178,29 @@ void TitansMixer::backward(const float* x, int64_t T, const float* dy, float* dx
   backward_inputs(x, tp, 0, T, dx, false, gs);
 }
 
-// The read of memory as context: h = out(norm(M(normalize(Wq x)))) with a given memory, no update.
-void TitansMixer::read(const float* x, int64_t T, const float* Wq, const float* M, float* h) const {
+// The read of memory as context up to the retrievals: q_raw = Wq x, q = q_raw normalised per
+// head, o = M(q) per head ([T][H d] each, written).
+void TitansMixer::read_heads(const float* x, int64_t T, const float* Wq, const float* M, float* q_raw,
+                             float* q, float* o) const {
   const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d, P = net_.size();
-  Vec q = zeros(T * HD), o = zeros(T * HD);
-  ops::linear(x, T, d_, Wq, HD, nullptr, q.data());
+  ops::linear(x, T, d_, Wq, HD, nullptr, q_raw);
+  std::copy(q_raw, q_raw + T * HD, q);
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     Vec tmp = zeros(net_.scratch());
     for (int64_t t = 0; t < T; ++t) {
-      float* qt = &q[size_t(t * HD + h * d)];
+      float* qt = q + t * HD + h * d;
       l2_normalize(qt, d);
-      net_.apply(M + h * P, qt, &o[size_t(t * HD + h * d)], tmp.data());
+      net_.apply(M + h * P, qt, o + t * HD + h * d, tmp.data());
     }
   }
+}
+
+// h = out(norm(M(normalize(Wq x)))) with a given memory, no update.
+void TitansMixer::read(const float* x, int64_t T, const float* Wq, const float* M, float* h) const {
+  const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d;
+  Vec q_raw = zeros(T * HD), q = zeros(T * HD), o = zeros(T * HD);
+  read_heads(x, T, Wq, M, q_raw.data(), q.data(), o.data());
   ops::rmsnorm(o.data(), w_.norm, float(s_.norm_eps), T * H, d, o.data());
   ops::linear(o.data(), T, HD, w_.out, d_, nullptr, h);
 }
@@ -200,17 +210,7 @@ void TitansMixer::read_backward(const float* x, int64_t T, const float* Wq, cons
   const int64_t H = s_.n_heads, d = s_.head_dim, HD = H * d, P = net_.size();
   Vec q_raw = zeros(T * HD), q = zeros(T * HD), o = zeros(T * HD), on = zeros(T * HD), don = zeros(T * HD),
       dO = zeros(T * HD), dq = zeros(T * HD);
-  ops::linear(x, T, d_, Wq, HD, nullptr, q_raw.data());
-  q = q_raw;
-#pragma omp parallel for schedule(static)
-  for (int64_t h = 0; h < H; ++h) {
-    Vec tmp = zeros(net_.scratch());
-    for (int64_t t = 0; t < T; ++t) {
-      float* qt = &q[size_t(t * HD + h * d)];
-      l2_normalize(qt, d);
-      net_.apply(M + h * P, qt, &o[size_t(t * HD + h * d)], tmp.data());
-    }
-  }
+  read_heads(x, T, Wq, M, q_raw.data(), q.data(), o.data());
   ops::rmsnorm(o.data(), w_.norm, float(s_.norm_eps), T * H, d, on.data());
   ops::linear_backward(on.data(), T, HD, w_.out, d_, dh, don.data(), false, gs.of(w_.out), nullptr);
   ops::rmsnorm_backward(o.data(), w_.norm, float(s_.norm_eps), T * H, d, don.data(), dO.data(), false,
