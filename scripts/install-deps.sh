@@ -10,6 +10,8 @@ PACKAGES=(
   libpcre2-dev             # Unicode regex for tokenizer pre-tokenization
   libutf8proc-dev          # Unicode normalization (NFC) and categories
   libcli11-dev             # command-line parsing for the braid CLI
+  libcpp-httplib-dev       # HTTP server for braid serve
+  curl                     # the serving tests drive braid serve with it
   libgtest-dev libgmock-dev
 )
 

@@ -9,6 +9,7 @@
 #include "import/load.hpp"
 #include "runtime/generate.hpp"
 #include "runtime/loop_exit.hpp"
+#include "runtime/text_stream.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid::cli {
@@ -67,8 +68,7 @@ void run(RunArgs a) {
   GenerateOptions opt;
   opt.max_new_tokens = a.n;
   opt.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
-  for (int64_t id : model->spec().eos_token_ids) opt.stop_ids.push_back(int32_t(id));
-  if (tok && tok->token_id("<|endoftext|>") >= 0) opt.stop_ids.push_back(tok->token_id("<|endoftext|>"));
+  opt.stop_ids = default_stop_ids(*model, tok.get());
 
   check(a.loops == 0 || model->spec().loop.enabled(), "--loops: the model has no looped blocks");
   if (a.loop_exit_tol != 0) {
@@ -84,29 +84,13 @@ void run(RunArgs a) {
   }
   Session s(model, a.loops);
   if (tok && !a.prompt.empty()) std::fputs(a.prompt.c_str(), stdout);
-  std::vector<int32_t> out;
-  std::string shown;  // text printed so far for the generated ids
+  TextStream text(tok.get());
   generate(s, prompt, opt, [&](int32_t id) {
-    out.push_back(id);
-    if (!tok) {
-      std::printf("%s%d", out.size() > 1 ? " " : "", id);
-    } else {
-      std::string text = tok->decode(out, true);
-      // Hold back an incomplete UTF-8 sequence until its remaining bytes arrive.
-      if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return true;
-      if (text.size() >= shown.size() && text.compare(0, shown.size(), shown) == 0) {
-        std::fputs(text.c_str() + shown.size(), stdout);
-        shown = text;
-      }
-    }
+    std::fputs(text.push(id).c_str(), stdout);
     std::fflush(stdout);
     return true;
   });
-  if (tok) {
-    std::string text = tok->decode(out, true);
-    if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0)
-      std::fputs(text.c_str() + shown.size(), stdout);
-  }
+  std::fputs(text.finish().c_str(), stdout);
   std::printf("\n");
 }
 

@@ -3,8 +3,16 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace braid {
+
+std::vector<int32_t> default_stop_ids(const Model& model, const Tokenizer* tok) {
+  std::vector<int32_t> ids;
+  for (int64_t id : model.spec().eos_token_ids) ids.push_back(int32_t(id));
+  if (tok && tok->token_id("<|endoftext|>") >= 0) ids.push_back(tok->token_id("<|endoftext|>"));
+  return ids;
+}
 
 std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token) {

@@ -15,6 +15,11 @@ struct GenerateOptions {
   std::vector<int32_t> stop_ids;  // generation ends after emitting one of these
 };
 
+class Tokenizer;
+
+// The ids that end generation: the model's EOS ids and the tokenizer's <|endoftext|>.
+std::vector<int32_t> default_stop_ids(const Model& model, const Tokenizer* tok);
+
 // Returns the generated ids. on_token returns false to stop early.
 std::vector<int32_t> generate(Session& s, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token = nullptr);

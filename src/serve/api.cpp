@@ -1,0 +1,246 @@
+#include "serve/api.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace braid::serve {
+
+ApiError::ApiError(int status_, std::string message, std::string param_, std::string type_)
+    : std::runtime_error(std::move(message)),
+      status(status_),
+      param(std::move(param_)),
+      type(std::move(type_)) {
+  if (type.empty())
+    type = status == 401   ? "authentication_error"
+           : status == 429 ? "rate_limit_error"
+           : status >= 500 ? "server_error"
+                           : "invalid_request_error";
+}
+
+std::string error_body(const ApiError& e) {
+  json err = {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!e.param.empty()) err["param"] = e.param;
+  return json{{"error", err}}.dump();
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& param, const std::string& msg) {
+  throw ApiError(400, param + ": " + msg, param);
+}
+
+const char* type_name(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    default:
+      return "a number";
+  }
+}
+
+double number(const json& v, const std::string& param, double lo, double hi) {
+  if (!v.is_number()) bad(param, std::string("expected a number, found ") + type_name(v));
+  const double x = v.get<double>();
+  if (!(x >= lo && x <= hi))
+    bad(param, "must be in [" + json(lo).dump() + ", " + json(hi).dump() + "], found " + v.dump());
+  return x;
+}
+
+int64_t integer(const json& v, const std::string& param, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer())
+    bad(param, std::string("expected an integer, found ") + (v.is_number() ? v.dump() : type_name(v)));
+  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+    bad(param, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], found " + v.dump());
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi)
+    bad(param, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], found " + v.dump());
+  return x;
+}
+
+std::vector<int32_t> token_ids(const json& a, const std::string& param) {
+  std::vector<int32_t> ids;
+  ids.reserve(a.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    ids.push_back(int32_t(
+        integer(a[i], param + "[" + std::to_string(i) + "]", 0, std::numeric_limits<int32_t>::max())));
+  return ids;
+}
+
+void read_prompt(const json& p, CompletionRequest& r, const RequestLimits& lim) {
+  const std::string param = "prompt";
+  auto check_len = [&](size_t n, const std::string& where) {
+    if (n == 0) bad(where, "is empty");
+    if (int64_t(n) > lim.max_prompt_tokens)
+      bad(where, "has " + std::to_string(n) + " tokens; this server accepts at most " +
+                     std::to_string(lim.max_prompt_tokens));
+  };
+  if (p.is_string()) {
+    if (p.get_ref<const std::string&>().empty()) bad(param, "is empty");
+    r.prompt_texts.push_back(p.get<std::string>());
+    return;
+  }
+  if (!p.is_array() || p.empty())
+    bad(param, "expected a string, an array of token ids, or an array of either");
+  if (p[0].is_number()) {
+    r.prompt_ids.push_back(token_ids(p, param));
+    check_len(r.prompt_ids.back().size(), param);
+    return;
+  }
+  for (size_t i = 0; i < p.size(); ++i) {
+    const std::string where = param + "[" + std::to_string(i) + "]";
+    if (p[i].is_string() && r.prompt_ids.empty()) {
+      if (p[i].get_ref<const std::string&>().empty()) bad(where, "is empty");
+      r.prompt_texts.push_back(p[i].get<std::string>());
+    } else if (p[i].is_array() && r.prompt_texts.empty()) {
+      r.prompt_ids.push_back(token_ids(p[i], where));
+      check_len(r.prompt_ids.back().size(), where);
+    } else {
+      bad(where, "a list of prompts must be all strings or all arrays of token ids");
+    }
+  }
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& lim) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object())
+    throw ApiError(400, std::string("the request body must be a JSON object, found ") + type_name(j));
+  CompletionRequest r;
+  if (!j.contains("prompt")) throw ApiError(400, "prompt: missing", "prompt");
+  for (const auto& [key, v] : j.items()) {
+    if (v.is_null() && key != "prompt") continue;  // null means "the default", as OpenAI's clients send it
+    if (key == "model") {
+      if (!v.is_string()) bad(key, std::string("expected a string, found ") + type_name(v));
+      r.model = v.get<std::string>();
+    } else if (key == "prompt") {
+      read_prompt(v, r, lim);
+    } else if (key == "max_tokens") {
+      r.max_tokens = integer(v, key, 0, lim.max_new_tokens);
+    } else if (key == "temperature") {
+      r.temperature = number(v, key, 0, 2);
+    } else if (key == "top_p") {
+      r.top_p = number(v, key, 0, 1);
+      if (r.top_p == 0) bad(key, "must be > 0");
+    } else if (key == "seed") {
+      r.seed =
+          uint64_t(integer(v, key, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
+    } else if (key == "n") {
+      r.n = int(integer(v, key, 1, lim.max_n));
+    } else if (key == "stream") {
+      if (!v.is_boolean()) bad(key, std::string("expected a boolean, found ") + type_name(v));
+      r.stream = v.get<bool>();
+    } else if (key == "stream_options") {
+      if (!v.is_object()) bad(key, std::string("expected an object, found ") + type_name(v));
+      if (v.contains("include_usage")) {
+        if (!v["include_usage"].is_boolean()) bad("stream_options.include_usage", "expected a boolean");
+        r.include_usage = v["include_usage"].get<bool>();
+      }
+    } else if (key == "logprobs") {
+      r.logprobs = int(integer(v, key, 0, 20));
+    } else if (key == "stop") {
+      if (v.is_string()) {
+        r.stop.push_back(v.get<std::string>());
+      } else if (v.is_array() && v.size() <= 4) {
+        for (size_t i = 0; i < v.size(); ++i) {
+          if (!v[i].is_string()) bad(key + "[" + std::to_string(i) + "]", "expected a string");
+          r.stop.push_back(v[i].get<std::string>());
+        }
+      } else {
+        bad(key, "expected a string or an array of at most 4 strings");
+      }
+    } else if (key == "echo" || key == "best_of" || key == "suffix" || key == "logit_bias") {
+      // Accepted by OpenAI, not implemented here: refuse rather than silently ignore.
+      const bool harmless = (key == "echo" && v == false) || (key == "best_of" && v == 1) ||
+                            (key == "logit_bias" && v.is_object() && v.empty());
+      if (!harmless) bad(key, "is not supported by this server");
+    } else if (key == "presence_penalty" || key == "frequency_penalty") {
+      if (number(v, key, -2, 2) != 0) bad(key, "is not supported by this server (only 0)");
+    } else if (key == "user") {
+      // an end-user label; nothing to do with it
+    } else {
+      bad(key, "unknown parameter");
+    }
+  }
+  if (r.stream == false && r.include_usage) bad("stream_options", "is only allowed with stream: true");
+  return r;
+}
+
+namespace {
+
+json logprobs_json(const std::vector<TokenLogprob>& lps, size_t text_offset0,
+                   const std::vector<size_t>* offsets) {
+  json tokens = json::array(), token_lps = json::array(), top = json::array(), off = json::array();
+  for (size_t i = 0; i < lps.size(); ++i) {
+    tokens.push_back(lps[i].token);
+    token_lps.push_back(lps[i].logprob);
+    json t = json::object();
+    for (const auto& [s, lp] : lps[i].top) t[s] = lp;
+    top.push_back(t);
+    off.push_back(offsets ? (*offsets)[i] : text_offset0);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", top}, {"text_offset", off}};
+}
+
+}  // namespace
+
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json completion_body(const std::string& id, int64_t created, const std::string& model,
+                     const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs) {
+  json cs = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    json lp = nullptr;
+    if (with_logprobs) {
+      std::vector<size_t> offsets;
+      size_t at = 0;
+      for (const auto& t : c.logprobs) {
+        offsets.push_back(std::min(at, c.text.size()));
+        at += t.token.size();
+      }
+      lp = logprobs_json(c.logprobs, 0, &offsets);
+    }
+    cs.push_back({{"index", i},
+                  {"text", c.text},
+                  {"token_ids", c.token_ids},
+                  {"logprobs", lp},
+                  {"finish_reason", c.finish_reason}});
+  }
+  return {{"id", id},      {"object", "text_completion"}, {"created", created},           {"model", model},
+          {"choices", cs}, {"usage", usage_json(usage)},  {"system_fingerprint", nullptr}};
+}
+
+json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
+                      const std::string& text, const std::vector<int32_t>& ids, const TokenLogprob* lp,
+                      const std::string& finish_reason) {
+  json c = {{"index", index},
+            {"text", text},
+            {"token_ids", ids},
+            {"logprobs", lp ? logprobs_json({*lp}, 0, nullptr) : json(nullptr)},
+            {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({c})}};
+}
+
+}  // namespace braid::serve

@@ -1,0 +1,77 @@
+// The OpenAI completions API as braid serves it: request bodies parsed and checked into
+// CompletionRequest (every problem an ApiError naming the parameter), and the JSON
+// bodies of responses, stream chunks and errors.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "io/json.hpp"
+
+namespace braid::serve {
+
+// An HTTP error with an OpenAI-style body: {"error": {"message", "type", "param", "code"}}.
+struct ApiError : std::runtime_error {
+  ApiError(int status, std::string message, std::string param = "", std::string type = "");
+  int status;
+  std::string param, type;
+};
+std::string error_body(const ApiError& e);
+
+// What the server accepts, checked while parsing.
+struct RequestLimits {
+  int64_t max_prompt_tokens = 32768;
+  int64_t max_new_tokens = 4096;
+  int max_n = 16;
+};
+
+struct CompletionRequest {
+  std::string model;
+  // The prompt, as text (tokenized by the server) or as token ids; a list of prompts is
+  // served as one request whose choices are prompt-major (index = prompt * n + j).
+  std::vector<std::string> prompt_texts;
+  std::vector<std::vector<int32_t>> prompt_ids;
+  int64_t max_tokens = 16;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  std::optional<uint64_t> seed;  // choice i samples with seed + i
+  std::vector<std::string> stop;
+  int n = 1;
+  bool stream = false;
+  int logprobs = -1;           // -1: none; k >= 0: the chosen token's log-probability and the k most likely
+  bool include_usage = false;  // stream_options.include_usage
+  size_t n_prompts() const { return prompt_texts.empty() ? prompt_ids.size() : prompt_texts.size(); }
+};
+
+// Throws ApiError (400) for malformed JSON, unknown types or values out of range.
+CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& limits);
+
+// One generated token's log-probabilities (present when logprobs >= 0).
+struct TokenLogprob {
+  std::string token;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;  // most likely first
+};
+
+struct Choice {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  std::vector<TokenLogprob> logprobs;
+  std::string finish_reason;  // "stop" or "length"
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+};
+
+json completion_body(const std::string& id, int64_t created, const std::string& model,
+                     const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs);
+// One server-sent event's JSON: a piece of choice `index` (finish_reason empty while it runs).
+json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
+                      const std::string& text, const std::vector<int32_t>& ids, const TokenLogprob* lp,
+                      const std::string& finish_reason);
+json usage_json(const Usage& u);
+
+}  // namespace braid::serve

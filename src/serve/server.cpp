@@ -1,0 +1,265 @@
+#include "serve/server.hpp"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <random>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "runtime/generate.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace braid::serve {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(error_body(e), "application/json");
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string completion_id() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  std::ostringstream s;
+  s << "cmpl-" << std::hex << salt << "-" << std::dec << ++counter;
+  return s.str();
+}
+
+}  // namespace
+
+Server::Server(std::shared_ptr<const Model> model, std::shared_ptr<const Tokenizer> tok, ServerOptions opt)
+    : model_(std::move(model)),
+      tok_(std::move(tok)),
+      opt_(std::move(opt)),
+      engine_(model_, tok_.get(), opt_.engine),
+      http_(std::make_unique<httplib::Server>()),
+      created_(unix_now()) {
+  check(opt_.timeout_s > 0, "the request timeout must be > 0 seconds, found ", opt_.timeout_s);
+  // Every connection holds a thread while it streams: room for every running and queued request.
+  const size_t threads = size_t(opt_.engine.max_sequences + opt_.engine.max_queue + 4);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(opt_.max_body_bytes);
+  routes();
+}
+
+Server::~Server() = default;
+
+void Server::bind() {
+  if (opt_.port == 0) {
+    port_ = http_->bind_to_any_port(opt_.host);
+    check(port_ > 0, "cannot listen on ", opt_.host, " (any port)");
+  } else {
+    check(http_->bind_to_port(opt_.host, opt_.port), "cannot listen on ", opt_.host, ":", opt_.port,
+          " (in use, or not an address of this machine)");
+    port_ = opt_.port;
+  }
+}
+
+void Server::listen() { http_->listen_after_bind(); }
+
+void Server::shutdown() {
+  engine_.drain();
+  http_->stop();
+}
+
+std::string Server::metrics_text() const {
+  const EngineStats s = engine_.stats();
+  std::ostringstream o;
+  auto metric = [&](const char* name, const char* type, const char* help, int64_t v) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+      << name << ' ' << v << '\n';
+  };
+  metric("braid_requests_total", "counter", "Generation requests accepted.", s.requests);
+  metric("braid_requests_rejected_total", "counter", "Requests refused because the queue was full (429).",
+         s.rejected);
+  metric("braid_requests_cancelled_total", "counter", "Requests stopped early (client gone or timed out).",
+         s.cancelled);
+  metric("braid_http_errors_total", "counter", "Responses with a 4xx or 5xx status.", http_errors_);
+  metric("braid_prompt_tokens_total", "counter", "Prompt tokens run through the model.", s.prompt_tokens);
+  metric("braid_generated_tokens_total", "counter", "Tokens generated.", s.generated_tokens);
+  metric("braid_queue_depth", "gauge", "Requests waiting for a free sequence slot.", s.queue_depth);
+  metric("braid_active_sequences", "gauge", "Sequences being prefilled or decoded.", s.active_sequences);
+  metric("braid_state_bytes", "gauge", "Bytes of per-sequence state (KV caches and recurrent states) held.",
+         s.state_bytes);
+  return o.str();
+}
+
+void Server::routes() {
+  using httplib::Request;
+  using httplib::Response;
+  using HR = httplib::Server::HandlerResponse;
+
+  http_->set_pre_routing_handler([this](const Request& req, Response& res) {
+    if (opt_.api_key.empty() || req.path == "/health") return HR::Unhandled;
+    if (req.get_header_value("Authorization") == "Bearer " + opt_.api_key) return HR::Unhandled;
+    send_error(res, ApiError(401, req.has_header("Authorization")
+                                      ? "the API key is not valid"
+                                      : "an API key is required (Authorization: Bearer KEY)"));
+    return HR::Handled;
+  });
+  http_->set_error_handler(httplib::Server::HandlerWithResponse([this](const Request& req, Response& res) {
+    ++http_errors_;
+    if (!res.body.empty()) return HR::Unhandled;
+    if (res.status == 413)
+      send_error(res,
+                 ApiError(413, "the request body exceeds " + std::to_string(opt_.max_body_bytes) + " bytes"));
+    else if (res.status == 404)
+      send_error(res, ApiError(404, "no route for " + req.method + " " + req.path));
+    else
+      send_error(res, ApiError(res.status, "HTTP " + std::to_string(res.status)));
+    return HR::Handled;
+  }));
+  http_->set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+    try {
+      std::rethrow_exception(ep);
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, std::string("internal error: ") + e.what()));
+    } catch (...) {
+      send_error(res, ApiError(500, "internal error"));
+    }
+  });
+
+  http_->Get("/health", [](const Request&, Response& res) {
+    res.set_content(R"({"status":"ok"})", "application/json");
+  });
+  http_->Get("/metrics", [this](const Request&, Response& res) {
+    res.set_content(metrics_text(), "text/plain; version=0.0.4");
+  });
+  http_->Get("/v1/models", [this](const Request&, Response& res) {
+    json m = {{"id", opt_.model_name}, {"object", "model"}, {"created", created_}, {"owned_by", "braid"}};
+    res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(), "application/json");
+  });
+  http_->Post("/v1/chat/completions", [](const Request&, Response& res) {
+    send_error(res, ApiError(501,
+                             "chat completions are not implemented yet (they need the model's chat "
+                             "template); use /v1/completions"));
+  });
+  http_->Post("/v1/completions", [this](const Request& req, Response& res) {
+    const auto arrived = Clock::now();
+    CompletionRequest r = parse_completion_request(req.body, opt_.limits);
+    if (!r.model.empty() && r.model != opt_.model_name)
+      throw ApiError(404,
+                     "model '" + r.model + "' is not served here (this server has '" + opt_.model_name + "')",
+                     "model");
+    JobSpec spec;
+    spec.prompts = std::move(r.prompt_ids);
+    for (size_t i = 0; i < r.prompt_texts.size(); ++i) {
+      if (!tok_)
+        throw ApiError(400, "prompt: this model has no tokenizer; send the prompt as an array of token ids",
+                       "prompt");
+      std::vector<int32_t> ids;
+      try {
+        ids = tok_->encode(r.prompt_texts[i], true);
+      } catch (const Error& e) {
+        throw ApiError(400, std::string("prompt: ") + e.what(), "prompt");
+      }
+      if (ids.empty()) throw ApiError(400, "prompt: empty after tokenization", "prompt");
+      if (int64_t(ids.size()) > opt_.limits.max_prompt_tokens)
+        throw ApiError(400,
+                       "prompt: has " + std::to_string(ids.size()) + " tokens; this server accepts at most " +
+                           std::to_string(opt_.limits.max_prompt_tokens),
+                       "prompt");
+      spec.prompts.push_back(std::move(ids));
+    }
+    spec.n = r.n;
+    spec.max_tokens = r.max_tokens;
+    spec.sampling.temperature = float(r.temperature);
+    spec.sampling.top_p = float(r.top_p);
+    spec.sampling.seed = r.seed ? *r.seed : std::random_device{}();
+    spec.stop = r.stop;
+    spec.stop_ids = default_stop_ids(*model_, tok_.get());
+    spec.logprobs = r.logprobs;
+    const int n_choices = int(spec.prompts.size()) * spec.n;
+    const std::shared_ptr<Job> job = engine_.submit(std::move(spec));
+    const auto deadline =
+        arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.timeout_s));
+    const std::string id = completion_id();
+    const int64_t created = unix_now();
+    const std::string model = opt_.model_name;
+    const std::string timeout_msg =
+        "the request did not finish within the server's timeout (" + json(opt_.timeout_s).dump() + " s)";
+
+    if (!r.stream) {
+      std::vector<Choice> choices(static_cast<size_t>(n_choices));
+      Usage usage{job->prompt_tokens(), 0};
+      for (int left = n_choices; left > 0;) {
+        Event e;
+        if (!job->next(e, deadline)) {
+          job->cancel();
+          throw ApiError(504, timeout_msg);
+        }
+        if (!e.error.empty()) throw ApiError(500, "generation failed: " + e.error);
+        Choice& c = choices[size_t(e.choice)];
+        c.text += e.text;
+        c.token_ids.insert(c.token_ids.end(), e.ids.begin(), e.ids.end());
+        usage.completion_tokens += int64_t(e.ids.size());
+        if (e.logprob) c.logprobs.push_back(*e.logprob);
+        if (!e.finish_reason.empty()) {
+          c.finish_reason = e.finish_reason;
+          --left;
+        }
+      }
+      res.set_content(completion_body(id, created, model, choices, usage, r.logprobs >= 0).dump(),
+                      "application/json");
+      return;
+    }
+    const bool include_usage = r.include_usage;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [job, n_choices, deadline, id, created, model, include_usage, timeout_msg](size_t,
+                                                                                   httplib::DataSink& sink) {
+          auto send = [&](const json& j) {
+            const std::string s = "data: " + j.dump() + "\n\n";
+            return sink.write(s.data(), s.size());
+          };
+          Usage usage{job->prompt_tokens(), 0};
+          for (int left = n_choices; left > 0;) {
+            Event e;
+            if (!job->next(e, deadline)) {
+              job->cancel();
+              send(json::parse(error_body(ApiError(504, timeout_msg))));
+              sink.done();
+              return true;
+            }
+            if (!e.error.empty()) {
+              send(json::parse(error_body(ApiError(500, "generation failed: " + e.error))));
+              sink.done();
+              return true;
+            }
+            usage.completion_tokens += int64_t(e.ids.size());
+            if (!e.finish_reason.empty()) --left;
+            if (!send(completion_chunk(id, created, model, e.choice, e.text, e.ids,
+                                       e.logprob ? &*e.logprob : nullptr, e.finish_reason))) {
+              job->cancel();  // the client went away
+              return false;
+            }
+          }
+          if (include_usage) {
+            json last = {{"id", id},       {"object", "text_completion"}, {"created", created},
+                         {"model", model}, {"choices", json::array()},    {"usage", usage_json(usage)}};
+            send(last);
+          }
+          const std::string done = "data: [DONE]\n\n";
+          sink.write(done.data(), done.size());
+          sink.done();
+          return true;
+        },
+        [job](bool success) {
+          if (!success) job->cancel();
+        });
+  });
+}
+
+}  // namespace braid::serve
