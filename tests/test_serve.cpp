@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include <future>
+#include <random>
 #include <thread>
 
 #include "fixtures.hpp"
@@ -375,6 +376,78 @@ TEST(Serve, FullServerRefusesAndDisconnectCancels) {
   const std::string metrics = c.Get("/metrics")->body;
   EXPECT_NE(metrics.find("braid_requests_cancelled_total 1\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("braid_requests_rejected_total"), std::string::npos);
+}
+
+int64_t metric(httplib::Client& c, const std::string& name) {
+  const std::string body = c.Get("/metrics")->body;
+  const size_t at = body.find("\n" + name + " ");
+  EXPECT_NE(at, std::string::npos) << name;
+  return at == std::string::npos ? -1 : std::stoll(body.substr(at + name.size() + 2));
+}
+
+// Requests sharing a long prefix restore its state from the cache (visible in /metrics) and
+// return exactly what a server without a cache returns: at a periodic snapshot, at the
+// point where two prompts branch, and at the end of an earlier exchange.
+void check_prefix_cache(std::shared_ptr<const Model> model, std::shared_ptr<const Tokenizer> tok) {
+  std::mt19937 rng(11);
+  const int32_t V = int32_t(std::min<int64_t>(model->spec().vocab_size, 500));
+  auto random_ids = [&](size_t n) {
+    std::vector<int32_t> t(n);
+    for (auto& x : t) x = int32_t(3 + rng() % uint32_t(V - 3));
+    return t;
+  };
+  const std::vector<int32_t> shared = random_ids(150);
+  auto with = [&](const std::vector<int32_t>& head, const std::vector<int32_t>& tail) {
+    std::vector<int32_t> t = head;
+    t.insert(t.end(), tail.begin(), tail.end());
+    return t;
+  };
+  ServerOptions cached, plain;
+  cached.engine.prefill_chunk = plain.engine.prefill_chunk = 32;
+  cached.engine.cache_every = 64;
+  cached.engine.cache_bytes = size_t(256) << 20;
+  TestServer with_cache(model, tok, cached), without(model, tok, plain);
+  auto a = with_cache.client(), b = without.client();
+  auto both = [&](const std::vector<int32_t>& prompt) {
+    const json body = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0.7}, {"seed", 3}};
+    const json x = post(a, body), y = post(b, body);
+    EXPECT_EQ(x["choices"][0]["token_ids"], y["choices"][0]["token_ids"]);
+    EXPECT_EQ(x["choices"][0]["text"], y["choices"][0]["text"]);
+    return x["choices"][0]["token_ids"].get<std::vector<int32_t>>();
+  };
+  const std::vector<int32_t> first = with(shared, random_ids(10));
+  const std::vector<int32_t> out1 = both(first);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_hits_total"), 0);
+  // Shares 150 tokens: resumes at the periodic snapshot at 128, saves a branch point at 150.
+  both(with(shared, random_ids(12)));
+  EXPECT_EQ(metric(a, "braid_prefix_cache_hits_total"), 1);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_tokens_reused_total"), 128);
+  // A third branch resumes at the branch point.
+  both(with(shared, random_ids(7)));
+  EXPECT_EQ(metric(a, "braid_prefix_cache_tokens_reused_total"), 128 + 150);
+  // A follow-up turn: the first exchange (less its unfed last token), then more.
+  const std::vector<int32_t> turn =
+      with(with(first, std::vector<int32_t>(out1.begin(), out1.end() - 1)), random_ids(5));
+  both(turn);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_tokens_reused_total"),
+            128 + 150 + int64_t(first.size() + out1.size() - 1));
+  // The same prompt again restores its end state and feeds nothing.
+  const int64_t fed = metric(a, "braid_prompt_tokens_total");
+  both(turn);
+  EXPECT_EQ(metric(a, "braid_prompt_tokens_total"), fed);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_hits_total"), 4);
+  EXPECT_GT(metric(a, "braid_prefix_cache_bytes"), 0);
+  EXPECT_EQ(metric(b, "braid_prefix_cache_entries"), 0);
+}
+
+TEST(Serve, PrefixCacheOnTheDefaultModel) {
+  const Loaded& m = default_model();
+  check_prefix_cache(m.model, m.tok);
+}
+
+TEST(Serve, PrefixCacheOnAHybridFixture) {
+  REQUIRE_FIXTURES();
+  check_prefix_cache(load_model(hf_fixture("jamba")), nullptr);  // attention KV and Mamba states
 }
 
 }  // namespace

@@ -25,10 +25,12 @@ struct ServeArgs {
   std::string model, name;
   serve::ServerOptions opt;
   int threads = 0;
+  double cache_mb = 1024;
 };
 
 void serve_main(ServeArgs a) {
   set_num_threads(a.threads);
+  a.opt.engine.cache_bytes = size_t(a.cache_mb * 1024 * 1024);
   std::shared_ptr<const Model> model = load_model(a.model);
   const std::string tok_path = (std::filesystem::path(a.model) / "tokenizer.json").string();
   std::shared_ptr<const Tokenizer> tok;
@@ -82,6 +84,15 @@ void add_serve(CLI::App& app, int& exit_code) {
   c->add_option("--prefill-chunk", a->opt.engine.prefill_chunk, "Prompt tokens run per scheduler step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--cache-mb", a->cache_mb, "Prefix cache size in MiB (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option(
+       "--cache-every", a->opt.engine.cache_every,
+       "Also snapshot every N prompt tokens (rounded up to the prefill chunk; 0: only prompt ends, branch "
+       "points and generation ends)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--max-prompt-tokens", a->opt.limits.max_prompt_tokens, "Longest prompt accepted")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -52,6 +52,7 @@ struct Engine::Seq {
   bool leader;      // prefills the prompt; the prompt's other choices start from its state
   int64_t fed = 0;  // prompt tokens fed
   bool prefilled = false;
+  int64_t branch = 0;  // where the prompt leaves the cached prefixes (a snapshot goes there)
   int64_t max_tokens;
   std::vector<int32_t> stop_ids;
   int logprobs;
@@ -68,6 +69,10 @@ Engine::Engine(std::shared_ptr<const Model> model, const Tokenizer* tok, EngineO
   check(opt_.max_sequences >= 1, "max sequences must be >= 1, found ", opt_.max_sequences);
   check(opt_.max_queue >= 0, "max queue must be >= 0, found ", opt_.max_queue);
   check(opt_.prefill_chunk >= 1, "prefill chunk must be >= 1, found ", opt_.prefill_chunk);
+  check(opt_.cache_every >= 0, "cache interval must be >= 0, found ", opt_.cache_every);
+  // Periodic snapshots fall on chunk ends.
+  opt_.cache_every = (opt_.cache_every + opt_.prefill_chunk - 1) / opt_.prefill_chunk * opt_.prefill_chunk;
+  if (opt_.cache_bytes > 0) cache_ = std::make_unique<PrefixCache>(*model_, opt_.cache_bytes);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -133,6 +138,7 @@ EngineStats Engine::stats() const {
   s.state_bytes = state_bytes_;
   std::lock_guard lock(mu_);
   s.queue_depth = int64_t(pending_.size());
+  s.cache = cache_stats_;
   return s;
 }
 
@@ -142,8 +148,24 @@ void Engine::admit(Pending& p) {
     for (int j = 0; j < spec->n; ++j) {
       auto s = std::make_unique<Seq>(model_, tok_, p.job, *spec, pi, pi * spec->n + j);
       s->owner = spec;
+      if (cache_ && s->leader) {
+        // Start from the deepest cached prefix of the prompt.
+        const std::vector<int32_t>& prompt = *s->prompt;
+        const PrefixCache::Hit hit = cache_->lookup(prompt.data(), int64_t(prompt.size()));
+        if (hit.length > 0) {
+          s->session.restore(*hit.snapshot);
+          s->fed = hit.length;
+        }
+        s->branch = cache_->shared_length(prompt.data(), int64_t(prompt.size()));
+      }
       active_.push_back(std::move(s));
     }
+}
+
+// Saves the sequence's state as that of tokens[0, n) (when the cache is on and lacks it).
+void Engine::remember(Seq& s, const std::vector<int32_t>& tokens, int64_t n) {
+  if (!cache_ || cache_->contains(tokens.data(), n)) return;
+  cache_->insert(tokens.data(), n, s.session.snapshot());
 }
 
 void Engine::emit_token(Seq& s, int32_t id) {
@@ -176,6 +198,13 @@ void Engine::emit_token(Seq& s, int32_t id) {
     e.text += s.text.finish();
     e.finish_reason = (eos || s.text.stopped()) ? "stop" : "length";
     s.finished = true;
+    // The state after the prompt and all but the last generated token (which was never
+    // fed): where a follow-up turn that repeats this exchange resumes.
+    if (cache_ && s.leader && s.generated >= 2) {
+      std::vector<int32_t> seen = *s.prompt;
+      seen.insert(seen.end(), s.text.ids().begin(), s.text.ids().end() - 1);
+      remember(s, seen, int64_t(seen.size()));
+    }
   }
   s.job->push(std::move(e));
 }
@@ -184,10 +213,18 @@ void Engine::step(Seq& s) {
   if (!s.prefilled) {
     if (!s.leader) return;  // waits for the leader's state
     const int64_t T = int64_t(s.prompt->size());
-    const int64_t n = std::min(opt_.prefill_chunk, T - s.fed);
-    s.session.feed(s.prompt->data() + s.fed, n);
-    s.fed += n;
-    prompt_tokens_ += n;
+    // Chunks end at multiples of the chunk size whatever the starting point, so a prompt
+    // resumed from a cached prefix is cut as it would be from the start; a branch point
+    // ends a chunk early so that its state can be saved.
+    int64_t end = std::min(T, (s.fed / opt_.prefill_chunk + 1) * opt_.prefill_chunk);
+    if (s.branch > s.fed && s.branch < end) end = s.branch;
+    if (end > s.fed) {
+      s.session.feed(s.prompt->data() + s.fed, end - s.fed);
+      prompt_tokens_ += end - s.fed;
+      s.fed = end;
+      if (end == T || end == s.branch || (opt_.cache_every > 0 && end % opt_.cache_every == 0))
+        remember(s, *s.prompt, end);
+    }
     if (s.fed < T) return;
     s.prefilled = true;
     // The prompt's other choices start from this state instead of prefilling it again.
@@ -259,6 +296,7 @@ void Engine::loop() {
     {
       std::lock_guard lock(mu_);
       active_count_ = int64_t(active_.size());
+      if (cache_) cache_stats_ = cache_->stats();
       if (pending_.empty() && active_.empty()) idle_cv_.notify_all();
     }
   }

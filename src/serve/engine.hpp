@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "runtime/prefix_cache.hpp"
 #include "runtime/sampling.hpp"
 #include "serve/api.hpp"
 
@@ -30,6 +31,11 @@ struct EngineOptions {
   int max_sequences = 16;       // sequences decoding at once (a request with n choices uses n)
   int max_queue = 64;           // requests waiting for capacity; beyond it, 429
   int64_t prefill_chunk = 256;  // prompt tokens fed per step
+  // Prefix cache: bytes of snapshots kept (0: off) and, besides prompt ends, branch points
+  // and ends of generations, a snapshot every this many prompt tokens (a multiple of the
+  // prefill chunk; 0: none).
+  size_t cache_bytes = 0;
+  int64_t cache_every = 1024;
 };
 
 // What to generate: each prompt n times; choice prompt * n + j samples with seed + that index.
@@ -75,6 +81,7 @@ class Job {
 struct EngineStats {
   int64_t requests = 0, rejected = 0, cancelled = 0, prompt_tokens = 0, generated_tokens = 0;
   int64_t queue_depth = 0, active_sequences = 0, state_bytes = 0;
+  PrefixCacheStats cache;
 };
 
 class Engine {
@@ -102,6 +109,7 @@ class Engine {
   void admit(Pending& p);
   void step(Seq& s);
   void emit_token(Seq& s, int32_t id);
+  void remember(Seq& s, const std::vector<int32_t>& tokens, int64_t n);
 
   std::shared_ptr<const Model> model_;
   const Tokenizer* tok_;
@@ -113,6 +121,8 @@ class Engine {
   bool accepting_ = true, stop_ = false;
   std::atomic<int64_t> requests_{0}, rejected_{0}, cancelled_{0}, prompt_tokens_{0}, generated_{0};
   std::atomic<int64_t> active_count_{0}, state_bytes_{0};
+  std::unique_ptr<PrefixCache> cache_;  // scheduler thread only
+  PrefixCacheStats cache_stats_;        // a copy under mu_, for stats()
   std::condition_variable idle_cv_;
   std::thread thread_;
 };

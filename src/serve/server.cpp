@@ -90,6 +90,17 @@ std::string Server::metrics_text() const {
   metric("braid_active_sequences", "gauge", "Sequences being prefilled or decoded.", s.active_sequences);
   metric("braid_state_bytes", "gauge", "Bytes of per-sequence state (KV caches and recurrent states) held.",
          s.state_bytes);
+  metric("braid_prefix_cache_lookups_total", "counter", "Prompts looked up in the prefix cache.",
+         s.cache.lookups);
+  metric("braid_prefix_cache_hits_total", "counter", "Prompts that restored a cached prefix state.",
+         s.cache.hits);
+  metric("braid_prefix_cache_tokens_reused_total", "counter",
+         "Prompt tokens not recomputed thanks to the cache.", s.cache.tokens_reused);
+  metric("braid_prefix_cache_insertions_total", "counter", "State snapshots stored.", s.cache.insertions);
+  metric("braid_prefix_cache_evictions_total", "counter",
+         "State snapshots evicted to stay within the budget.", s.cache.evictions);
+  metric("braid_prefix_cache_entries", "gauge", "State snapshots held.", s.cache.entries);
+  metric("braid_prefix_cache_bytes", "gauge", "Bytes of state snapshots held.", s.cache.bytes);
   return o.str();
 }
 
