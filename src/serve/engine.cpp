@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "runtime/session.hpp"
 #include "runtime/text_stream.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -52,7 +53,8 @@ struct Engine::Seq {
   bool leader;      // prefills the prompt; the prompt's other choices start from its state
   int64_t fed = 0;  // prompt tokens fed
   bool prefilled = false;
-  int64_t branch = 0;  // where the prompt leaves the cached prefixes (a snapshot goes there)
+  bool save_prompt_end = false;  // snapshot the prompt's end state once the first token is sent
+  int64_t branch = 0;            // where the prompt leaves the cached prefixes (a snapshot goes there)
   int64_t max_tokens;
   std::vector<int32_t> stop_ids;
   int logprobs;
@@ -73,7 +75,12 @@ Engine::Engine(std::shared_ptr<const Model> model, const Tokenizer* tok, EngineO
   // Periodic snapshots fall on chunk ends.
   opt_.cache_every = (opt_.cache_every + opt_.prefill_chunk - 1) / opt_.prefill_chunk * opt_.prefill_chunk;
   if (opt_.cache_bytes > 0) cache_ = std::make_unique<PrefixCache>(*model_, opt_.cache_bytes);
-  thread_ = std::thread([this] { loop(); });
+  // OpenMP's thread count is per thread: the scheduler runs the model with the creator's.
+  const int threads = num_threads();
+  thread_ = std::thread([this, threads] {
+    set_num_threads(threads);
+    loop();
+  });
 }
 
 Engine::~Engine() {
@@ -198,15 +205,15 @@ void Engine::emit_token(Seq& s, int32_t id) {
     e.text += s.text.finish();
     e.finish_reason = (eos || s.text.stopped()) ? "stop" : "length";
     s.finished = true;
-    // The state after the prompt and all but the last generated token (which was never
-    // fed): where a follow-up turn that repeats this exchange resumes.
-    if (cache_ && s.leader && s.generated >= 2) {
-      std::vector<int32_t> seen = *s.prompt;
-      seen.insert(seen.end(), s.text.ids().begin(), s.text.ids().end() - 1);
-      remember(s, seen, int64_t(seen.size()));
-    }
   }
   s.job->push(std::move(e));
+  // The state after the prompt and all but the last generated token (which was never fed):
+  // where a follow-up turn that repeats this exchange resumes.
+  if (s.finished && cache_ && s.leader && s.generated >= 2) {
+    std::vector<int32_t> seen = *s.prompt;
+    seen.insert(seen.end(), s.text.ids().begin(), s.text.ids().end() - 1);
+    remember(s, seen, int64_t(seen.size()));
+  }
 }
 
 void Engine::step(Seq& s) {
@@ -222,7 +229,9 @@ void Engine::step(Seq& s) {
       s.session.feed(s.prompt->data() + s.fed, end - s.fed);
       prompt_tokens_ += end - s.fed;
       s.fed = end;
-      if (end == T || end == s.branch || (opt_.cache_every > 0 && end % opt_.cache_every == 0))
+      if (end == T)
+        s.save_prompt_end = true;  // after the first token is out: it is not on the way to it
+      else if (end == s.branch || (opt_.cache_every > 0 && end % opt_.cache_every == 0))
         remember(s, *s.prompt, end);
     }
     if (s.fed < T) return;
@@ -235,9 +244,9 @@ void Engine::step(Seq& s) {
         o->fed = T;
         o->prefilled = true;
       }
-    if (s.max_tokens > 0) return;
   }
   if (s.max_tokens == 0) {  // nothing to generate
+    if (s.save_prompt_end) remember(s, *s.prompt, int64_t(s.prompt->size()));
     Event e;
     e.choice = s.choice;
     e.finish_reason = "length";
@@ -247,6 +256,10 @@ void Engine::step(Seq& s) {
   }
   const int32_t id = s.sampler.sample(s.session.last_logits().data(), model_->spec().vocab_size);
   emit_token(s, id);
+  if (s.save_prompt_end) {  // the session still holds the prompt's end state
+    s.save_prompt_end = false;
+    remember(s, *s.prompt, int64_t(s.prompt->size()));
+  }
   if (!s.finished) s.session.feed(&id, 1);
 }
 
