@@ -547,6 +547,32 @@ double Model::relative_change(const float* before, const float* after, int64_t T
 
 void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                          LogitsMode mode, float* logits, HiddenCapture* capture) const {
+  std::vector<std::unique_ptr<State>>* one = &states;
+  forward_rows(T, &one, 1, ws, mode, logits, capture);
+}
+
+void Model::forward_batch(const int32_t* tokens, int64_t B, std::vector<std::unique_ptr<State>>* const* seqs,
+                          Workspace& ws, float* logits) const {
+  check(spec_.input_dim == 0, "this model reads vectors of ", spec_.input_dim, " values, not token ids");
+  check(!spec_.segment.enabled(),
+        "batched decoding is not supported for segmented models; feed each sequence");
+  if (B == 0) return;
+  const int64_t V = spec_.vocab_size;
+  for (int64_t b = 0; b < B; ++b) {
+    check(tokens[b] >= 0 && tokens[b] < V, "token id ", tokens[b], " of sequence ", b,
+          " is outside the vocabulary [0, ", V, ")");
+    check(seqs[b]->size() == seqs[0]->size(), "batched decoding: sequence ", b,
+          " runs at another loop depth");
+  }
+  loops_for_states(seqs[0]->size());
+  ops::DecodeRows rows;  // each row computed as if alone
+  embed_tokens(tokens, B, ws.get(Workspace::kHidden, size_t(B * spec_.d_model)));
+  forward_rows(B, seqs, B, ws, LogitsMode::All, logits, nullptr);
+}
+
+void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>* const* seqs, int64_t n_seqs,
+                         Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const {
+  const std::vector<std::unique_ptr<State>>& states = *seqs[0];
   const int64_t loops = loops_for_states(states.size());
   const int64_t D = spec_.d_model, V = spec_.vocab_size;
   float* h = ws.get(Workspace::kHidden, size_t(T * D));
@@ -572,24 +598,37 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states,
     const BlockSpec& b = spec_.blocks[i];
     const BlockWeights& bw = blocks_[i];
     if (step.iter >= 0 && int64_t(i) == spec_.loop.begin) loop_entry(h, loop_in, step.iter, loops, T);
-    State* tok = states[s].get();
-    State* chan = nullptr;
-    if (cmixers_[i]) {
-      auto* c = dynamic_cast<CompositeState*>(states[s].get());
+    // The token mixer's and channel mixer's states of sequence q at this step.
+    auto layer_states = [&](int64_t q) {
+      State* st = (*seqs[q])[s].get();
+      if (!cmixers_[i]) return std::make_pair(st, static_cast<State*>(nullptr));
+      auto* c = dynamic_cast<CompositeState*>(st);
       check(c != nullptr && c->parts.size() == 2, "forward: layer ", i,
             " was given a state of another model");
-      tok = c->parts[0].get();
-      chan = c->parts[1].get();
-    }
+      return std::make_pair(c->parts[0].get(), c->parts[1].get());
+    };
+    // One sequence: all T rows through the stateful mixer at once; a batch: row q alone
+    // (one token) with sequence q's state.
+    auto run_stateful = [&](const Mixer& m, bool channel) {
+      if (n_seqs == 1) {
+        const auto st = layer_states(0);
+        m.forward(n, T, *(channel ? st.second : st.first), tmp, ws);
+      } else {
+        for (int64_t q = 0; q < n_seqs; ++q) {
+          const auto st = layer_states(q);
+          m.forward(n + q * D, 1, *(channel ? st.second : st.first), tmp + q * D, ws);
+        }
+      }
+    };
     if (mixers_[i]) {
       norm(h, bw.norm1, bw.norm1_b, T, n);
-      mixers_[i]->forward(n, T, *tok, tmp, ws);
+      run_stateful(*mixers_[i], false);
       residual(tmp, b.normed_residual, b.mixer_alpha, b.mixer_beta);
     }
     if (b.has_mlp || b.has_moe || b.has_cmix) {
       norm(h, bw.norm2, bw.norm2_b, T, n);
       if (b.has_cmix)
-        cmixers_[i]->forward(n, T, *chan, tmp, ws);
+        run_stateful(*cmixers_[i], true);
       else if (b.has_moe)
         moe_forward(b.moe, bw.moe, n, T, D, tmp, ws);
       else

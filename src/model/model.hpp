@@ -98,6 +98,14 @@ class Model {
   void forward(const int32_t* tokens, int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws,
                LogitsMode mode, float* logits, HiddenCapture* capture = nullptr) const;
 
+  // Batched decoding: one token for each of B sequences (seqs[q] their states, advanced by
+  // one), logits [B, V]. Row q's logits equal, bit for bit, those of forward() with that
+  // token and those states alone: the stateless layers and the head read their weights once
+  // for the batch (ops::DecodeRows), the stateful mixers run per sequence. Not for segmented
+  // models.
+  void forward_batch(const int32_t* tokens, int64_t B, std::vector<std::unique_ptr<State>>* const* seqs,
+                     Workspace& ws, float* logits) const;
+
   // forward() for a model with real-valued inputs (spec.input_dim): x holds T rows of
   // input_dim values; `out` receives the head's outputs (vocab_size values per row) for the
   // last row or all rows, per `mode`.
@@ -186,6 +194,10 @@ class Model {
   // before the multiplier) through every layer.
   void forward_rows(int64_t T, std::vector<std::unique_ptr<State>>& states, Workspace& ws, LogitsMode mode,
                     float* logits, HiddenCapture* capture) const;
+  // The same over n_seqs sequences: n_seqs == 1 (T rows of one sequence) or n_seqs == T
+  // (row q is one token of sequence q).
+  void forward_rows(int64_t T, std::vector<std::unique_ptr<State>>* const* seqs, int64_t n_seqs,
+                    Workspace& ws, LogitsMode mode, float* logits, HiddenCapture* capture) const;
   // Before iteration `iter` of `loops`: keeps the core's input in e (iteration 0) or adds
   // it to the stream h (input injection), then adds the step embeddings.
   void loop_entry(float* h, float* e, int64_t iter, int64_t loops, int64_t T) const;

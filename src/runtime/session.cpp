@@ -31,6 +31,28 @@ std::vector<float> Session::feed_all(const int32_t* tokens, int64_t T, HiddenCap
   return out;
 }
 
+void Session::feed_batch(const std::vector<Session*>& sessions, const int32_t* tokens, Workspace& ws,
+                         std::vector<float>& logits) {
+  if (sessions.empty()) return;
+  const Model& m = *sessions[0]->model_;
+  if (sessions.size() == 1 || m.spec().segment.enabled()) {
+    for (size_t q = 0; q < sessions.size(); ++q) sessions[q]->feed(tokens + q, 1);
+    return;
+  }
+  const int64_t B = int64_t(sessions.size()), V = m.spec().vocab_size;
+  std::vector<std::vector<std::unique_ptr<State>>*> seqs;
+  for (Session* s : sessions) {
+    check(s->model_.get() == &m, "feed_batch: the sessions belong to different models");
+    seqs.push_back(&s->states_);
+  }
+  logits.resize(size_t(B * V));
+  m.forward_batch(tokens, B, seqs.data(), ws, logits.data());
+  for (int64_t q = 0; q < B; ++q) {
+    std::copy(logits.begin() + q * V, logits.begin() + (q + 1) * V, sessions[size_t(q)]->logits_.begin());
+    ++sessions[size_t(q)]->pos_;
+  }
+}
+
 size_t Session::state_bytes() const {
   size_t n = 0;
   for (const auto& s : states_)

@@ -19,6 +19,12 @@ class Session {
   // Feeds tokens and returns logits for every position ([T, vocab], row-major).
   std::vector<float> feed_all(const int32_t* tokens, int64_t T, HiddenCapture* capture = nullptr);
 
+  // One token for each of several sessions of one model, decoded as a batch (weights read
+  // once for all; each session's logits exactly as feed() alone would give). `ws` is the
+  // batch's scratch. Segmented models are fed one by one.
+  static void feed_batch(const std::vector<Session*>& sessions, const int32_t* tokens, Workspace& ws,
+                         std::vector<float>& logits_scratch);
+
   int64_t position() const { return pos_; }
   int64_t loops() const { return loops_; }
   const std::vector<float>& last_logits() const { return logits_; }

@@ -53,6 +53,8 @@ struct Engine::Seq {
   bool leader;      // prefills the prompt; the prompt's other choices start from its state
   int64_t fed = 0;  // prompt tokens fed
   bool prefilled = false;
+  bool feed_next = false;  // `next` was sampled and waits for the batched forward
+  int32_t next = 0;
   bool save_prompt_end = false;  // snapshot the prompt's end state once the first token is sent
   int64_t branch = 0;            // where the prompt leaves the cached prefixes (a snapshot goes there)
   int64_t max_tokens;
@@ -260,7 +262,36 @@ void Engine::step(Seq& s) {
     s.save_prompt_end = false;
     remember(s, *s.prompt, int64_t(s.prompt->size()));
   }
-  if (!s.finished) s.session.feed(&id, 1);
+  if (!s.finished) {
+    s.next = id;  // fed with the other decoding sequences' tokens, as one batch
+    s.feed_next = true;
+  }
+}
+
+// One batched forward for every sequence that has a token to feed.
+void Engine::feed_decoding() {
+  std::vector<Session*> sessions;
+  std::vector<int32_t> tokens;
+  std::vector<Seq*> seqs;
+  for (auto& s : active_)
+    if (s->feed_next) {
+      s->feed_next = false;
+      if (s->job->cancelled()) continue;
+      sessions.push_back(&s->session);
+      tokens.push_back(s->next);
+      seqs.push_back(s.get());
+    }
+  try {
+    Session::feed_batch(sessions, tokens.data(), batch_ws_, batch_logits_);
+  } catch (const std::exception& ex) {
+    for (Seq* s : seqs) {
+      Event e;
+      e.choice = s->choice;
+      e.error = ex.what();
+      s->job->push(std::move(e));
+      s->job->cancel();
+    }
+  }
 }
 
 void Engine::loop() {
@@ -297,6 +328,7 @@ void Engine::loop() {
         s->job->cancel();
       }
     }
+    feed_decoding();
     for (auto& s : active_)
       if (s->job->cancelled() && !s->finished && !s->job->counted_cancel_) {
         s->job->counted_cancel_ = true;

@@ -1,7 +1,8 @@
 // Engine: the server's scheduler. One thread owns every running sequence and the model;
 // each iteration it admits queued requests (between steps, as capacity allows), then
 // advances every running sequence by one step: a chunk of its prompt (prefill is chunked
-// so a long prompt does not stall the others) or one generated token. Requests talk to it
+// so a long prompt does not stall the others) or one generated token, the tokens of all
+// decoding sequences going through the model as one batch (Model::forward_batch). Requests talk to it
 // through a Job: a queue of events (text pieces, finish reasons) and a cancel flag.
 #pragma once
 #include <atomic>
@@ -110,6 +111,7 @@ class Engine {
   void step(Seq& s);
   void emit_token(Seq& s, int32_t id);
   void remember(Seq& s, const std::vector<int32_t>& tokens, int64_t n);
+  void feed_decoding();
 
   std::shared_ptr<const Model> model_;
   const Tokenizer* tok_;
@@ -122,7 +124,9 @@ class Engine {
   std::atomic<int64_t> requests_{0}, rejected_{0}, cancelled_{0}, prompt_tokens_{0}, generated_{0};
   std::atomic<int64_t> active_count_{0}, state_bytes_{0};
   std::unique_ptr<PrefixCache> cache_;  // scheduler thread only
-  PrefixCacheStats cache_stats_;        // a copy under mu_, for stats()
+  Workspace batch_ws_;                  // scratch of the batched decoding forward
+  std::vector<float> batch_logits_;
+  PrefixCacheStats cache_stats_;  // a copy under mu_, for stats()
   std::condition_variable idle_cv_;
   std::thread thread_;
 };

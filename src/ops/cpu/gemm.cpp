@@ -42,6 +42,17 @@ BRAID_DISPATCH void matvec(const float* A, const float* x, int64_t rows, int64_t
   }
 }
 
+BRAID_DISPATCH void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols,
+                                 bool accumulate, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = A + r * cols;  // stays in cache across the B inputs
+    for (int64_t b = 0; b < B; ++b) {
+      const float d = 1.0f * dot16(a, x + b * cols, cols);  // as matvec with alpha 1
+      y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
+    }
+  }
+}
+
 BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y) {
   for (int64_t c = 0; c < cols; ++c) y[c] = 0.0f;
   for (int64_t r = 0; r < rows; ++r) {
@@ -68,7 +79,29 @@ void gemv_rows(const float* W, const float* x, int64_t out, int64_t in, bool acc
   }
 }
 
+// gemv_rows for B independent inputs x[B, in] -> y[B, out]; the rows of W split across
+// threads as for one input (the split does not change any value).
+void gemv_rows_batch(const float* W, const float* x, int64_t B, int64_t out, int64_t in, bool accumulate,
+                     float* y) {
+  if (out * in < (int64_t(1) << 15)) {
+    matvec_batch(W, x, B, out, in, accumulate, y, out);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t b = out * t / nt, e = out * (t + 1) / nt;
+    matvec_batch(W + b * in, x, B, e - b, in, accumulate, y + b, out);
+  }
+}
+
+thread_local bool t_decode_rows = false;
+
 }  // namespace
+
+DecodeRows::DecodeRows() : prev_(t_decode_rows) { t_decode_rows = true; }
+DecodeRows::~DecodeRows() { t_decode_rows = prev_; }
+bool DecodeRows::active() { return t_decode_rows; }
 
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, bool b_transposed, float beta, float* C, int64_t ldc) {
@@ -105,6 +138,8 @@ void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, 
   const float beta = bias ? 1.0f : 0.0f;
   if (T == 1) {
     gemv_rows(W, x, out, in, bias != nullptr, y);
+  } else if (t_decode_rows) {
+    gemv_rows_batch(W, x, T, out, in, bias != nullptr, y);
   } else {
     gemm(T, out, in, 1.0f, x, in, W, in, true, beta, y, out);
   }
@@ -113,7 +148,7 @@ void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, 
 void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
   int64_t total = 0;
   for (int i = 0; i < n; ++i) total += p[i].out;
-  if (T != 1 || total * in < (int64_t(1) << 15)) {
+  if ((T != 1 && !t_decode_rows) || total * in < (int64_t(1) << 15)) {
     for (int i = 0; i < n; ++i) linear(x, T, in, p[i].W, p[i].out, p[i].bias, p[i].y);
     return;
   }
@@ -126,8 +161,9 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
       const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
       if (lo >= hi) continue;
       if (p[i].bias)
-        for (int64_t r = lo; r < hi; ++r) p[i].y[r] = p[i].bias[r];
-      matvec(p[i].W + lo * in, x, hi - lo, in, 1.0f, p[i].bias != nullptr, p[i].y + lo);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t r = lo; r < hi; ++r) p[i].y[t * p[i].out + r] = p[i].bias[r];
+      matvec_batch(p[i].W + lo * in, x, T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo, p[i].out);
     }
   }
 }

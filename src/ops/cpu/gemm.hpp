@@ -8,6 +8,22 @@ namespace braid::ops {
 // checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode).
 void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y);
 
+// Batched decoding: while a DecodeRows is alive on the calling thread, linear() and
+// linear_multi() treat their T rows as T independent tokens and give each row exactly
+// (bit for bit) what a call with that row alone (T = 1) gives, reading the weights once for
+// all rows. So a sequence's numbers do not depend on which others share its batch.
+class DecodeRows {
+ public:
+  DecodeRows();
+  ~DecodeRows();
+  DecodeRows(const DecodeRows&) = delete;
+  DecodeRows& operator=(const DecodeRows&) = delete;
+  static bool active();
+
+ private:
+  bool prev_;
+};
+
 // Several projections of the same input, y_i = x . W_i^T (+ b_i). For one token the
 // rows of all matrices are split across threads in a single parallel region (one
 // fork/join instead of one per matrix); for T > 1 each is a BLAS GEMM.
@@ -40,6 +56,10 @@ float dot(const float* a, const float* b, int64_t n);
 void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha, bool accumulate,
             float* y);
 void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y);
+// matvec for B inputs x[B, cols] at once: y[b * ldy + r] (+)= A[r, :] . x[b, :], each value
+// exactly as matvec computes it; every row of A is read once for all B inputs.
+void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols, bool accumulate,
+                  float* y, int64_t ldy);
 
 // Scalar reference of linear() in double accumulation, for tests.
 void linear_ref(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,
