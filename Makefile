@@ -24,9 +24,11 @@ run: build
 	@$(BRAID) run --model $(DEFAULT_MODEL) --prompt "And God said unto Noah," -n 64 --temperature 0.7 --top-p 0.9 --seed 1
 
 test: build
+	@./scripts/install-npm-deps.sh
 	@cd build/release && ctest --output-on-failure -j $(JOBS)
 
 test-asan: deps
+	@./scripts/install-npm-deps.sh
 	@cmake --preset asan >/dev/null
 	@cmake --build build/asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -22,6 +22,12 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Node.js and npm drive the server with the official OpenAI client in the tests; any
+# installed node will do (Debian's, or another vendor's package that includes npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -40,32 +41,57 @@ std::string sh(const std::string& cmd) {
   return out;
 }
 
+// `braid serve ARGS` on a free loopback port, stopped with SIGTERM when the test ends.
+struct ServeProcess {
+  explicit ServeProcess(std::vector<std::string> extra) {
+    std::vector<std::string> args = {BRAID_BINARY, "serve", "--port", "0", "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid, BRAID_BINARY, &fa, nullptr, argv.data(), environ) != 0) pid = 0;
+    posix_spawn_file_actions_destroy(&fa);
+    std::smatch m;
+    const std::regex announced("on http://127\\.0\\.0\\.1:([0-9]+)");
+    for (int i = 0; pid > 0 && i < 600; ++i) {
+      const std::string log = slurp(err);
+      if (std::regex_search(log, m, announced)) {
+        url = "http://127.0.0.1:" + m[1].str();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  // Sends SIGTERM and returns the exit status.
+  int stop() {
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = 0;
+    return status;
+  }
+  ~ServeProcess() { stop(); }
+  TempDir dir;
+  std::string err = dir / "serve.err";
+  pid_t pid = 0;
+  std::string url;  // empty when it never announced its port
+};
+
+const std::string kModel = std::string(BRAID_SOURCE_DIR) + "/models/default";
+
 TEST(ServeCli, CurlCompletionsAndGracefulStop) {
   if (sh("command -v curl").empty())
     GTEST_SKIP() << "curl is not installed (scripts/install-deps.sh installs it)";
   TempDir d;
-  const std::string err = d / "serve.err";
-  const std::string model = std::string(BRAID_SOURCE_DIR) + "/models/default";
-  std::vector<std::string> args = {BRAID_BINARY, "serve", "--model", model, "--port", "0", "--threads", "1"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, BRAID_BINARY, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-
-  std::smatch m;
-  std::string log;
-  const std::regex announced("on http://127\\.0\\.0\\.1:([0-9]+)");
-  for (int i = 0; i < 600 && !std::regex_search(log, m, announced); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    log = slurp(err);
-  }
-  ASSERT_TRUE(std::regex_search(log, m, announced)) << log;
-  const std::string url = "http://127.0.0.1:" + m[1].str();
+  ServeProcess server({"--model", kModel});
+  ASSERT_FALSE(server.url.empty()) << slurp(server.err);
+  const std::string& url = server.url;
+  const std::string err = server.err;
+  const pid_t pid = server.pid;
 
   EXPECT_EQ(sh("curl -s " + url + "/health"), R"({"status":"ok"})");
   const json whole =
@@ -87,10 +113,9 @@ TEST(ServeCli, CurlCompletionsAndGracefulStop) {
   });
   for (int i = 0; i < 400 && slurp(streamed).find("data: ") == std::string::npos; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  kill(pid, SIGTERM);
+  (void)pid;
+  const int status = server.stop();
   client.join();
-  int status = 0;
-  waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(err);
   const std::string body = slurp(streamed);
   EXPECT_NE(body.find("data: [DONE]\n\n"), std::string::npos) << body;
@@ -102,6 +127,36 @@ TEST(ServeCli, CurlCompletionsAndGracefulStop) {
   const json first8 = whole["choices"][0]["text"];
   EXPECT_EQ(text.rfind(first8.get<std::string>(), 0), 0u) << text;  // greedy: the 8-token run is its prefix
   EXPECT_NE(slurp(err).find("stopped"), std::string::npos);
+}
+
+// The official OpenAI client (npm `openai`, installed by scripts/install-npm-deps.sh) reads
+// braid's completions whole and streamed, lists the model, and surfaces 400 and 401 errors.
+TEST(ServeCli, OfficialOpenAIClient) {
+  const std::string js = std::string(BRAID_SOURCE_DIR) + "/tests/js";
+  if (!std::filesystem::exists(js + "/node_modules/openai/package.json"))
+    GTEST_SKIP()
+        << "the openai npm package is not installed: run scripts/install-npm-deps.sh (make test does)";
+  ServeProcess server({"--model", kModel, "--api-key", "k3y", "--name", "default"});
+  ASSERT_FALSE(server.url.empty()) << slurp(server.err);
+  const std::string raw = sh("node " + js + "/openai_client.mjs " + server.url + "/v1 k3y default 2>&1");
+  json j;
+  try {
+    j = json::parse(raw);
+  } catch (const std::exception&) {
+    FAIL() << "the client failed: " << raw;
+  }
+  EXPECT_EQ(j["whole"]["finish"], "length");
+  EXPECT_EQ(j["whole"]["usage"]["completion_tokens"], 8);
+  EXPECT_FALSE(j["whole"]["text"].get<std::string>().empty());
+  EXPECT_EQ(j["streamed"]["text"], j["whole"]["text"]);  // greedy: the same text streamed
+  EXPECT_EQ(j["streamed"]["finish"], "length");
+  EXPECT_EQ(j["streamed"]["usage"], j["whole"]["usage"]);
+  EXPECT_EQ(j["models"], json::array({"default"}));
+  EXPECT_EQ(j["error"]["status"], 400);
+  EXPECT_EQ(j["error"]["param"], "max_tokens");
+  EXPECT_EQ(j["unauthorized"]["status"], 401);
+  const int status = server.stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(server.err);
 }
 
 }  // namespace
