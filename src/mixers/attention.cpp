@@ -92,7 +92,8 @@ std::unique_ptr<State> AttentionMixer::make_state() const {
 }
 
 void AttentionMixer::project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v,
-                                 float* gate, float* qg, float* q_pre, float* k_pre) const {
+                                 float* gate, float* qg, float* q_pre, float* k_pre,
+                                 const int64_t* pos) const {
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
   const int64_t qd = H * hd, kd = KV * hd;
   if (!spec_.output_gate) qg = q;
@@ -116,10 +117,11 @@ void AttentionMixer::project_qkv(const float* x, int64_t T, int64_t p0, float* q
     ops::rmsnorm(q, w_.q_norm, eps_, T * H, hd, q);
     ops::rmsnorm(k, w_.k_norm, eps_, T * KV, hd, k);
   }
-  rotate(q, k, T, p0, false);
+  rotate(q, k, T, p0, false, pos);
 }
 
-void AttentionMixer::rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse) const {
+void AttentionMixer::rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse,
+                            const int64_t* pos) const {
   // Rotary embedding: angle = float(pos) * inv_freq in f32, as the reference computes it.
   // The inverse rotation (negated sine) is the backward of the forward rotation.
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
@@ -129,7 +131,7 @@ void AttentionMixer::rotate(float* q, float* k, int64_t T, int64_t p0, bool inve
   for (int64_t t = 0; t < T; ++t) {
     float cs[512], sn[512];
     for (int64_t i = 0; i < half; ++i) {
-      const float ang = float(p0 + t) * inv_freq_[size_t(i)];
+      const float ang = float(pos ? pos[t] : p0 + t) * inv_freq_[size_t(i)];
       cs[i] = float(std::cos(double(ang)));
       sn[i] = float(std::sin(double(ang)));
       if (inverse) sn[i] = -sn[i];
@@ -142,7 +144,7 @@ void AttentionMixer::rotate(float* q, float* k, int64_t T, int64_t p0, bool inve
 void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* kv = dynamic_cast<KVState*>(&state);
   check(kv != nullptr, "attention layer was given a state of another mixer");
-  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
   const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
   float* q = ws.get(Workspace::kQ, size_t(T * qd));
   float* k = ws.get(Workspace::kK, size_t(T * kd));
@@ -150,6 +152,41 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   // With an output gate, q_proj yields [query | gate] per head: gate, then the raw rows.
   float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * T * qd)) : nullptr;
   project_qkv(x, T, p0, q, k, v, gate, gate ? gate + T * qd : nullptr, nullptr, nullptr);
+  float* out = ws.get(Workspace::kAttnOut, size_t(T * qd));
+  attend(q, k, v, T, *kv, out, ws);
+  finish(out, gate, T, y, ws);
+  trim(*kv);
+}
+
+void AttentionMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
+                                  Workspace& ws) const {
+  ops::DecodeRows rows;  // the projections read their weights once for all B rows
+  const int64_t qd = spec_.n_heads * spec_.head_dim, kd = spec_.n_kv_heads * spec_.head_dim;
+  std::vector<KVState*> kvs(static_cast<size_t>(B));
+  std::vector<int64_t> pos(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    kvs[size_t(b)] = dynamic_cast<KVState*>(states[b]);
+    check(kvs[size_t(b)] != nullptr, "attention layer was given a state of another mixer");
+    pos[size_t(b)] = kvs[size_t(b)]->length();
+  }
+  float* q = ws.get(Workspace::kQ, size_t(B * qd));
+  float* k = ws.get(Workspace::kK, size_t(B * kd));
+  float* v = ws.get(Workspace::kV, size_t(B * kd));
+  float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * B * qd)) : nullptr;
+  project_qkv(x, B, 0, q, k, v, gate, gate ? gate + B * qd : nullptr, nullptr, nullptr, pos.data());
+  float* out = ws.get(Workspace::kAttnOut, size_t(B * qd));
+  for (int64_t b = 0; b < B; ++b)
+    attend(q + b * qd, k + b * kd, v + b * kd, 1, *kvs[size_t(b)], out + b * qd, ws);
+  finish(out, gate, B, y, ws);
+  for (KVState* kv : kvs) trim(*kv);
+}
+
+// Appends T rows of k, v to the cache and writes the attention of q's T rows over it.
+void AttentionMixer::attend(const float* q, const float* k, const float* v, int64_t T, KVState& kvs,
+                            float* out, Workspace& ws) const {
+  KVState* kv = &kvs;
+  const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
+  const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
   // Append to the cache.
   kv->reserve(p0 + T);
   for (int64_t g = 0; g < KV; ++g)
@@ -168,7 +205,6 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   const int64_t N = W > 0 ? spec_.sink_tokens : 0;
   const int nthreads = omp_get_max_threads();
   float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
-  float* out = ws.get(Workspace::kAttnOut, size_t(T * qd));
   const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t job = 0; job < H * ntile; ++job) {
@@ -221,12 +257,21 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
     ops::gemm(nq, hd, L, 1.0f, Sw, Lt, kv->v_at(g, kbeg), hd, false, 0.0f, o, qd);
     if (ns > 0) ops::gemm(nq, hd, ns, 1.0f, S, Lt, kv->v_at(g, 0), hd, false, 1.0f, o, qd);
   }
+}
+
+// The output gate and o_proj over T rows of attention output.
+void AttentionMixer::finish(float* out, const float* gate, int64_t T, float* y, Workspace&) const {
+  const int64_t qd = spec_.n_heads * spec_.head_dim;
   if (spec_.output_gate)
     for (int64_t i = 0; i < T * qd; ++i) out[i] *= ops::sigmoid(gate[i]);
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
-  // A sliding-window cache keeps the last window - 1 positions (all the next token can
-  // see), compacting only when it has doubled so the move costs O(1) per token.
-  if (W > 0 && kv->windowed() > 2 * W) kv->drop_before(kv->length() - W + 1);
+}
+
+// A sliding-window cache keeps the last window - 1 positions (all the next token can see),
+// compacting only when it has doubled so the move costs O(1) per token.
+void AttentionMixer::trim(KVState& kv) const {
+  const int64_t W = spec_.sliding_window;
+  if (W > 0 && kv.windowed() > 2 * W) kv.drop_before(kv.length() - W + 1);
 }
 
 }  // namespace braid

@@ -59,6 +59,8 @@ class AttentionMixer final : public Mixer {
   const char* kind() const override { return "attention"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                    Workspace& ws) const override;
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   // A full-attention cache grows by bytes_per_token(); a sliding-window one keeps at most
   // 2 x window positions between calls.
@@ -72,11 +74,19 @@ class AttentionMixer final : public Mixer {
  private:
   // q[T, H*hd], k, v[T, KV*hd] (q/k normed and rotated for positions p0..) from x; with an
   // output gate, gate[T, H*hd] and the raw q_proj rows qg[T, 2*H*hd]. q_pre / k_pre (may
-  // be null) receive q and k before the q/k norm.
+  // be null) receive q and k before the q/k norm. `pos` (may be null) gives each row its own
+  // position instead (batched decoding: rows of different sequences).
   void project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v, float* gate,
-                   float* qg, float* q_pre, float* k_pre) const;
-  // Rotary embedding of q and k rows for positions p0.. (inverse: rotate back).
-  void rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse) const;
+                   float* qg, float* q_pre, float* k_pre, const int64_t* pos = nullptr) const;
+  // Rotary embedding of q and k rows for positions p0.. or pos[t] (inverse: rotate back).
+  void rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse, const int64_t* pos = nullptr) const;
+  // Appends T rows of k, v to the cache; out[T, H*hd] = attention of q's rows over it.
+  void attend(const float* q, const float* k, const float* v, int64_t T, KVState& kv, float* out,
+              Workspace& ws) const;
+  // Output gate and o_proj: y[T, D] from out[T, H*hd].
+  void finish(float* out, const float* gate, int64_t T, float* y, Workspace& ws) const;
+  // Drops sliding-window positions no later token can see.
+  void trim(KVState& kv) const;
   size_t kv_bytes_per_position() const {
     return size_t(2 * spec_.n_kv_heads * spec_.head_dim) * sizeof(float);
   }

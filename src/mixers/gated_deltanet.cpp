@@ -86,7 +86,19 @@ std::unique_ptr<State> GatedDeltaNetMixer::make_state() const {
 void GatedDeltaNetMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<GatedDeltaNetState*>(&state);
   check(st != nullptr, "gated_deltanet layer was given a state of another mixer");
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
+  GatedDeltaNetState* one[1] = {st};
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, one, 1, y + t0 * d_, ws); });
+}
+
+void GatedDeltaNetMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
+                                      Workspace& ws) const {
+  ops::DecodeRows rows;  // the projections read their weights once for all B rows
+  std::vector<GatedDeltaNetState*> sts(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    sts[size_t(b)] = dynamic_cast<GatedDeltaNetState*>(states[b]);
+    check(sts[size_t(b)] != nullptr, "gated_deltanet layer was given a state of another mixer");
+  }
+  chunk(x, B, sts.data(), B, y, ws);
 }
 
 void GatedDeltaNetMixer::unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z,
@@ -112,8 +124,9 @@ void GatedDeltaNetMixer::unpack(const float* proj, const float* ba, int64_t Q, f
     }
 }
 
-void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st, float* y,
-                               Workspace& ws) const {
+// Q rows of one sequence (nseq 1), or one token of each of Q sequences (nseq == Q).
+void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* const* sts, int64_t nseq,
+                               float* y, Workspace& ws) const {
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
   const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
   const int64_t E = 2 * KD + 2 * VD;
@@ -130,7 +143,12 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
   ops::linear_multi(x, Q, d_, p, 2);
 
   unpack(proj, ba, Q, mixed, z, beta, g);
-  ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, st.conv.data(), qkv);
+  if (nseq == 1)
+    ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[0]->conv.data(), qkv);
+  else
+    for (int64_t t = 0; t < Q; ++t)
+      ops::causal_conv1d(mixed + t * CD, CD, 1, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[t]->conv.data(),
+                         qkv + t * CD);
   const float qscale = float(1.0 / std::sqrt(double(DK)));
   for (int64_t t = 0; t < Q; ++t)
     for (int64_t kh = 0; kh < NK; ++kh) {
@@ -138,17 +156,18 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
       gdn_l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
     }
 
-  if (Q == 1) {
-    // Decode: S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two passes over each state.
+  if (Q == 1 || nseq == Q) {
+    // Decode (one token per sequence): S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two
+    // passes over each state.
 #pragma omp parallel for schedule(static)
-    for (int64_t h = 0; h < NV; ++h) {
-      const int64_t kh = h / R;
-      const float* q = qkv + kh * DK;
-      const float* k = qkv + KD + kh * DK;
-      const float* v = qkv + 2 * KD + h * DV;
-      float* S = st.S.data() + h * DK * DV;
-      float* o = core + h * DV;
-      const float a = std::exp(g[h]), b = beta[h];
+    for (int64_t job = 0; job < Q * NV; ++job) {
+      const int64_t t = job / NV, h = job % NV, kh = h / R;
+      const float* q = qkv + t * CD + kh * DK;
+      const float* k = qkv + t * CD + KD + kh * DK;
+      const float* v = qkv + t * CD + 2 * KD + h * DV;
+      float* S = sts[t]->S.data() + h * DK * DV;
+      float* o = core + t * VD + h * DV;
+      const float a = std::exp(g[t * NV + h]), b = beta[t * NV + h];
       float delta[1024];
       for (int64_t j = 0; j < DV; ++j) delta[j] = 0.0f, o[j] = 0.0f;
       for (int64_t i = 0; i < DK; ++i)
@@ -170,14 +189,14 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState& st
       const GdnChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, DK, DV);
       const int64_t kh = h / R;
       gdn_chunk_head(qkv + kh * DK, qkv + KD + kh * DK, qkv + 2 * KD + h * DV, CD, beta + h, g + h, NV, Q, DK,
-                     DV, st.S.data() + h * DK * DV, true, core + h * DV, VD, w);
+                     DV, sts[0]->S.data() + h * DK * DV, true, core + h * DV, VD, w);
     }
   }
 
   // Per-head RMSNorm (weight over head_v_dim) gated by SiLU(z), then out_proj.
   ops::rmsnorm(core, w_.norm, float(s_.norm_eps), Q * NV, DV, core);
   for (int64_t i = 0; i < Q * VD; ++i) core[i] *= z[i] * ops::sigmoid(z[i]);
-  st.pos += Q;
+  for (int64_t i = 0; i < nseq; ++i) sts[i]->pos += nseq == 1 ? Q : 1;
   ops::linear(core, Q, VD, w_.out_proj, d_, nullptr, y);
 }
 

@@ -62,6 +62,8 @@ class GatedDeltaNetMixer final : public Mixer {
   const char* kind() const override { return "gated_deltanet"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                    Workspace& ws) const override;
   // Chunked backward from chunk-start states (gated_deltanet_backward.cpp).
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override;
@@ -72,7 +74,8 @@ class GatedDeltaNetMixer final : public Mixer {
   // and the log decay g = A softplus(alpha + dt_bias).
   void unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z, float* beta,
               float* g) const;
-  void chunk(const float* x, int64_t Q, GatedDeltaNetState& st, float* y, Workspace& ws) const;
+  void chunk(const float* x, int64_t Q, GatedDeltaNetState* const* sts, int64_t nseq, float* y,
+             Workspace& ws) const;
   GatedDeltaNetSpec s_;
   int64_t d_;
   GatedDeltaNetWeights w_;

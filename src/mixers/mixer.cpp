@@ -23,6 +23,11 @@ std::unique_ptr<State> CompositeState::clone() const {
   return c;
 }
 
+void Mixer::decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                         Workspace& ws) const {
+  for (int64_t b = 0; b < B; ++b) forward(x + b * D, 1, *states[b], y + b * D, ws);
+}
+
 void Mixer::backward(const float*, int64_t, const float*, float*, GradSink&) const {
   fail("training is not supported for ", kind(), " layers yet");
 }

@@ -107,6 +107,13 @@ class Mixer {
   virtual std::unique_ptr<State> make_state() const = 0;
   // y[T, D] = mixer(x[T, D]) given the state; advances the state by T tokens.
   virtual void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const = 0;
+  // Batched decoding: one token of each of B sequences, x[B, D] -> y[B, D] (D the model
+  // width), states[b] that
+  // of sequence b. Row b must equal forward(x[b], 1, *states[b]) bit for bit. The default
+  // runs forward() per sequence; a mixer overrides it to project all rows at once (under
+  // ops::DecodeRows, row-invariant) and keep only the recurrence per sequence.
+  virtual void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                            Workspace& ws) const;
   // Training: given the input x[T, D] of a sequence that starts from an empty state and
   // dL/dy[T, D], writes dL/dx and adds dL/dW into g. Recomputes what it needs from x
   // (activation recomputation), so nothing is kept between forward and backward.

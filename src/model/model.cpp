@@ -587,7 +587,8 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>* const* 
     if (capture) capture->states.emplace_back(src, src + T * D);
   };
   if (capture) capture->states.clear(), capture->loop_change.clear();
-  std::vector<float> prev_iter;  // the stream after the previous core iteration, when captured
+  std::vector<float> prev_iter;      // the stream after the previous core iteration, when captured
+  std::vector<State*> batch_states;  // one layer's states of the batch's sequences
   if (embed_norm_) norm(h, embed_norm_, embed_norm_b_, T, h);
   if (spec_.hidden_states_from_embedding) snap(h);
   const size_t n_steps = states.size() - (spec_.segment.enabled() ? 1 : 0);
@@ -614,10 +615,12 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>* const* 
         const auto st = layer_states(0);
         m.forward(n, T, *(channel ? st.second : st.first), tmp, ws);
       } else {
+        batch_states.resize(size_t(n_seqs));
         for (int64_t q = 0; q < n_seqs; ++q) {
           const auto st = layer_states(q);
-          m.forward(n + q * D, 1, *(channel ? st.second : st.first), tmp + q * D, ws);
+          batch_states[size_t(q)] = channel ? st.second : st.first;
         }
+        m.decode_batch(n, n_seqs, D, batch_states.data(), tmp, ws);
       }
     };
     if (mixers_[i]) {
