@@ -1,7 +1,7 @@
 # The two commands a new user needs:
 #   make run   set up, build, and run the bundled default model
 #   make test  set up, build, and run every test
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan fuzz bench clean
 
 JOBS ?= $(shell nproc)
 BRAID := build/release/braid
@@ -33,6 +33,10 @@ test-asan: deps
 	@cmake --build build/asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer targets for the parsers of untrusted input, each run FUZZ_SECONDS (default 30).
+fuzz: deps
+	@./scripts/fuzz.sh
 
 clean:
 	rm -rf build

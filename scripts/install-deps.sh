@@ -12,6 +12,7 @@ PACKAGES=(
   libcli11-dev             # command-line parsing for the braid CLI
   libcpp-httplib-dev       # HTTP server for braid serve
   curl                     # the serving tests drive braid serve with it
+  clang libclang-rt-14-dev libomp-14-dev   # libFuzzer targets (make fuzz)
   libgtest-dev libgmock-dev
 )
 

@@ -45,6 +45,12 @@ TEST(Config, ReadsFloatSpellingsOfNonFiniteValues) {
             std::string::npos);
 }
 
+// Found by fuzz_tokenizer: a number beyond double's range escaped as nlohmann's own exception.
+TEST(Config, NumberOverflowIsInvalidJson) {
+  const std::string e = error_of([] { parse_json("{\"a\": 7E7777777777}", "tokenizer.json"); });
+  EXPECT_NE(e.find("tokenizer.json: invalid JSON: number overflow"), std::string::npos) << e;
+}
+
 TEST(Config, MissingAndWrongTypedFieldsAreNamed) {
   json j = {{"hidden_size", "64"}, {"n", 3.5}, {"flag", 1}};
   JsonObject o(j, "config.json");

@@ -53,6 +53,9 @@ TEST(ServeApi, PromptsAsTextIdsOrLists) {
 TEST(ServeApi, BadRequestsNameTheParameter) {
   EXPECT_NE(refusal("{not json").second.find("not valid JSON"), std::string::npos);
   EXPECT_NE(refusal("[1]").second.find("must be a JSON object"), std::string::npos);
+  // Found by fuzz_completion_request: a number beyond double's range is malformed JSON too.
+  EXPECT_NE(refusal(R"({"prompt": "x", "max_tokens": 1e999})").second.find("number overflow"),
+            std::string::npos);
   EXPECT_EQ(refusal(R"({"max_tokens": 3})").first, "prompt");
   EXPECT_EQ(refusal(R"({"prompt": ""})").first, "prompt");
   EXPECT_EQ(refusal(R"({"prompt": []})").first, "prompt");

@@ -48,6 +48,15 @@ TEST(Tokenizer, MissingFileIsAnError) {
   }
 }
 
+// Found by fuzz_tokenizer: one huge id made the id table take gigabytes.
+TEST(Tokenizer, SparseVocabularyIdsAreRefused) {
+  json j = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 96444444}}}, {"merges", json::array()}}}};
+  const std::string e = error_of([&] { Tokenizer::from_json(j, "t.json"); });
+  EXPECT_NE(e.find("vocab id 96444444 of 'b' is out of range"), std::string::npos) << e;
+  j["model"]["vocab"]["b"] = 1000;  // a gap is fine
+  EXPECT_EQ(Tokenizer::from_json(j, "t.json")->token_id("b"), 1000);
+}
+
 TEST(Tokenizer, UnsupportedModelTypeIsNamed) {
   json j = {{"model", {{"type", "Unigram"}, {"vocab", json::array()}}}};
   try {

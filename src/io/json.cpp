@@ -14,7 +14,7 @@ namespace braid {
 json parse_json(const std::string& text, const std::string& what) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // malformed, or a number beyond double's range
     std::string m = e.what();
     // nlohmann messages look like "[json.exception.parse_error.101] parse error at line 1, ..."
     auto p = m.find("] ");

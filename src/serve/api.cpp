@@ -114,8 +114,11 @@ CompletionRequest parse_completion_request(const std::string& body, const Reques
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
-    throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
+  } catch (const json::exception& e) {  // malformed, or a number beyond double's range
+    std::string m = e.what();
+    const size_t at = m.find("] ");  // drop nlohmann's "[json.exception.parse_error.101] "
+    throw ApiError(400,
+                   "the request body is not valid JSON: " + (at == std::string::npos ? m : m.substr(at + 2)));
   }
   if (!j.is_object())
     throw ApiError(400, std::string("the request body must be a JSON object, found ") + type_name(j));

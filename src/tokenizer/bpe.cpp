@@ -12,11 +12,13 @@ Bpe::Bpe(const json& model, const std::string& where) {
   const std::string type = o.get_string("type", "BPE");
   check(type == "BPE", where, ": model type '", type, "' is not supported (supported: BPE)");
   check(model.contains("vocab") && model["vocab"].is_object(), where, ": 'vocab' must be an object");
+  // Ids index a table, so they must be near-dense: gaps of up to 2^20 unused ids are accepted.
+  const int64_t max_id = int64_t(model["vocab"].size()) + (int64_t(1) << 20);
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
     check(it.value().is_number_integer(), where, ": vocab id of '", it.key(), "' is not an integer");
     const int64_t id = it.value().get<int64_t>();
-    check(id >= 0 && id < (int64_t(1) << 31), where, ": vocab id ", id, " of '", it.key(),
-          "' is out of range");
+    check(id >= 0 && id < max_id, where, ": vocab id ", id, " of '", it.key(), "' is out of range (",
+          model["vocab"].size(), " entries: ids must be below ", max_id, ")");
     vocab_[it.key()] = int32_t(id);
     if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
     id_to_token_[size_t(id)] = it.key();

@@ -23,7 +23,9 @@ void AdamW::step(Model& model, const Gradients& g, double lr) {
   ++t_;
   const double b1 = c_.beta1, b2 = c_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(t_)), c2 = 1.0 - std::pow(b2, double(t_));
-  for (const auto& [name, grad] : g.by_name()) {
+  for (const auto& entry : g.by_name()) {
+    const auto& name = entry.first;
+    const auto& grad = entry.second;  // a plain reference: OpenMP regions cannot capture bindings
     float* p = model.param_mut(name);
     float* m = m_.at(name).data();
     float* v = v_.at(name).data();
