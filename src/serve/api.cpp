@@ -17,11 +17,13 @@ ApiError::ApiError(int status_, std::string message, std::string param_, std::st
                            : "invalid_request_error";
 }
 
-std::string error_body(const ApiError& e) {
+json error_json(const ApiError& e) {
   json err = {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
   if (!e.param.empty()) err["param"] = e.param;
-  return json{{"error", err}}.dump();
+  return json{{"error", err}};
 }
+
+std::string error_body(const ApiError& e) { return error_json(e).dump(); }
 
 namespace {
 
@@ -184,8 +186,8 @@ CompletionRequest parse_completion_request(const std::string& body, const Reques
 
 namespace {
 
-json logprobs_json(const std::vector<TokenLogprob>& lps, size_t text_offset0,
-                   const std::vector<size_t>* offsets) {
+// Offsets of each token's text in the choice's text (all 0 in a stream chunk).
+json logprobs_json(const std::vector<TokenLogprob>& lps, const std::vector<size_t>& offsets) {
   json tokens = json::array(), token_lps = json::array(), top = json::array(), off = json::array();
   for (size_t i = 0; i < lps.size(); ++i) {
     tokens.push_back(lps[i].token);
@@ -193,7 +195,7 @@ json logprobs_json(const std::vector<TokenLogprob>& lps, size_t text_offset0,
     json t = json::object();
     for (const auto& [s, lp] : lps[i].top) t[s] = lp;
     top.push_back(t);
-    off.push_back(offsets ? (*offsets)[i] : text_offset0);
+    off.push_back(offsets[i]);
   }
   return {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", top}, {"text_offset", off}};
 }
@@ -219,7 +221,7 @@ json completion_body(const std::string& id, int64_t created, const std::string& 
         offsets.push_back(std::min(at, c.text.size()));
         at += t.token.size();
       }
-      lp = logprobs_json(c.logprobs, 0, &offsets);
+      lp = logprobs_json(c.logprobs, offsets);
     }
     cs.push_back({{"index", i},
                   {"text", c.text},
@@ -237,7 +239,7 @@ json completion_chunk(const std::string& id, int64_t created, const std::string&
   json c = {{"index", index},
             {"text", text},
             {"token_ids", ids},
-            {"logprobs", lp ? logprobs_json({*lp}, 0, nullptr) : json(nullptr)},
+            {"logprobs", lp ? logprobs_json({*lp}, {0}) : json(nullptr)},
             {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
   return {{"id", id},
           {"object", "text_completion"},

@@ -18,7 +18,8 @@ struct ApiError : std::runtime_error {
   int status;
   std::string param, type;
 };
-std::string error_body(const ApiError& e);
+json error_json(const ApiError& e);
+std::string error_body(const ApiError& e);  // error_json, serialised
 
 // What the server accepts, checked while parsing.
 struct RequestLimits {

@@ -240,12 +240,12 @@ void Server::routes() {
             Event e;
             if (!job->next(e, deadline)) {
               job->cancel();
-              send(json::parse(error_body(ApiError(504, timeout_msg))));
+              send(error_json(ApiError(504, timeout_msg)));
               sink.done();
               return true;
             }
             if (!e.error.empty()) {
-              send(json::parse(error_body(ApiError(500, "generation failed: " + e.error))));
+              send(error_json(ApiError(500, "generation failed: " + e.error)));
               sink.done();
               return true;
             }
