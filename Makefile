@@ -34,7 +34,8 @@ test-asan: deps
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer targets for the parsers of untrusted input, each run FUZZ_SECONDS (default 30).
+# libFuzzer targets for the parsers of untrusted input: FUZZ_RUNS inputs each from seed 1
+# (reproducible), or FUZZ_SECONDS each from a random seed.
 fuzz: deps
 	@./scripts/fuzz.sh
 

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, ASan + UBSan; preset "fuzz") and runs each for
-# FUZZ_SECONDS (default 30) from its seed corpus in fuzz/corpus/. A finding (crash,
-# sanitizer report, an exception other than braid's own errors) fails the run and leaves the
-# input in build/fuzz/findings/; turn it into a regression test. The seed corpus is read only:
-# new inputs go to a scratch copy.
+# Builds the libFuzzer targets (clang, ASan + UBSan; preset "fuzz") and runs each from its
+# seed corpus in fuzz/corpus/. By default every run is reproducible: a fixed seed and a fixed
+# number of inputs (FUZZ_RUNS, default 100000), so the same commit gives the same verdict on
+# every machine (this is what CI runs). FUZZ_SECONDS=N explores instead: N seconds per
+# target from a random seed. A finding (crash, sanitizer report, an exception other than
+# braid's own errors) fails the run and leaves the input in build/fuzz/findings/; turn it
+# into a regression test. The seed corpus is read only: new inputs go to a scratch copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_EACH=${FUZZ_SECONDS:-30}
+if [[ -n "${FUZZ_SECONDS:-}" ]]; then
+  budget=(-max_total_time="$FUZZ_SECONDS")
+  label="${FUZZ_SECONDS}s, random seed"
+else
+  budget=(-seed=1 -runs="${FUZZ_RUNS:-100000}")
+  label="${FUZZ_RUNS:-100000} inputs, seed 1"
+fi
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j "${JOBS:-$(nproc)}"
 mkdir -p build/fuzz/findings
@@ -14,9 +22,9 @@ status=0
 for target in safetensors config tokenizer completion_request; do
   work=$(mktemp -d)
   cp -r "fuzz/corpus/$target/." "$work/"
-  echo "fuzz: $target for ${SECONDS_EACH}s"
+  echo "fuzz: $target ($label)"
   if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      "build/fuzz/fuzz_$target" -max_total_time="$SECONDS_EACH" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+      "build/fuzz/fuzz_$target" "${budget[@]}" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="build/fuzz/findings/$target-" -print_final_stats=0 "$work" > "build/fuzz/$target.log" 2>&1; then
     echo "fuzz: $target: FINDING (log: build/fuzz/$target.log)"
     tail -n 30 "build/fuzz/$target.log"

@@ -51,6 +51,67 @@ TEST(Config, NumberOverflowIsInvalidJson) {
   EXPECT_NE(e.find("tokenizer.json: invalid JSON: number overflow"), std::string::npos) << e;
 }
 
+// Found by fuzz_config: num_attention_heads = 0 in a Jamba config divided by zero. Every
+// integer field (nested ones too) of every fixture's config.json, set to values a
+// hand-edited or corrupt file may hold, must give a model spec or braid's one-line error;
+// under the sanitizer build this also rules out division by zero and overflow.
+TEST(Config, EveryIntegerFieldSurvivesOddValues) {
+  REQUIRE_FIXTURES();
+  TempDir d;
+  int refused = 0, loaded = 0;
+  std::vector<std::filesystem::path> configs;
+  for (const auto& entry : std::filesystem::directory_iterator(fixtures_dir() + "/hf"))
+    configs.push_back(entry.path() / "config.json");
+  configs.push_back(std::filesystem::path(BRAID_SOURCE_DIR) /
+                    "models/default/config.json");  // braid's format
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(std::string(BRAID_SOURCE_DIR) + "/bench/specs"))
+    if (entry.path().extension() == ".json" && entry.path().filename().string().rfind("train-", 0) != 0)
+      configs.push_back(entry.path());
+  for (const auto& config : configs) {
+    const json original = read_json_file(config.string());
+    // Paths (as JSON pointers) of every integer in the config.
+    std::vector<json::json_pointer> ints;
+    const json flat = original.flatten();
+    for (const auto& [ptr, v] : flat.items())
+      if (v.is_number_integer()) ints.emplace_back(ptr);
+    ASSERT_FALSE(ints.empty()) << config;
+    for (const auto& ptr : ints)
+      for (const int64_t value :
+           {int64_t(0), int64_t(-1), int64_t(3), (int64_t(1) << 31) - 1, int64_t(1) << 40}) {
+        json j = original;
+        j[ptr] = value;
+        write_json_file(d / "config.json", j);
+        const std::string what = config.string() + ptr.to_string() + " = " + std::to_string(value);
+        try {
+          (void)load_spec(d.path.string());
+          ++loaded;
+        } catch (const Error&) {
+          ++refused;
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << what << ": " << e.what();
+        }
+      }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(loaded, 0);
+  const std::string e = error_of([&] {
+    json j = read_json_file(hf_fixture("jamba") + "/config.json");
+    j["num_attention_heads"] = 0;
+    write_json_file(d / "config.json", j);
+    (void)load_spec(d.path.string());
+  });
+  EXPECT_NE(e.find("field 'num_attention_heads' should be a positive integer, found 0"), std::string::npos)
+      << e;
+  EXPECT_NE(error_of([&] {
+              json j = read_json_file(hf_fixture("llama") + "/config.json");
+              j["hidden_size"] = int64_t(1) << 40;
+              write_json_file(d / "config.json", j);
+              (void)load_spec(d.path.string());
+            }).find("field 'hidden_size' = 1099511627776 is out of range"),
+            std::string::npos);
+}
+
 TEST(Config, MissingAndWrongTypedFieldsAreNamed) {
   json j = {{"hidden_size", "64"}, {"n", 3.5}, {"flag", 1}};
   JsonObject o(j, "config.json");

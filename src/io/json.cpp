@@ -69,18 +69,39 @@ const json& JsonObject::field(const std::string& key) const {
   return *it;
 }
 
+// Integers in these files are sizes, counts, ids and periods: they must fit in 32 bits, so
+// that products of two of them (a matrix's element count) cannot overflow.
+constexpr int64_t kMaxJsonInt = (int64_t(1) << 31) - 1;
+
 int64_t JsonObject::get_int(const std::string& key) const {
   const json& v = field(key);
-  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
-  if (v.is_number_float()) {
-    double d = v.get<double>();
-    if (std::floor(d) == d && std::abs(d) < 9e15) return int64_t(d);
+  bool integral = false;
+  double d = 0;
+  if (v.is_number_integer() || v.is_number_unsigned()) {
+    integral = true;
+    d = v.is_number_unsigned() ? double(v.get<uint64_t>()) : double(v.get<int64_t>());
+  } else if (v.is_number_float()) {
+    d = v.get<double>();
+    integral = std::floor(d) == d;
   }
-  fail(where_, ": field '", key, "' should be an integer, found ", type_name(v));
+  if (!integral) fail(where_, ": field '", key, "' should be an integer, found ", type_name(v));
+  if (std::abs(d) > double(kMaxJsonInt))
+    fail(where_, ": field '", key, "' = ", v.dump(), " is out of range (at most 2^31 - 1 in magnitude)");
+  return int64_t(d);
 }
 
 int64_t JsonObject::get_int(const std::string& key, int64_t dflt) const {
   return has(key) ? get_int(key) : dflt;
+}
+
+int64_t JsonObject::get_positive_int(const std::string& key) const {
+  const int64_t v = get_int(key);
+  if (v < 1) fail(where_, ": field '", key, "' should be a positive integer, found ", v);
+  return v;
+}
+
+int64_t JsonObject::get_positive_int(const std::string& key, int64_t dflt) const {
+  return has(key) ? get_positive_int(key) : dflt;
 }
 
 double JsonObject::get_float(const std::string& key) const {

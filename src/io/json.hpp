@@ -27,6 +27,9 @@ class JsonObject {
   bool has(const std::string& key) const;
   int64_t get_int(const std::string& key) const;
   int64_t get_int(const std::string& key, int64_t dflt) const;
+  // An integer >= 1 (a count, a size, a period): anything else is an error naming the field.
+  int64_t get_positive_int(const std::string& key) const;
+  int64_t get_positive_int(const std::string& key, int64_t dflt) const;
   // Accepts numbers and the {"__float__": "Infinity"} spelling some files use.
   double get_float(const std::string& key) const;
   double get_float(const std::string& key, double dflt) const;

@@ -407,6 +407,8 @@ void validate_spec(const ModelSpec& s) {
   check(s.input_dim == 0 || (s.logits_scaling == 1.0 && s.logits_soft_cap == 0),
         "model spec: a model with real-valued outputs takes no logits_scaling or logit cap");
   check(!s.blocks.empty(), "model spec: the model has no layers");
+  check(int64_t(s.blocks.size()) <= kMaxLayers, "model spec: ", s.blocks.size(), " layers, more than the ",
+        kMaxLayers, " supported");
   check(s.norm_eps > 0, "model spec: norm eps must be positive");
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const BlockSpec& b = s.blocks[i];

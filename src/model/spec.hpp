@@ -122,6 +122,9 @@ struct SegmentSpec {
   bool enabled() const { return length > 0; }
 };
 
+// The most blocks a model may have (the deepest published models have under 200).
+constexpr int64_t kMaxLayers = 4096;
+
 struct ModelSpec {
   std::string family;  // "llama", "qwen3", "braid", ...
   std::string name;

@@ -83,10 +83,10 @@ json write_mamba(const MambaSpec& m) {
 
 Mamba2Spec read_mamba2(const JsonObject& o, int64_t d_model) {
   Mamba2Spec m;
-  m.head_dim = o.get_int("head_dim", 64);
+  m.head_dim = o.get_positive_int("head_dim", 64);
   m.n_heads = o.get_int("n_heads", o.get_int("expand", 2) * d_model / m.head_dim);
   m.d_state = o.get_int("d_state", 64);
-  m.n_groups = o.get_int("n_groups", 1);
+  m.n_groups = o.get_positive_int("n_groups", 1);
   m.d_conv = o.get_int("d_conv", 4);
   m.conv_bias = o.get_bool("conv_bias", true);
   m.proj_bias = o.get_bool("proj_bias", false);
@@ -374,6 +374,8 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
     const int64_t rep = lo.get_int("repeat", 1);
     check(rep > 0, where, ": layers.repeat must be positive");
     check(lo.has("pattern") && L["pattern"].is_array(), where, ": layers.pattern must be an array");
+    check(rep * int64_t(L["pattern"].size()) <= kMaxLayers, where, ": layers.repeat ", rep,
+          " makes more than ", kMaxLayers, " layers");
     for (int64_t r = 0; r < rep; ++r)
       for (const auto& e : L["pattern"]) layers.push_back(e);
   } else {

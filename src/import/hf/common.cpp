@@ -62,9 +62,15 @@ void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double
   s->eos_token_ids = read_token_ids(cfg, "eos_token_id");
 }
 
+int64_t read_layer_count(const JsonObject& cfg, const std::string& key) {
+  const int64_t L = cfg.get_int(key);
+  check(L > 0 && L <= kMaxLayers, cfg.where(), ": ", key, " must be between 1 and ", kMaxLayers, ", found ",
+        L);
+  return L;
+}
+
 std::vector<BlockSpec> repeat_block(const JsonObject& cfg, const BlockSpec& b) {
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg);
   return std::vector<BlockSpec>(size_t(L), b);
 }
 
@@ -141,10 +147,8 @@ Import import_llama_like(const JsonObject& cfg, const LlamaLikeOptions& opt) {
   ModelSpec& s = im.spec;
   read_model_fields(cfg, "rms_norm_eps", 1e-6, opt.default_tie, &s);
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
-  const int64_t H = cfg.get_int("num_attention_heads");
-  check(H > 0, cfg.where(), ": num_attention_heads must be positive");
+  const int64_t L = read_layer_count(cfg);
+  const int64_t H = cfg.get_positive_int("num_attention_heads");
   AttentionSpec a;
   a.n_heads = H;
   a.n_kv_heads = cfg.get_int("num_key_value_heads", H);

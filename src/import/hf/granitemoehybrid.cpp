@@ -20,7 +20,7 @@ Import import_granitemoehybrid(const JsonObject& cfg) {
   check(s.logits_scaling != 0, cfg.where(), ": logits_scaling must not be 0");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = s.d_model / a.n_heads;
   a.qkv_bias = a.out_bias = cfg.get_bool("attention_bias", false);

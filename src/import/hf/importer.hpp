@@ -60,7 +60,10 @@ std::vector<int64_t> read_token_ids(const JsonObject& cfg, const std::string& ke
 void read_model_fields(const JsonObject& cfg, const std::string& eps_key, double default_eps,
                        bool default_tie, ModelSpec* s);
 
-// num_hidden_layers copies of one block (checked positive).
+// The layer count under `key`: an error unless 1 <= count <= kMaxLayers.
+int64_t read_layer_count(const JsonObject& cfg, const std::string& key = "num_hidden_layers");
+
+// num_hidden_layers copies of one block.
 std::vector<BlockSpec> repeat_block(const JsonObject& cfg, const BlockSpec& b);
 
 // Mamba-2 hyper-parameters stored under `mamba_*` keys (bamba, granitemoehybrid).

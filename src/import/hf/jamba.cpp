@@ -14,7 +14,7 @@ Import import_jamba(const JsonObject& cfg) {
   const std::string act = cfg.get_string("hidden_act", "silu");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = s.d_model / a.n_heads;
   a.rope.rotary_dim = 0;  // Jamba's attention layers have no positional encoding
@@ -41,11 +41,10 @@ Import import_jamba(const JsonObject& cfg) {
   moe.act = mlp.act;
   moe.renormalize = false;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  const int64_t ap = cfg.get_int("attn_layer_period", 8), ao = cfg.get_int("attn_layer_offset", 4);
-  const int64_t ep = cfg.get_int("expert_layer_period", 2), eo = cfg.get_int("expert_layer_offset", 1);
-  check(L > 0 && ap > 0 && ep > 0, cfg.where(),
-        ": num_hidden_layers, attn_layer_period and expert_layer_period must be positive");
+  const int64_t L = read_layer_count(cfg);
+  const int64_t ap = cfg.get_positive_int("attn_layer_period", 8), ao = cfg.get_int("attn_layer_offset", 4);
+  const int64_t ep = cfg.get_positive_int("expert_layer_period", 2),
+                eo = cfg.get_int("expert_layer_offset", 1);
   for (int64_t i = 0; i < L; ++i) {
     BlockSpec b;
     if (i % ap == ao) {

@@ -14,7 +14,7 @@ Import import_lfm2(const JsonObject& cfg) {
         ": block_auto_adjust_ff_dim = true is not supported (give intermediate_size as stored)");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = s.d_model / a.n_heads;
   a.qk_norm = true;
@@ -29,7 +29,7 @@ Import import_lfm2(const JsonObject& cfg) {
   m.act = Activation::SiLU;
   m.gated = true;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
+  const int64_t L = read_layer_count(cfg);
   std::vector<std::string> types;
   if (cfg.has("layer_types")) {
     types = cfg.get_string_list("layer_types");

@@ -14,7 +14,7 @@ Import import_minimax(const JsonObject& cfg) {
   const std::string act = cfg.get_string("hidden_act", "silu");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   check(a.n_heads > 0, cfg.where(), ": num_attention_heads must be positive");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = cfg.get_int("head_dim", s.d_model / a.n_heads);
@@ -29,8 +29,7 @@ Import import_minimax(const JsonObject& cfg) {
   check(parse_activation(act, &moe.act), cfg.where(), ": hidden_act '", act, "' is not supported");
   moe.renormalize = true;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg);
   std::vector<std::string> types;
   if (cfg.has("layer_types")) {
     types = cfg.get_string_list("layer_types");

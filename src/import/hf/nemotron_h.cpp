@@ -29,7 +29,7 @@ Import import_nemotron_h(const JsonObject& cfg) {
           " layer kinds for num_hidden_layers = ", cfg.get_int("num_hidden_layers"));
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = cfg.get_int("head_dim", s.d_model / a.n_heads);
   a.qkv_bias = a.out_bias = cfg.get_bool("attention_bias", false);

@@ -19,7 +19,7 @@ Import import_qwen3_next(const JsonObject& cfg) {
   const std::string act = cfg.get_string("hidden_act", "silu");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   check(a.n_heads > 0, cfg.where(), ": num_attention_heads must be positive");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = cfg.get_int("head_dim", s.d_model / a.n_heads);
@@ -48,15 +48,14 @@ Import import_qwen3_next(const JsonObject& cfg) {
   moe.shared_hidden = cfg.get_int("shared_expert_intermediate_size", 0);
   moe.shared_gate = moe.shared_hidden > 0;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg);
   std::vector<std::string> types;
   if (cfg.has("layer_types")) {
     types = cfg.get_string_list("layer_types");
     check(int64_t(types.size()) == L, cfg.where(), ": layer_types has ", types.size(), " entries for ", L,
           " layers");
   } else {
-    const int64_t every = cfg.get_int("full_attention_interval", 4);
+    const int64_t every = cfg.get_positive_int("full_attention_interval", 4);
     check(every > 0, cfg.where(), ": full_attention_interval must be positive");
     for (int64_t i = 0; i < L; ++i)
       types.push_back((i + 1) % every == 0 ? "full_attention" : "linear_attention");
@@ -67,7 +66,7 @@ Import import_qwen3_next(const JsonObject& cfg) {
       check(v.is_number_integer(), cfg.where(), ": mlp_only_layers must hold layer indices");
       mlp_only.push_back(v.get<int64_t>());
     }
-  const int64_t sparse_step = cfg.get_int("decoder_sparse_step", 1);
+  const int64_t sparse_step = cfg.get_positive_int("decoder_sparse_step", 1);
   check(sparse_step > 0, cfg.where(), ": decoder_sparse_step must be positive");
 
   for (int64_t i = 0; i < L; ++i) {

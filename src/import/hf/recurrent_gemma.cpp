@@ -36,7 +36,7 @@ Import import_recurrent_gemma(const JsonObject& cfg) {
         "' is not supported (the recurrent block uses gelu_pytorch_tanh)");
 
   AttentionSpec a;
-  a.n_heads = cfg.get_int("num_attention_heads");
+  a.n_heads = cfg.get_positive_int("num_attention_heads");
   check(a.n_heads > 0, cfg.where(), ": num_attention_heads must be positive");
   a.n_kv_heads = cfg.get_int("num_key_value_heads", a.n_heads);
   a.head_dim = cfg.get_int("head_dim", s.d_model / a.n_heads);
@@ -55,8 +55,7 @@ Import import_recurrent_gemma(const JsonObject& cfg) {
   mlp.act = Activation::GeluTanh;
   mlp.bias = true;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg);
   const std::vector<std::string> pattern = cfg.get_string_list("block_types");
   check(!pattern.empty(), cfg.where(), ": block_types is empty");
   for (int64_t i = 0; i < L; ++i) {

@@ -19,8 +19,7 @@ Import import_rwkv(const JsonObject& cfg) {
   s.final_norm_eps = 1e-5;  // ln_out keeps torch's default epsilon
   s.hidden_states_from_embedding = false;
 
-  const int64_t L = cfg.get_int("num_hidden_layers");
-  check(L > 0, cfg.where(), ": num_hidden_layers must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg);
   const int64_t A = cfg.has("attention_hidden_size") && !cfg.raw()["attention_hidden_size"].is_null()
                         ? cfg.get_int("attention_hidden_size")
                         : s.d_model;

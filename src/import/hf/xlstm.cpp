@@ -31,13 +31,12 @@ Import import_xlstm(const JsonObject& cfg) {
 
   MlpSpec mlp;
   const double up = double(s.d_model) * cfg.get_float("ffn_proj_factor", 2.667);
-  const int64_t mult = cfg.get_int("ffn_round_up_to_multiple_of", 64);
+  const int64_t mult = cfg.get_positive_int("ffn_round_up_to_multiple_of", 64);
   check(mult > 0, cfg.where(), ": ffn_round_up_to_multiple_of must be positive");
   mlp.hidden = int64_t(std::floor((up + double(mult) - 1) / double(mult))) * mult;
   mlp.act = Activation::SiLU;
 
-  const int64_t L = cfg.get_int("num_blocks");
-  check(L > 0, cfg.where(), ": num_blocks must be positive, found ", L);
+  const int64_t L = read_layer_count(cfg, "num_blocks");
   for (int64_t i = 0; i < L; ++i) {
     BlockSpec b;
     b.mixer = MixerKind::Mlstm;
