@@ -19,9 +19,13 @@ cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j "${JOBS:-$(nproc)}"
 mkdir -p build/fuzz/findings
 status=0
-for target in safetensors config tokenizer completion_request; do
+for target in safetensors config tokenizer chat_template completion_request; do
   work=$(mktemp -d)
-  cp -r "fuzz/corpus/$target/." "$work/"
+  if [[ $target == chat_template ]]; then
+    cp tests/data/chat_templates/*.jinja "$work/"  # the real templates the tests render
+  else
+    cp -r "fuzz/corpus/$target/." "$work/"
+  fi
   echo "fuzz: $target ($label)"
   if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       "build/fuzz/fuzz_$target" "${budget[@]}" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \

@@ -9,6 +9,7 @@
 namespace braid {
 
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;  // objects keep their keys' order
 
 // Parses a JSON file; throws braid::Error "PATH: ..." when unreadable or malformed.
 json read_json_file(const std::string& path);

@@ -1,5 +1,5 @@
-// Writing a whole text file atomically: to PATH.tmp, then renamed over PATH, so a reader (or
-// a crash) never sees half a file.
+// Whole text files: read in one go, and written atomically (to PATH.tmp, then renamed over
+// PATH), so a reader (or a crash) never sees half a file.
 #pragma once
 #include <string>
 
@@ -7,5 +7,7 @@ namespace braid {
 
 // Throws naming the file when it cannot be created, written or renamed.
 void write_text_file(const std::string& path, const std::string& text);
+// Throws "PATH: cannot open file" when it cannot be read.
+std::string read_text_file(const std::string& path);
 
 }  // namespace braid
