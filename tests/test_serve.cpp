@@ -11,9 +11,11 @@
 
 #include "fixtures.hpp"
 #include "import/load.hpp"
+#include "io/text_file.hpp"
 #include "runtime/generate.hpp"
 #include "runtime/text_stream.hpp"
 #include "serve/server.hpp"
+#include "tokenizer/chat_template.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid::serve {
@@ -299,10 +301,127 @@ TEST(Serve, BadRequestsGetOpenAIErrors) {
   expect_error(c.Post("/v1/completions", std::string(5000, ' ') + "{}", "application/json"), 413,
                "4096 bytes");
   expect_error(c.Get("/v1/nothing"), 404, "no route for GET /v1/nothing");
-  expect_error(c.Post("/v1/chat/completions", "{}", "application/json"), 501, "chat template");
+  expect_error(c.Post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "x"}]})",
+                      "application/json"),
+               400, "no chat template");
   // The server still serves after all of that.
   const json ok = post(c, {{"prompt", "And"}, {"max_tokens", 2}});
   EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
+}
+
+std::shared_ptr<const ChatTemplate> test_template(const std::string& name) {
+  const std::string path = std::string(BRAID_SOURCE_DIR) + "/tests/data/chat_templates/" + name;
+  return std::make_shared<const ChatTemplate>(read_text_file(path), name, "<s>", "</s>");
+}
+
+// A chat completion is a completion of the prompt the template renders: same tokens, same
+// text, whole or streamed (role first, then content deltas), with chat-shaped logprobs.
+TEST(Serve, ChatCompletionIsTheCompletionOfTheRenderedPrompt) {
+  const Loaded& m = default_model();
+  ServerOptions opt;
+  opt.chat_template = test_template("zephyr.jinja");
+  TestServer ts(m.model, m.tok, opt);
+  auto c = ts.client();
+  const ordered_json messages = ordered_json::parse(R"([
+      {"role": "system", "content": "Thou art a scribe."},
+      {"role": "user", "content": "And God said"},
+      {"role": "assistant", "content": "Let there be light"},
+      {"role": "user", "content": [{"type": "text", "text": "and there "}, {"type": "text", "text": "was"}]}])");
+  ordered_json flat = messages;
+  flat[3]["content"] = "and there was";
+  const std::string rendered = opt.chat_template->render(flat, true);
+  const std::vector<int32_t> ids = m.tok->encode(rendered, false);
+  const json plain = post(c, {{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}, {"logprobs", 2}});
+
+  const json body = {{"messages", json::parse(messages.dump())},
+                     {"max_tokens", 12},
+                     {"temperature", 0},
+                     {"logprobs", true},
+                     {"top_logprobs", 2}};
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json r = json::parse(res->body);
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  const json& choice = r["choices"][0];
+  EXPECT_EQ(choice["message"]["role"], "assistant");
+  EXPECT_EQ(choice["message"]["content"], plain["choices"][0]["text"]);
+  EXPECT_EQ(choice["finish_reason"], plain["choices"][0]["finish_reason"]);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  ASSERT_EQ(choice["logprobs"]["content"].size(), 12u);
+  for (size_t i = 0; i < 12; ++i) {
+    const json& lp = choice["logprobs"]["content"][i];
+    EXPECT_EQ(lp["token"], plain["choices"][0]["logprobs"]["tokens"][i]);
+    EXPECT_EQ(lp["logprob"], plain["choices"][0]["logprobs"]["token_logprobs"][i]);
+    EXPECT_EQ(lp["top_logprobs"].size(), 2u);
+    std::string bytes;
+    for (int b : lp["bytes"]) bytes += char(b);
+    EXPECT_EQ(bytes, lp["token"]);
+  }
+
+  json sbody = body;
+  sbody["stream"] = true;
+  sbody["stream_options"] = {{"include_usage", true}};
+  auto sres = c.Post("/v1/chat/completions", sbody.dump(), "application/json");
+  ASSERT_TRUE(sres);
+  ASSERT_EQ(sres->status, 200) << sres->body;
+  std::string content, role, finish;
+  json usage;
+  bool done = false;
+  int events = 0;
+  for (size_t at = 0; at < sres->body.size();) {
+    const size_t end = sres->body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos);
+    const std::string data = sres->body.substr(at + 6, end - at - 6);
+    at = end + 2;
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    const json j = json::parse(data);
+    EXPECT_EQ(j["object"], "chat.completion.chunk");
+    if (j.contains("usage")) usage = j["usage"];
+    for (const auto& ch : j["choices"]) {
+      if (events++ == 0) EXPECT_EQ(ch["delta"]["role"], "assistant");  // the role comes first
+      if (ch["delta"].contains("role")) role = ch["delta"]["role"];
+      if (ch["delta"].contains("content")) content += ch["delta"]["content"].get<std::string>();
+      if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+    }
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(role, "assistant");
+  EXPECT_EQ(content, choice["message"]["content"]);
+  EXPECT_EQ(finish, choice["finish_reason"]);
+  EXPECT_EQ(usage, r["usage"]);
+}
+
+TEST(Serve, ChatRequestsTheTemplateRefusesAre400s) {
+  const Loaded& m = default_model();
+  ServerOptions opt;
+  opt.chat_template = test_template("mixtral.jinja");  // raise_exception for a system turn
+  TestServer ts(m.model, m.tok, opt);
+  auto c = ts.client();
+  auto chat = [&](const std::string& body) {
+    return c.Post("/v1/chat/completions", body, "application/json");
+  };
+  auto res = chat(R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]})");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  const json e = json::parse(res->body)["error"];
+  EXPECT_EQ(e["param"], "messages");
+  EXPECT_NE(e["message"].get<std::string>().find("Conversation roles must alternate"), std::string::npos)
+      << e;
+  res = chat(
+      R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "messages[0].content[0].type");
+  // A conversation it accepts is served.
+  res = chat(R"({"messages": [{"role": "user", "content": "And God said"}], "max_tokens": 3})");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["usage"]["completion_tokens"], 3);
 }
 
 TEST(Serve, ApiKeyGuardsEveryRouteButHealth) {

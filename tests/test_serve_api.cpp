@@ -84,6 +84,63 @@ TEST(ServeApi, BadRequestsNameTheParameter) {
   EXPECT_EQ(refusal(R"({"prompt": [1], "max_tokens": 6})", lim).first, "max_tokens");
 }
 
+TEST(ServeApi, ChatRequests) {
+  const RequestLimits lim;
+  const ChatRequest r = parse_chat_request(R"({"model": "m", "messages": [
+      {"role": "system", "content": "s", "zeta": 1, "alpha": 2},
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+      {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
+    "max_completion_tokens": 7, "temperature": 0.5, "logprobs": true, "top_logprobs": 3, "stream": true,
+    "tools": [{"type": "function", "function": {"name": "f", "z": 1, "a": 2}}], "tool_choice": "auto",
+    "chat_template_kwargs": {"enable_thinking": false}, "n": 2, "seed": 5, "stop": ["x"]})",
+                                           lim);
+  EXPECT_EQ(r.request.model, "m");
+  EXPECT_EQ(r.request.max_tokens, 7);
+  EXPECT_EQ(r.request.temperature, 0.5);
+  EXPECT_EQ(r.request.logprobs, 3);
+  EXPECT_TRUE(r.request.stream);
+  EXPECT_EQ(r.request.n, 2);
+  EXPECT_EQ(r.request.seed, 5u);
+  EXPECT_EQ(r.request.stop, std::vector<std::string>{"x"});
+  EXPECT_EQ(r.messages[1]["content"], "ab");
+  EXPECT_TRUE(r.messages[2]["content"].is_null());
+  EXPECT_EQ(r.messages[0].dump(), R"({"role":"system","content":"s","zeta":1,"alpha":2})");  // order kept
+  EXPECT_EQ(r.tools.dump(), R"([{"type":"function","function":{"name":"f","z":1,"a":2}}])");
+  EXPECT_EQ(r.template_kwargs["enable_thinking"], false);
+  EXPECT_TRUE(r.add_generation_prompt);
+  EXPECT_EQ(parse_chat_request(R"({"messages": [{"role": "user", "content": "x"}]})", lim).request.logprobs,
+            -1);
+
+  auto param_of = [&](const std::string& body) {
+    try {
+      parse_chat_request(body, lim);
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      return e.param;
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(param_of(R"({})"), "messages");
+  EXPECT_EQ(param_of(R"({"messages": []})"), "messages");
+  EXPECT_EQ(param_of(R"({"messages": [{"content": "x"}]})"), "messages[0].role");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "wizard", "content": "x"}]})"), "messages[0].role");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user"}]})"), "messages[0].content");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": 5}]})"), "messages[0].content");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})"),
+            "messages[0].content[0].text");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})"),
+            "top_logprobs");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})"),
+            "tool_choice");
+  EXPECT_EQ(
+      param_of(
+          R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})"),
+      "response_format");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": "x"}], "prompt": "x"})"), "prompt");
+  EXPECT_EQ(param_of(R"({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": -1})"),
+            "max_completion_tokens");
+}
+
 TEST(ServeApi, ErrorBodiesAreOpenAIShaped) {
   const json j = json::parse(error_body(ApiError(400, "n: must be in [1, 16]", "n")));
   EXPECT_EQ(j["error"]["message"], "n: must be in [1, 16]");

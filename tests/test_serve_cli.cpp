@@ -130,13 +130,15 @@ TEST(ServeCli, CurlCompletionsAndGracefulStop) {
 }
 
 // The official OpenAI client (npm `openai`, installed by scripts/install-npm-deps.sh) reads
-// braid's completions whole and streamed, lists the model, and surfaces 400 and 401 errors.
+// braid's completions and chat completions whole and streamed, lists the model, and surfaces
+// 400 and 401 errors.
 TEST(ServeCli, OfficialOpenAIClient) {
   const std::string js = std::string(BRAID_SOURCE_DIR) + "/tests/js";
   if (!std::filesystem::exists(js + "/node_modules/openai/package.json"))
     GTEST_SKIP()
         << "the openai npm package is not installed: run scripts/install-npm-deps.sh (make test does)";
-  ServeProcess server({"--model", kModel, "--api-key", "k3y", "--name", "default"});
+  ServeProcess server({"--model", kModel, "--api-key", "k3y", "--name", "default", "--chat-template",
+                       std::string(BRAID_SOURCE_DIR) + "/tests/data/chat_templates/zephyr.jinja"});
   ASSERT_FALSE(server.url.empty()) << slurp(server.err);
   const std::string raw = sh("node " + js + "/openai_client.mjs " + server.url + "/v1 k3y default 2>&1");
   json j;
@@ -151,6 +153,16 @@ TEST(ServeCli, OfficialOpenAIClient) {
   EXPECT_EQ(j["streamed"]["text"], j["whole"]["text"]);  // greedy: the same text streamed
   EXPECT_EQ(j["streamed"]["finish"], "length");
   EXPECT_EQ(j["streamed"]["usage"], j["whole"]["usage"]);
+  EXPECT_EQ(j["chat"]["object"], "chat.completion");
+  EXPECT_EQ(j["chat"]["role"], "assistant");
+  EXPECT_EQ(j["chat"]["finish"], "length");
+  EXPECT_EQ(j["chat"]["usage"]["completion_tokens"], 8);
+  EXPECT_GT(j["chat"]["usage"]["prompt_tokens"],
+            j["whole"]["usage"]["prompt_tokens"]);  // the template's framing
+  EXPECT_EQ(j["chatStreamed"]["content"], j["chat"]["content"]);
+  EXPECT_EQ(j["chatStreamed"]["role"], "assistant");
+  EXPECT_EQ(j["chatStreamed"]["finish"], "length");
+  EXPECT_EQ(j["chatStreamed"]["usage"], j["chat"]["usage"]);
   EXPECT_EQ(j["models"], json::array({"default"}));
   EXPECT_EQ(j["error"]["status"], 400);
   EXPECT_EQ(j["error"]["param"], "max_tokens");

@@ -12,6 +12,7 @@
 #include "core/parallel.hpp"
 #include "import/load.hpp"
 #include "serve/server.hpp"
+#include "tokenizer/chat_template.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid::cli {
@@ -22,7 +23,7 @@ volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_stop_signal(int) { g_stop = 1; }
 
 struct ServeArgs {
-  std::string model, name;
+  std::string model, name, chat_template;
   serve::ServerOptions opt;
   int threads = 0;
   double cache_mb = 1024;
@@ -35,6 +36,12 @@ void serve_main(ServeArgs a) {
   const std::string tok_path = (std::filesystem::path(a.model) / "tokenizer.json").string();
   std::shared_ptr<const Tokenizer> tok;
   if (std::filesystem::exists(tok_path)) tok = Tokenizer::load(tok_path);
+  if (!a.chat_template.empty()) {
+    a.opt.chat_template =
+        std::make_shared<const ChatTemplate>(ChatTemplate::from_file(a.chat_template, a.model));
+  } else if (auto t = ChatTemplate::from_model_dir(a.model)) {
+    a.opt.chat_template = std::make_shared<const ChatTemplate>(std::move(*t));
+  }
   a.opt.model_name =
       a.name.empty() ? std::filesystem::path(a.model).lexically_normal().filename().string() : a.name;
   if (a.opt.model_name.empty())
@@ -42,8 +49,10 @@ void serve_main(ServeArgs a) {
   serve::Server server(model, tok, a.opt);
   server.bind();
   std::fprintf(stderr, "braid serve: %s (%s) on http://%s:%d%s\n", a.opt.model_name.c_str(),
-               tok ? "with tokenizer" : "token ids only", a.opt.host.c_str(), server.port(),
-               a.opt.api_key.empty() ? "" : " (API key required)");
+               !tok                  ? "token ids only"
+               : a.opt.chat_template ? "with tokenizer and chat template"
+                                     : "with tokenizer; no chat template, so no chat completions",
+               a.opt.host.c_str(), server.port(), a.opt.api_key.empty() ? "" : " (API key required)");
   g_stop = 0;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
@@ -69,6 +78,10 @@ void add_serve(CLI::App& app, int& exit_code) {
   c->add_option("--model", a->model, "Model directory (config.json, safetensors, optional tokenizer.json)")
       ->required();
   c->add_option("--name", a->name, "Model name clients use (default: the directory's name)");
+  c->add_option("--chat-template", a->chat_template,
+                "Jinja chat template file for /v1/chat/completions (default: the model's own, from "
+                "chat_template.jinja or tokenizer_config.json)")
+      ->check(CLI::ExistingFile);
   c->add_option("--host", a->opt.host, "Address to listen on")->capture_default_str();
   c->add_option("--port", a->opt.port, "Port (0: any free port)")
       ->capture_default_str()

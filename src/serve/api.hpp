@@ -1,6 +1,6 @@
-// The OpenAI completions API as braid serves it: request bodies parsed and checked into
-// CompletionRequest (every problem an ApiError naming the parameter), and the JSON
-// bodies of responses, stream chunks and errors.
+// The OpenAI completions and chat completions APIs as braid serves them: request bodies
+// parsed and checked (every problem an ApiError naming the parameter), and the JSON bodies
+// of responses, stream chunks and errors.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -49,6 +49,18 @@ struct CompletionRequest {
 // Throws ApiError (400) for malformed JSON, unknown types or values out of range.
 CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& limits);
 
+// A chat completion: the messages are rendered by the model's chat template into one text
+// prompt; the sampling parameters are those of a completion. Content given as text parts
+// is joined into one string; other part types (images, audio) are refused.
+struct ChatRequest {
+  CompletionRequest request;     // without prompts; logprobs = top_logprobs when logprobs is true
+  ordered_json messages;         // [{role, content, ...}], keys in the order sent
+  ordered_json tools;            // null or the array sent (the template decides how to show it)
+  ordered_json template_kwargs;  // chat_template_kwargs: further template variables
+  bool add_generation_prompt = true;
+};
+ChatRequest parse_chat_request(const std::string& body, const RequestLimits& limits);
+
 // One generated token's log-probabilities (present when logprobs >= 0).
 struct TokenLogprob {
   std::string token;
@@ -74,5 +86,15 @@ json completion_chunk(const std::string& id, int64_t created, const std::string&
                       const std::string& text, const std::vector<int32_t>& ids, const TokenLogprob* lp,
                       const std::string& finish_reason);
 json usage_json(const Usage& u);
+
+// The chat forms of the above: choices carry {"role": "assistant", "content"} messages
+// (deltas in a stream), log-probabilities as {"content": [{token, logprob, bytes,
+// top_logprobs}]}.
+json chat_completion_body(const std::string& id, int64_t created, const std::string& model,
+                          const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs);
+// `delta` is {"role": "assistant", "content": ""} for a choice's first chunk, else {"content": text}
+// ({} for a final chunk without text).
+json chat_completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
+                           const json& delta, const TokenLogprob* lp, const std::string& finish_reason);
 
 }  // namespace braid::serve

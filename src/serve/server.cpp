@@ -2,12 +2,14 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <sstream>
 
 #include "core/error.hpp"
 #include "runtime/generate.hpp"
+#include "tokenizer/chat_template.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace braid::serve {
@@ -26,11 +28,11 @@ int64_t unix_now() {
       .count();
 }
 
-std::string completion_id() {
+std::string completion_id(bool chat) {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}();
   std::ostringstream s;
-  s << "cmpl-" << std::hex << salt << "-" << std::dec << ++counter;
+  s << (chat ? "chatcmpl-" : "cmpl-") << std::hex << salt << "-" << std::dec << ++counter;
   return s.str();
 }
 
@@ -151,126 +153,184 @@ void Server::routes() {
     json m = {{"id", opt_.model_name}, {"object", "model"}, {"created", created_}, {"owned_by", "braid"}};
     res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(), "application/json");
   });
-  http_->Post("/v1/chat/completions", [](const Request&, Response& res) {
-    send_error(res, ApiError(501,
-                             "chat completions are not implemented yet (they need the model's chat "
-                             "template); use /v1/completions"));
+  http_->Post("/v1/chat/completions", [this](const Request& req, Response& res) {
+    const auto arrived = Clock::now();
+    ChatRequest c = parse_chat_request(req.body, opt_.limits);
+    check_model(c.request.model);
+    if (!tok_)
+      throw ApiError(400, "this model has no tokenizer: chat needs one (send token ids to /v1/completions)");
+    if (!opt_.chat_template)
+      throw ApiError(
+          400,
+          "this model has no chat template (none in tokenizer_config.json, no chat_template.jinja): "
+          "start the server with --chat-template FILE, or use /v1/completions");
+    std::string prompt;
+    try {
+      prompt = opt_.chat_template->render(c.messages, c.add_generation_prompt, c.tools, c.template_kwargs);
+    } catch (const Error& e) {  // the template refused the conversation (raise_exception) or failed on it
+      throw ApiError(400, std::string("messages: ") + e.what(), "messages");
+    }
+    JobSpec spec = job_spec(c.request);
+    spec.prompts.push_back(encode_prompt(prompt, false, "messages"));  // the template wrote any BOS itself
+    const int32_t eot = tok_->token_id(opt_.chat_template->eos_token());
+    if (eot >= 0 && std::find(spec.stop_ids.begin(), spec.stop_ids.end(), eot) == spec.stop_ids.end())
+      spec.stop_ids.push_back(eot);
+    respond(c.request, std::move(spec), arrived, res, true);
   });
   http_->Post("/v1/completions", [this](const Request& req, Response& res) {
     const auto arrived = Clock::now();
     CompletionRequest r = parse_completion_request(req.body, opt_.limits);
-    if (!r.model.empty() && r.model != opt_.model_name)
-      throw ApiError(404,
-                     "model '" + r.model + "' is not served here (this server has '" + opt_.model_name + "')",
-                     "model");
-    JobSpec spec;
+    check_model(r.model);
+    JobSpec spec = job_spec(r);
     spec.prompts = std::move(r.prompt_ids);
-    for (size_t i = 0; i < r.prompt_texts.size(); ++i) {
+    for (const std::string& text : r.prompt_texts) {
       if (!tok_)
         throw ApiError(400, "prompt: this model has no tokenizer; send the prompt as an array of token ids",
                        "prompt");
-      std::vector<int32_t> ids;
-      try {
-        ids = tok_->encode(r.prompt_texts[i], true);
-      } catch (const Error& e) {
-        throw ApiError(400, std::string("prompt: ") + e.what(), "prompt");
-      }
-      if (ids.empty()) throw ApiError(400, "prompt: empty after tokenization", "prompt");
-      if (int64_t(ids.size()) > opt_.limits.max_prompt_tokens)
-        throw ApiError(400,
-                       "prompt: has " + std::to_string(ids.size()) + " tokens; this server accepts at most " +
-                           std::to_string(opt_.limits.max_prompt_tokens),
-                       "prompt");
-      spec.prompts.push_back(std::move(ids));
+      spec.prompts.push_back(encode_prompt(text, true, "prompt"));
     }
-    spec.n = r.n;
-    spec.max_tokens = r.max_tokens;
-    spec.sampling.temperature = float(r.temperature);
-    spec.sampling.top_p = float(r.top_p);
-    spec.sampling.seed = r.seed ? *r.seed : std::random_device{}();
-    spec.stop = r.stop;
-    spec.stop_ids = default_stop_ids(*model_, tok_.get());
-    spec.logprobs = r.logprobs;
-    const int n_choices = int(spec.prompts.size()) * spec.n;
-    const std::shared_ptr<Job> job = engine_.submit(std::move(spec));
-    const auto deadline =
-        arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.timeout_s));
-    const std::string id = completion_id();
-    const int64_t created = unix_now();
-    const std::string model = opt_.model_name;
-    const std::string timeout_msg =
-        "the request did not finish within the server's timeout (" + json(opt_.timeout_s).dump() + " s)";
+    respond(r, std::move(spec), arrived, res, false);
+  });
+}
 
-    if (!r.stream) {
-      std::vector<Choice> choices(static_cast<size_t>(n_choices));
-      Usage usage{job->prompt_tokens(), 0};
-      for (int left = n_choices; left > 0;) {
-        Event e;
-        if (!job->next(e, deadline)) {
-          job->cancel();
-          throw ApiError(504, timeout_msg);
-        }
-        if (!e.error.empty()) throw ApiError(500, "generation failed: " + e.error);
-        Choice& c = choices[size_t(e.choice)];
-        c.text += e.text;
-        c.token_ids.insert(c.token_ids.end(), e.ids.begin(), e.ids.end());
-        usage.completion_tokens += int64_t(e.ids.size());
-        if (e.logprob) c.logprobs.push_back(*e.logprob);
-        if (!e.finish_reason.empty()) {
-          c.finish_reason = e.finish_reason;
-          --left;
-        }
+void Server::check_model(const std::string& requested) const {
+  if (!requested.empty() && requested != opt_.model_name)
+    throw ApiError(404,
+                   "model '" + requested + "' is not served here (this server has '" + opt_.model_name + "')",
+                   "model");
+}
+
+std::vector<int32_t> Server::encode_prompt(const std::string& text, bool add_special_tokens,
+                                           const std::string& param) const {
+  std::vector<int32_t> ids;
+  try {
+    ids = tok_->encode(text, add_special_tokens);
+  } catch (const Error& e) {
+    throw ApiError(400, param + ": " + e.what(), param);
+  }
+  if (ids.empty()) throw ApiError(400, param + ": empty after tokenization", param);
+  if (int64_t(ids.size()) > opt_.limits.max_prompt_tokens)
+    throw ApiError(400,
+                   param + ": has " + std::to_string(ids.size()) + " tokens; this server accepts at most " +
+                       std::to_string(opt_.limits.max_prompt_tokens),
+                   param);
+  return ids;
+}
+
+JobSpec Server::job_spec(const CompletionRequest& r) const {
+  JobSpec spec;
+  spec.n = r.n;
+  spec.max_tokens = r.max_tokens;
+  spec.sampling.temperature = float(r.temperature);
+  spec.sampling.top_p = float(r.top_p);
+  spec.sampling.seed = r.seed ? *r.seed : std::random_device{}();
+  spec.stop = r.stop;
+  spec.stop_ids = default_stop_ids(*model_, tok_.get());
+  spec.logprobs = r.logprobs;
+  return spec;
+}
+
+void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point arrived,
+                     httplib::Response& res, bool chat) {
+  const int n_choices = int(spec.prompts.size()) * spec.n;
+  const std::shared_ptr<Job> job = engine_.submit(std::move(spec));
+  const auto deadline =
+      arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.timeout_s));
+  const std::string id = completion_id(chat);
+  const int64_t created = unix_now();
+  const std::string model = opt_.model_name;
+  const std::string timeout_msg =
+      "the request did not finish within the server's timeout (" + json(opt_.timeout_s).dump() + " s)";
+  const bool with_logprobs = r.logprobs >= 0;
+
+  if (!r.stream) {
+    std::vector<Choice> choices(static_cast<size_t>(n_choices));
+    Usage usage{job->prompt_tokens(), 0};
+    for (int left = n_choices; left > 0;) {
+      Event e;
+      if (!job->next(e, deadline)) {
+        job->cancel();
+        throw ApiError(504, timeout_msg);
       }
-      res.set_content(completion_body(id, created, model, choices, usage, r.logprobs >= 0).dump(),
-                      "application/json");
-      return;
+      if (!e.error.empty()) throw ApiError(500, "generation failed: " + e.error);
+      Choice& c = choices[size_t(e.choice)];
+      c.text += e.text;
+      c.token_ids.insert(c.token_ids.end(), e.ids.begin(), e.ids.end());
+      usage.completion_tokens += int64_t(e.ids.size());
+      if (e.logprob) c.logprobs.push_back(*e.logprob);
+      if (!e.finish_reason.empty()) {
+        c.finish_reason = e.finish_reason;
+        --left;
+      }
     }
-    const bool include_usage = r.include_usage;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [job, n_choices, deadline, id, created, model, include_usage, timeout_msg](size_t,
-                                                                                   httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
-            const std::string s = "data: " + j.dump() + "\n\n";
-            return sink.write(s.data(), s.size());
-          };
-          Usage usage{job->prompt_tokens(), 0};
-          for (int left = n_choices; left > 0;) {
-            Event e;
-            if (!job->next(e, deadline)) {
+    const json body = chat ? chat_completion_body(id, created, model, choices, usage, with_logprobs)
+                           : completion_body(id, created, model, choices, usage, with_logprobs);
+    res.set_content(body.dump(), "application/json");
+    return;
+  }
+  const bool include_usage = r.include_usage;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [job, n_choices, deadline, id, created, model, include_usage, timeout_msg, chat](
+          size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+          const std::string s = "data: " + j.dump() + "\n\n";
+          return sink.write(s.data(), s.size());
+        };
+        if (chat)  // each choice opens with its role, as OpenAI's streams do
+          for (int i = 0; i < n_choices; ++i)
+            if (!send(chat_completion_chunk(id, created, model, i, {{"role", "assistant"}, {"content", ""}},
+                                            nullptr, ""))) {
               job->cancel();
-              send(error_json(ApiError(504, timeout_msg)));
-              sink.done();
-              return true;
-            }
-            if (!e.error.empty()) {
-              send(error_json(ApiError(500, "generation failed: " + e.error)));
-              sink.done();
-              return true;
-            }
-            usage.completion_tokens += int64_t(e.ids.size());
-            if (!e.finish_reason.empty()) --left;
-            if (!send(completion_chunk(id, created, model, e.choice, e.text, e.ids,
-                                       e.logprob ? &*e.logprob : nullptr, e.finish_reason))) {
-              job->cancel();  // the client went away
               return false;
             }
+        Usage usage{job->prompt_tokens(), 0};
+        for (int left = n_choices; left > 0;) {
+          Event e;
+          if (!job->next(e, deadline)) {
+            job->cancel();
+            send(error_json(ApiError(504, timeout_msg)));
+            sink.done();
+            return true;
           }
-          if (include_usage) {
-            json last = {{"id", id},       {"object", "text_completion"}, {"created", created},
-                         {"model", model}, {"choices", json::array()},    {"usage", usage_json(usage)}};
-            send(last);
+          if (!e.error.empty()) {
+            send(error_json(ApiError(500, "generation failed: " + e.error)));
+            sink.done();
+            return true;
           }
-          const std::string done = "data: [DONE]\n\n";
-          sink.write(done.data(), done.size());
-          sink.done();
-          return true;
-        },
-        [job](bool success) {
-          if (!success) job->cancel();
-        });
-  });
+          usage.completion_tokens += int64_t(e.ids.size());
+          if (!e.finish_reason.empty()) --left;
+          const TokenLogprob* lp = e.logprob ? &*e.logprob : nullptr;
+          const json chunk =
+              chat ? chat_completion_chunk(id, created, model, e.choice,
+                                           e.text.empty() && !e.finish_reason.empty()
+                                               ? json::object()
+                                               : json{{"content", e.text}},
+                                           lp, e.finish_reason)
+                   : completion_chunk(id, created, model, e.choice, e.text, e.ids, lp, e.finish_reason);
+          if (!send(chunk)) {
+            job->cancel();  // the client went away
+            return false;
+          }
+        }
+        if (include_usage) {
+          json last = {{"id", id},
+                       {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                       {"created", created},
+                       {"model", model},
+                       {"choices", json::array()},
+                       {"usage", usage_json(usage)}};
+          send(last);
+        }
+        const std::string done = "data: [DONE]\n\n";
+        sink.write(done.data(), done.size());
+        sink.done();
+        return true;
+      },
+      [job](bool success) {
+        if (!success) job->cancel();
+      });
 }
 
 }  // namespace braid::serve

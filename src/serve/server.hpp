@@ -1,9 +1,11 @@
-// braid's HTTP server: the OpenAI completions API over an Engine (cpp-httplib).
-// Routes: POST /v1/completions (JSON or server-sent events), GET /v1/models, /health,
+// braid's HTTP server: the OpenAI completions and chat completions APIs over an Engine
+// (cpp-httplib). Routes: POST /v1/completions and /v1/chat/completions (JSON or
+// server-sent events), GET /v1/models, /health,
 // /metrics (Prometheus text). With an API key, every route but /health needs
 // "Authorization: Bearer KEY". Errors are OpenAI-style JSON bodies.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -12,11 +14,13 @@
 
 namespace httplib {
 class Server;
-}
+struct Response;
+}  // namespace httplib
 
 namespace braid {
 class Tokenizer;
-}
+class ChatTemplate;
+}  // namespace braid
 
 namespace braid::serve {
 
@@ -28,7 +32,8 @@ struct ServerOptions {
   RequestLimits limits;
   EngineOptions engine;
   size_t max_body_bytes = size_t(8) << 20;
-  double timeout_s = 600;  // per request, from arrival to its last token
+  double timeout_s = 600;                             // per request, from arrival to its last token
+  std::shared_ptr<const ChatTemplate> chat_template;  // null: chat completions are refused (400)
 };
 
 class Server {
@@ -50,6 +55,13 @@ class Server {
 
  private:
   void routes();
+  void check_model(const std::string& requested) const;  // 404 unless empty or the served name
+  std::vector<int32_t> encode_prompt(const std::string& text, bool add_special_tokens,
+                                     const std::string& param) const;
+  JobSpec job_spec(const CompletionRequest& r) const;  // sampling, stops, logprobs; no prompts
+  // Submits the job and answers with a completion or chat completion, whole or streamed.
+  void respond(const CompletionRequest& r, JobSpec spec, std::chrono::steady_clock::time_point arrived,
+               httplib::Response& res, bool chat);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<const Tokenizer> tok_;

@@ -30,6 +30,7 @@ class ChatTemplate {
                      const ordered_json& tools = nullptr, const ordered_json& extra = nullptr) const;
 
   const std::string& source() const { return source_; }
+  const std::string& eos_token() const { return eos_; }  // tokenizer_config.json's, "" if none
 
  private:
   std::string source_;

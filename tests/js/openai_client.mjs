@@ -25,6 +25,30 @@ for await (const chunk of stream) {
 }
 out.streamed = { text, finish, usage };
 
+const messages = [
+  { role: 'system', content: 'You are terse.' },
+  { role: 'user', content: 'And God said' },
+];
+const chat = await client.chat.completions.create({ model, messages, max_tokens: 8, temperature: 0 });
+out.chat = { content: chat.choices[0].message.content, role: chat.choices[0].message.role,
+  finish: chat.choices[0].finish_reason, usage: chat.usage, object: chat.object };
+const chatStream = await client.chat.completions.create({
+  model, messages, max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true },
+});
+let chatText = '';
+let chatRole = null;
+let chatFinish = null;
+let chatUsage = null;
+for await (const chunk of chatStream) {
+  for (const c of chunk.choices) {
+    if (c.delta.role) chatRole = c.delta.role;
+    if (c.delta.content) chatText += c.delta.content;
+    if (c.finish_reason) chatFinish = c.finish_reason;
+  }
+  if (chunk.usage) chatUsage = chunk.usage;
+}
+out.chatStreamed = { content: chatText, role: chatRole, finish: chatFinish, usage: chatUsage };
+
 out.models = (await client.models.list()).data.map((m) => m.id);
 
 try {
