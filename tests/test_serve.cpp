@@ -564,6 +564,41 @@ TEST(Serve, PrefixCacheOnTheDefaultModel) {
   check_prefix_cache(m.model, m.tok);
 }
 
+// A chat's second turn starts with the first turn's rendered prompt: it resumes from the
+// state saved there (or later) and answers exactly as a server without a cache does.
+TEST(Serve, ChatFollowUpTurnResumesFromTheCache) {
+  const Loaded& m = default_model();
+  ServerOptions cached, plain;
+  cached.chat_template = plain.chat_template = test_template("zephyr.jinja");
+  cached.engine.cache_bytes = size_t(256) << 20;
+  TestServer with_cache(m.model, m.tok, cached), without(m.model, m.tok, plain);
+  auto a = with_cache.client(), b = without.client();
+  auto both = [&](const json& messages) {
+    const json body = {{"messages", messages}, {"max_tokens", 8}, {"temperature", 0.7}, {"seed", 5}};
+    auto x = a.Post("/v1/chat/completions", body.dump(), "application/json");
+    auto y = b.Post("/v1/chat/completions", body.dump(), "application/json");
+    EXPECT_TRUE(x && y && x->status == 200 && y->status == 200);
+    const json jx = json::parse(x->body), jy = json::parse(y->body);
+    EXPECT_EQ(jx["choices"][0]["message"], jy["choices"][0]["message"]);
+    return jx["choices"][0]["message"]["content"].get<std::string>();
+  };
+  json messages = json::array({{{"role", "system"}, {"content", "Thou art a scribe."}},
+                               {{"role", "user"}, {"content", "And God said unto Noah,"}}});
+  const std::string reply = both(messages);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_hits_total"), 0);
+  const auto turn1 =
+      m.tok->encode(cached.chat_template->render(ordered_json::parse(messages.dump()), true), false);
+  messages.push_back({{"role", "assistant"}, {"content", reply}});
+  messages.push_back({{"role", "user"}, {"content", "And Noah did according unto all"}});
+  const auto turn2 =
+      m.tok->encode(cached.chat_template->render(ordered_json::parse(messages.dump()), true), false);
+  ASSERT_GT(turn2.size(), turn1.size());
+  ASSERT_TRUE(std::equal(turn1.begin(), turn1.end(), turn2.begin()));  // the first prompt starts the second
+  both(messages);
+  EXPECT_EQ(metric(a, "braid_prefix_cache_hits_total"), 1);
+  EXPECT_GE(metric(a, "braid_prefix_cache_tokens_reused_total"), int64_t(turn1.size()));
+}
+
 TEST(Serve, PrefixCacheOnAHybridFixture) {
   REQUIRE_FIXTURES();
   check_prefix_cache(load_model(hf_fixture("jamba")), nullptr);  // attention KV and Mamba states
