@@ -52,8 +52,9 @@ TEST(ChatTemplate, RealTemplatesMatchJinja2) {
       const std::string want = c["error"].get<std::string>();
       EXPECT_NE(err, "") << what << " should fail with: " << want;
       // A template's own raise_exception message reaches the user unchanged.
-      if (want.find("undefined") == std::string::npos && want.find("attribute") == std::string::npos)
+      if (want.find("undefined") == std::string::npos && want.find("attribute") == std::string::npos) {
         EXPECT_NE(err.find(want), std::string::npos) << what << ": " << err;
+      }
       ++refused;
     }
   }
@@ -112,6 +113,21 @@ TEST(ChatTemplate, ErrorsNameTheLine) {
   EXPECT_EQ(err("{{ 1 // 0 }}"), "chat template: line 1: integer division or modulo by zero");
   EXPECT_EQ(err("{{ 'abc"), "chat template: line 1: unterminated string");
   EXPECT_EQ(err("{% for x in 5 %}{% endfor %}"), "chat template: line 1: cannot iterate over a number");
+}
+
+TEST(ChatTemplate, IntegerEdgesAreErrorsNotOverflow) {
+  EXPECT_EQ(error_of([] { render("{{ -(-9223372036854775807 - 1) }}"); }),
+            "chat template: line 1: integer overflow");
+  EXPECT_EQ(error_of([] { render("{{ (-9223372036854775807 - 1) | abs }}"); }),
+            "chat template: line 1: integer overflow");
+  EXPECT_EQ(error_of([] { render("{{ 9223372036854775807 + 1 }}"); }),
+            "chat template: line 1: integer overflow");
+  EXPECT_EQ(render("{{ range(2, 9223372036854775807, 9223372036854775806) | list }}"), "[2]");
+  EXPECT_EQ(render("{{ [1, 2, 3][1::9223372036854775807] }}"), "[2]");
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) is divisibleby(-1) }}"), "True");
+  EXPECT_NE(error_of([] { render("{{ 1e300 | int }}"); }).find("does not fit an integer"), std::string::npos);
+  EXPECT_EQ(error_of([] { render("{{ 99999999999999999999 }}"); }),
+            "chat template: line 1: integer 99999999999999999999 is too large");
 }
 
 TEST(ChatTemplate, HostileTemplatesAreBounded) {

@@ -383,7 +383,9 @@ TEST(Serve, ChatCompletionIsTheCompletionOfTheRenderedPrompt) {
     EXPECT_EQ(j["object"], "chat.completion.chunk");
     if (j.contains("usage")) usage = j["usage"];
     for (const auto& ch : j["choices"]) {
-      if (events++ == 0) EXPECT_EQ(ch["delta"]["role"], "assistant");  // the role comes first
+      if (events++ == 0) {
+        EXPECT_EQ(ch["delta"]["role"], "assistant");  // the role comes first
+      }
       if (ch["delta"].contains("role")) role = ch["delta"]["role"];
       if (ch["delta"].contains("content")) content += ch["delta"]["content"].get<std::string>();
       if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];

@@ -296,7 +296,11 @@ class Renderer {
         const Value x = eval(*e.kids[0]);
         if (e.name == "not") return Value(!x.truthy());
         if (x.is_undefined()) undefined_error(x, e.line);
-        if (x.is_int()) return e.name == "-" ? Value(-std::get<int64_t>(x.v)) : x;
+        if (x.is_int()) {
+          if (e.name != "-") return x;
+          if (std::get<int64_t>(x.v) == INT64_MIN) error(e.line, "integer overflow");
+          return Value(-std::get<int64_t>(x.v));
+        }
         if (x.is_float()) return e.name == "-" ? Value(-std::get<double>(x.v)) : x;
         error(e.line, "bad operand for unary " + e.name + ": " + type_name(x));
       }
@@ -455,12 +459,13 @@ class Renderer {
     }
     List items;
     std::string s;
-    for (int64_t i = b; stepv > 0 ? i < end : i > end; i += stepv) {
+    for (int64_t i = b; stepv > 0 ? i < end : i > end;) {
       step(e.line);
       if (obj.is_list())
         items.push_back(obj.list()[size_t(i)]);
       else
         s += obj.str().substr(at[size_t(i)], at[size_t(i) + 1] - at[size_t(i)]);
+      if (__builtin_add_overflow(i, stepv, &i)) break;
     }
     return obj.is_list() ? Value(std::move(items)) : Value(std::move(s));
   }
@@ -917,7 +922,11 @@ class Renderer {
     }
     if (f == "int") {
       if (x.is_int()) return x;
-      if (x.is_float()) return Value(int64_t(std::get<double>(x.v)));
+      if (x.is_float()) {
+        const double d = std::get<double>(x.v);
+        if (!(std::abs(d) < 9.2e18)) error(line, "filter int: " + x.to_string() + " does not fit an integer");
+        return Value(int64_t(d));
+      }
       if (x.is_bool()) return Value(int64_t(std::get<bool>(x.v)));
       if (x.is_string()) {
         const std::string t = strip_chars(x.str(), kWhitespace, true, true);
@@ -939,8 +948,11 @@ class Renderer {
       return a.get(0, "default", Value(0.0));
     }
     if (f == "abs") {
-      if (x.is_int())
-        return Value(std::get<int64_t>(x.v) < 0 ? -std::get<int64_t>(x.v) : std::get<int64_t>(x.v));
+      if (x.is_int()) {
+        const int64_t i = std::get<int64_t>(x.v);
+        if (i == INT64_MIN) error(line, "integer overflow");
+        return Value(i < 0 ? -i : i);
+      }
       if (x.is_float()) return Value(std::abs(std::get<double>(x.v)));
       error(line, "filter abs needs a number");
     }
@@ -1129,7 +1141,7 @@ class Renderer {
       const Value d = a.get(0, "num");
       if (!x.is_int() || !d.is_int() || std::get<int64_t>(d.v) == 0)
         error(line, "test divisibleby needs non-zero integers");
-      return std::get<int64_t>(x.v) % std::get<int64_t>(d.v) == 0;
+      return std::get<int64_t>(d.v) == -1 || std::get<int64_t>(x.v) % std::get<int64_t>(d.v) == 0;
     }
     if (t == "eq" || t == "equalto" || t == "==") return equal(x, a.get(0, "b"));
     if (t == "ne" || t == "!=") return !equal(x, a.get(0, "b"));
@@ -1167,9 +1179,10 @@ class Renderer {
             if (a.pos.size() == 3) s = std::get<int64_t>(a.pos[2].v);
             if (s == 0) fail("chat template: range step cannot be zero");
             List out;
-            for (int64_t i = b; s > 0 ? i < e : i > e; i += s) {
+            for (int64_t i = b; s > 0 ? i < e : i > e;) {
               step(0);
               out.emplace_back(i);
+              if (__builtin_add_overflow(i, s, &i)) break;  // past the end of int64
             }
             return Value(std::move(out));
           })));
