@@ -22,9 +22,7 @@ json parse_json(const std::string& text, const std::string& what) {
   }
 }
 
-json read_json_file(const std::string& path) {
-  return parse_json(read_text_file(path), path);
-}
+json read_json_file(const std::string& path) { return parse_json(read_text_file(path), path); }
 
 void write_json_file(const std::string& path, const json& j) { write_text_file(path, j.dump(2) + "\n"); }
 

@@ -148,7 +148,7 @@ class Lexer {
       counted_ = std::max(counted_, p);
       if (p >= src_.size()) fail(where_, ": line ", line_, ": unterminated tag");
       const char c = src_[p];
-      if (depth == 0 && c == '-' && p + 2 < src_.size() + 0 && src_[p + 1] == close && src_[p + 2] == '}') {
+      if (depth == 0 && c == '-' && p + 2 < src_.size() && src_[p + 1] == close && src_[p + 2] == '}') {
         *strip_next = true;
         return p + 3;
       }
