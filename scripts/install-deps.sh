@@ -11,6 +11,7 @@ PACKAGES=(
   libutf8proc-dev          # Unicode normalization (NFC) and categories
   libcli11-dev             # command-line parsing for the braid CLI
   libcpp-httplib-dev       # HTTP server for braid serve
+  libxxhash-dev            # checksums of state snapshots and the prefix cache's files
   curl                     # the serving tests drive braid serve with it
   clang libclang-rt-14-dev libomp-14-dev   # libFuzzer targets (make fuzz)
   libgtest-dev libgmock-dev

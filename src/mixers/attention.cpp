@@ -27,6 +27,24 @@ std::unique_ptr<State> KVState::clone() const {
   return c;
 }
 
+void KVState::fields(StateFields& f) {
+  int64_t len = len_, start = start_;
+  f.count(len);
+  f.count(start);
+  if (f.loading()) {
+    check(start == pinned_ || (start > pinned_ && start <= len), "KV cache: window start ", start,
+          " does not fit ", len, " positions with ", pinned_, " pinned");
+    len_ = 0;
+    start_ = start;
+    f.expect_floats(size_t(2 * rows(len) * n_kv_ * hd_));
+    reserve(len);
+    len_ = len;
+  }
+  const int64_t n = rows(len_);
+  for (int64_t g = 0; g < n_kv_; ++g) f.floats(k_.data() + g * cap_ * hd_, size_t(n * hd_));
+  for (int64_t g = 0; g < n_kv_; ++g) f.floats(v_.data() + g * cap_ * hd_, size_t(n * hd_));
+}
+
 void KVState::reserve(int64_t n) {
   const int64_t need = rows(n), used = rows(len_);
   if (need <= cap_) return;

@@ -21,6 +21,7 @@ class KVState final : public State {
   int64_t position() const override { return len_; }
   size_t bytes() const override { return size_t(2 * rows(len_) * n_kv_ * hd_) * sizeof(float); }
   std::unique_ptr<State> clone() const override;
+  void fields(StateFields& f) override;
 
   // Makes room for positions up to n (keeps contents, re-laying out per head on growth).
   void reserve(int64_t n);

@@ -42,6 +42,11 @@ class GatedDeltaNetState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return (conv.size() + S.size()) * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<GatedDeltaNetState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(conv);
+    f.floats(S);
+    f.count(pos);
+  }
 
   std::vector<float> conv;  // [d_conv - 1][conv_dim] (q | k | v channels), oldest first
   std::vector<float> S;     // [n_v_heads][head_k_dim][head_v_dim]

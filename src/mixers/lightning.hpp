@@ -15,6 +15,10 @@ class LinearAttentionState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return S.size() * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<LinearAttentionState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(S);
+    f.count(pos);
+  }
 
   std::vector<float> S;  // [heads][dk][dv]
   int64_t pos = 0;

@@ -17,6 +17,11 @@ class MambaState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return (conv.size() + ssm.size()) * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<MambaState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(conv);
+    f.floats(ssm);
+    f.count(pos);
+  }
 
   std::vector<float> conv;  // [d_conv - 1][d_inner]: previous conv inputs, oldest first
   std::vector<float> ssm;   // [d_inner][d_state]

@@ -33,6 +33,11 @@ class Mamba2State final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return (conv.size() + ssm.size()) * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<Mamba2State>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(conv);
+    f.floats(ssm);
+    f.count(pos);
+  }
 
   std::vector<float> conv;  // [d_conv - 1][conv_dim], oldest first
   std::vector<float> ssm;   // [n_heads][head_dim][d_state]

@@ -23,6 +23,13 @@ std::unique_ptr<State> CompositeState::clone() const {
   return c;
 }
 
+void CompositeState::fields(StateFields& f) {
+  for (auto& p : parts) {
+    f.present(p != nullptr);
+    if (p) p->fields(f);
+  }
+}
+
 void Mixer::decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
                          Workspace& ws) const {
   for (int64_t b = 0; b < B; ++b) forward(x + b * D, 1, *states[b], y + b * D, ws);

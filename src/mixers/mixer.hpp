@@ -13,6 +13,24 @@
 
 namespace braid {
 
+// Visits a State's contents field by field, either to save them or to load them into a
+// state that the same model made (so it already has its shapes): one method per State
+// serves both directions (runtime/snapshot_file.hpp holds the format).
+class StateFields {
+ public:
+  virtual ~StateFields() = default;
+  virtual bool loading() const = 0;
+  // A count or position: loading refuses a negative or absurdly large one.
+  virtual void count(int64_t& v) = 0;
+  // n floats at p: written, or read (the stored count must be n).
+  virtual void floats(float* p, size_t n) = 0;
+  void floats(std::vector<float>& v) { floats(v.data(), v.size()); }
+  // Whether an optional part (a null state) is there: loading checks it matches.
+  virtual void present(bool there) = 0;
+  // Loading: throws unless at least n more floats are stored (checked before allocating).
+  virtual void expect_floats(size_t n) = 0;
+};
+
 // Per-layer, per-sequence memory: a KV cache (grows with context) or a recurrent
 // state (fixed size). A Session snapshots and restores any model through this.
 class State {
@@ -21,6 +39,8 @@ class State {
   virtual int64_t position() const = 0;  // tokens consumed so far
   virtual size_t bytes() const = 0;      // bytes of sequence memory held now
   virtual std::unique_ptr<State> clone() const = 0;
+  // Saves or loads every field that a continuation reads.
+  virtual void fields(StateFields& f) = 0;
 };
 
 // Several states held as one (the branches of a parallel block, or a token mixer and a
@@ -30,6 +50,7 @@ class CompositeState final : public State {
   int64_t position() const override;
   size_t bytes() const override;
   std::unique_ptr<State> clone() const override;
+  void fields(StateFields& f) override;
 
   std::vector<std::unique_ptr<State>> parts;
 };

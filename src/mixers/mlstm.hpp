@@ -19,6 +19,12 @@ class MlstmState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return (C.size() + n.size() + m.size()) * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<MlstmState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(C);
+    f.floats(n);
+    f.floats(m);
+    f.count(pos);
+  }
 
   std::vector<float> C;  // [H][dk][dv]
   std::vector<float> n;  // [H][dk]

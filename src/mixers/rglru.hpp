@@ -16,6 +16,11 @@ class RgLruState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return (conv.size() + h.size()) * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<RgLruState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(conv);
+    f.floats(h);
+    f.count(pos);
+  }
 
   std::vector<float> conv;  // [d_conv - 1][width], oldest first
   std::vector<float> h;     // [width]

@@ -28,6 +28,13 @@ class Rwkv4State final : public State {
     return (shift.size() + num.size() + den.size() + max.size()) * sizeof(float);
   }
   std::unique_ptr<State> clone() const override { return std::make_unique<Rwkv4State>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(shift);
+    f.floats(num);
+    f.floats(den);
+    f.floats(max);
+    f.count(pos);
+  }
 
   std::vector<float> shift;          // previous token's (normed) input
   std::vector<float> num, den, max;  // WKV numerator, denominator and their common log scale

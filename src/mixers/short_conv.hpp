@@ -15,6 +15,10 @@ class ShortConvState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override { return window.size() * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<ShortConvState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(window);
+    f.count(pos);
+  }
 
   std::vector<float> window;  // [kernel - 1][d], oldest first
   int64_t pos = 0;

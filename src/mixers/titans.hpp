@@ -36,6 +36,14 @@ class TitansState final : public State {
   int64_t position() const override { return pos; }
   size_t bytes() const override;
   std::unique_ptr<State> clone() const override { return std::make_unique<TitansState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(M);
+    f.floats(M0);
+    f.floats(S);
+    f.floats(win_k);
+    f.floats(win_v);
+    f.count(pos);
+  }
 
   // Per head: the memory now, the memory at the current chunk's start, the momentum.
   std::vector<float> M, M0, S;  // [heads][mem_size] each

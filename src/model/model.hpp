@@ -38,6 +38,11 @@ class SegmentState final : public State {
   int64_t position() const override { return position_; }
   size_t bytes() const override { return memory.size() * sizeof(float); }
   std::unique_ptr<State> clone() const override { return std::make_unique<SegmentState>(*this); }
+  void fields(StateFields& f) override {
+    f.floats(memory);
+    f.count(filled);
+    f.count(position_);
+  }
 
   std::vector<float> memory;
   int64_t filled = 0, position_ = 0;

@@ -301,7 +301,7 @@ void read_mixer(const JsonObject& o, int64_t d_model, BlockSpec* b) {
   }
 }
 
-json write_mixer(const BlockSpec& b, MixerKind kind) {
+json write_mixer(const BlockSpec& b, MixerKind kind, bool strict) {
   switch (kind) {
     case MixerKind::Attention:
       return write_attention(b.attn);
@@ -324,7 +324,8 @@ json write_mixer(const BlockSpec& b, MixerKind kind) {
     case MixerKind::Titans:
       return write_titans(b.titans);
     case MixerKind::Rwkv4:
-      fail("braid's spec format cannot express ", mixer_kind_name(kind), " layers yet");
+      check(!strict, "braid's spec format cannot express ", mixer_kind_name(kind), " layers yet");
+      return {{"type", "rwkv4"}, {"attn_dim", b.rwkv.attn_dim}, {"out_scale", b.rwkv.out_scale}};
   }
   return nullptr;
 }
@@ -477,7 +478,9 @@ ModelSpec spec_from_json(const json& j, const std::string& where) {
   return s;
 }
 
-json spec_to_json(const ModelSpec& s) {
+// The spec as JSON; `strict`: only what spec_from_json reads back (refusing what it cannot
+// express), else every field, for a description.
+static json write_spec(const ModelSpec& s, bool strict) {
   json j = {{"model_type", "braid"},
             {"name", s.name},
             {"vocab_size", s.vocab_size},
@@ -496,20 +499,34 @@ json spec_to_json(const ModelSpec& s) {
     j["output_dim"] = s.vocab_size;
   }
   if (!s.eos_token_ids.empty()) j["eos_token_id"] = s.eos_token_ids[0];
-  check(s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0,
+  if (!strict)
+    j["norms"] = {{"layer_norm", s.norm_kind == NormKind::Layer},
+                  {"weight_offset", s.norm_weight_offset},
+                  {"embed_norm", s.embed_norm},
+                  {"logits_soft_cap", s.logits_soft_cap}};
+  check(!strict || (s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0),
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
     // Family-specific scalings the format has no field for must not be dropped silently.
     const Mamba2Spec& m2 = b.mamba2;
-    check(b.attn.key_multiplier == 1.0 && b.mlp.gate_multiplier == 1.0 && b.mlp.down_multiplier == 1.0 &&
+    json l;
+    if (!strict)
+      l["extra"] = {{"key_multiplier", b.attn.key_multiplier},
+                    {"gate_multiplier", b.mlp.gate_multiplier},
+                    {"down_multiplier", b.mlp.down_multiplier},
+                    {"mamba2_norm", int(m2.norm)},
+                    {"mamba2_multipliers", m2.proj_multipliers},
+                    {"rwkv_channel_mix", b.has_cmix ? json{b.cmix.hidden, b.cmix.out_scale} : json(nullptr)},
+                    {"post_scale", b.post_scale},
+                    {"normed_residual", b.normed_residual}};
+    check(!strict || (b.attn.key_multiplier == 1.0 && b.mlp.gate_multiplier == 1.0 && b.mlp.down_multiplier == 1.0 &&
               m2.norm == Mamba2Norm::GateThenNorm &&
               std::all_of(m2.proj_multipliers.begin(), m2.proj_multipliers.end(),
-                          [](double v) { return v == 1.0; }),
+                          [](double v) { return v == 1.0; })),
           "braid's spec format cannot express key / MLP / SSM multipliers or other Mamba-2 norm modes yet");
-    check(!b.has_cmix && b.post_scale == 1.0 && !b.normed_residual,
+    check(!strict || (!b.has_cmix && b.post_scale == 1.0 && !b.normed_residual),
           "braid's spec format cannot express RWKV channel mixing or scaled residuals yet");
-    json l;
     if (!b.has_mixer)
       l["mixer"] = nullptr;
     else if (b.has_parallel) {
@@ -517,12 +534,12 @@ json spec_to_json(const ModelSpec& s) {
                     {"combine", b.parallel_gate      ? "gate"
                                 : b.parallel_context ? "context"
                                                      : "sum"},
-                    {"mixers", {write_mixer(b, b.mixer), write_mixer(b, b.parallel)}},
+                    {"mixers", {write_mixer(b, b.mixer, strict), write_mixer(b, b.parallel, strict)}},
                     {"in_scales", {b.mixer_in_scale, b.parallel_in_scale}},
                     {"out_scales", {b.mixer_out_scale, b.parallel_out_scale}}};
       if (b.context_persistent > 0) l["mixer"]["persistent_tokens"] = b.context_persistent;
     } else
-      l["mixer"] = write_mixer(b, b.mixer);
+      l["mixer"] = write_mixer(b, b.mixer, strict);
     if (b.has_moe)
       l["moe"] = write_moe(b.moe);
     else
@@ -546,5 +563,8 @@ json spec_to_json(const ModelSpec& s) {
         {"length", s.segment.length}, {"memory_tokens", s.segment.memory_tokens}, {"bptt", s.segment.bptt}};
   return j;
 }
+
+json spec_to_json(const ModelSpec& s) { return write_spec(s, true); }
+json spec_description(const ModelSpec& s) { return write_spec(s, false); }
 
 }  // namespace braid

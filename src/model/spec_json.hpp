@@ -10,5 +10,8 @@ namespace braid {
 ModelSpec spec_from_json(const json& j, const std::string& where);
 // Writes the fully expanded form (one entry per layer), which spec_from_json reads back.
 json spec_to_json(const ModelSpec& spec);
+// Every field of any spec, including those the format cannot express yet (what a
+// fingerprint hashes); not for reading back.
+json spec_description(const ModelSpec& spec);
 
 }  // namespace braid

@@ -1,9 +1,18 @@
 #include "runtime/prefix_cache.hpp"
 
+#include <xxhash.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
 #include <limits>
 
+#include "core/error.hpp"
+#include "runtime/snapshot_file.hpp"
+
 namespace braid {
+
+namespace fs = std::filesystem;
 
 struct PrefixCache::Node {
   std::vector<int32_t> edge;                          // the tokens on the edge from the parent to this node
@@ -12,7 +21,10 @@ struct PrefixCache::Node {
   int64_t depth = 0;  // tokens from the root to this node
   std::unique_ptr<Session::Snapshot> snap;
   size_t bytes = 0;
+  std::string file;  // the snapshot's file name in the disk tier ("" when not on disk)
+  size_t disk_bytes = 0;
   uint64_t last_use = 0;
+  bool holds() const { return snap || !file.empty(); }
 };
 
 size_t snapshot_bytes(const Session::Snapshot& s) {
@@ -22,10 +34,20 @@ size_t snapshot_bytes(const Session::Snapshot& s) {
   return n;
 }
 
-PrefixCache::PrefixCache(const Model& model, size_t max_bytes)
-    : max_bytes_(max_bytes), root_(std::make_unique<Node>()) {
+PrefixCache::PrefixCache(const Model& model, size_t max_bytes, DiskTier disk)
+    : model_(model), max_bytes_(max_bytes), disk_(std::move(disk)), root_(std::make_unique<Node>()) {
   flops_per_token_ = 2.0 * double(model.n_params());
   flops_per_token2_ = double(model.state_bytes_per_token()) / sizeof(float);
+  if (disk_.dir.empty() || disk_.max_bytes == 0) return;
+  fingerprint_ = model_fingerprint(model);
+  char fp[17];
+  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(fingerprint_));
+  disk_dir_ = (fs::path(disk_.dir) / fp).string();
+  std::error_code ec;
+  fs::create_directories(disk_dir_, ec);
+  check(!ec && fs::is_directory(disk_dir_), "cannot make the prefix cache directory ", disk_dir_, ": ",
+        ec.message());
+  scan_disk();
 }
 
 PrefixCache::~PrefixCache() = default;
@@ -36,38 +58,50 @@ double PrefixCache::flops_saved(int64_t d) const {
 
 PrefixCache::Hit PrefixCache::lookup(const int32_t* tokens, int64_t n) {
   ++stats_.lookups;
-  Node* node = root_.get();
-  Node* best = nullptr;
-  int64_t i = 0;
+  oversize_.reset();
   for (;;) {
-    if (node->snap) best = node;
-    if (i == n) break;
-    auto it = node->children.find(tokens[i]);
-    if (it == node->children.end()) break;
-    const std::vector<int32_t>& e = it->second->edge;
-    if (int64_t(e.size()) > n - i || !std::equal(e.begin(), e.end(), tokens + i)) break;
-    i += int64_t(e.size());
-    node = it->second.get();
+    Node* node = root_.get();
+    Node* best = nullptr;
+    int64_t i = 0;
+    for (;;) {
+      if (node->holds()) best = node;
+      if (i == n) break;
+      auto it = node->children.find(tokens[i]);
+      if (it == node->children.end()) break;
+      const std::vector<int32_t>& e = it->second->edge;
+      if (int64_t(e.size()) > n - i || !std::equal(e.begin(), e.end(), tokens + i)) break;
+      i += int64_t(e.size());
+      node = it->second.get();
+    }
+    if (!best) return {};
+    if (!best->snap) {
+      if (!load_file(best)) continue;  // damaged: dropped, look again
+      ++stats_.disk_hits;
+    }
+    best->last_use = ++clock_;
+    ++stats_.hits;
+    stats_.tokens_reused += best->depth;
+    return {best->snap ? best->snap.get() : oversize_.get(), best->depth};
   }
-  if (!best) return {};
-  best->last_use = ++clock_;
-  ++stats_.hits;
-  stats_.tokens_reused += best->depth;
-  return {best->snap.get(), best->depth};
 }
 
-bool PrefixCache::contains(const int32_t* tokens, int64_t n) const {
-  const Node* node = root_.get();
+PrefixCache::Node* PrefixCache::find(const int32_t* tokens, int64_t n) const {
+  Node* node = root_.get();
   int64_t i = 0;
   while (i < n) {
     auto it = node->children.find(tokens[i]);
-    if (it == node->children.end()) return false;
+    if (it == node->children.end()) return nullptr;
     const std::vector<int32_t>& e = it->second->edge;
-    if (int64_t(e.size()) > n - i || !std::equal(e.begin(), e.end(), tokens + i)) return false;
+    if (int64_t(e.size()) > n - i || !std::equal(e.begin(), e.end(), tokens + i)) return nullptr;
     i += int64_t(e.size());
     node = it->second.get();
   }
-  return node->snap != nullptr;
+  return node;
+}
+
+bool PrefixCache::contains(const int32_t* tokens, int64_t n) const {
+  const Node* node = find(tokens, n);
+  return node && node->holds();
 }
 
 int64_t PrefixCache::shared_length(const int32_t* tokens, int64_t n) const {
@@ -130,39 +164,55 @@ PrefixCache::Node* PrefixCache::find_or_split(const int32_t* tokens, int64_t n) 
 
 void PrefixCache::insert(const int32_t* tokens, int64_t n, Session::Snapshot snap) {
   if (n <= 0) return;
-  const size_t bytes = snapshot_bytes(snap);
-  if (bytes > max_bytes_) return;
-  if (contains(tokens, n)) {  // replaced: drop the old one first
-    Node* old = find_or_split(tokens, n);
-    stats_.bytes -= int64_t(old->bytes);
-    holders_.erase(old);
-    old->snap.reset();
-    old->bytes = 0;
+  oversize_.reset();
+  Node* node = find(tokens, n);
+  // Every eviction comes before the node is made: pruning may reshape the tree.
+  std::string file;
+  if (!disk_dir_.empty() && !(node && !node->file.empty())) {
+    file = encode_snapshot(snap, fingerprint_, tokens, n);
+    if (file.size() > disk_.max_bytes) file.clear();
+    while (!file.empty() && size_t(stats_.disk_bytes) + file.size() > disk_.max_bytes && !disk_holders_.empty())
+      evict_one(true);
   }
-  // Evict until the new snapshot fits; pruning may reshape the tree, so find its node after.
-  while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one();
-  Node* node = find_or_split(tokens, n);
-  node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
-  node->bytes = bytes;
+  const size_t bytes = snapshot_bytes(snap);
+  const bool in_ram = bytes <= max_bytes_;
+  if (in_ram) {
+    if (node = find(tokens, n); node && node->snap) {  // replaced: drop the old one first
+      stats_.bytes -= int64_t(node->bytes);
+      holders_.erase(node);
+      node->snap.reset();
+      node->bytes = 0;
+    }
+    while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one(false);
+  }
+  if (!in_ram && file.empty()) return;
+  node = find_or_split(tokens, n);
   node->last_use = ++clock_;
-  holders_.insert(node);
-  stats_.bytes += int64_t(bytes);
-  ++stats_.insertions;
+  if (in_ram) {
+    node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
+    node->bytes = bytes;
+    holders_.insert(node);
+    stats_.bytes += int64_t(bytes);
+    ++stats_.insertions;
+  }
+  if (!file.empty()) write_file(node, tokens, n, file);
+  if (!node->holds()) prune(node);
 }
 
-void PrefixCache::evict_one() {
+void PrefixCache::evict_one(bool disk) {
+  const std::unordered_set<Node*>& set = disk ? disk_holders_ : holders_;
+  auto size = [disk](const Node* h) { return double(std::max<size_t>(disk ? h->disk_bytes : h->bytes, 1)); };
   double best_eff = 0;
   uint64_t oldest = std::numeric_limits<uint64_t>::max(), newest = 0;
-  for (Node* h : holders_) {
-    best_eff = std::max(best_eff, flops_saved(h->depth) / double(std::max<size_t>(h->bytes, 1)));
+  for (Node* h : set) {
+    best_eff = std::max(best_eff, flops_saved(h->depth) / size(h));
     oldest = std::min(oldest, h->last_use);
     newest = std::max(newest, h->last_use);
   }
   Node* victim = nullptr;
   double lowest = std::numeric_limits<double>::infinity();
-  for (Node* h : holders_) {
-    const double eff =
-        flops_saved(h->depth) / double(std::max<size_t>(h->bytes, 1)) / std::max(best_eff, 1e-300);
+  for (Node* h : set) {
+    const double eff = flops_saved(h->depth) / size(h) / std::max(best_eff, 1e-300);
     const double recency = newest > oldest ? double(h->last_use - oldest) / double(newest - oldest) : 1.0;
     const double score = eff + recency;
     if (score < lowest || (score == lowest && h->last_use < victim->last_use)) {
@@ -170,23 +220,28 @@ void PrefixCache::evict_one() {
       victim = h;
     }
   }
-  holders_.erase(victim);
-  stats_.bytes -= int64_t(victim->bytes);
-  victim->snap.reset();
-  victim->bytes = 0;
-  ++stats_.evictions;
+  if (disk) {
+    drop_file(victim);
+    ++stats_.disk_evictions;
+  } else {
+    holders_.erase(victim);
+    stats_.bytes -= int64_t(victim->bytes);
+    victim->snap.reset();
+    victim->bytes = 0;
+    ++stats_.evictions;
+  }
   prune(victim);
 }
 
 // Removes nodes that hold nothing and lead nowhere, and folds a snapshot-less node with one
 // child into that child, so the tree stays as small as its snapshots.
 void PrefixCache::prune(Node* node) {
-  while (node != root_.get() && !node->snap && node->children.empty()) {
+  while (node != root_.get() && !node->holds() && node->children.empty()) {
     Node* parent = node->parent;
     parent->children.erase(node->edge.front());
     node = parent;
   }
-  if (node != root_.get() && !node->snap && node->children.size() == 1) {
+  if (node != root_.get() && !node->holds() && node->children.size() == 1) {
     Node* parent = node->parent;
     std::unique_ptr<Node> child = std::move(node->children.begin()->second);
     child->edge.insert(child->edge.begin(), node->edge.begin(), node->edge.end());
@@ -199,7 +254,108 @@ void PrefixCache::prune(Node* node) {
 PrefixCacheStats PrefixCache::stats() const {
   PrefixCacheStats s = stats_;
   s.entries = int64_t(holders_.size());
+  s.disk_entries = int64_t(disk_holders_.size());
   return s;
+}
+
+void PrefixCache::warn(const std::string& msg) {
+  ++stats_.disk_errors;
+  if (disk_.warn) disk_.warn(msg);
+}
+
+std::string PrefixCache::file_path(const Node* node) const { return (fs::path(disk_dir_) / node->file).string(); }
+
+void PrefixCache::write_file(Node* node, const int32_t* tokens, int64_t n, const std::string& bytes) {
+  const XXH128_hash_t h = XXH3_128bits(tokens, size_t(n) * sizeof(int32_t));
+  char name[40];
+  std::snprintf(name, sizeof name, "%016llx%016llx.snap", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  node->file = name;
+  try {
+    write_file_atomic(file_path(node), bytes);
+  } catch (const Error& e) {
+    node->file.clear();
+    warn(e.what());
+    return;
+  }
+  node->disk_bytes = bytes.size();
+  disk_holders_.insert(node);
+  stats_.disk_bytes += int64_t(bytes.size());
+  ++stats_.disk_writes;
+}
+
+void PrefixCache::drop_file(Node* node) {
+  std::error_code ec;
+  fs::remove(file_path(node), ec);
+  disk_holders_.erase(node);
+  stats_.disk_bytes -= int64_t(node->disk_bytes);
+  node->file.clear();
+  node->disk_bytes = 0;
+}
+
+// Brings a snapshot held only on disk into RAM; false (the file dropped) when it is damaged.
+bool PrefixCache::load_file(Node* node) {
+  std::vector<int32_t> tokens;
+  Session::Snapshot snap;
+  try {
+    snap = load_snapshot(file_path(node), model_, fingerprint_, &tokens);
+    check(int64_t(tokens.size()) == node->depth, "snapshot ", file_path(node), ": its prefix is not the one indexed");
+  } catch (const Error& e) {
+    warn(e.what());
+    drop_file(node);
+    prune(node);
+    return false;
+  }
+  const size_t bytes = snapshot_bytes(snap);
+  if (bytes > max_bytes_) {
+    oversize_ = std::make_unique<Session::Snapshot>(std::move(snap));
+    return true;
+  }
+  while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one(false);
+  node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
+  node->bytes = bytes;
+  holders_.insert(node);
+  stats_.bytes += int64_t(bytes);
+  return true;
+}
+
+// Indexes the files a previous cache left, oldest first so their recency carries over;
+// drops the ones that are damaged or over the budget.
+void PrefixCache::scan_disk() {
+  std::vector<std::pair<fs::file_time_type, fs::path>> files;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(disk_dir_, ec)) {
+    const fs::path& p = e.path();
+    if (!e.is_regular_file(ec)) continue;
+    if (p.extension() == ".tmp") {  // a write cut short
+      fs::remove(p, ec);
+      continue;
+    }
+    if (p.extension() != ".snap") continue;
+    files.emplace_back(e.last_write_time(ec), p);
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& [when, path] : files) {
+    SnapshotHeader h;
+    try {
+      h = read_snapshot_header(path.string());
+      check(h.fingerprint == fingerprint_, "snapshot ", path.string(), ": made by another model");
+      check(!h.tokens.empty(), "snapshot ", path.string(), ": an empty prefix");
+    } catch (const Error& e) {
+      warn(e.what());
+      fs::remove(path, ec);
+      continue;
+    }
+    const int64_t n = int64_t(h.tokens.size());
+    Node* node = find_or_split(h.tokens.data(), n);
+    if (!node->file.empty()) drop_file(node);  // two files for one prefix: keep the newer
+    node->file = path.filename().string();
+    node->disk_bytes = size_t(fs::file_size(path, ec));
+    node->last_use = ++clock_;
+    disk_holders_.insert(node);
+    stats_.disk_bytes += int64_t(node->disk_bytes);
+  }
+  while (size_t(stats_.disk_bytes) > disk_.max_bytes && !disk_holders_.empty()) evict_one(true);
 }
 
 }  // namespace braid

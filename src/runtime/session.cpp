@@ -76,6 +76,14 @@ void Session::restore(const Snapshot& s) {
   pos_ = s.position;
 }
 
+std::unique_ptr<Session> Session::fork() const {
+  auto s = std::make_unique<Session>(model_, loops_);
+  for (size_t i = 0; i < states_.size(); ++i) s->states_[i] = states_[i] ? states_[i]->clone() : nullptr;
+  s->logits_ = logits_;
+  s->pos_ = pos_;
+  return s;
+}
+
 void Session::reset() {
   states_ = model_->make_states(loops_);
   pos_ = 0;

@@ -39,6 +39,8 @@ class Session {
   Snapshot snapshot() const;
   void restore(const Snapshot& s);
   void reset();
+  // A new session of the same model and depth that continues from here on its own.
+  std::unique_ptr<Session> fork() const;
 
   const Model& model() const { return *model_; }
 
