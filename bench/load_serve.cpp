@@ -1,5 +1,5 @@
 // Load test: load_serve MODEL_DIR [--clients C] [--requests R] [--rounds K] [--threads T]
-//                                 [--chat-template FILE]
+//                                 [--chat-template FILE] [--cache-dir DIR]
 // Starts braid's server in-process on a loopback port with few sequence slots and a short
 // queue, then, each round, C clients send R requests each as fast as they can: completions
 // and chat completions, whole and streamed, n of 1 or 2, prompts sharing prefixes (the
@@ -9,7 +9,9 @@
 // must be well-formed (streams end with [DONE]), 400 only for the malformed ones, 429 only
 // from a full queue. Anything else counts as unexpected. After each round, with the server
 // idle: resident memory, the state bytes and active sequences the server reports (both
-// must be back to 0) and the prefix cache's bytes. Prints one JSON object.
+// must be back to 0) and the prefix cache's bytes. With --cache-dir the cache has a disk
+// tier there and each round runs on a fresh server (a restart): what it found on disk and
+// how many hits came from disk are reported too. Prints one JSON object.
 #include <httplib.h>
 
 #include <atomic>
@@ -159,13 +161,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   int clients = 24, requests = 20, rounds = 3, threads = 0;
-  std::string chat_template;
+  std::string chat_template, cache_dir;
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--clients")) clients = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--requests")) requests = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--chat-template")) chat_template = argv[i + 1];
+    if (!std::strcmp(argv[i], "--cache-dir")) cache_dir = argv[i + 1];
   }
   braid::retain_freed_memory();  // as the braid CLI does
   try {
@@ -179,13 +182,25 @@ int main(int argc, char** argv) {
     opt.engine.max_queue = 8;
     opt.engine.cache_bytes = size_t(64) << 20;
     opt.engine.cache_every = 64;
+    opt.engine.disk.dir = cache_dir;
+    opt.engine.disk.max_bytes = size_t(256) << 20;
     if (!chat_template.empty())
       opt.chat_template =
           std::make_shared<const braid::ChatTemplate>(braid::ChatTemplate::from_file(chat_template, dir));
-    braid::serve::Server server(model, tok, opt);
-    server.bind();
-    std::thread listener([&] { server.listen(); });
-    const int port = server.port();
+    // With a disk tier every round runs on a fresh server over the same directory: a restart.
+    std::unique_ptr<braid::serve::Server> server;
+    std::thread listener;
+    auto start_server = [&] {
+      server = std::make_unique<braid::serve::Server>(model, tok, opt);
+      server->bind();
+      listener = std::thread([&] { server->listen(); });
+    };
+    auto stop_server = [&] {
+      server->shutdown();
+      listener.join();
+      server.reset();
+    };
+    start_server();
 
     std::vector<std::string> prefixes;
     std::mt19937 rng(7);
@@ -198,6 +213,12 @@ int main(int argc, char** argv) {
     int64_t unexpected = 0;
     std::string first_unexpected;
     for (int round = 0; round < rounds; ++round) {
+      if (round > 0 && !cache_dir.empty()) {
+        stop_server();
+        start_server();
+      }
+      const int port = server->port();
+      const int64_t found_on_disk = metric(server->metrics_text(), "braid_prefix_cache_disk_entries");
       Tally t;
       const auto start = Clock::now();
       std::vector<std::thread> ts;
@@ -207,11 +228,13 @@ int main(int argc, char** argv) {
       for (auto& th : ts) th.join();
       const double secs = std::chrono::duration<double>(Clock::now() - start).count();
       // Dropped streams are cancelled at the scheduler's next step: wait for the server to idle.
-      std::string m = server.metrics_text();
+      std::string m = server->metrics_text();
       for (int i = 0; i < 200 && metric(m, "braid_active_sequences") != 0; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        m = server.metrics_text();
+        m = server->metrics_text();
       }
+      // The server hands freed memory back after a quiet spell: measure after it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(braid::serve::kIdleReleaseMs + 500));
       unexpected += t.unexpected;
       if (first_unexpected.empty()) first_unexpected = t.first_unexpected;
       per_round.push_back({{"requests", int64_t(clients) * requests},
@@ -226,19 +249,29 @@ int main(int argc, char** argv) {
                            {"state_bytes_after", metric(m, "braid_state_bytes")},
                            {"prefix_cache_mb", double(metric(m, "braid_prefix_cache_bytes")) / (1 << 20)},
                            {"cancelled_total", metric(m, "braid_requests_cancelled_total")}});
+      if (!cache_dir.empty()) {
+        json& r = per_round.back();
+        r["disk_snapshots_at_start"] = found_on_disk;
+        r["disk_snapshots_after"] = metric(m, "braid_prefix_cache_disk_entries");
+        r["disk_mb_after"] = double(metric(m, "braid_prefix_cache_disk_bytes")) / (1 << 20);
+        r["disk_hits"] = metric(m, "braid_prefix_cache_disk_hits_total");
+        r["cache_hits"] = metric(m, "braid_prefix_cache_hits_total");
+        r["disk_errors"] = metric(m, "braid_prefix_cache_disk_errors_total");
+      }
     }
-    server.shutdown();
-    listener.join();
-    json out = {{"model", dir},
-                {"threads", braid::num_threads()},
-                {"clients", clients},
-                {"requests_per_client", requests},
-                {"max_sessions", opt.engine.max_sequences},
-                {"max_queue", opt.engine.max_queue},
-                {"prefix_cache_budget_mb", int64_t(opt.engine.cache_bytes >> 20)},
-                {"chat", opt.chat_template != nullptr},
-                {"rounds", per_round},
-                {"unexpected_total", unexpected}};
+    stop_server();
+    json out = {
+        {"model", dir},
+        {"threads", braid::num_threads()},
+        {"clients", clients},
+        {"requests_per_client", requests},
+        {"max_sessions", opt.engine.max_sequences},
+        {"max_queue", opt.engine.max_queue},
+        {"prefix_cache_budget_mb", int64_t(opt.engine.cache_bytes >> 20)},
+        {"disk_cache", cache_dir.empty() ? json(nullptr) : json(int64_t(opt.engine.disk.max_bytes >> 20))},
+        {"chat", opt.chat_template != nullptr},
+        {"rounds", per_round},
+        {"unexpected_total", unexpected}};
     if (!first_unexpected.empty()) out["first_unexpected"] = first_unexpected;
     std::printf("%s\n", out.dump(2).c_str());
     return unexpected == 0 ? 0 : 1;

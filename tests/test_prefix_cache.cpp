@@ -3,10 +3,14 @@
 // and evicts by FLOPs saved per byte and recency.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 
+#include "fixtures.hpp"
 #include "import/load.hpp"
 #include "runtime/prefix_cache.hpp"
+#include "runtime/snapshot_file.hpp"
 
 namespace braid {
 namespace {
@@ -112,6 +116,155 @@ TEST(PrefixCache, EvictsWhatSavesLeastPerByteAndWasUsedLeast) {
   PrefixCache off(*model(), 0);
   off.insert(t.data(), 4, fake(1, 0));
   EXPECT_EQ(off.stats().entries, 0);
+}
+
+// The disk tier: real snapshots of the default model for prefixes of one token stream.
+class PrefixCacheDisk : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    t.resize(64);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t((i * 7 + 3) % 250);
+  }
+  Session::Snapshot snap(int64_t n) const {
+    Session s(model());
+    s.feed(t.data(), n);
+    return s.snapshot();
+  }
+  // The logits after restoring `h` and feeding the next token, and those of a session fed
+  // the same way without the cache.
+  void expect_resumes(const PrefixCache::Hit& h) const {
+    ASSERT_NE(h.snapshot, nullptr);
+    Session a(model()), b(model());
+    a.restore(*h.snapshot);
+    b.feed(t.data(), h.length);
+    EXPECT_EQ(a.feed(t.data() + h.length, 1), b.feed(t.data() + h.length, 1));
+  }
+  size_t files() const {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path))
+      n += e.path().extension() == ".snap";
+    return n;
+  }
+  DiskTier disk(size_t bytes) {
+    DiskTier d{dir.path.string(), bytes, [this](const std::string& m) { warnings.push_back(m); }};
+    return d;
+  }
+  std::vector<int32_t> t;
+  TempDir dir;
+  std::vector<std::string> warnings;
+};
+
+TEST_F(PrefixCacheDisk, SnapshotsSurviveARestart) {
+  {
+    PrefixCache c(*model(), size_t(64) << 20, disk(size_t(64) << 20));
+    c.insert(t.data(), 16, snap(16));
+    c.insert(t.data(), 40, snap(40));
+    EXPECT_EQ(c.stats().disk_writes, 2);
+    EXPECT_EQ(c.stats().disk_entries, 2);
+    EXPECT_GT(c.stats().disk_bytes, c.stats().bytes);  // the files hold the prefix too
+  }
+  PrefixCache c(*model(), size_t(64) << 20, disk(size_t(64) << 20));
+  EXPECT_EQ(c.stats().disk_entries, 2);
+  EXPECT_EQ(c.stats().entries, 0);
+  EXPECT_TRUE(c.contains(t.data(), 40));
+  const PrefixCache::Hit h = c.lookup(t.data(), 50);
+  EXPECT_EQ(h.length, 40);
+  expect_resumes(h);
+  EXPECT_EQ(c.stats().disk_hits, 1);
+  EXPECT_EQ(c.stats().entries, 1);  // now in RAM too
+  EXPECT_EQ(c.lookup(t.data(), 30).length, 16);
+  EXPECT_EQ(c.stats().disk_hits, 2);
+  EXPECT_EQ(c.lookup(t.data(), 45).length, 40);
+  EXPECT_EQ(c.stats().disk_hits, 2);  // served from RAM
+  EXPECT_TRUE(warnings.empty());
+  // Another model's snapshots live in another directory and are left alone.
+  EXPECT_EQ(c.disk_dir().rfind(dir.path.string(), 0), 0u);
+}
+
+TEST_F(PrefixCacheDisk, RamEvictionKeepsTheFile) {
+  const size_t one = snapshot_bytes(snap(40));
+  PrefixCache c(*model(), one + one / 2, disk(size_t(64) << 20));
+  c.insert(t.data(), 40, snap(40));
+  c.insert(t.data(), 41, snap(41));  // evicts 40 from RAM
+  EXPECT_EQ(c.stats().entries, 1);
+  EXPECT_EQ(c.stats().evictions, 1);
+  EXPECT_EQ(c.stats().disk_entries, 2);
+  EXPECT_TRUE(c.contains(t.data(), 40));
+  const PrefixCache::Hit h = c.lookup(t.data(), 40);
+  EXPECT_EQ(h.length, 40);
+  expect_resumes(h);
+  EXPECT_EQ(c.stats().disk_hits, 1);
+  // With no RAM budget at all the disk tier still serves (the snapshot lives until the next call).
+  PrefixCache d(*model(), 0, disk(size_t(64) << 20));
+  EXPECT_EQ(d.stats().disk_entries, 2);
+  const PrefixCache::Hit hd = d.lookup(t.data(), 60);
+  EXPECT_EQ(hd.length, 41);
+  expect_resumes(hd);
+  EXPECT_EQ(d.stats().entries, 0);
+}
+
+TEST_F(PrefixCacheDisk, StaysWithinItsBudget) {
+  const size_t file = encode_snapshot(snap(20), 0, t.data(), 20).size();
+  PrefixCache c(*model(), size_t(64) << 20, disk(2 * file + file / 2));
+  for (int64_t n = 20; n < 26; ++n) c.insert(t.data(), n, snap(n));
+  EXPECT_EQ(c.stats().disk_entries, 2);
+  EXPECT_EQ(files(), 2u);
+  EXPECT_LE(size_t(c.stats().disk_bytes), 2 * file + file / 2);
+  EXPECT_EQ(c.stats().disk_evictions, 4);
+  // A smaller budget after a restart drops files to fit.
+  PrefixCache d(*model(), size_t(64) << 20, disk(file + file / 2));
+  EXPECT_EQ(d.stats().disk_entries, 1);
+  EXPECT_EQ(files(), 1u);
+}
+
+TEST_F(PrefixCacheDisk, DamagedFilesAreDroppedAndMissed) {
+  std::string path16, path40;
+  {
+    PrefixCache c(*model(), size_t(64) << 20, disk(size_t(64) << 20));
+    c.insert(t.data(), 16, snap(16));
+    c.insert(t.data(), 40, snap(40));
+  }
+  std::vector<std::filesystem::path> snaps;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path))
+    if (e.path().extension() == ".snap") snaps.push_back(e.path());
+  ASSERT_EQ(snaps.size(), 2u);
+  const std::filesystem::path sub = snaps[0].parent_path();
+  // Damage the body of the deeper one (its head still reads), cut a third file short, and
+  // leave a temporary file as a crashed write would.
+  for (const auto& p : snaps) {
+    if (std::filesystem::file_size(p) < std::filesystem::file_size(snaps[0] == p ? snaps[1] : snaps[0]))
+      continue;
+    std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(std::filesystem::file_size(p) / 2));
+    f.put('\x7f');
+  }
+  { std::ofstream(sub / "junk.snap") << "BRAIDSNP"; }
+  { std::ofstream(sub / "half.snap.tmp") << "BRAIDSNP"; }
+  { std::ofstream(sub / "notes.txt") << "kept"; }
+  PrefixCache c(*model(), size_t(64) << 20, disk(size_t(64) << 20));
+  EXPECT_EQ(c.stats().disk_entries, 2);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("junk.snap"), std::string::npos) << warnings[0];
+  EXPECT_FALSE(std::filesystem::exists(sub / "junk.snap"));
+  EXPECT_FALSE(std::filesystem::exists(sub / "half.snap.tmp"));
+  EXPECT_TRUE(std::filesystem::exists(sub / "notes.txt"));
+  const PrefixCache::Hit h = c.lookup(t.data(), 50);  // 40 is damaged: falls back to 16
+  EXPECT_EQ(h.length, 16);
+  expect_resumes(h);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[1].find("checksum mismatch"), std::string::npos) << warnings[1];
+  EXPECT_EQ(c.stats().disk_entries, 1);
+  EXPECT_EQ(c.stats().disk_errors, 2);
+  EXPECT_FALSE(c.contains(t.data(), 40));
+  EXPECT_EQ(files(), 1u);
+}
+
+TEST_F(PrefixCacheDisk, AnUnusableDirectoryIsAnError) {
+  { std::ofstream(dir / "file") << "x"; }
+  DiskTier d{dir / "file", 1 << 20, nullptr};
+  EXPECT_NE(
+      error_of([&] { PrefixCache c(*model(), 1 << 20, d); }).find("cannot make the prefix cache directory"),
+      std::string::npos);
 }
 
 }  // namespace

@@ -129,6 +129,52 @@ TEST(ServeCli, CurlCompletionsAndGracefulStop) {
   EXPECT_NE(slurp(err).find("stopped"), std::string::npos);
 }
 
+// Value of a metric in /metrics text (-1 when absent).
+double metric_of(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+// --cache-dir: a prompt's state snapshots outlive the server; after a restart the same
+// prompt restores them from disk and gets exactly the tokens the first, uncached run got.
+TEST(ServeCli, RestartKeepsTheDiskCache) {
+  if (sh("command -v curl").empty())
+    GTEST_SKIP() << "curl is not installed (scripts/install-deps.sh installs it)";
+  TempDir d;
+  json body = {{"prompt", json::array()}, {"max_tokens", 8}, {"temperature", 0}};
+  for (int i = 0; i < 300; ++i) body["prompt"].push_back((i * 37 + 11) % 250);
+  { std::ofstream(d / "req.json") << body.dump(); }
+  const std::vector<std::string> args = {"--model",         kModel, "--cache-dir",   d / "cache",
+                                         "--prefill-chunk", "64",   "--cache-every", "128"};
+  auto complete = [&](const std::string& url) {
+    return json::parse(sh("curl -s " + url + "/v1/completions -H 'Content-Type: application/json' -d @" +
+                          (d / "req.json")))["choices"][0]["token_ids"];
+  };
+  json first;
+  {
+    ServeProcess server(args);
+    ASSERT_FALSE(server.url.empty()) << slurp(server.err);
+    EXPECT_NE(slurp(server.err).find("0 snapshots"), std::string::npos) << slurp(server.err);
+    first = complete(server.url);
+    const std::string m = sh("curl -s " + server.url + "/metrics");
+    EXPECT_EQ(metric_of(m, "braid_prefix_cache_hits_total"), 0) << m;
+    EXPECT_GE(metric_of(m, "braid_prefix_cache_disk_writes_total"), 2) << m;  // periodic and prompt end
+    const int status = server.stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(server.err);
+  }
+  ASSERT_EQ(first.size(), 8u);
+  ServeProcess again(args);
+  ASSERT_FALSE(again.url.empty()) << slurp(again.err);
+  EXPECT_EQ(slurp(again.err).find(" 0 snapshots"), std::string::npos) << slurp(again.err);
+  const std::string before = sh("curl -s " + again.url + "/metrics");
+  EXPECT_GE(metric_of(before, "braid_prefix_cache_disk_entries"), 2) << before;
+  EXPECT_EQ(complete(again.url), first);
+  const std::string m = sh("curl -s " + again.url + "/metrics");
+  EXPECT_EQ(metric_of(m, "braid_prefix_cache_disk_hits_total"), 1) << m;
+  EXPECT_GE(metric_of(m, "braid_prefix_cache_tokens_reused_total"), 256) << m;
+  EXPECT_EQ(metric_of(m, "braid_prefix_cache_disk_errors_total"), 0) << m;
+}
+
 // The official OpenAI client (npm `openai`, installed by scripts/install-npm-deps.sh) reads
 // braid's completions and chat completions whole and streamed, lists the model, and surfaces
 // 400 and 401 errors.

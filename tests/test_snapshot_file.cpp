@@ -32,7 +32,8 @@ std::shared_ptr<const Model> from_spec(const json& j, const std::string& name) {
 
 // Feeds `cut` tokens, saves the state to bytes, restores them into a fresh session and
 // checks that both continue with identical logits (token by token, then a chunk).
-void expect_round_trip(const std::shared_ptr<const Model>& m, int64_t cut, int64_t more, const std::string& what) {
+void expect_round_trip(const std::shared_ptr<const Model>& m, int64_t cut, int64_t more,
+                       const std::string& what) {
   const std::vector<int32_t> t = tokens(cut + more, m->spec().vocab_size, 11);
   const uint64_t fp = model_fingerprint(*m);
   Session a(m);
@@ -46,7 +47,8 @@ void expect_round_trip(const std::shared_ptr<const Model>& m, int64_t cut, int64
   b.restore(snap);
   EXPECT_EQ(b.position(), cut) << what;
   EXPECT_EQ(b.last_logits(), a.last_logits()) << what;
-  for (int64_t i = cut; i < cut + more / 2; ++i) ASSERT_EQ(a.feed(t.data() + i, 1), b.feed(t.data() + i, 1)) << what << " at " << i;
+  for (int64_t i = cut; i < cut + more / 2; ++i)
+    ASSERT_EQ(a.feed(t.data() + i, 1), b.feed(t.data() + i, 1)) << what << " at " << i;
   const int64_t rest = cut + more - (cut + more / 2);
   EXPECT_EQ(a.feed(t.data() + cut + more / 2, rest), b.feed(t.data() + cut + more / 2, rest)) << what;
 }
@@ -67,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, SnapshotFileFixtures,
 // sliding-window attention past its window, segment recurrence, and every MQAR spec.
 TEST(SnapshotFile, EveryBundledTaskSpecContinuesExactly) {
   int checked = 0;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(BRAID_SOURCE_DIR) + "/bench/specs/tasks")) {
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::string(BRAID_SOURCE_DIR) + "/bench/specs/tasks")) {
     const json j = json::parse(std::ifstream(e.path()));
     if (j.contains("input_dim")) continue;  // real-valued inputs: no token sessions
     expect_round_trip(from_spec(j, e.path().filename().string()), 45, 10, e.path().filename().string());
@@ -128,7 +131,7 @@ TEST(SnapshotFile, ForkContinuesIndependently) {
   EXPECT_EQ(b->position(), 20);
   const std::vector<float> la = a.feed(t.data() + 20, 10);
   b->feed(t.data() + 30, 5);  // the fork goes elsewhere first; a is unaffected
-  Session c(m);  // the same chunks as a, never forked
+  Session c(m);               // the same chunks as a, never forked
   c.feed(t.data(), 20);
   c.feed(t.data() + 20, 10);
   EXPECT_EQ(la, c.last_logits());
@@ -148,7 +151,8 @@ class SnapshotFileErrors : public ::testing::Test {
   }
   std::string decode(const std::string& b, uint64_t want = 0) {
     return error_of([&] {
-      decode_snapshot(reinterpret_cast<const uint8_t*>(b.data()), b.size(), *m, want ? want : fp, nullptr, "s.snap");
+      decode_snapshot(reinterpret_cast<const uint8_t*>(b.data()), b.size(), *m, want ? want : fp, nullptr,
+                      "s.snap");
     });
   }
   std::shared_ptr<const Model> m;
@@ -186,7 +190,8 @@ TEST_F(SnapshotFileErrors, AnotherModelsSnapshotIsRefused) {
   if (!std::filesystem::exists(fixtures_dir() + "/README.md")) return;
   const auto other = load_model(hf_fixture("mamba"));
   const std::string e = error_of([&] {
-    decode_snapshot(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), *other, fp, nullptr, "s.snap");
+    decode_snapshot(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), *other, fp, nullptr,
+                    "s.snap");
   });
   EXPECT_NE(e, "");
 }
@@ -212,9 +217,15 @@ TEST_F(SnapshotFileErrors, SaveAndLoadFiles) {
   EXPECT_EQ(read_snapshot_header(d / "a.snap").tokens, t);
   EXPECT_EQ(read_snapshot_header(d / "a.snap").fingerprint, fp);
   EXPECT_FALSE(std::filesystem::exists(d / "a.snap.tmp"));
-  EXPECT_NE(error_of([&] { load_snapshot(d / "missing.snap", *m, fp); }).find("missing.snap"), std::string::npos);
-  EXPECT_NE(error_of([&] { save_snapshot(d / "no/such/dir/a.snap", s.snapshot(), fp, t.data(), 30); })
-                .find("cannot write"),
+  EXPECT_EQ(std::filesystem::file_size(d / "a.snap"), bytes.size());
+  EXPECT_EQ(snapshot_file_bytes(s.snapshot(), 30), bytes.size());
+  std::ifstream in(d / "a.snap", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), bytes);  // streamed == encoded
+  EXPECT_NE(error_of([&] { load_snapshot(d / "missing.snap", *m, fp); }).find("missing.snap"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              save_snapshot(d / "no/such/dir/a.snap", s.snapshot(), fp, t.data(), 30);
+            }).find("cannot write"),
             std::string::npos);
   { std::ofstream(d / "short.snap") << "BRAIDSNP"; }
   EXPECT_NE(error_of([&] { read_snapshot_header(d / "short.snap"); }).find("truncated"), std::string::npos);

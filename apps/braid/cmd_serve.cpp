@@ -26,12 +26,16 @@ struct ServeArgs {
   std::string model, name, chat_template;
   serve::ServerOptions opt;
   int threads = 0;
-  double cache_mb = 1024;
+  double cache_mb = 1024, cache_disk_mb = 4096;
 };
 
 void serve_main(ServeArgs a) {
   set_num_threads(a.threads);
   a.opt.engine.cache_bytes = size_t(a.cache_mb * 1024 * 1024);
+  a.opt.engine.disk.max_bytes = size_t(a.cache_disk_mb * 1024 * 1024);
+  a.opt.engine.disk.warn = [](const std::string& m) {
+    std::fprintf(stderr, "braid serve: warning: %s\n", m.c_str());
+  };
   std::shared_ptr<const Model> model = load_model(a.model);
   const std::string tok_path = (std::filesystem::path(a.model) / "tokenizer.json").string();
   std::shared_ptr<const Tokenizer> tok;
@@ -53,6 +57,12 @@ void serve_main(ServeArgs a) {
                : a.opt.chat_template ? "with tokenizer and chat template"
                                      : "with tokenizer; no chat template, so no chat completions",
                a.opt.host.c_str(), server.port(), a.opt.api_key.empty() ? "" : " (API key required)");
+  if (!a.opt.engine.disk.dir.empty()) {
+    const PrefixCacheStats c = server.stats().cache;
+    std::fprintf(stderr, "braid serve: prefix cache on disk under %s: %lld snapshots (%.1f MiB) found\n",
+                 a.opt.engine.disk.dir.c_str(), static_cast<long long>(c.disk_entries),
+                 double(c.disk_bytes) / (1 << 20));
+  }
   g_stop = 0;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
@@ -98,6 +108,12 @@ void add_serve(CLI::App& app, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--cache-mb", a->cache_mb, "Prefix cache size in MiB (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--cache-dir", a->opt.engine.disk.dir,
+                "Keep prefix-cache snapshots in files here too, so they survive a restart (a subdirectory "
+                "per model)");
+  c->add_option("--cache-disk-mb", a->cache_disk_mb, "Bytes of snapshot files kept under --cache-dir, in MiB")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   c->add_option(

@@ -15,5 +15,7 @@ std::string cpu_model();     // from /proc/cpuinfo, or "unknown"
 // Resident memory then stays at its high-water mark. The braid CLI sets it for every command
 // (glibc only).
 void retain_freed_memory();
+// Hands the allocator's free memory back to the system (glibc: every arena, holes included).
+void release_free_memory();
 
 }  // namespace braid

@@ -504,7 +504,8 @@ static json write_spec(const ModelSpec& s, bool strict) {
                   {"weight_offset", s.norm_weight_offset},
                   {"embed_norm", s.embed_norm},
                   {"logits_soft_cap", s.logits_soft_cap}};
-  check(!strict || (s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm && s.logits_soft_cap == 0),
+  check(!strict || (s.norm_kind == NormKind::RMS && !s.norm_weight_offset && !s.embed_norm &&
+                    s.logits_soft_cap == 0),
         "braid's spec format cannot express LayerNorm, (1 + w) norms, an embedding norm or a logit cap yet");
   json layers = json::array();
   for (const BlockSpec& b : s.blocks) {
@@ -520,10 +521,10 @@ static json write_spec(const ModelSpec& s, bool strict) {
                     {"rwkv_channel_mix", b.has_cmix ? json{b.cmix.hidden, b.cmix.out_scale} : json(nullptr)},
                     {"post_scale", b.post_scale},
                     {"normed_residual", b.normed_residual}};
-    check(!strict || (b.attn.key_multiplier == 1.0 && b.mlp.gate_multiplier == 1.0 && b.mlp.down_multiplier == 1.0 &&
-              m2.norm == Mamba2Norm::GateThenNorm &&
-              std::all_of(m2.proj_multipliers.begin(), m2.proj_multipliers.end(),
-                          [](double v) { return v == 1.0; })),
+    check(!strict || (b.attn.key_multiplier == 1.0 && b.mlp.gate_multiplier == 1.0 &&
+                      b.mlp.down_multiplier == 1.0 && m2.norm == Mamba2Norm::GateThenNorm &&
+                      std::all_of(m2.proj_multipliers.begin(), m2.proj_multipliers.end(),
+                                  [](double v) { return v == 1.0; })),
           "braid's spec format cannot express key / MLP / SSM multipliers or other Mamba-2 norm modes yet");
     check(!strict || (!b.has_cmix && b.post_scale == 1.0 && !b.normed_residual),
           "braid's spec format cannot express RWKV channel mixing or scaled residuals yet");

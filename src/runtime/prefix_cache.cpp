@@ -167,11 +167,11 @@ void PrefixCache::insert(const int32_t* tokens, int64_t n, Session::Snapshot sna
   oversize_.reset();
   Node* node = find(tokens, n);
   // Every eviction comes before the node is made: pruning may reshape the tree.
-  std::string file;
+  size_t file = 0;  // bytes of its file, when it gets one
   if (!disk_dir_.empty() && !(node && !node->file.empty())) {
-    file = encode_snapshot(snap, fingerprint_, tokens, n);
-    if (file.size() > disk_.max_bytes) file.clear();
-    while (!file.empty() && size_t(stats_.disk_bytes) + file.size() > disk_.max_bytes && !disk_holders_.empty())
+    file = snapshot_file_bytes(snap, n);
+    if (file > disk_.max_bytes) file = 0;
+    while (file && size_t(stats_.disk_bytes) + file > disk_.max_bytes && !disk_holders_.empty())
       evict_one(true);
   }
   const size_t bytes = snapshot_bytes(snap);
@@ -185,7 +185,7 @@ void PrefixCache::insert(const int32_t* tokens, int64_t n, Session::Snapshot sna
     }
     while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one(false);
   }
-  if (!in_ram && file.empty()) return;
+  if (!in_ram && !file) return;
   node = find_or_split(tokens, n);
   node->last_use = ++clock_;
   if (in_ram) {
@@ -195,7 +195,7 @@ void PrefixCache::insert(const int32_t* tokens, int64_t n, Session::Snapshot sna
     stats_.bytes += int64_t(bytes);
     ++stats_.insertions;
   }
-  if (!file.empty()) write_file(node, tokens, n, file);
+  if (file) write_file(node, tokens, n, node->snap ? *node->snap : snap, file);
   if (!node->holds()) prune(node);
 }
 
@@ -263,24 +263,27 @@ void PrefixCache::warn(const std::string& msg) {
   if (disk_.warn) disk_.warn(msg);
 }
 
-std::string PrefixCache::file_path(const Node* node) const { return (fs::path(disk_dir_) / node->file).string(); }
+std::string PrefixCache::file_path(const Node* node) const {
+  return (fs::path(disk_dir_) / node->file).string();
+}
 
-void PrefixCache::write_file(Node* node, const int32_t* tokens, int64_t n, const std::string& bytes) {
+void PrefixCache::write_file(Node* node, const int32_t* tokens, int64_t n, const Session::Snapshot& snap,
+                             size_t bytes) {
   const XXH128_hash_t h = XXH3_128bits(tokens, size_t(n) * sizeof(int32_t));
   char name[40];
   std::snprintf(name, sizeof name, "%016llx%016llx.snap", static_cast<unsigned long long>(h.high64),
                 static_cast<unsigned long long>(h.low64));
   node->file = name;
   try {
-    write_file_atomic(file_path(node), bytes);
+    save_snapshot(file_path(node), snap, fingerprint_, tokens, n);
   } catch (const Error& e) {
     node->file.clear();
     warn(e.what());
     return;
   }
-  node->disk_bytes = bytes.size();
+  node->disk_bytes = bytes;
   disk_holders_.insert(node);
-  stats_.disk_bytes += int64_t(bytes.size());
+  stats_.disk_bytes += int64_t(bytes);
   ++stats_.disk_writes;
 }
 
@@ -299,7 +302,8 @@ bool PrefixCache::load_file(Node* node) {
   Session::Snapshot snap;
   try {
     snap = load_snapshot(file_path(node), model_, fingerprint_, &tokens);
-    check(int64_t(tokens.size()) == node->depth, "snapshot ", file_path(node), ": its prefix is not the one indexed");
+    check(int64_t(tokens.size()) == node->depth, "snapshot ", file_path(node),
+          ": its prefix is not the one indexed");
   } catch (const Error& e) {
     warn(e.what());
     drop_file(node);

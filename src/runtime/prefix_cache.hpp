@@ -31,12 +31,13 @@ struct PrefixCacheStats {
   int64_t entries = 0, bytes = 0, lookups = 0, hits = 0, tokens_reused = 0, insertions = 0, evictions = 0;
   // The disk tier: files held and their bytes, hits served from disk, files written,
   // deleted to fit, and found damaged (or not writable).
-  int64_t disk_entries = 0, disk_bytes = 0, disk_hits = 0, disk_writes = 0, disk_evictions = 0, disk_errors = 0;
+  int64_t disk_entries = 0, disk_bytes = 0, disk_hits = 0, disk_writes = 0, disk_evictions = 0,
+          disk_errors = 0;
 };
 
 struct DiskTier {
-  std::string dir;       // empty: no disk tier
-  size_t max_bytes = 0;  // bytes of files kept
+  std::string dir;                               // empty: no disk tier
+  size_t max_bytes = 0;                          // bytes of files kept
   std::function<void(const std::string&)> warn;  // told about damaged or unwritable files
 };
 
@@ -81,7 +82,7 @@ class PrefixCache {
   void evict_one(bool disk);
   void prune(Node* node);
   void scan_disk();
-  void write_file(Node* node, const int32_t* tokens, int64_t n, const std::string& bytes);
+  void write_file(Node* node, const int32_t* tokens, int64_t n, const Session::Snapshot& snap, size_t bytes);
   void drop_file(Node* node);
   bool load_file(Node* node);
   std::string file_path(const Node* node) const;
@@ -94,8 +95,8 @@ class PrefixCache {
   uint64_t fingerprint_ = 0;
   double flops_per_token_, flops_per_token2_;
   std::unique_ptr<Node> root_;
-  std::unordered_set<Node*> holders_;       // nodes that hold a snapshot in RAM
-  std::unordered_set<Node*> disk_holders_;  // nodes whose snapshot is in a file
+  std::unordered_set<Node*> holders_;            // nodes that hold a snapshot in RAM
+  std::unordered_set<Node*> disk_holders_;       // nodes whose snapshot is in a file
   std::unique_ptr<Session::Snapshot> oversize_;  // a loaded snapshot larger than the RAM budget
   uint64_t clock_ = 0;
   PrefixCacheStats stats_;

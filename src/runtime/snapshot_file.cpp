@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/buffer.hpp"
 #include "core/error.hpp"
@@ -21,30 +22,81 @@ constexpr const char* kOther = " (made at another loop depth?)";
 // Counts and positions past this are corruption, not context.
 constexpr int64_t kMaxCount = int64_t(1) << 40;
 
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
+// Where a snapshot's bytes go: a stream (hashed as they pass), or nowhere when only their
+// count is wanted.
+class Out {
+ public:
+  explicit Out(std::ostream* os) : os_(os), h_(os ? XXH3_createState() : nullptr) {
+    check(!os || h_, "out of memory writing a snapshot");
+    if (h_) XXH3_64bits_reset(h_);
+  }
+  ~Out() { XXH3_freeState(h_); }
+  Out(const Out&) = delete;
+  Out& operator=(const Out&) = delete;
+  void bytes(const void* p, size_t n) {
+    if (os_ && n) {
+      XXH3_64bits_update(h_, p, n);
+      os_->write(static_cast<const char*>(p), std::streamsize(n));
+    }
+    size_ += n;
+  }
+  template <class T>
+  void put(T v) {
+    bytes(&v, sizeof v);
+  }
+  // Appends the checksum of everything so far.
+  void finish() {
+    const uint64_t sum = h_ ? XXH3_64bits_digest(h_) : 0;
+    if (os_) os_->write(reinterpret_cast<const char*>(&sum), sizeof sum);
+    size_ += sizeof sum;
+  }
+  size_t size() const { return size_; }
+
+ private:
+  std::ostream* os_;
+  XXH3_state_t* h_;
+  size_t size_ = 0;
+};
 
 class Writer final : public StateFields {
  public:
-  explicit Writer(std::string& out) : out_(out) {}
+  explicit Writer(Out& out) : out_(out) {}
   bool loading() const override { return false; }
   void count(int64_t& v) override {
-    out_ += 'c';
-    put(out_, v);
+    out_.put('c');
+    out_.put(v);
   }
   void floats(float* p, size_t n) override {
-    out_ += 'f';
-    put(out_, uint64_t(n));
-    out_.append(reinterpret_cast<const char*>(p), n * sizeof(float));
+    out_.put('f');
+    out_.put(uint64_t(n));
+    out_.bytes(p, n * sizeof(float));
   }
-  void present(bool there) override { out_ += there ? '\1' : '\0'; }
+  void present(bool there) override { out_.put(char(there ? 1 : 0)); }
   void expect_floats(size_t) override {}
 
  private:
-  std::string& out_;
+  Out& out_;
 };
+
+void write_snapshot(Out& out, const Session::Snapshot& s, uint64_t fingerprint, const int32_t* tokens,
+                    int64_t n) {
+  out.bytes(kMagic, 8);
+  out.put(kVersion);
+  out.put(uint32_t(0));
+  out.put(fingerprint);
+  out.put(uint64_t(n));
+  out.bytes(tokens, size_t(n) * sizeof(int32_t));
+  out.put(int64_t(s.position));
+  out.put(uint64_t(s.states.size()));
+  Writer w(out);
+  for (const auto& st : s.states) {
+    w.present(st != nullptr);
+    if (st) st->fields(w);
+  }
+  out.put(uint64_t(s.logits.size()));
+  out.bytes(s.logits.data(), s.logits.size() * sizeof(float));
+  out.finish();
+}
 
 // Reads fields back, refusing anything that does not match the state being filled.
 class Reader final : public StateFields {
@@ -109,7 +161,8 @@ std::vector<int32_t> read_head(Reader& r, size_t size, uint64_t* fingerprint, co
   for (char& c : magic) c = char(r.get<uint8_t>());
   check(std::memcmp(magic, kMagic, 8) == 0, "snapshot ", where, ": not a braid snapshot file");
   const uint32_t version = r.get<uint32_t>();
-  check(version == kVersion, "snapshot ", where, ": format version ", version, ", this braid reads ", kVersion);
+  check(version == kVersion, "snapshot ", where, ": format version ", version, ", this braid reads ",
+        kVersion);
   r.get<uint32_t>();
   *fingerprint = r.get<uint64_t>();
   const uint64_t n = r.get<uint64_t>();
@@ -143,25 +196,18 @@ uint64_t model_fingerprint(const Model& m) {
   return h;
 }
 
-std::string encode_snapshot(const Session::Snapshot& s, uint64_t fingerprint, const int32_t* tokens, int64_t n) {
-  std::string out;
-  out.append(kMagic, 8);
-  put(out, kVersion);
-  put(out, uint32_t(0));
-  put(out, fingerprint);
-  put(out, uint64_t(n));
-  out.append(reinterpret_cast<const char*>(tokens), size_t(n) * sizeof(int32_t));
-  put(out, int64_t(s.position));
-  put(out, uint64_t(s.states.size()));
-  Writer w(out);
-  for (const auto& st : s.states) {
-    w.present(st != nullptr);
-    if (st) st->fields(w);
-  }
-  put(out, uint64_t(s.logits.size()));
-  out.append(reinterpret_cast<const char*>(s.logits.data()), s.logits.size() * sizeof(float));
-  put(out, uint64_t(XXH3_64bits(out.data(), out.size())));
-  return out;
+std::string encode_snapshot(const Session::Snapshot& s, uint64_t fingerprint, const int32_t* tokens,
+                            int64_t n) {
+  std::ostringstream os;
+  Out out(&os);
+  write_snapshot(out, s, fingerprint, tokens, n);
+  return std::move(os).str();
+}
+
+size_t snapshot_file_bytes(const Session::Snapshot& s, int64_t n) {
+  Out out(nullptr);
+  write_snapshot(out, s, 0, nullptr, n);
+  return out.size();
 }
 
 Session::Snapshot decode_snapshot(const uint8_t* data, size_t size, const Model& model, uint64_t fingerprint,
@@ -173,8 +219,8 @@ Session::Snapshot decode_snapshot(const uint8_t* data, size_t size, const Model&
   uint64_t fp = 0;
   std::vector<int32_t> prefix = read_head(r, size - 8, &fp, where);
   check(sum == XXH3_64bits(data, size - 8), "snapshot ", where, ": checksum mismatch (the file is damaged)");
-  check(fp == fingerprint, "snapshot ", where, ": made by another model (fingerprint ", hex64(fp), ", this model ",
-        hex64(fingerprint), ")");
+  check(fp == fingerprint, "snapshot ", where, ": made by another model (fingerprint ", hex64(fp),
+        ", this model ", hex64(fingerprint), ")");
   Session::Snapshot s;
   s.position = r.get<int64_t>();
   if (s.position < 0 || s.position > kMaxCount) r.bad("a position of ", s.position);
@@ -188,7 +234,8 @@ Session::Snapshot decode_snapshot(const uint8_t* data, size_t size, const Model&
     if (st) st->fields(r);
   }
   const uint64_t V = r.get<uint64_t>();
-  if (V != uint64_t(model.spec().vocab_size)) r.bad(V, " logits where the model has ", model.spec().vocab_size);
+  if (V != uint64_t(model.spec().vocab_size))
+    r.bad(V, " logits where the model has ", model.spec().vocab_size);
   r.expect_floats(size_t(V));
   s.logits.resize(size_t(V));
   std::memcpy(s.logits.data(), data + r.at(), size_t(V) * sizeof(float));
@@ -200,23 +247,19 @@ Session::Snapshot decode_snapshot(const uint8_t* data, size_t size, const Model&
 
 void save_snapshot(const std::string& path, const Session::Snapshot& s, uint64_t fingerprint,
                    const int32_t* tokens, int64_t n) {
-  write_file_atomic(path, encode_snapshot(s, fingerprint, tokens, n));
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
+  std::error_code ec;
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     check(bool(f), "cannot write ", tmp);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
+    Out out(&f);
+    write_snapshot(out, s, fingerprint, tokens, n);
     f.close();
     if (!f) {
-      std::error_code ec;
       std::filesystem::remove(tmp, ec);
       fail("cannot write ", tmp, " (disk full?)");
     }
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::filesystem::remove(tmp, ec);

@@ -24,16 +24,18 @@ uint64_t model_fingerprint(const Model& m);
 
 // The file's bytes for the snapshot `s` of tokens[0, n) made by the model `fingerprint`
 // names (states are only read, though fields() is not const).
-std::string encode_snapshot(const Session::Snapshot& s, uint64_t fingerprint, const int32_t* tokens, int64_t n);
+std::string encode_snapshot(const Session::Snapshot& s, uint64_t fingerprint, const int32_t* tokens,
+                            int64_t n);
 
 // Rebuilds a snapshot of `model` from a file's bytes; `tokens` (may be null) receives the
 // prefix. `where` names the source in errors.
 Session::Snapshot decode_snapshot(const uint8_t* data, size_t size, const Model& model, uint64_t fingerprint,
                                   std::vector<int32_t>* tokens, const std::string& where);
 
-// Writes bytes to `path` atomically (a temporary file renamed over it).
-void write_file_atomic(const std::string& path, const std::string& bytes);
-// encode_snapshot written to `path` atomically.
+// The size of that file (for a prefix of n tokens), without making it.
+size_t snapshot_file_bytes(const Session::Snapshot& s, int64_t n);
+
+// Streams the file to `path` atomically (a temporary file renamed over it).
 void save_snapshot(const std::string& path, const Session::Snapshot& s, uint64_t fingerprint,
                    const int32_t* tokens, int64_t n);
 Session::Snapshot load_snapshot(const std::string& path, const Model& model, uint64_t fingerprint,

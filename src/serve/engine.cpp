@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "core/parallel.hpp"
+#include "core/sysinfo.hpp"
 #include "runtime/session.hpp"
 #include "runtime/text_stream.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -76,7 +77,9 @@ Engine::Engine(std::shared_ptr<const Model> model, const Tokenizer* tok, EngineO
   check(opt_.cache_every >= 0, "cache interval must be >= 0, found ", opt_.cache_every);
   // Periodic snapshots fall on chunk ends.
   opt_.cache_every = (opt_.cache_every + opt_.prefill_chunk - 1) / opt_.prefill_chunk * opt_.prefill_chunk;
-  if (opt_.cache_bytes > 0) cache_ = std::make_unique<PrefixCache>(*model_, opt_.cache_bytes);
+  if (opt_.cache_bytes > 0 || (!opt_.disk.dir.empty() && opt_.disk.max_bytes > 0))
+    cache_ = std::make_unique<PrefixCache>(*model_, opt_.cache_bytes, opt_.disk);
+  if (cache_) cache_stats_ = cache_->stats();  // what a restart found on disk
   // OpenMP's thread count is per thread: the scheduler runs the model with the creator's.
   const int threads = num_threads();
   thread_ = std::thread([this, threads] {
@@ -295,10 +298,22 @@ void Engine::feed_decoding() {
 }
 
 void Engine::loop() {
+  bool worked = false;
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !pending_.empty() || !active_.empty(); });
+      const auto has_work = [&] { return stop_ || !pending_.empty() || !active_.empty(); };
+      // Sessions and snapshots come and go in many sizes. Freed memory is kept for reuse while
+      // work goes on, and handed back after a quiet spell, so resident memory follows what is
+      // held instead of the allocator's high-water mark.
+      if (worked && !cv_.wait_for(lock, std::chrono::milliseconds(kIdleReleaseMs), has_work)) {
+        lock.unlock();
+        release_free_memory();
+        worked = false;
+        continue;
+      }
+      cv_.wait(lock, has_work);
+      worked = true;
       if (stop_) break;
       // Admit queued jobs in order while their sequences fit.
       while (!pending_.empty()) {

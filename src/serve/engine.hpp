@@ -28,6 +28,9 @@ class Tokenizer;
 
 namespace braid::serve {
 
+// How long the scheduler stays idle before handing freed memory back to the system.
+constexpr int kIdleReleaseMs = 1000;
+
 struct EngineOptions {
   int max_sequences = 16;       // sequences decoding at once (a request with n choices uses n)
   int max_queue = 64;           // requests waiting for capacity; beyond it, 429
@@ -37,6 +40,9 @@ struct EngineOptions {
   // prefill chunk; 0: none).
   size_t cache_bytes = 0;
   int64_t cache_every = 1024;
+  // The cache's disk tier (snapshots kept across restarts): directory ("" off), byte
+  // budget, and where damaged or unwritable files are reported.
+  DiskTier disk;
 };
 
 // What to generate: each prompt n times; choice prompt * n + j samples with seed + that index.

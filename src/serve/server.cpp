@@ -1,6 +1,7 @@
 #include "serve/server.hpp"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -56,6 +57,11 @@ Server::Server(std::shared_ptr<const Model> model, std::shared_ptr<const Tokeniz
 Server::~Server() = default;
 
 void Server::bind() {
+  int listen_fd = -1;
+  http_->set_socket_options([&listen_fd](socket_t s) {
+    httplib::default_socket_options(s);
+    listen_fd = int(s);
+  });
   if (opt_.port == 0) {
     port_ = http_->bind_to_any_port(opt_.host);
     check(port_ > 0, "cannot listen on ", opt_.host, " (any port)");
@@ -64,6 +70,11 @@ void Server::bind() {
           " (in use, or not an address of this machine)");
     port_ = opt_.port;
   }
+  // httplib listens with a backlog of 5. When more clients connect at once the kernel drops
+  // their handshakes and their requests arrive only on retransmission, seconds later, after
+  // httplib has given up waiting and closed the connection unanswered. Listening again on
+  // the bound socket raises the backlog.
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
 }
 
 void Server::listen() { http_->listen_after_bind(); }
@@ -103,6 +114,17 @@ std::string Server::metrics_text() const {
          "State snapshots evicted to stay within the budget.", s.cache.evictions);
   metric("braid_prefix_cache_entries", "gauge", "State snapshots held.", s.cache.entries);
   metric("braid_prefix_cache_bytes", "gauge", "Bytes of state snapshots held.", s.cache.bytes);
+  metric("braid_prefix_cache_disk_entries", "gauge", "State snapshot files held on disk.",
+         s.cache.disk_entries);
+  metric("braid_prefix_cache_disk_bytes", "gauge", "Bytes of state snapshot files on disk.",
+         s.cache.disk_bytes);
+  metric("braid_prefix_cache_disk_hits_total", "counter", "Cache hits loaded from disk.", s.cache.disk_hits);
+  metric("braid_prefix_cache_disk_writes_total", "counter", "State snapshot files written.",
+         s.cache.disk_writes);
+  metric("braid_prefix_cache_disk_evictions_total", "counter",
+         "State snapshot files deleted to stay within the disk budget.", s.cache.disk_evictions);
+  metric("braid_prefix_cache_disk_errors_total", "counter",
+         "State snapshot files found damaged or not writable.", s.cache.disk_errors);
   return o.str();
 }
 

@@ -52,6 +52,7 @@ class Server {
   void shutdown();
 
   std::string metrics_text() const;
+  EngineStats stats() const { return engine_.stats(); }
 
  private:
   void routes();
