@@ -10,6 +10,7 @@
 #include "fixtures.hpp"
 #include "import/load.hpp"
 #include "io/json.hpp"
+#include "mixers/attention.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
 #include "runtime/snapshot_file.hpp"
@@ -120,6 +121,36 @@ TEST(SnapshotFile, LoopedAndPersistentModelsContinueExactly) {
   EXPECT_EQ(again.feed(t.data(), 3), deep.feed(t.data(), 3));
   Session shallow(m);  // 3 loops: the snapshot's 5-loop states do not fit
   EXPECT_NE(error_of([&] { shallow.restore(snap); }).find("snapshot has"), std::string::npos);
+}
+
+// A session restored with room for what comes next does not regrow (and copy) its KV cache
+// at its first token; the room is bounded by the rows held.
+TEST(SnapshotFile, RestoreReservesRoomInKVCaches) {
+  KVState kv(2, 4);
+  kv.reserve(64);
+  for (int64_t p = 0; p < 64; ++p)
+    for (int64_t g = 0; g < 2; ++g)
+      for (int64_t i = 0; i < 4; ++i) kv.k_at(g, p)[i] = kv.v_at(g, p)[i] = float(p * 8 + g * 4 + i);
+  kv.set_length(64);
+  EXPECT_EQ(kv.capacity(), 64);
+  auto exact = kv.clone();
+  EXPECT_EQ(static_cast<KVState&>(*exact).capacity(), 64);
+  auto roomy = kv.clone_with_room(16);
+  auto& r = static_cast<KVState&>(*roomy);
+  EXPECT_EQ(r.capacity(), 128);
+  EXPECT_EQ(r.length(), 64);
+  for (int64_t p = 0; p < 64; ++p) EXPECT_EQ(r.v_at(1, p)[3], float(p * 8 + 7));
+  EXPECT_EQ(static_cast<KVState&>(*kv.clone_with_room(1 << 20)).capacity(), 128);  // at most the rows held
+  // Through a session: the same logits with or without room.
+  const std::shared_ptr<const Model> m = load_model(std::string(BRAID_SOURCE_DIR) + "/models/default");
+  const std::vector<int32_t> t = tokens(80, m->spec().vocab_size, 9);
+  Session a(m);
+  a.feed(t.data(), 64);
+  const Session::Snapshot snap = a.snapshot();
+  Session b(m), c(m);
+  b.restore(snap);
+  c.restore(snap, 16);
+  EXPECT_EQ(b.feed(t.data() + 64, 16), c.feed(t.data() + 64, 16));
 }
 
 TEST(SnapshotFile, ForkContinuesIndependently) {

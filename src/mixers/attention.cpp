@@ -12,10 +12,12 @@
 
 namespace braid {
 
-std::unique_ptr<State> KVState::clone() const {
+std::unique_ptr<State> KVState::clone_with_room(int64_t more) const {
   auto c = std::make_unique<KVState>(n_kv_, hd_, pinned_);
   c->start_ = start_;
-  c->reserve(len_);
+  // At most as much room as the rows held: what growing by doubling would give, and no
+  // more than a sliding window keeps.
+  c->reserve(len_ + std::clamp<int64_t>(more, 0, rows(len_)));
   const int64_t n = rows(len_);
   for (int64_t g = 0; g < n_kv_; ++g) {
     std::memcpy(c->k_.data() + g * c->cap_ * hd_, k_.data() + g * cap_ * hd_,

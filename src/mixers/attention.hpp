@@ -20,7 +20,8 @@ class KVState final : public State {
       : n_kv_(n_kv_heads), hd_(head_dim), pinned_(pinned), start_(pinned) {}
   int64_t position() const override { return len_; }
   size_t bytes() const override { return size_t(2 * rows(len_) * n_kv_ * hd_) * sizeof(float); }
-  std::unique_ptr<State> clone() const override;
+  std::unique_ptr<State> clone() const override { return clone_with_room(0); }
+  std::unique_ptr<State> clone_with_room(int64_t more) const override;
   void fields(StateFields& f) override;
 
   // Makes room for positions up to n (keeps contents, re-laying out per head on growth).
@@ -28,6 +29,7 @@ class KVState final : public State {
   float* k_at(int64_t g, int64_t pos) { return k_.data() + (g * cap_ + row(pos)) * hd_; }
   float* v_at(int64_t g, int64_t pos) { return v_.data() + (g * cap_ + row(pos)) * hd_; }
   int64_t length() const { return len_; }
+  int64_t capacity() const { return cap_; }  // rows allocated per KV head
   int64_t start() const { return start_; }
   int64_t pinned() const { return pinned_; }
   // Positions kept after the pinned ones.

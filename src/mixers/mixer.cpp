@@ -17,9 +17,9 @@ size_t CompositeState::bytes() const {
   return n;
 }
 
-std::unique_ptr<State> CompositeState::clone() const {
+std::unique_ptr<State> CompositeState::clone_with_room(int64_t more) const {
   auto c = std::make_unique<CompositeState>();
-  for (const auto& p : parts) c->parts.push_back(p ? p->clone() : nullptr);
+  for (const auto& p : parts) c->parts.push_back(p ? p->clone_with_room(more) : nullptr);
   return c;
 }
 

@@ -39,6 +39,9 @@ class State {
   virtual int64_t position() const = 0;  // tokens consumed so far
   virtual size_t bytes() const = 0;      // bytes of sequence memory held now
   virtual std::unique_ptr<State> clone() const = 0;
+  // A copy with room for `more` further positions where room is allocated (a KV cache), so
+  // a session restored from a snapshot does not grow, and copy, its cache again at once.
+  virtual std::unique_ptr<State> clone_with_room(int64_t more) const { return clone(); }
   // Saves or loads every field that a continuation reads.
   virtual void fields(StateFields& f) = 0;
 };
@@ -49,7 +52,8 @@ class CompositeState final : public State {
  public:
   int64_t position() const override;
   size_t bytes() const override;
-  std::unique_ptr<State> clone() const override;
+  std::unique_ptr<State> clone() const override { return clone_with_room(0); }
+  std::unique_ptr<State> clone_with_room(int64_t more) const override;
   void fields(StateFields& f) override;
 
   std::vector<std::unique_ptr<State>> parts;

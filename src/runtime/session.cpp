@@ -68,10 +68,11 @@ Session::Snapshot Session::snapshot() const {
   return s;
 }
 
-void Session::restore(const Snapshot& s) {
+void Session::restore(const Snapshot& s, int64_t room) {
   check(s.states.size() == states_.size(), "snapshot has ", s.states.size(), " layers, model has ",
         states_.size());
-  for (size_t i = 0; i < states_.size(); ++i) states_[i] = s.states[i] ? s.states[i]->clone() : nullptr;
+  for (size_t i = 0; i < states_.size(); ++i)
+    states_[i] = s.states[i] ? s.states[i]->clone_with_room(room) : nullptr;
   logits_ = s.logits;
   pos_ = s.position;
 }

@@ -37,7 +37,8 @@ class Session {
     std::vector<float> logits;
   };
   Snapshot snapshot() const;
-  void restore(const Snapshot& s);
+  // `room`: positions the session expects to add, reserved in its KV caches up front.
+  void restore(const Snapshot& s, int64_t room = 0);
   void reset();
   // A new session of the same model and depth that continues from here on its own.
   std::unique_ptr<Session> fork() const;

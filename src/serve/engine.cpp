@@ -165,7 +165,8 @@ void Engine::admit(Pending& p) {
         const std::vector<int32_t>& prompt = *s->prompt;
         const PrefixCache::Hit hit = cache_->lookup(prompt.data(), int64_t(prompt.size()));
         if (hit.length > 0) {
-          s->session.restore(*hit.snapshot);
+          // Room for the rest of the prompt and the tokens to come.
+          s->session.restore(*hit.snapshot, int64_t(prompt.size()) - hit.length + s->max_tokens);
           s->fed = hit.length;
         }
         s->branch = cache_->shared_length(prompt.data(), int64_t(prompt.size()));
@@ -245,7 +246,7 @@ void Engine::step(Seq& s) {
     const Session::Snapshot snap = s.session.snapshot();
     for (auto& o : active_)
       if (o->job == s.job && o->prompt_index == s.prompt_index && !o->leader) {
-        o->session.restore(snap);
+        o->session.restore(snap, o->max_tokens);
         o->fed = T;
         o->prefilled = true;
       }
