@@ -19,7 +19,7 @@ cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j "${JOBS:-$(nproc)}"
 mkdir -p build/fuzz/findings
 status=0
-for target in safetensors config tokenizer chat_template completion_request; do
+for target in safetensors config tokenizer chat_template completion_request snapshot; do
   work=$(mktemp -d)
   if [[ $target == chat_template ]]; then
     cp tests/data/chat_templates/*.jinja "$work/"  # the real templates the tests render

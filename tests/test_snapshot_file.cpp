@@ -95,6 +95,26 @@ TEST(SnapshotFile, WindowedStatesContinueExactly) {
   expect_round_trip(from_spec(j, "windows"), 37, 12, "windows");
 }
 
+// A loaded state is checked against the model where its counts matter: a segment state
+// cannot have consumed more tokens than a segment holds.
+TEST(SnapshotFile, ImpossibleSegmentStateIsRefused) {
+  const auto m = from_spec(
+      json::parse(std::ifstream(std::string(BRAID_SOURCE_DIR) + "/bench/specs/tasks/passkey-rmt.json")),
+      "rmt");
+  const uint64_t fp = model_fingerprint(*m);
+  const std::vector<int32_t> t = tokens(40, m->spec().vocab_size, 3);
+  Session s(m);
+  s.feed(t.data(), 40);
+  Session::Snapshot snap = s.snapshot();
+  auto& seg = dynamic_cast<SegmentState&>(*snap.states.back());
+  seg.filled = m->spec().segment.length;
+  const std::string bytes = encode_snapshot(snap, fp, t.data(), 40);
+  const std::string e = error_of([&] {
+    decode_snapshot(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), *m, fp, nullptr, "s");
+  });
+  EXPECT_NE(e.find("segment state: 32 tokens of a 32-token segment"), std::string::npos) << e;
+}
+
 TEST(SnapshotFile, LoopedAndPersistentModelsContinueExactly) {
   json j = json::parse(R"({
     "name": "looped", "vocab_size": 19, "d_model": 16, "tie_embeddings": true, "persistent_tokens": 3,

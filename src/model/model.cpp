@@ -422,6 +422,7 @@ std::vector<std::unique_ptr<State>> Model::make_states(int64_t loops) const {
   std::vector<std::unique_ptr<State>> s = layer_states(loops);
   if (spec_.segment.enabled()) {
     auto seg = std::make_unique<SegmentState>();
+    seg->length = spec_.segment.length;
     seg->memory.assign(memory_, memory_ + spec_.segment.memory_tokens * spec_.d_model);
     s.push_back(std::move(seg));
     Workspace ws;

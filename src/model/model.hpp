@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
 #include "core/tensor.hpp"
 #include "mixers/mixer.hpp"
 #include "model/ffn.hpp"
@@ -42,10 +43,13 @@ class SegmentState final : public State {
     f.floats(memory);
     f.count(filled);
     f.count(position_);
+    if (f.loading())
+      check(filled < length, "segment state: ", filled, " tokens of a ", length, "-token segment");
   }
 
   std::vector<float> memory;
   int64_t filled = 0, position_ = 0;
+  int64_t length = 0;  // tokens per segment (the spec's), never more than filled can reach
 };
 
 // One application of a block in a forward pass. Blocks run in order; a looped core
