@@ -29,7 +29,7 @@ class Tokenizer;
 namespace braid::serve {
 
 // How long the scheduler stays idle before handing freed memory back to the system.
-constexpr int kIdleReleaseMs = 1000;
+constexpr int kIdleReleaseMs = 10000;
 
 struct EngineOptions {
   int max_sequences = 16;       // sequences decoding at once (a request with n choices uses n)
