@@ -3,7 +3,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <limits>
 
@@ -40,9 +39,7 @@ PrefixCache::PrefixCache(const Model& model, size_t max_bytes, DiskTier disk)
   flops_per_token2_ = double(model.state_bytes_per_token()) / sizeof(float);
   if (disk_.dir.empty() || disk_.max_bytes == 0) return;
   fingerprint_ = model_fingerprint(model);
-  char fp[17];
-  std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(fingerprint_));
-  disk_dir_ = (fs::path(disk_.dir) / fp).string();
+  disk_dir_ = (fs::path(disk_.dir) / hex64(fingerprint_)).string();
   std::error_code ec;
   fs::create_directories(disk_dir_, ec);
   check(!ec && fs::is_directory(disk_dir_), "cannot make the prefix cache directory ", disk_dir_, ": ",
@@ -177,22 +174,14 @@ void PrefixCache::insert(const int32_t* tokens, int64_t n, Session::Snapshot sna
   const size_t bytes = snapshot_bytes(snap);
   const bool in_ram = bytes <= max_bytes_;
   if (in_ram) {
-    if (node = find(tokens, n); node && node->snap) {  // replaced: drop the old one first
-      stats_.bytes -= int64_t(node->bytes);
-      holders_.erase(node);
-      node->snap.reset();
-      node->bytes = 0;
-    }
+    if (node = find(tokens, n); node && node->snap) release(node);  // replaced: drop the old one first
     while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one(false);
   }
   if (!in_ram && !file) return;
   node = find_or_split(tokens, n);
   node->last_use = ++clock_;
   if (in_ram) {
-    node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
-    node->bytes = bytes;
-    holders_.insert(node);
-    stats_.bytes += int64_t(bytes);
+    hold(node, std::move(snap), bytes);
     ++stats_.insertions;
   }
   if (file) write_file(node, tokens, n, node->snap ? *node->snap : snap, file);
@@ -224,13 +213,24 @@ void PrefixCache::evict_one(bool disk) {
     drop_file(victim);
     ++stats_.disk_evictions;
   } else {
-    holders_.erase(victim);
-    stats_.bytes -= int64_t(victim->bytes);
-    victim->snap.reset();
-    victim->bytes = 0;
+    release(victim);
     ++stats_.evictions;
   }
   prune(victim);
+}
+
+void PrefixCache::hold(Node* node, Session::Snapshot snap, size_t bytes) {
+  node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
+  node->bytes = bytes;
+  holders_.insert(node);
+  stats_.bytes += int64_t(bytes);
+}
+
+void PrefixCache::release(Node* node) {
+  holders_.erase(node);
+  stats_.bytes -= int64_t(node->bytes);
+  node->snap.reset();
+  node->bytes = 0;
 }
 
 // Removes nodes that hold nothing and lead nowhere, and folds a snapshot-less node with one
@@ -270,10 +270,7 @@ std::string PrefixCache::file_path(const Node* node) const {
 void PrefixCache::write_file(Node* node, const int32_t* tokens, int64_t n, const Session::Snapshot& snap,
                              size_t bytes) {
   const XXH128_hash_t h = XXH3_128bits(tokens, size_t(n) * sizeof(int32_t));
-  char name[40];
-  std::snprintf(name, sizeof name, "%016llx%016llx.snap", static_cast<unsigned long long>(h.high64),
-                static_cast<unsigned long long>(h.low64));
-  node->file = name;
+  node->file = hex64(h.high64) + hex64(h.low64) + ".snap";
   try {
     save_snapshot(file_path(node), snap, fingerprint_, tokens, n);
   } catch (const Error& e) {
@@ -316,10 +313,7 @@ bool PrefixCache::load_file(Node* node) {
     return true;
   }
   while (size_t(stats_.bytes) + bytes > max_bytes_ && !holders_.empty()) evict_one(false);
-  node->snap = std::make_unique<Session::Snapshot>(std::move(snap));
-  node->bytes = bytes;
-  holders_.insert(node);
-  stats_.bytes += int64_t(bytes);
+  hold(node, std::move(snap), bytes);
   return true;
 }
 

@@ -81,6 +81,9 @@ class PrefixCache {
   // Frees the RAM snapshot (or, with `disk`, the file) valued least.
   void evict_one(bool disk);
   void prune(Node* node);
+  // Attaches a RAM snapshot to a node / frees a node's RAM snapshot (keeping the byte count).
+  void hold(Node* node, Session::Snapshot snap, size_t bytes);
+  void release(Node* node);
   void scan_disk();
   void write_file(Node* node, const int32_t* tokens, int64_t n, const Session::Snapshot& snap, size_t bytes);
   void drop_file(Node* node);

@@ -172,13 +172,13 @@ std::vector<int32_t> read_head(Reader& r, size_t size, uint64_t* fingerprint, co
   return tokens;
 }
 
+}  // namespace
+
 std::string hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
   return buf;
 }
-
-}  // namespace
 
 uint64_t model_fingerprint(const Model& m) {
   XXH3_state_t* st = XXH3_createState();

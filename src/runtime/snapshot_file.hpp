@@ -21,6 +21,8 @@ namespace braid {
 
 // A 64-bit hash of a model's spec and weights (names, shapes and bytes).
 uint64_t model_fingerprint(const Model& m);
+// A hash as 16 lowercase hex digits (how files and directories are named by one).
+std::string hex64(uint64_t v);
 
 // The file's bytes for the snapshot `s` of tokens[0, n) made by the model `fingerprint`
 // names (states are only read, though fields() is not const).
