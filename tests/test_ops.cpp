@@ -208,7 +208,7 @@ TEST(Ops, LinearMultiMatchesSeparateProjections) {
     const std::vector<float>* ys[3] = {&y1, &y2, &y3};
     for (int i = 0; i < 3; ++i) {
       std::vector<float> r(ys[i]->size());
-      ops::linear_ref(x.data(), T, in, p[i].W, p[i].out, p[i].bias, r.data());
+      ops::linear_ref(x.data(), T, in, p[i].W.f32(), p[i].out, p[i].bias, r.data());
       for (size_t k = 0; k < r.size(); ++k)
         ASSERT_NEAR((*ys[i])[k], r[k], 1e-4) << "matrix " << i << " T=" << T;
     }

@@ -11,10 +11,12 @@
 #include "core/sysinfo.hpp"
 #include "core/timer.hpp"
 #include "import/load.hpp"
+#include "import/quantize.hpp"
 #include "io/json.hpp"
 #include "model/init.hpp"
 #include "model/spec_json.hpp"
 #include "ops/cpu/roofline.hpp"
+#include "ops/cpu/wdot.hpp"
 #include "runtime/sampling.hpp"
 #include "runtime/session.hpp"
 #include "train/trainer.hpp"
@@ -24,7 +26,7 @@ namespace braid::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, train_spec;
+  std::string model, train_spec, weights;
   int64_t prompt_len = 512, decode = 64, batch = 8, seq = 256;
   int runs = 5, threads = 0;
   bool as_json = false;
@@ -103,6 +105,10 @@ void bench(const BenchArgs& a) {
   check(a.prompt_len >= 1 && a.decode >= 1 && a.runs >= 1, "--prompt-len, --decode and --runs must be >= 1");
   set_num_threads(a.threads);
   std::shared_ptr<const Model> model = load_model(a.model);
+  if (!a.weights.empty()) {  // converted in memory, as braid quantize would store them
+    QuantizedWeights q = quantize_weights(*model, parse_weight_format(a.weights));
+    model = std::make_shared<const Model>(model->spec(), std::move(q.weights), a.model);
+  }
   const ModelSpec& s = model->spec();
   Rng rng(1234);
   std::vector<int32_t> prompt(size_t(a.prompt_len));
@@ -111,8 +117,13 @@ void bench(const BenchArgs& a) {
   // Bytes decode must read per token: every weight matrix except the embedding table
   // (one row is read, unless it doubles as the LM head), the recurrent states and the
   // KV cache at the mean decode context.
-  const size_t embed_bytes = size_t(s.vocab_size * s.d_model) * sizeof(float);
-  const size_t weights_read = model->weight_bytes() - (s.tie_embeddings ? 0 : embed_bytes);
+  std::map<std::string, size_t> by_format;  // bytes of weights in each storage format
+  for (const auto& [name, t] : model->weights()) by_format[dtype_name(t.dtype())] += t.nbytes();
+  size_t weights_read = model->weight_bytes(), params_read = size_t(model->n_params());
+  if (s.input_dim == 0 && !s.tie_embeddings) {
+    const Tensor& embed = model->weights().at("embed.weight");
+    weights_read -= embed.nbytes(), params_read -= size_t(embed.numel());
+  }
   const size_t per_token_state = model->state_bytes_per_token(), fixed_state = model->fixed_state_bytes();
   const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
   const double decode_bytes = double(weights_read) + double(fixed_state) + avg_ctx * double(per_token_state);
@@ -121,11 +132,12 @@ void bench(const BenchArgs& a) {
   for (const BlockSpec& b : s.blocks)
     if (b.has_mixer && b.mixer == MixerKind::Attention)
       attn_flops += 4.0 * double(b.attn.n_heads * b.attn.head_dim) * (double(a.prompt_len) + 1) / 2.0;
-  const double prefill_flops = 2.0 * double(weights_read) / sizeof(float) + attn_flops;
+  const double prefill_flops = 2.0 * double(params_read) + attn_flops;
 
   // Each run measures its own limits just before it, so a fraction compares numbers
   // taken seconds apart even when the machine's bandwidth drifts; medians are reported.
-  std::vector<double> prefill_tps, decode_tps, bws, peaks, decode_fracs, prefill_fracs;
+  std::vector<double> prefill_tps, decode_tps, bws, drams, peaks, decode_fracs, prefill_fracs;
+  const size_t probe_bytes = std::max(size_t(decode_bytes), size_t(64) << 20);
   size_t state_bytes = 0, rss = 0;  // RSS sampled after prefill and decode (the limit
                                     // probes' buffers are freed by then)
   for (int r = 0; r < a.runs; ++r) {
@@ -136,7 +148,10 @@ void bench(const BenchArgs& a) {
     prefill_tps.push_back(double(a.prompt_len) / t.seconds());
     int32_t tok = argmax(logits->data(), s.vocab_size);
     rss = std::max(rss, current_rss_bytes());
-    bws.push_back(ops::measure_read_bandwidth(size_t(1) << 29, 3));
+    // The limit for reading this model's bytes once per token: a buffer of the same size
+    // (a model that fits in the last-level cache is read from there), and DRAM's.
+    bws.push_back(ops::measure_read_bandwidth(probe_bytes, 3));
+    drams.push_back(ops::measure_read_bandwidth(size_t(1) << 30, 3));
     t.reset();
     for (int64_t i = 0; i < a.decode; ++i) {
       logits = &sess.feed(&tok, 1);
@@ -173,10 +188,13 @@ void bench(const BenchArgs& a) {
             {"decode_tokens_per_s", decode},
             {"decode_bytes_per_token", decode_bytes},
             {"read_bandwidth_bytes_per_s", bw},
+            {"read_probe_bytes", probe_bytes},
+            {"dram_bandwidth_bytes_per_s", median(drams)},
             {"decode_roofline_fraction", decode_frac},
             {"prefill_flops_per_token", prefill_flops},
             {"sgemm_peak_flops", peak},
             {"prefill_peak_fraction", prefill_frac},
+            {"weight_bytes_by_format", by_format},
             {"state_bytes", state_bytes},
             {"rss_bytes", rss}};
   if (a.compare_step) {
@@ -189,6 +207,9 @@ void bench(const BenchArgs& a) {
   }
   std::printf("model            %s (%s, %lld parameters), %d threads\n", a.model.c_str(), s.family.c_str(),
               (long long)model->n_params(), num_threads());
+  std::printf("weights         ");
+  for (const auto& [f, bytes] : by_format) std::printf(" %s %.1f MiB", f.c_str(), double(bytes) / (1 << 20));
+  std::printf("  (kernels: %s)\n", ops::isa_name(ops::active_isa()));
   std::printf("prefill          %.1f tokens/s  (T=%lld, median of %d)  %.1f%% of SGEMM peak %.1f GFLOP/s\n",
               prefill, (long long)a.prompt_len, a.runs, 100 * prefill_frac, peak / 1e9);
   if (a.compare_step)
@@ -197,8 +218,10 @@ void bench(const BenchArgs& a) {
         step_tps, prefill / step_tps);
   std::printf("decode           %.2f tokens/s  (%lld tokens after the prompt, median of %d)\n", decode,
               (long long)a.decode, a.runs);
-  std::printf("decode roofline  %.1f MB/token at %.2f GB/s measured read bandwidth: %.1f%% of the bound\n",
-              decode_bytes / 1e6, bw / 1e9, 100 * decode_frac);
+  std::printf(
+      "decode roofline  %.1f MB/token at %.2f GB/s measured reading %.0f MB (DRAM: %.2f GB/s): %.1f%% of the "
+      "bound\n",
+      decode_bytes / 1e6, bw / 1e9, double(probe_bytes) / 1e6, median(drams) / 1e9, 100 * decode_frac);
   std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
               (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
@@ -210,6 +233,8 @@ void add_bench(CLI::App& app, int& exit_code) {
   CLI::App* c = app.add_subcommand(
       "bench", "Measure prefill/decode (or training) speed against same-run bandwidth and GEMM limits");
   c->add_option("--model", a->model, "Model directory (prefill and decode)");
+  c->add_option("--weights", a->weights,
+                "Convert the model's matrices in memory first: f32, bf16, f16, q8_0 or q4_0");
   c->add_option("--train", a->train_spec, "braid spec JSON: time training steps of a fresh model instead");
   c->add_option("--batch", a->batch, "With --train: sequences per step")->capture_default_str();
   c->add_option("--seq", a->seq, "With --train: tokens per sequence")->capture_default_str();

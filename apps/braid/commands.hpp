@@ -17,6 +17,7 @@ void add_plot(CLI::App& app, int& exit_code);
 void add_eval(CLI::App& app, int& exit_code);
 void add_compare(CLI::App& app, int& exit_code);
 void add_serve(CLI::App& app, int& exit_code);
+void add_quantize(CLI::App& app, int& exit_code);
 
 // The command line as typed ("braid" and the arguments, shell-quoted where needed).
 const std::string& invocation();

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   braid::cli::add_eval(app, exit_code);
   braid::cli::add_compare(app, exit_code);
   braid::cli::add_serve(app, exit_code);
+  braid::cli::add_quantize(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -16,8 +16,20 @@ size_t dtype_size(DType t) {
       return 8;
     case DType::U8:
       return 1;
+    case DType::Q8_0:
+    case DType::Q4_0:
+      return 0;
   }
   return 0;
+}
+
+bool is_block_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+size_t row_bytes(DType t, int64_t cols) {
+  const size_t blocks = size_t(cols) / 32;
+  if (t == DType::Q8_0) return blocks * (2 + 32);
+  if (t == DType::Q4_0) return blocks * (2 + 16);
+  return size_t(cols) * dtype_size(t);
 }
 
 const char* dtype_name(DType t) {
@@ -34,6 +46,10 @@ const char* dtype_name(DType t) {
       return "I64";
     case DType::U8:
       return "U8";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
   }
   return "?";
 }

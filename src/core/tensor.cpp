@@ -2,6 +2,7 @@
 
 #include "core/buffer.hpp"
 #include "core/error.hpp"
+#include "core/quant.hpp"
 
 namespace braid {
 
@@ -37,6 +38,13 @@ Tensor Tensor::view(DType dt, Shape shape, const void* data, std::shared_ptr<con
   return t;
 }
 
+size_t Tensor::nbytes() const {
+  if (!is_block_quantized(dtype_)) return size_t(numel()) * dtype_size(dtype_);
+  if (shape_.empty()) return 0;
+  const int64_t cols = shape_.back();
+  return size_t(cols ? numel() / cols : 0) * row_bytes(dtype_, cols);
+}
+
 const float* Tensor::f32() const {
   check(dtype_ == DType::F32, "tensor is ", dtype_name(dtype_), ", expected F32");
   return static_cast<const float*>(data_);
@@ -54,8 +62,8 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
         ") out of range for ", shape_str(shape_));
   Shape s = shape_;
   s[0] = end - begin;
-  int64_t row = shape_[0] ? numel() / shape_[0] : 0;
-  const char* p = static_cast<const char*>(data_) + size_t(begin * row) * dtype_size(dtype_);
+  const size_t row = shape_[0] ? nbytes() / size_t(shape_[0]) : 0;
+  const char* p = static_cast<const char*>(data_) + size_t(begin) * row;
   return view(dtype_, s, p, owner_);
 }
 
@@ -80,6 +88,14 @@ Tensor Tensor::to_f32() const {
     case DType::U8:
       for (int64_t i = 0; i < n; ++i) o[i] = float(data<uint8_t>()[i]);
       break;
+    case DType::Q8_0:
+    case DType::Q4_0: {
+      const int64_t cols = shape_.back(), rows = cols ? n / cols : 0;
+      const size_t rb = row_bytes(dtype_, cols);
+      for (int64_t r = 0; r < rows; ++r)
+        dequantize_row(dtype_, static_cast<const uint8_t*>(data_) + size_t(r) * rb, cols, o + r * cols);
+      break;
+    }
     case DType::F32:
       break;
   }

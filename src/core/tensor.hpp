@@ -27,7 +27,8 @@ class Tensor {
   int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }
   int rank() const { return int(shape_.size()); }
   int64_t numel() const { return shape_numel(shape_); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  // Bytes of the data (rows x row_bytes for the block-quantized formats, by the last dimension).
+  size_t nbytes() const;
   bool defined() const { return data_ != nullptr || (owner_ && numel() == 0); }
 
   const void* raw() const { return data_; }
@@ -47,7 +48,7 @@ class Tensor {
   Tensor reshape(Shape shape) const;
   // Rows [begin, end) of the first dimension, as a view.
   Tensor slice_rows(int64_t begin, int64_t end) const;
-  // A converted F32 copy (or this tensor when already F32).
+  // A converted F32 copy (or this tensor when already F32); block formats are dequantized.
   Tensor to_f32() const;
 
  private:

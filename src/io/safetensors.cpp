@@ -109,6 +109,27 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
     at = t->end;
   }
   check(at == data_size, path, ": data buffer is ", data_size, " bytes but tensors cover ", at);
+  // Block-quantized matrices are stored as U8 [rows, row bytes] and named in the metadata.
+  for (const auto& [key, value] : f->metadata_) {
+    if (key.rfind(kBlockFormatKey, 0) != 0) continue;
+    const std::string name = key.substr(std::strlen(kBlockFormatKey));
+    auto it = f->index_.find(name);
+    check(it != f->index_.end(), path, ": __metadata__ gives a block format for '", name,
+          "', which is not a tensor of the file");
+    TensorInfo& ti = f->infos_[it->second];
+    const std::string where = path + ": tensor '" + name + "'";
+    DType q = DType::Q8_0;
+    check(value == "Q8_0" || value == "Q4_0", where, ": unknown block format '", value,
+          "' (expected Q8_0 or Q4_0)");
+    if (value == "Q4_0") q = DType::Q4_0;
+    check(ti.dtype_name == "U8" && ti.shape.size() == 2, where, ": a ", value,
+          " matrix must be stored as a 2-d U8 array, not ", ti.dtype_name, " ", shape_str(ti.shape));
+    const int64_t block = int64_t(row_bytes(q, 32));
+    check(ti.shape[1] % block == 0, where, ": ", ti.shape[1], " bytes per row is not a whole number of ",
+          value, " blocks (", block, " bytes each)");
+    ti.dtype = q;
+    ti.shape[1] = ti.shape[1] / block * 32;
+  }
   return f;
 }
 
@@ -194,15 +215,23 @@ std::vector<std::string> Checkpoint::names() const {
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   json h = json::object();
-  if (!metadata.empty()) h["__metadata__"] = metadata;
+  std::map<std::string, std::string> meta = metadata;
   size_t off = 0;
   for (const auto& [name, t] : tensors) {
     check(name != "__metadata__" && !h.contains(name), path, ": duplicate or reserved tensor name '", name,
           "'");
-    h[name] = {
-        {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
+    if (is_block_quantized(t.dtype())) {
+      check(t.rank() == 2, path, ": block-quantized tensor '", name, "' must be a matrix");
+      const Shape stored = {t.dim(0), int64_t(row_bytes(t.dtype(), t.dim(1)))};
+      h[name] = {{"dtype", "U8"}, {"shape", stored}, {"data_offsets", {off, off + t.nbytes()}}};
+      meta[kBlockFormatKey + name] = dtype_name(t.dtype());
+    } else {
+      h[name] = {
+          {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
+    }
     off += t.nbytes();
   }
+  if (!meta.empty()) h["__metadata__"] = meta;
   std::string header = h.dump();
   while ((8 + header.size()) % 8 != 0) header.push_back(' ');  // align the data buffer
   std::string tmp = path + ".tmp";

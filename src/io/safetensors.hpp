@@ -14,6 +14,11 @@
 
 namespace braid {
 
+// Metadata key prefix naming a tensor's block format: "braid.block_format.<tensor>" ->
+// "Q8_0" / "Q4_0". Such a tensor is stored as U8 [rows, row bytes] (core/quant.hpp has the
+// layout) and read back as that dtype with its logical shape [rows, cols].
+inline constexpr const char* kBlockFormatKey = "braid.block_format.";
+
 struct TensorInfo {
   std::string name;
   std::string dtype_name;  // as written in the file

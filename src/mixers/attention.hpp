@@ -6,6 +6,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -48,7 +49,7 @@ class KVState final : public State {
 
 // Weights of one attention layer (row-major [out, in], F32). Biases/norms may be null.
 struct AttentionWeights {
-  const float *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  ops::MatRef wq, wk, wv, wo;
   const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;
 };

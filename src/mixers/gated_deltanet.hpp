@@ -9,6 +9,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -54,11 +55,11 @@ class GatedDeltaNetState final : public State {
 };
 
 struct GatedDeltaNetWeights {
-  const float *in_proj_qkvz = nullptr, *in_proj_ba = nullptr;  // [2K + 2V][D], [2 n_v][D]
-  const float* conv_w = nullptr;                               // [conv_dim][d_conv]
-  const float *dt_bias = nullptr, *A_log = nullptr;            // [n_v]
-  const float* norm = nullptr;                                 // [head_v_dim]
-  const float* out_proj = nullptr;                             // [D][V]
+  ops::MatRef in_proj_qkvz, in_proj_ba;              // [2K + 2V][D], [2 n_v][D]
+  const float* conv_w = nullptr;                     // [conv_dim][d_conv]
+  const float *dt_bias = nullptr, *A_log = nullptr;  // [n_v]
+  const float* norm = nullptr;                       // [head_v_dim]
+  ops::MatRef out_proj;                              // [D][V]
 };
 
 class GatedDeltaNetMixer final : public Mixer {

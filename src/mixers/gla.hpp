@@ -6,17 +6,19 @@
 #include "mixers/lightning.hpp"  // LinearAttentionState
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
 struct GlaWeights {
-  const float *q = nullptr, *k = nullptr, *v = nullptr;  // [H dk][D], [H dk][D], [H dv][D]
+  ops::MatRef q, k, v;  // [H dk][D], [H dk][D], [H dv][D]
   // PerChannel: gate_a [rank][D], gate_b [H dk][rank], gate_bias [H dk].
   // PerHead: gate_b [H][D], gate_bias [H]. Fixed: none.
-  const float *gate_a = nullptr, *gate_b = nullptr, *gate_bias = nullptr;
-  const float* g = nullptr;     // output gate [H dv][D]
+  ops::MatRef gate_a, gate_b;
+  const float* gate_bias = nullptr;
+  ops::MatRef g;                // output gate [H dv][D]
   const float* norm = nullptr;  // [dv]
-  const float* o = nullptr;     // [D][H dv]
+  ops::MatRef o;                // [D][H dv]
 };
 
 class GlaMixer final : public Mixer {

@@ -5,6 +5,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -25,10 +26,10 @@ class LinearAttentionState final : public State {
 };
 
 struct LightningWeights {
-  const float* qkv_proj = nullptr;     // [3 H hd][D], per head [q | k | v]
-  const float* output_gate = nullptr;  // [H hd][D]
-  const float* norm = nullptr;         // [H hd]
-  const float* out_proj = nullptr;     // [D][H hd]
+  ops::MatRef qkv_proj;         // [3 H hd][D], per head [q | k | v]
+  ops::MatRef output_gate;      // [H hd][D]
+  const float* norm = nullptr;  // [H hd]
+  ops::MatRef out_proj;         // [D][H hd]
 };
 
 class LightningMixer final : public Mixer {

@@ -70,7 +70,10 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   // multiply through a GEMM with lda = P.
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
   for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
-  ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj, R, true, 1.0f, dt, Di);
+  if (T == 1)  // decode: a GEMV (SGEMM would pack the matrix for one row)
+    ops::matvec(w_.dt_proj, dbc, Di, R, 1.0f, true, dt);
+  else
+    ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj, R, true, 1.0f, dt, Di);
   for (int64_t i = 0; i < T * Di; ++i) dt[i] = ops::softplus(dt[i]);
 
   // Selective scan, channels split across threads; gated output into u's slot `g`.

@@ -7,6 +7,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -29,12 +30,14 @@ class MambaState final : public State {
 };
 
 struct MambaWeights {
-  const float *in_proj = nullptr, *in_proj_b = nullptr;
-  const float *conv_w = nullptr, *conv_b = nullptr;  // [d_inner][d_conv], [d_inner]
-  const float* x_proj = nullptr;                     // [dt_rank + 2 d_state][d_inner]
-  const float *dt_proj = nullptr, *dt_proj_b = nullptr;
+  ops::MatRef in_proj;
+  const float* in_proj_b = nullptr;
+  const float *conv_w = nullptr, *conv_b = nullptr;      // [d_inner][d_conv], [d_inner]
+  ops::MatRef x_proj;                                    // [dt_rank + 2 d_state][d_inner]
+  const float *dt_proj = nullptr, *dt_proj_b = nullptr;  // [d_inner][dt_rank] (a strided GEMM reads it)
   const float *A_log = nullptr, *D = nullptr;
-  const float *out_proj = nullptr, *out_proj_b = nullptr;
+  ops::MatRef out_proj;
+  const float* out_proj_b = nullptr;
   const float *b_norm = nullptr, *c_norm = nullptr, *dt_norm = nullptr;  // optional norm weights
 };
 

@@ -8,6 +8,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -45,11 +46,13 @@ class Mamba2State final : public State {
 };
 
 struct Mamba2Weights {
-  const float *in_proj = nullptr, *in_proj_b = nullptr;
+  ops::MatRef in_proj;
+  const float* in_proj_b = nullptr;
   const float *conv_w = nullptr, *conv_b = nullptr;
   const float *dt_bias = nullptr, *A_log = nullptr, *D = nullptr;
   const float* norm = nullptr;  // null for Mamba2Norm::GateOnly
-  const float *out_proj = nullptr, *out_proj_b = nullptr;
+  ops::MatRef out_proj;
+  const float* out_proj_b = nullptr;
 };
 
 class Mamba2Mixer final : public Mixer {

@@ -1,6 +1,7 @@
 #include "mixers/mixer.hpp"
 
 #include "core/error.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -32,6 +33,10 @@ void CompositeState::fields(StateFields& f) {
 
 void Mixer::decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
                          Workspace& ws) const {
+  // Each sequence exactly as alone: a mixer may pass several rows per token to linear()
+  // (memory as context reads the memory beside the token), which the batch's row mode
+  // would compute as separate tokens, with another summation order than alone.
+  ops::DecodeRows alone(false);
   for (int64_t b = 0; b < B; ++b) forward(x + b * D, 1, *states[b], y + b * D, ws);
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/buffer.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -123,6 +124,8 @@ class GradSink {
  public:
   virtual ~GradSink() = default;
   virtual float* of(const float* weight) = 0;
+  // A matrix's gradient; throws for one stored in a compact format (training needs f32).
+  float* of(const ops::MatRef& weight) { return of(weight.f32()); }
 };
 
 class Mixer {

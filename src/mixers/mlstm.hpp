@@ -7,6 +7,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -33,11 +34,13 @@ class MlstmState final : public State {
 };
 
 struct MlstmWeights {
-  const float *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;  // [qk|qk|v|v][D]
-  const float *igate = nullptr, *igate_b = nullptr;                    // [H][D], [H]
-  const float *fgate = nullptr, *fgate_b = nullptr;
-  const float* norm = nullptr;      // [v_dim]
-  const float* out_proj = nullptr;  // [D][v_dim]
+  ops::MatRef q, k, v, o;          // [qk|qk|v|v][D]
+  ops::MatRef igate;               // [H][D]
+  const float* igate_b = nullptr;  // [H]
+  ops::MatRef fgate;
+  const float* fgate_b = nullptr;
+  const float* norm = nullptr;  // [v_dim]
+  ops::MatRef out_proj;         // [D][v_dim]
 };
 
 class MlstmMixer final : public Mixer {

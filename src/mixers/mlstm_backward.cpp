@@ -348,7 +348,8 @@ void MlstmMixer::backward(const float* x, int64_t T, const float* dy, float* dx,
       dfg[size_t(i)] *= 1.0f - tf * tf;
     }
   struct Back {
-    const float *W, *b;
+    ops::MatRef W;
+    const float* b;
     int64_t n;
     const Vec& g;
   };

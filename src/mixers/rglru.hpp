@@ -6,6 +6,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -28,9 +29,12 @@ class RgLruState final : public State {
 };
 
 struct RgLruWeights {
-  const float *linear_x = nullptr, *linear_x_b = nullptr;      // [W][D], [W]
-  const float *linear_y = nullptr, *linear_y_b = nullptr;      // [W][D], [W]
-  const float *linear_out = nullptr, *linear_out_b = nullptr;  // [D][W], [D]
+  ops::MatRef linear_x;                                        // [W][D]
+  const float* linear_x_b = nullptr;                           // [W]
+  ops::MatRef linear_y;                                        // [W][D]
+  const float* linear_y_b = nullptr;                           // [W]
+  ops::MatRef linear_out;                                      // [D][W]
+  const float* linear_out_b = nullptr;                         // [D]
   const float *conv_w = nullptr, *conv_b = nullptr;            // [W][d_conv], [W]
   const float *input_gate = nullptr, *input_gate_b = nullptr;  // [H][bw][bw] (in x out), [H][bw]
   const float *a_gate = nullptr, *a_gate_b = nullptr;          // [H][bw][bw], [H][bw]

@@ -6,6 +6,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -42,10 +43,10 @@ class Rwkv4State final : public State {
 };
 
 struct Rwkv4Weights {
-  const float *time_decay = nullptr, *time_first = nullptr;             // [A]
-  const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr;     // [D]
-  const float *key = nullptr, *value = nullptr, *receptance = nullptr;  // [A][D]
-  const float* output = nullptr;                                        // [D][A]
+  const float *time_decay = nullptr, *time_first = nullptr;          // [A]
+  const float *mix_k = nullptr, *mix_v = nullptr, *mix_r = nullptr;  // [D]
+  ops::MatRef key, value, receptance;                                // [A][D]
+  ops::MatRef output;                                                // [D][A]
 };
 
 class Rwkv4TimeMix final : public Mixer {
@@ -68,9 +69,9 @@ class Rwkv4TimeMix final : public Mixer {
 
 struct RwkvChannelMixWeights {
   const float *mix_k = nullptr, *mix_r = nullptr;  // [D]
-  const float* key = nullptr;                      // [F][D]
-  const float* receptance = nullptr;               // [D][D]
-  const float* value = nullptr;                    // [D][F]
+  ops::MatRef key;                                 // [F][D]
+  ops::MatRef receptance;                          // [D][D]
+  ops::MatRef value;                               // [D][F]
 };
 
 class RwkvChannelMix final : public Mixer {

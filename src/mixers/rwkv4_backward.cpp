@@ -37,7 +37,8 @@ Vec zeros(int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); }
 
 // One token-shifted projection out = shift(x, mix) . W^T, and its backward.
 struct ShiftedLinear {
-  const float *mix, *W;
+  const float* mix;
+  ops::MatRef W;
   int64_t out;
   Vec forward(const float* x, int64_t T, int64_t D) const {
     Vec mixed = zeros(T * D), y = zeros(T * out), shift = zeros(D);

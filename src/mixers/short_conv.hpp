@@ -6,6 +6,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -25,9 +26,11 @@ class ShortConvState final : public State {
 };
 
 struct ShortConvWeights {
-  const float *in_proj = nullptr, *in_proj_b = nullptr;
+  ops::MatRef in_proj;
+  const float* in_proj_b = nullptr;
   const float *conv_w = nullptr, *conv_b = nullptr;  // [d][kernel], [d]
-  const float *out_proj = nullptr, *out_proj_b = nullptr;
+  ops::MatRef out_proj;
+  const float* out_proj_b = nullptr;
 };
 
 class ShortConvMixer final : public Mixer {

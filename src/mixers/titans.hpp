@@ -7,6 +7,7 @@
 
 #include "mixers/mixer.hpp"
 #include "mixers/mixer_specs.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
@@ -54,12 +55,12 @@ class TitansState final : public State {
 };
 
 struct TitansWeights {
-  const float *q = nullptr, *k = nullptr, *v = nullptr;  // [H d][D] each
-  const float* gates = nullptr;                          // [3 H][D]: alpha | eta | theta
-  const float* gates_b = nullptr;                        // [3 H]
-  const float* memory = nullptr;                         // [H][mem size]: initial memory
-  const float* norm = nullptr;                           // [d]
-  const float* out = nullptr;                            // [D][H d]
+  ops::MatRef q, k, v;             // [H d][D] each
+  ops::MatRef gates;               // [3 H][D]: alpha | eta | theta
+  const float* gates_b = nullptr;  // [3 H]
+  const float* memory = nullptr;   // [H][mem size]: initial memory
+  const float* norm = nullptr;     // [d]
+  ops::MatRef out;                 // [D][H d]
 };
 
 class TitansMixer final : public Mixer {

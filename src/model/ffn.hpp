@@ -4,12 +4,17 @@
 
 #include "mixers/mixer.hpp"
 #include "model/spec.hpp"
+#include "ops/cpu/gemm.hpp"
 
 namespace braid {
 
 struct FfnWeights {
-  const float *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr;
-  const float *down = nullptr, *down_b = nullptr;
+  ops::MatRef gate;
+  const float* gate_b = nullptr;
+  ops::MatRef up;
+  const float* up_b = nullptr;
+  ops::MatRef down;
+  const float* down_b = nullptr;
 };
 
 // y[T, D] = down(act(gate(x)) * up(x)) (gated) or down(act(up(x))), hidden size

@@ -18,6 +18,7 @@ class Gradients final : public GradSink {
   Gradients(Gradients&&) = default;
   Gradients(const Gradients&) = delete;
   Gradients& operator=(const Gradients&) = delete;
+  using GradSink::of;
   float* of(const float* weight) override;
   float* of(const std::string& name);
   const std::map<std::string, std::vector<float>>& by_name() const { return g_; }

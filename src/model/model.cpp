@@ -20,6 +20,7 @@
 #include "ops/cpu/backward.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
+#include "ops/cpu/wdot.hpp"
 
 namespace braid {
 
@@ -31,10 +32,15 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
     const Tensor& t = it->second;
     check(t.shape() == p.shape, source, ": tensor for '", p.name, "' has shape ", shape_str(t.shape()),
           ", expected ", shape_str(p.shape));
-    check(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, source,
-          ": tensor for '", p.name, "' has dtype ", dtype_name(t.dtype()), ", expected F32, BF16 or F16");
-    weights_[p.name] = t.to_f32();
+    check(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16 ||
+              is_block_quantized(t.dtype()),
+          source, ": tensor for '", p.name, "' has dtype ", dtype_name(t.dtype()),
+          ", expected F32, BF16, F16, Q8_0 or Q4_0");
+    // Kept as stored for now: matrices that only linear() reads stay in their format (m()),
+    // everything else becomes f32 when the layers ask for it (w()).
+    weights_[p.name] = t;
   }
+  source_ = source;
   for (size_t i = 0; i < spec_.blocks.size(); ++i) {
     const BlockSpec& b = spec_.blocks[i];
     if (!b.has_mixer) {
@@ -65,31 +71,31 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
       RwkvChannelMixWeights cw;
       cw.mix_k = w(blk + "cmix.time_mix_k");
       cw.mix_r = w(blk + "cmix.time_mix_r");
-      cw.key = w(blk + "cmix.key.weight");
-      cw.receptance = w(blk + "cmix.receptance.weight");
-      cw.value = w(blk + "cmix.value.weight");
+      cw.key = m(blk + "cmix.key.weight");
+      cw.receptance = m(blk + "cmix.receptance.weight");
+      cw.value = m(blk + "cmix.value.weight");
       cmixers_.push_back(std::make_unique<RwkvChannelMix>(b.cmix, spec_.d_model, cw));
     } else {
       cmixers_.push_back(nullptr);
     }
     if (b.has_mlp) {
       bw.norm2 = norm_w(blk + "norm2.weight");
-      bw.mlp = {w_opt(blk + "mlp.gate_proj.weight"), w_opt(blk + "mlp.gate_proj.bias"),
-                w(blk + "mlp.up_proj.weight"),       w_opt(blk + "mlp.up_proj.bias"),
-                w(blk + "mlp.down_proj.weight"),     w_opt(blk + "mlp.down_proj.bias")};
+      bw.mlp = {m_opt(blk + "mlp.gate_proj.weight"), w_opt(blk + "mlp.gate_proj.bias"),
+                m(blk + "mlp.up_proj.weight"),       w_opt(blk + "mlp.up_proj.bias"),
+                m(blk + "mlp.down_proj.weight"),     w_opt(blk + "mlp.down_proj.bias")};
     }
     if (b.has_moe) {
       bw.norm2 = norm_w(blk + "norm2.weight");
       bw.moe.router = w(blk + "moe.router.weight");
       for (int64_t e = 0; e < b.moe.n_experts; ++e) {
         const std::string ep = blk + "moe.experts." + std::to_string(e) + ".";
-        bw.moe.experts.push_back({w(ep + "gate_proj.weight"), nullptr, w(ep + "up_proj.weight"), nullptr,
-                                  w(ep + "down_proj.weight"), nullptr});
+        bw.moe.experts.push_back({m(ep + "gate_proj.weight"), nullptr, m(ep + "up_proj.weight"), nullptr,
+                                  m(ep + "down_proj.weight"), nullptr});
       }
       if (b.moe.shared_hidden > 0)
-        bw.moe.shared = {w(blk + "moe.shared.gate_proj.weight"), nullptr,
-                         w(blk + "moe.shared.up_proj.weight"),   nullptr,
-                         w(blk + "moe.shared.down_proj.weight"), nullptr};
+        bw.moe.shared = {m(blk + "moe.shared.gate_proj.weight"), nullptr,
+                         m(blk + "moe.shared.up_proj.weight"),   nullptr,
+                         m(blk + "moe.shared.down_proj.weight"), nullptr};
       if (b.moe.shared_gate) bw.moe.shared_gate = w(blk + "moe.shared_gate.weight");
     }
     blocks_.push_back(bw);
@@ -97,13 +103,13 @@ Model::Model(ModelSpec spec, Weights weights, const std::string& source) : spec_
   if (spec_.input_dim > 0)
     read_in_ = w("read_in.weight"), read_in_b_ = w("read_in.bias");
   else
-    embed_ = w("embed.weight");
+    embed_ = m("embed.weight");
   if (spec_.persistent_tokens > 0) persistent_ = w("persistent.weight");
   if (spec_.segment.enabled()) memory_ = w("segment.memory.weight");
   final_norm_ = norm_w("final_norm.weight");
   final_norm_b_ = w_opt("final_norm.bias");
   if (spec_.embed_norm) embed_norm_ = norm_w("embed_norm.weight"), embed_norm_b_ = w_opt("embed_norm.bias");
-  head_ = w(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
+  head_ = m(spec_.tie_embeddings ? "embed.weight" : "lm_head.weight");
   if (spec_.loop.enabled() && spec_.loop.step_embedding) {
     loop_step_embed_ = w("loop.step_embed.weight");
     loop_count_embed_ = w("loop.count_embed.weight");
@@ -116,10 +122,10 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
   switch (kind) {
     case MixerKind::Attention: {
       AttentionWeights aw;
-      aw.wq = w(pre + "q_proj.weight");
-      aw.wk = w(pre + "k_proj.weight");
-      aw.wv = w(pre + "v_proj.weight");
-      aw.wo = w(pre + "o_proj.weight");
+      aw.wq = m(pre + "q_proj.weight");
+      aw.wk = m(pre + "k_proj.weight");
+      aw.wv = m(pre + "v_proj.weight");
+      aw.wo = m(pre + "o_proj.weight");
       aw.bq = w_opt(pre + "q_proj.bias");
       aw.bk = w_opt(pre + "k_proj.bias");
       aw.bv = w_opt(pre + "v_proj.bias");
@@ -131,16 +137,16 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
     case MixerKind::Mamba: {
       const std::string mp = "blocks." + std::to_string(i) + ".mamba.";
       MambaWeights mw;
-      mw.in_proj = w(mp + "in_proj.weight");
+      mw.in_proj = m(mp + "in_proj.weight");
       mw.in_proj_b = w_opt(mp + "in_proj.bias");
       mw.conv_w = w(mp + "conv1d.weight");
       mw.conv_b = w_opt(mp + "conv1d.bias");
-      mw.x_proj = w(mp + "x_proj.weight");
+      mw.x_proj = m(mp + "x_proj.weight");
       mw.dt_proj = w(mp + "dt_proj.weight");
       mw.dt_proj_b = w(mp + "dt_proj.bias");
       mw.A_log = w(mp + "A_log");
       mw.D = w(mp + "D");
-      mw.out_proj = w(mp + "out_proj.weight");
+      mw.out_proj = m(mp + "out_proj.weight");
       mw.out_proj_b = w_opt(mp + "out_proj.bias");
       mw.b_norm = w_opt(mp + "b_norm.weight");
       mw.c_norm = w_opt(mp + "c_norm.weight");
@@ -150,7 +156,7 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
     case MixerKind::Mamba2: {
       const std::string mp = "blocks." + std::to_string(i) + ".mamba2.";
       Mamba2Weights mw;
-      mw.in_proj = w(mp + "in_proj.weight");
+      mw.in_proj = m(mp + "in_proj.weight");
       mw.in_proj_b = w_opt(mp + "in_proj.bias");
       mw.conv_w = w(mp + "conv1d.weight");
       mw.conv_b = w_opt(mp + "conv1d.bias");
@@ -158,18 +164,18 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       mw.A_log = w(mp + "A_log");
       mw.D = w(mp + "D");
       mw.norm = w_opt(mp + "norm.weight");
-      mw.out_proj = w(mp + "out_proj.weight");
+      mw.out_proj = m(mp + "out_proj.weight");
       mw.out_proj_b = w_opt(mp + "out_proj.bias");
       return std::make_unique<Mamba2Mixer>(b.mamba2, spec_.d_model, mw);
     }
     case MixerKind::ShortConv: {
       const std::string cp = "blocks." + std::to_string(i) + ".short_conv.";
       ShortConvWeights cw;
-      cw.in_proj = w(cp + "in_proj.weight");
+      cw.in_proj = m(cp + "in_proj.weight");
       cw.in_proj_b = w_opt(cp + "in_proj.bias");
       cw.conv_w = w(cp + "conv.weight");
       cw.conv_b = w_opt(cp + "conv.bias");
-      cw.out_proj = w(cp + "out_proj.weight");
+      cw.out_proj = m(cp + "out_proj.weight");
       cw.out_proj_b = w_opt(cp + "out_proj.bias");
       return std::make_unique<ShortConvMixer>(b.short_conv, spec_.d_model, cw);
     }
@@ -181,20 +187,20 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       rw.mix_k = w(rp + "time_mix_k");
       rw.mix_v = w(rp + "time_mix_v");
       rw.mix_r = w(rp + "time_mix_r");
-      rw.key = w(rp + "key.weight");
-      rw.value = w(rp + "value.weight");
-      rw.receptance = w(rp + "receptance.weight");
-      rw.output = w(rp + "output.weight");
+      rw.key = m(rp + "key.weight");
+      rw.value = m(rp + "value.weight");
+      rw.receptance = m(rp + "receptance.weight");
+      rw.output = m(rp + "output.weight");
       return std::make_unique<Rwkv4TimeMix>(b.rwkv, spec_.d_model, rw);
     }
     case MixerKind::RgLru: {
       const std::string rp = "blocks." + std::to_string(i) + ".rglru.";
       RgLruWeights rw;
-      rw.linear_x = w(rp + "linear_x.weight");
+      rw.linear_x = m(rp + "linear_x.weight");
       rw.linear_x_b = w(rp + "linear_x.bias");
-      rw.linear_y = w(rp + "linear_y.weight");
+      rw.linear_y = m(rp + "linear_y.weight");
       rw.linear_y_b = w(rp + "linear_y.bias");
-      rw.linear_out = w(rp + "linear_out.weight");
+      rw.linear_out = m(rp + "linear_out.weight");
       rw.linear_out_b = w(rp + "linear_out.bias");
       rw.conv_w = w(rp + "conv1d.weight");
       rw.conv_b = w(rp + "conv1d.bias");
@@ -208,69 +214,69 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
     case MixerKind::Gla: {
       const std::string gp = "blocks." + std::to_string(i) + ".gla.";
       GlaWeights gw;
-      gw.q = w(gp + "q_proj.weight");
-      gw.k = w(gp + "k_proj.weight");
-      gw.v = w(gp + "v_proj.weight");
+      gw.q = m(gp + "q_proj.weight");
+      gw.k = m(gp + "k_proj.weight");
+      gw.v = m(gp + "v_proj.weight");
       if (b.gla.gate == GlaGate::PerChannel) {
-        gw.gate_a = w(gp + "gk_proj.0.weight");
-        gw.gate_b = w(gp + "gk_proj.1.weight");
+        gw.gate_a = m(gp + "gk_proj.0.weight");
+        gw.gate_b = m(gp + "gk_proj.1.weight");
         gw.gate_bias = w(gp + "gk_proj.1.bias");
       } else if (b.gla.gate == GlaGate::PerHead) {
-        gw.gate_b = w(gp + "gk_proj.weight");
+        gw.gate_b = m(gp + "gk_proj.weight");
         gw.gate_bias = w(gp + "gk_proj.bias");
       }
-      gw.g = w(gp + "g_proj.weight");
+      gw.g = m(gp + "g_proj.weight");
       gw.norm = w(gp + "g_norm.weight");
-      gw.o = w(gp + "o_proj.weight");
+      gw.o = m(gp + "o_proj.weight");
       return std::make_unique<GlaMixer>(b.gla, spec_.d_model, gw);
     }
     case MixerKind::Mlstm: {
       const std::string mp = "blocks." + std::to_string(i) + ".mlstm.";
       MlstmWeights mw;
-      mw.q = w(mp + "q.weight");
-      mw.k = w(mp + "k.weight");
-      mw.v = w(mp + "v.weight");
-      mw.o = w(mp + "ogate_preact.weight");
-      mw.igate = w(mp + "igate_preact.weight");
+      mw.q = m(mp + "q.weight");
+      mw.k = m(mp + "k.weight");
+      mw.v = m(mp + "v.weight");
+      mw.o = m(mp + "ogate_preact.weight");
+      mw.igate = m(mp + "igate_preact.weight");
       mw.igate_b = w(mp + "igate_preact.bias");
-      mw.fgate = w(mp + "fgate_preact.weight");
+      mw.fgate = m(mp + "fgate_preact.weight");
       mw.fgate_b = w(mp + "fgate_preact.bias");
       mw.norm = w(mp + "multihead_norm.weight");
-      mw.out_proj = w(mp + "out_proj.weight");
+      mw.out_proj = m(mp + "out_proj.weight");
       return std::make_unique<MlstmMixer>(b.mlstm, spec_.d_model, mw);
     }
     case MixerKind::Titans: {
       const std::string tp = "blocks." + std::to_string(i) + ".titans.";
       TitansWeights tw;
-      tw.q = w(tp + "q_proj.weight");
-      tw.k = w(tp + "k_proj.weight");
-      tw.v = w(tp + "v_proj.weight");
-      tw.gates = w(tp + "gates.weight");
+      tw.q = m(tp + "q_proj.weight");
+      tw.k = m(tp + "k_proj.weight");
+      tw.v = m(tp + "v_proj.weight");
+      tw.gates = m(tp + "gates.weight");
       tw.gates_b = w(tp + "gates.bias");
       tw.memory = w(tp + "memory");
       tw.norm = norm_w(tp + "norm.weight");
-      tw.out = w(tp + "out_proj.weight");
+      tw.out = m(tp + "out_proj.weight");
       return std::make_unique<TitansMixer>(b.titans, spec_.d_model, tw);
     }
     case MixerKind::Lightning: {
       const std::string lp = "blocks." + std::to_string(i) + ".lightning.";
       LightningWeights lw;
-      lw.qkv_proj = w(lp + "qkv_proj.weight");
-      lw.output_gate = w(lp + "output_gate.weight");
+      lw.qkv_proj = m(lp + "qkv_proj.weight");
+      lw.output_gate = m(lp + "output_gate.weight");
       lw.norm = w(lp + "norm.weight");
-      lw.out_proj = w(lp + "out_proj.weight");
+      lw.out_proj = m(lp + "out_proj.weight");
       return std::make_unique<LightningMixer>(b.lightning, spec_.d_model, lw);
     }
     case MixerKind::GatedDeltaNet: {
       const std::string gp = "blocks." + std::to_string(i) + ".gdn.";
       GatedDeltaNetWeights gw;
-      gw.in_proj_qkvz = w(gp + "in_proj_qkvz.weight");
-      gw.in_proj_ba = w(gp + "in_proj_ba.weight");
+      gw.in_proj_qkvz = m(gp + "in_proj_qkvz.weight");
+      gw.in_proj_ba = m(gp + "in_proj_ba.weight");
       gw.conv_w = w(gp + "conv1d.weight");
       gw.dt_bias = w(gp + "dt_bias");
       gw.A_log = w(gp + "A_log");
       gw.norm = w(gp + "norm.weight");
-      gw.out_proj = w(gp + "out_proj.weight");
+      gw.out_proj = m(gp + "out_proj.weight");
       return std::make_unique<GatedDeltaNetMixer>(b.gdn, spec_.d_model, gw);
     }
   }
@@ -289,21 +295,37 @@ const float* Model::norm_w(const std::string& name) {
   return v.data();
 }
 
-const float* Model::w(const std::string& name) const {
+const float* Model::w(const std::string& name) {
   auto it = weights_.find(name);
   check(it != weights_.end(), "model has no parameter '", name, "'");
-  return it->second.f32();
+  Tensor& t = it->second;
+  check(t.dtype() == DType::F32 || !matrix_params_.count(name), "'", name,
+        "' is read both as a matrix in its stored format and as f32 values");
+  check(!is_block_quantized(t.dtype()), source_, ": '", name, "' is stored as ", dtype_name(t.dtype()),
+        ", but braid reads it as f32 values (only projection matrices can be block-quantized)");
+  if (t.dtype() != DType::F32) t = t.to_f32();
+  return t.f32();
 }
 
-const float* Model::w_opt(const std::string& name) const {
+const float* Model::w_opt(const std::string& name) { return weights_.count(name) ? w(name) : nullptr; }
+
+ops::MatRef Model::m(const std::string& name) {
   auto it = weights_.find(name);
-  return it == weights_.end() ? nullptr : it->second.f32();
+  check(it != weights_.end(), "model has no parameter '", name, "'");
+  const Tensor& t = it->second;
+  check(t.rank() == 2, "'", name, "' is not a matrix");
+  matrix_params_.insert(name);
+  if (t.dtype() == DType::F32) return t.f32();
+  return {t.raw(), t.dtype()};
 }
+
+ops::MatRef Model::m_opt(const std::string& name) { return weights_.count(name) ? m(name) : ops::MatRef(); }
 
 std::vector<std::pair<const float*, std::string>> Model::param_addresses() const {
   std::vector<std::pair<const float*, std::string>> out;
   for (const auto& [name, t] : weights_)
-    out.emplace_back(offset_norms_.count(name) ? offset_norms_.at(name).data() : t.f32(), name);
+    if (t.dtype() == DType::F32)  // compact matrices are for inference only
+      out.emplace_back(offset_norms_.count(name) ? offset_norms_.at(name).data() : t.f32(), name);
   return out;
 }
 
@@ -515,8 +537,14 @@ void Model::forward(const int32_t* tokens, int64_t T, std::vector<std::unique_pt
 
 void Model::embed_tokens(const int32_t* tokens, int64_t n, float* rows) const {
   const int64_t D = spec_.d_model;
-  for (int64_t t = 0; t < n; ++t)
-    std::memcpy(rows + t * D, embed_ + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
+  if (embed_.dtype == DType::F32) {
+    const float* e = static_cast<const float*>(embed_.data);
+    for (int64_t t = 0; t < n; ++t)
+      std::memcpy(rows + t * D, e + int64_t(tokens[t]) * D, size_t(D) * sizeof(float));
+  } else {
+    for (int64_t t = 0; t < n; ++t)
+      ops::dequantize_rows(embed_.dtype, embed_.from_row(tokens[t], D).data, 1, D, rows + t * D);
+  }
 }
 
 void Model::forward_vectors(const float* x, int64_t T, std::vector<std::unique_ptr<State>>& states,
@@ -650,7 +678,7 @@ void Model::forward_rows(int64_t T, std::vector<std::unique_ptr<State>>* const* 
   norm(h, final_norm_, final_norm_b_, T, n, spec_.final_norm_eps);
   snap(n);
   if (mode == LogitsMode::None) return;
-  const float* head = head_;
+  const ops::MatRef head = head_;
   if (mode == LogitsMode::Last)
     ops::linear(n + (T - 1) * D, 1, D, head, V, nullptr, logits);
   else

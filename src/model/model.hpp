@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,9 @@ class Model {
 
   const ModelSpec& spec() const { return spec_; }
   const Weights& weights() const { return weights_; }
+  // Parameters that may be stored in a compact format (BF16, F16, Q8_0, Q4_0): the matrices
+  // that only linear() reads; every other parameter is used as f32.
+  const std::set<std::string>& matrix_params() const { return matrix_params_; }
   // The token mixer of a layer; null for a block that is only an MLP.
   const Mixer* mixer(size_t layer) const { return mixers_[layer].get(); }
   // Per-sequence state over all layers (or of one layer, token and channel mixer
@@ -152,21 +156,28 @@ class Model {
     FfnWeights mlp;
     MoeWeights moe;
   };
-  const float* w(const std::string& name) const;
-  const float* w_opt(const std::string& name) const;
+  // A parameter as f32 values (converted from BF16 / F16 on first use).
+  const float* w(const std::string& name);
+  const float* w_opt(const std::string& name);
+  // A matrix that only linear() reads, in the format it is stored in.
+  ops::MatRef m(const std::string& name);
+  ops::MatRef m_opt(const std::string& name);
   // A norm weight as the norm applies it: w, or 1 + w under spec.norm_weight_offset.
   const float* norm_w(const std::string& name);
   std::unique_ptr<Mixer> make_mixer(MixerKind kind, size_t layer);
 
   ModelSpec spec_;
+  std::string source_;
   Weights weights_;
+  std::set<std::string> matrix_params_;                     // names m() gave out
   std::map<std::string, std::vector<float>> offset_norms_;  // 1 + w, for norm_weight_offset
   std::vector<std::unique_ptr<Mixer>> mixers_;
   // Stateful channel mixers (RWKV); null where the channel mixer is an MLP / MoE / none.
   // A layer with one keeps a CompositeState {token mixer state, channel mixer state}.
   std::vector<std::unique_ptr<Mixer>> cmixers_;
   std::vector<BlockWeights> blocks_;
-  const float *embed_ = nullptr, *final_norm_ = nullptr, *head_ = nullptr;
+  ops::MatRef embed_, head_;
+  const float* final_norm_ = nullptr;
   const float *final_norm_b_ = nullptr, *embed_norm_ = nullptr, *embed_norm_b_ = nullptr;
   const float *loop_step_embed_ = nullptr, *loop_count_embed_ = nullptr;
   const float* persistent_ = nullptr;                      // [persistent_tokens, D]

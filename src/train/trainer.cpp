@@ -69,8 +69,20 @@ Weights owned_copy(const Weights& w) {
   return out;
 }
 
+namespace {
+
+// Training updates f32 weights in place; a model loaded with compact weights cannot train.
+std::unique_ptr<Model> trainable(std::unique_ptr<Model> m) {
+  for (const auto& [name, w] : m->weights())
+    check(w.dtype() == DType::F32, "training needs f32 weights, but '", name, "' is stored as ",
+          dtype_name(w.dtype()), " (train the f32 model, then quantize it)");
+  return m;
+}
+
+}  // namespace
+
 Trainer::Trainer(std::unique_ptr<Model> model, const TrainOptions& o, std::unique_ptr<TrainingSource> source)
-    : model_(std::move(model)),
+    : model_(trainable(std::move(model))),
       o_(o),
       source_(std::move(source)),
       grads_(*model_),

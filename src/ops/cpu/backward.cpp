@@ -7,10 +7,10 @@
 
 namespace braid::ops {
 
-void linear_backward(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* dy,
-                     float* dx, bool accumulate_dx, float* dW, float* db) {
+void linear_backward(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* dy, float* dx,
+                     bool accumulate_dx, float* dW, float* db) {
   if (T == 0) return;
-  if (dx) gemm(T, in, out, 1.0f, dy, out, W, in, false, accumulate_dx ? 1.0f : 0.0f, dx, in);
+  if (dx) gemm(T, in, out, 1.0f, dy, out, W.f32(), in, false, accumulate_dx ? 1.0f : 0.0f, dx, in);
   if (dW) gemm_tn(out, in, T, 1.0f, dy, out, x, in, 1.0f, dW, in);
   if (db)
     for (int64_t t = 0; t < T; ++t)

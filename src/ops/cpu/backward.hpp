@@ -5,13 +5,16 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/cpu/gemm.hpp"
+
 namespace braid::ops {
 
 // Backward of y = x . W^T + b (x[T, in], W[out, in]): dx = dy . W (written, or added when
 // accumulate_dx; skipped when dx is null), dW += dy^T . x, db += column sums of dy (when
 // db is not null).
-void linear_backward(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* dy,
-                     float* dx, bool accumulate_dx, float* dW, float* db);
+// W must be f32 (a compact matrix throws: training needs f32 weights).
+void linear_backward(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* dy, float* dx,
+                     bool accumulate_dx, float* dW, float* db);
 
 // Backward of rmsnorm (y = w * x / rms(x)): dx written or added; dw += (skipped if null).
 // dx may alias dy (then not accumulated), here and in layernorm_backward.

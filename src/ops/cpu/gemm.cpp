@@ -4,6 +4,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <vector>
+
+#include "core/error.hpp"
+#include "ops/cpu/wdot.hpp"
 
 namespace braid::ops {
 
@@ -64,34 +68,47 @@ BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t
 
 namespace {
 
-// y[o] (+)= W[o, :] . x with rows split across threads, so each thread streams a
-// contiguous block of the matrix (decode is bound by reading W once).
-void gemv_rows(const float* W, const float* x, int64_t out, int64_t in, bool accumulate, float* y) {
+// B inputs through rows of W in its stored format.
+void matvec_rows(MatRef W, const float* x, int64_t B, int64_t rows, int64_t cols, bool accumulate, float* y,
+                 int64_t ldy) {
+  if (W.dtype == DType::F32)
+    matvec_batch(static_cast<const float*>(W.data), x, B, rows, cols, accumulate, y, ldy);
+  else
+    matvec_w_batch(W.dtype, W.data, x, B, rows, cols, accumulate, y, ldy);
+}
+
+// y[b, o] (+)= W[o, :] . x[b, :] with rows split across threads, so each thread streams a
+// contiguous block of the matrix (decode is bound by reading W once); the split does not
+// change any value.
+void gemv_rows(MatRef W, const float* x, int64_t B, int64_t out, int64_t in, bool accumulate, float* y) {
   if (out * in < (int64_t(1) << 15)) {
-    matvec(W, x, out, in, 1.0f, accumulate, y);
+    matvec_rows(W, x, B, out, in, accumulate, y, out);
     return;
   }
 #pragma omp parallel
   {
     const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int64_t b = out * t / nt, e = out * (t + 1) / nt;
-    matvec(W + b * in, x, e - b, in, 1.0f, accumulate, y + b);
+    matvec_rows(W.from_row(b, in), x, B, e - b, in, accumulate, y + b, out);
   }
 }
 
-// gemv_rows for B independent inputs x[B, in] -> y[B, out]; the rows of W split across
-// threads as for one input (the split does not change any value).
-void gemv_rows_batch(const float* W, const float* x, int64_t B, int64_t out, int64_t in, bool accumulate,
-                     float* y) {
-  if (out * in < (int64_t(1) << 15)) {
-    matvec_batch(W, x, B, out, in, accumulate, y, out);
-    return;
-  }
+// y = x . W^T + beta y for a compact W: each panel of rows is converted to f32 (threads
+// split the rows) and multiplied by SGEMM, so prefill runs at GEMM speed.
+void gemm_compact(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, float beta, float* y) {
+  thread_local std::vector<float> panel;
+  const int64_t rows = std::max<int64_t>(16, (int64_t(1) << 20) / std::max<int64_t>(in, 1));
+  panel.resize(size_t(std::min(rows, out) * in));
+  float* const buf = panel.data();  // the calling thread's buffer (workers have their own)
+  for (int64_t r0 = 0; r0 < out; r0 += rows) {
+    const int64_t n = std::min(rows, out - r0);
 #pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t b = out * t / nt, e = out * (t + 1) / nt;
-    matvec_batch(W + b * in, x, B, e - b, in, accumulate, y + b, out);
+    {
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+      dequantize_rows(W.dtype, W.from_row(r0 + b, in).data, e - b, in, buf + b * in);
+    }
+    gemm(T, n, in, 1.0f, x, in, buf, in, true, beta, y + r0, out);
   }
 }
 
@@ -99,7 +116,7 @@ thread_local bool t_decode_rows = false;
 
 }  // namespace
 
-DecodeRows::DecodeRows() : prev_(t_decode_rows) { t_decode_rows = true; }
+DecodeRows::DecodeRows(bool on) : prev_(t_decode_rows) { t_decode_rows = on; }
 DecodeRows::~DecodeRows() { t_decode_rows = prev_; }
 bool DecodeRows::active() { return t_decode_rows; }
 
@@ -129,19 +146,29 @@ void solve_unit_lower_transposed(int64_t n, int64_t m, const float* l, int64_t l
               B, int(ldb));
 }
 
-void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y) {
+const float* MatRef::f32() const {
+  check(dtype == DType::F32, "this needs f32 weights, but the matrix is stored as ", dtype_name(dtype),
+        " (training and a few layer internals read f32 only)");
+  return static_cast<const float*>(data);
+}
+
+MatRef MatRef::from_row(int64_t r, int64_t in) const {
+  return {static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(dtype, in), dtype};
+}
+
+void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y) {
   if (T == 0) return;
   if (bias) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t o = 0; o < out; ++o) y[t * out + o] = bias[o];
   }
   const float beta = bias ? 1.0f : 0.0f;
-  if (T == 1) {
-    gemv_rows(W, x, out, in, bias != nullptr, y);
-  } else if (t_decode_rows) {
-    gemv_rows_batch(W, x, T, out, in, bias != nullptr, y);
+  if (T == 1 || t_decode_rows) {
+    gemv_rows(W, x, T, out, in, bias != nullptr, y);
+  } else if (W.dtype == DType::F32) {
+    gemm(T, out, in, 1.0f, x, in, static_cast<const float*>(W.data), in, true, beta, y, out);
   } else {
-    gemm(T, out, in, 1.0f, x, in, W, in, true, beta, y, out);
+    gemm_compact(x, T, in, W, out, beta, y);
   }
 }
 
@@ -163,7 +190,7 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
       if (p[i].bias)
         for (int64_t t = 0; t < T; ++t)
           for (int64_t r = lo; r < hi; ++r) p[i].y[t * p[i].out + r] = p[i].bias[r];
-      matvec_batch(p[i].W + lo * in, x, T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo, p[i].out);
+      matvec_rows(p[i].W.from_row(lo, in), x, T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo, p[i].out);
     }
   }
 }

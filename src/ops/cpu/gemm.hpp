@@ -1,12 +1,33 @@
 // Matrix products through BLAS (OpenBLAS, OpenMP build).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+
+#include "core/dtype.hpp"
 
 namespace braid::ops {
 
+// A weight matrix [out, in] as stored: f32 values, or a compact format (BF16, F16, Q8_0,
+// Q4_0) that linear() reads as it is (ops/cpu/wdot.hpp). Implicit from an f32 pointer.
+struct MatRef {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+
+  MatRef() = default;
+  MatRef(std::nullptr_t) {}
+  MatRef(const float* p) : data(p) {}
+  MatRef(const void* p, DType t) : data(p), dtype(t) {}
+  explicit operator bool() const { return data != nullptr; }
+  // The f32 values; throws for a compact format (training and a few layers need f32).
+  const float* f32() const;
+  // The matrix from row r on (rows of `in` values).
+  MatRef from_row(int64_t r, int64_t in) const;
+};
+
 // y[T, out] = x[T, in] . W[out, in]^T (+ bias[out]); W row-major as stored in
-// checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode).
-void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias, float* y);
+// checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode); for T > 1 a compact
+// W is converted to f32 a panel of rows at a time for SGEMM.
+void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y);
 
 // Batched decoding: while a DecodeRows is alive on the calling thread, linear() and
 // linear_multi() treat their T rows as T independent tokens and give each row exactly
@@ -14,7 +35,9 @@ void linear(const float* x, int64_t T, int64_t in, const float* W, int64_t out, 
 // all rows. So a sequence's numbers do not depend on which others share its batch.
 class DecodeRows {
  public:
-  DecodeRows();
+  // on = false suspends the mode for the guard's lifetime (a sequence run on its own inside
+  // a batch, whose mixer may pass several rows per token).
+  explicit DecodeRows(bool on = true);
   ~DecodeRows();
   DecodeRows(const DecodeRows&) = delete;
   DecodeRows& operator=(const DecodeRows&) = delete;
@@ -28,7 +51,7 @@ class DecodeRows {
 // rows of all matrices are split across threads in a single parallel region (one
 // fork/join instead of one per matrix); for T > 1 each is a BLAS GEMM.
 struct Projection {
-  const float* W;
+  MatRef W;
   int64_t out;
   const float* bias;  // may be null
   float* y;

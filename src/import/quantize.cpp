@@ -1,0 +1,61 @@
+#include "import/quantize.hpp"
+
+#include <omp.h>
+
+#include "core/error.hpp"
+#include "core/quant.hpp"
+
+namespace braid {
+
+DType parse_weight_format(const std::string& name) {
+  static const struct {
+    const char* name;
+    DType t;
+  } table[] = {{"f32", DType::F32},
+               {"bf16", DType::BF16},
+               {"f16", DType::F16},
+               {"q8_0", DType::Q8_0},
+               {"q4_0", DType::Q4_0}};
+  for (const auto& e : table)
+    if (name == e.name) return e.t;
+  fail("unknown weight format '", name, "' (expected f32, bf16, f16, q8_0 or q4_0)");
+}
+
+QuantizedWeights quantize_weights(const Model& model, DType format) {
+  check(storable_as(format, 0), "cannot store weights as ", dtype_name(format));
+  QuantizedWeights q;
+  for (const auto& [name, t] : model.weights()) {
+    q.bytes_before += t.nbytes();
+    const Tensor f = t.to_f32();
+    const bool matrix = model.matrix_params().count(name) != 0;
+    if (!matrix || format == DType::F32) {
+      q.weights[name] = f;
+    } else if (!storable_as(format, t.dim(1))) {
+      q.kept_f32.push_back(name);
+      q.weights[name] = f;
+    } else {
+      Tensor out = Tensor::zeros(format, t.shape());
+      const int64_t rows = t.dim(0), cols = t.dim(1);
+      const size_t rb = row_bytes(format, cols);
+      const float* src = f.f32();
+      uint8_t* dst = out.data_mut<uint8_t>();
+      std::string problem;
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        try {
+          quantize_row(format, src + r * cols, cols, dst + size_t(r) * rb);
+        } catch (const Error& e) {
+#pragma omp critical
+          if (problem.empty()) problem = std::string(e.what()) + " (row " + std::to_string(r) + ")";
+        }
+      }
+      check(problem.empty(), name, ": ", problem);
+      q.weights[name] = std::move(out);
+      ++q.matrices;
+    }
+    q.bytes_after += q.weights[name].nbytes();
+  }
+  return q;
+}
+
+}  // namespace braid

@@ -1,0 +1,35 @@
+// Kernels for weights stored in a compact format (BF16, F16, Q8_0, Q4_0; core/quant.hpp)
+// multiplied by f32 activations, accumulating in f32. Each has a scalar version and AVX2 /
+// AVX-512 versions in the same binary; the best one the CPU runs is chosen at start-up
+// (BRAID_ISA=scalar|avx2|avx512 lowers the choice), and tests run every path the CPU has
+// against a double-precision reference.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.hpp"
+
+namespace braid::ops {
+
+enum class Isa : uint8_t { Scalar, Avx2, Avx512 };
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);  // whether this CPU can run the path
+Isa active_isa();
+void set_active_isa(Isa isa);  // throws when the CPU cannot run it
+
+// y[r] (+)= W[r, :] . x for `rows` rows of `cols` values stored as t (row stride
+// row_bytes(t, cols)), with the active path unless one is named.
+void matvec_w(DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate, float* y);
+void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
+              float* y);
+// For B inputs x[B, cols]: y[b * ldy + r] (+)= W[r, :] . x[b, :], each value exactly as
+// matvec_w gives it; every row of W is read from memory once for all B inputs.
+void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
+                    bool accumulate, float* y, int64_t ldy);
+// Rows [0, rows) of W as f32 (out[r * cols + c]), values exactly those dequantize_row gives.
+void dequantize_rows(DType t, const void* W, int64_t rows, int64_t cols, float* out);
+void dequantize_rows(Isa isa, DType t, const void* W, int64_t rows, int64_t cols, float* out);
+
+// Reference: W[r, :] . x in double precision from the dequantized values.
+double dot_w_ref(DType t, const void* row, const float* x, int64_t cols);
+
+}  // namespace braid::ops

@@ -1,0 +1,171 @@
+// AVX2 + FMA + F16C kernels for compact weight formats (see wdot.hpp). Compiled for these
+// instructions only inside the functions marked BRAID_AVX2; called only when the CPU has them.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "core/quant.hpp"
+#include "ops/cpu/wdot_impl.hpp"
+
+namespace braid::ops::wdot {
+
+namespace {
+
+#define BRAID_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+BRAID_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+BRAID_AVX2 inline float scale(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+BRAID_AVX2 inline __m256 bf16x8(const uint8_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+BRAID_AVX2 inline __m256 f16x8(const uint8_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Eight signed bytes to floats.
+BRAID_AVX2 inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+// Four accumulators over 32 values per step, then 8 at a time, then a scalar tail.
+template <__m256 (*Load)(const uint8_t*), float (*One)(uint16_t)>
+BRAID_AVX2 inline float dot_half(const uint8_t* w, const float* x, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(Load(w + 2 * i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(Load(w + 2 * i + 16), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(Load(w + 2 * i + 32), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(Load(w + 2 * i + 48), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(Load(w + 2 * i), _mm256_loadu_ps(x + i), a0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, w + 2 * i, 2);
+    s += One(h) * x[i];
+  }
+  return s;
+}
+
+float bf16_one(uint16_t h) { return bf16_to_f32(h); }
+float f16_one(uint16_t h) { return f16_to_f32(h); }
+
+BRAID_AVX2 float dot_bf16(const uint8_t* w, const float* x, int64_t n) {
+  return dot_half<bf16x8, bf16_one>(w, x, n);
+}
+BRAID_AVX2 float dot_f16(const uint8_t* w, const float* x, int64_t n) {
+  return dot_half<f16x8, f16_one>(w, x, n);
+}
+
+// One block's codes times x, unscaled: 32 products summed in 8 lanes.
+BRAID_AVX2 inline __m256 q8_block(const uint8_t* q, const float* x) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+  __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
+  return _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+}
+
+// Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
+BRAID_AVX2 inline void q4_codes(const uint8_t* q, __m128i* lo, __m128i* hi) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
+  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
+}
+
+BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
+  __m128i lo, hi;
+  q4_codes(q, &lo, &hi);
+  __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
+  return _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+}
+
+// Scaled block sums alternate between two accumulators.
+template <__m256 (*Block)(const uint8_t*, const float*), int64_t BlockBytes>
+BRAID_AVX2 inline float dot_blocks(const uint8_t* w, const float* x, int64_t n) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* q = w + 2 * nb;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    a0 =
+        _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q + b * BlockBytes, x + b * kQuantBlock), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)),
+                         Block(q + (b + 1) * BlockBytes, x + (b + 1) * kQuantBlock), a1);
+  }
+  if (b < nb)
+    a0 =
+        _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q + b * BlockBytes, x + b * kQuantBlock), a0);
+  return hsum(_mm256_add_ps(a0, a1));
+}
+
+BRAID_AVX2 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
+  return dot_blocks<q8_block, 32>(w, x, n);
+}
+BRAID_AVX2 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
+  return dot_blocks<q4_block, 16>(w, x, n);
+}
+
+BRAID_AVX2 void dequant_bf16(const uint8_t* w, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, bf16x8(w + 2 * i));
+  if (i < n) dequantize_row(DType::BF16, w + 2 * i, n - i, out + i);
+}
+
+BRAID_AVX2 void dequant_f16(const uint8_t* w, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, f16x8(w + 2 * i));
+  if (i < n) dequantize_row(DType::F16, w + 2 * i, n - i, out + i);
+}
+
+BRAID_AVX2 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* q = w + 2 * nb;
+  for (int64_t b = 0; b < nb; ++b, q += 32, out += 32) {
+    const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
+    _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
+    _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
+    _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
+    _mm256_storeu_ps(out + 24, _mm256_mul_ps(d, i8x8(_mm_srli_si128(hi, 8))));
+  }
+}
+
+BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* q = w + 2 * nb;
+  for (int64_t b = 0; b < nb; ++b, q += 16, out += 32) {
+    const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
+    __m128i lo, hi;
+    q4_codes(q, &lo, &hi);
+    _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
+    _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
+    _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
+    _mm256_storeu_ps(out + 24, _mm256_mul_ps(d, i8x8(_mm_srli_si128(hi, 8))));
+  }
+}
+
+}  // namespace
+
+Kernels avx2_kernels() {
+  return {{dot_bf16, dot_f16, dot_q8, dot_q4}, {}, {dequant_bf16, dequant_f16, dequant_q8, dequant_q4}};
+}
+
+}  // namespace braid::ops::wdot

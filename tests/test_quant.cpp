@@ -1,0 +1,269 @@
+// Compact weight formats: the row layouts, quantization error bounds, every kernel path the
+// CPU can run against a double-precision reference, linear() on compact matrices in its
+// three modes (GEMV, batched decode rows, panel GEMM), and the safetensors encoding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/quant.hpp"
+#include "core/rng.hpp"
+#include "fixtures.hpp"
+#include "io/safetensors.hpp"
+#include "ops/cpu/gemm.hpp"
+#include "ops/cpu/wdot.hpp"
+
+namespace braid {
+namespace {
+
+const DType kCompact[] = {DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0};
+const ops::Isa kIsas[] = {ops::Isa::Scalar, ops::Isa::Avx2, ops::Isa::Avx512};
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(r.normal()) * scale;
+  return v;
+}
+
+std::vector<uint8_t> quantized(DType t, const std::vector<float>& w, int64_t rows, int64_t cols) {
+  std::vector<uint8_t> q(size_t(rows) * row_bytes(t, cols));
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row(t, w.data() + r * cols, cols, q.data() + r * row_bytes(t, cols));
+  return q;
+}
+
+float scale_of(const uint8_t* row, int64_t b) {
+  uint16_t h;
+  std::memcpy(&h, row + 2 * b, 2);
+  return f16_to_f32(h);
+}
+
+TEST(QuantFormat, RowBytes) {
+  EXPECT_EQ(row_bytes(DType::F32, 64), 256u);
+  EXPECT_EQ(row_bytes(DType::BF16, 64), 128u);
+  EXPECT_EQ(row_bytes(DType::Q8_0, 64), 2u * 34u);
+  EXPECT_EQ(row_bytes(DType::Q4_0, 64), 2u * 18u);
+  EXPECT_TRUE(storable_as(DType::Q4_0, 96));
+  EXPECT_FALSE(storable_as(DType::Q4_0, 48));
+  EXPECT_TRUE(storable_as(DType::BF16, 48));
+}
+
+// The documented Q4_0 layout, written out by hand: a block whose largest magnitude is -8
+// has scale exactly 1, so every code is its value + 8.
+TEST(QuantFormat, Q4LayoutIsAsDocumented) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 16; ++j) x[size_t(j)] = float(j - 8), x[size_t(j + 16)] = float(7 - j % 8);
+  std::vector<uint8_t> q(row_bytes(DType::Q4_0, 32));
+  quantize_row(DType::Q4_0, x.data(), 32, q.data());
+  EXPECT_EQ(q[0] | q[1] << 8, 0x3C00);  // f16 1.0
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(q[size_t(2 + j)] & 15, j) << j;
+    EXPECT_EQ(q[size_t(2 + j)] >> 4, 15 - j % 8) << j;
+  }
+  std::vector<float> back(32);
+  dequantize_row(DType::Q4_0, q.data(), 32, back.data());
+  EXPECT_EQ(back, x);
+}
+
+TEST(QuantFormat, Q8LayoutIsAsDocumented) {
+  std::vector<float> x(64);
+  for (int i = 0; i < 64; ++i) x[size_t(i)] = float((i * 37) % 255 - 127) * (i < 32 ? 1.0f : 0.5f);
+  x[0] = 127.0f, x[32] = -63.5f;  // block maxima: scales 1 and 0.5
+  std::vector<uint8_t> q(row_bytes(DType::Q8_0, 64));
+  quantize_row(DType::Q8_0, x.data(), 64, q.data());
+  EXPECT_EQ(scale_of(q.data(), 0), 1.0f);
+  EXPECT_EQ(scale_of(q.data(), 1), 0.5f);
+  for (int i = 0; i < 64; ++i)
+    EXPECT_EQ(int(int8_t(q[size_t(4 + i)])), int(x[size_t(i)] / (i < 32 ? 1 : 0.5f)));
+}
+
+// Round to nearest: each value within half a step of its block's scale (Q4_0's positive
+// extreme may saturate a step away); bf16 / f16 to their rounding.
+TEST(QuantFormat, ErrorWithinHalfAStep) {
+  const int64_t cols = 256;
+  const std::vector<float> w = randn(size_t(cols), 3, 0.05f);
+  for (DType t : kCompact) {
+    std::vector<uint8_t> q = quantized(t, w, 1, cols);
+    std::vector<float> back(static_cast<size_t>(cols));
+    dequantize_row(t, q.data(), cols, back.data());
+    for (int64_t i = 0; i < cols; ++i) {
+      const float x = w[size_t(i)], e = std::fabs(back[size_t(i)] - x);
+      if (t == DType::BF16) {
+        EXPECT_LE(e, std::fabs(x) * 0x1p-8f) << i;
+      } else if (t == DType::F16) {
+        EXPECT_LE(e, std::fabs(x) * 0x1p-11f + 0x1p-25f) << i;
+      } else {
+        float amax = 0.0f;
+        for (int64_t j = i / 32 * 32; j < i / 32 * 32 + 32; ++j)
+          amax = std::max(amax, std::fabs(w[size_t(j)]));
+        const float d = std::fabs(scale_of(q.data(), i / 32));
+        EXPECT_NEAR(d, amax / (t == DType::Q8_0 ? 127.0f : 8.0f), amax * 1e-3f) << i;
+        EXPECT_LE(e, (t == DType::Q4_0 ? 1.0f : 0.5f) * d * 1.0001f) << dtype_name(t) << " " << i;
+      }
+    }
+  }
+}
+
+TEST(QuantFormat, ZeroBlockAndBadInput) {
+  std::vector<float> z(32, 0.0f), back(32, 1.0f);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    std::vector<uint8_t> q(row_bytes(t, 32));
+    quantize_row(t, z.data(), 32, q.data());
+    dequantize_row(t, q.data(), 32, back.data());
+    EXPECT_EQ(back, z);
+  }
+  std::vector<float> bad(32, 0.5f);
+  std::vector<uint8_t> q(row_bytes(DType::Q8_0, 32));
+  bad[5] = NAN;
+  EXPECT_NE(error_of([&] { quantize_row(DType::Q8_0, bad.data(), 32, q.data()); }).find("non-finite"),
+            std::string::npos);
+  bad[5] = 1e12f;
+  EXPECT_NE(error_of([&] { quantize_row(DType::Q8_0, bad.data(), 32, q.data()); }).find("overflows f16"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { quantize_row(DType::Q4_0, bad.data(), 31, q.data()); }).find("31 values"),
+            std::string::npos);
+}
+
+// Every path this CPU runs, every format, lengths with and without SIMD tails.
+TEST(WeightKernels, EveryPathMatchesTheReference) {
+  int paths = 0;
+  for (ops::Isa isa : kIsas) {
+    if (!ops::isa_supported(isa)) continue;
+    ++paths;
+    for (DType t : kCompact)
+      for (int64_t cols : {32, 64, 96, 160, 768, 37, 100}) {
+        if (!storable_as(t, cols)) continue;
+        const int64_t rows = 5;
+        const std::vector<float> w = randn(size_t(rows * cols), 7 + uint64_t(cols), 0.1f),
+                                 x = randn(size_t(cols), 8);
+        const std::vector<uint8_t> q = quantized(t, w, rows, cols);
+        std::vector<float> y(size_t(rows), 0.5f), deq(size_t(rows * cols)), deq_scalar(size_t(rows * cols));
+        ops::matvec_w(isa, t, q.data(), x.data(), rows, cols, true, y.data());
+        ops::dequantize_rows(isa, t, q.data(), rows, cols, deq.data());
+        ops::dequantize_rows(ops::Isa::Scalar, t, q.data(), rows, cols, deq_scalar.data());
+        EXPECT_EQ(deq, deq_scalar) << ops::isa_name(isa) << " " << dtype_name(t) << " cols " << cols;
+        for (int64_t r = 0; r < rows; ++r) {
+          const uint8_t* row = q.data() + r * row_bytes(t, cols);
+          double mag = 0;
+          for (int64_t i = 0; i < cols; ++i)
+            mag += std::fabs(double(deq_scalar[size_t(r * cols + i)]) * x[size_t(i)]);
+          EXPECT_NEAR(y[size_t(r)], 0.5 + ops::dot_w_ref(t, row, x.data(), cols), 1e-6 * mag + 1e-7)
+              << ops::isa_name(isa) << " " << dtype_name(t) << " cols " << cols << " row " << r;
+        }
+      }
+  }
+  EXPECT_GE(paths, 1);
+}
+
+// Rows computed four at a time give exactly what each row alone gives, on every path.
+TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
+  const int64_t rows = 11;
+  for (int64_t cols : {32, 64, 544}) {
+    const std::vector<float> w = randn(size_t(rows * cols), 51, 0.1f), x = randn(size_t(cols), 52);
+    for (ops::Isa isa : kIsas) {
+      if (!ops::isa_supported(isa)) continue;
+      for (DType t : kCompact) {
+        const std::vector<uint8_t> q = quantized(t, w, rows, cols);
+        std::vector<float> all(static_cast<size_t>(rows));
+        ops::matvec_w(isa, t, q.data(), x.data(), rows, cols, false, all.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          float one = 0.0f;
+          ops::matvec_w(isa, t, q.data() + r * row_bytes(t, cols), x.data(), 1, cols, false, &one);
+          EXPECT_EQ(all[size_t(r)], one) << ops::isa_name(isa) << " " << dtype_name(t) << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(WeightKernels, BatchGivesEachInputItsSingleResult) {
+  const int64_t rows = 9, cols = 128, B = 3;
+  const std::vector<float> w = randn(size_t(rows * cols), 21, 0.1f), x = randn(size_t(B * cols), 22);
+  for (DType t : kCompact) {
+    const std::vector<uint8_t> q = quantized(t, w, rows, cols);
+    std::vector<float> yb(size_t(B * rows));
+    ops::matvec_w_batch(t, q.data(), x.data(), B, rows, cols, false, yb.data(), rows);
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<float> y1(static_cast<size_t>(rows));
+      ops::matvec_w(t, q.data(), x.data() + b * cols, rows, cols, false, y1.data());
+      for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(yb[size_t(b * rows + r)], y1[size_t(r)]) << dtype_name(t);
+    }
+  }
+}
+
+// linear() on a compact matrix equals linear() on its dequantized f32 copy, for one token
+// (threaded GEMV), independent decode rows, and a prompt (panel GEMM), with a bias.
+TEST(WeightKernels, LinearOnCompactMatricesMatchesItsF32Copy) {
+  const int64_t in = 96, out = 700;  // 700 x 96 > the GEMV's threading threshold
+  const std::vector<float> w = randn(size_t(out * in), 31, 0.1f), bias = randn(size_t(out), 32);
+  for (DType t : kCompact) {
+    const std::vector<uint8_t> q = quantized(t, w, out, in);
+    std::vector<float> deq(size_t(out * in));
+    ops::dequantize_rows(ops::Isa::Scalar, t, q.data(), out, in, deq.data());
+    for (int64_t T : {1, 3, 70}) {
+      for (bool rows_mode : {false, true}) {
+        if (T == 1 && rows_mode) continue;
+        const std::vector<float> x = randn(size_t(T * in), 33 + uint64_t(T));
+        std::vector<float> y(size_t(T * out)), ref(size_t(T * out));
+        {
+          std::unique_ptr<ops::DecodeRows> dr(rows_mode ? new ops::DecodeRows : nullptr);
+          ops::linear(x.data(), T, in, ops::MatRef(q.data(), t), out, bias.data(), y.data());
+        }
+        ops::linear_ref(x.data(), T, in, deq.data(), out, bias.data(), ref.data());
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i])))
+              << dtype_name(t) << " T " << T << (rows_mode ? " rows" : "") << " at " << i;
+      }
+    }
+  }
+}
+
+TEST(WeightKernels, CompactMatrixRefusesF32Use) {
+  std::vector<uint8_t> q(row_bytes(DType::Q8_0, 32));
+  const ops::MatRef m(q.data(), DType::Q8_0);
+  EXPECT_NE(error_of([&] { (void)m.f32(); }).find("stored as Q8_0"), std::string::npos);
+}
+
+// Block formats travel through safetensors as U8 [rows, row bytes] named in the metadata.
+TEST(QuantSafetensors, RoundTripAndBadEncodings) {
+  TempDir dir;
+  const int64_t rows = 3, cols = 64;
+  const std::vector<float> w = randn(size_t(rows * cols), 41);
+  Tensor q8 = Tensor::zeros(DType::Q8_0, {rows, cols});
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row(DType::Q8_0, w.data() + r * cols, cols,
+                 q8.data_mut<uint8_t>() + r * row_bytes(DType::Q8_0, cols));
+  Tensor plain = Tensor::zeros(DType::F32, {4});
+  write_safetensors(dir / "m.safetensors", {{"a.weight", q8}, {"b", plain}});
+  auto f = SafetensorsFile::open(dir / "m.safetensors");
+  Tensor back = f->get("a.weight");
+  EXPECT_EQ(back.dtype(), DType::Q8_0);
+  EXPECT_EQ(back.shape(), (Shape{rows, cols}));
+  ASSERT_EQ(back.nbytes(), q8.nbytes());
+  EXPECT_EQ(std::memcmp(back.raw(), q8.raw(), q8.nbytes()), 0);
+  EXPECT_EQ(f->get("b").dtype(), DType::F32);
+  const std::vector<float> f32 = [&] {
+    Tensor t = back.to_f32();
+    return std::vector<float>(t.f32(), t.f32() + t.numel());
+  }();
+  for (size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(f32[i], w[i], 0.03) << i;
+
+  auto bad = [&](const std::map<std::string, std::string>& meta, Tensor t) {
+    write_safetensors(dir / "bad.safetensors", {{"a.weight", t}}, meta);
+    return error_of([&] { SafetensorsFile::open(dir / "bad.safetensors"); });
+  };
+  Tensor u8 = Tensor::zeros(DType::U8, {3, 68});
+  EXPECT_NE(bad({{"braid.block_format.nope", "Q8_0"}}, u8).find("not a tensor of the file"),
+            std::string::npos);
+  EXPECT_NE(bad({{"braid.block_format.a.weight", "Q5_1"}}, u8).find("unknown block format 'Q5_1'"),
+            std::string::npos);
+  EXPECT_NE(bad({{"braid.block_format.a.weight", "Q4_0"}}, u8).find("not a whole number of Q4_0 blocks"),
+            std::string::npos);
+  EXPECT_NE(bad({{"braid.block_format.a.weight", "Q8_0"}}, Tensor::zeros(DType::F32, {3, 34}))
+                .find("must be stored as a 2-d U8 array"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace braid
