@@ -116,4 +116,48 @@ TEST(Cli, InitInspectRunOnANewModel) {
   expect_usage_error(braid("init --spec " + spec + " --out " + (d / "m2")), "unknown mixer type 'lstm'");
 }
 
+// braid quantize writes a model that loads and runs; braid verify --against reports what
+// it costs on a text (nothing for a model against itself); bad requests are one-line errors.
+TEST(Cli, QuantizeAndVerifyQuality) {
+  TempDir d;
+  const std::string def = std::string(BRAID_SOURCE_DIR) + "/models/default";
+  const std::string text = d / "text.txt";
+  {
+    std::ofstream out(text);
+    for (int i = 0; i < 20; ++i)
+      out << "In the beginning God created the heaven and the earth. And the earth was without form, and "
+             "void; and darkness was upon the face of the deep.\n";
+  }
+  Result r = braid("quantize --model " + def + " --format q8_0 --out " + (d / "q8"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("as Q8_0"), std::string::npos) << r.out;
+  r = braid("run --model " + (d / "q8") + " --prompt " + q("And God said") + " -n 8");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = braid("verify --model " + def + " --against " + def + " --text " + text + " --window 64 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  braid::json same = braid::json::parse(r.out);
+  EXPECT_EQ(same["logits_max_abs_error"].get<double>(), 0.0);
+  EXPECT_EQ(same["perplexity_change_percent"].get<double>(), 0.0);
+  EXPECT_EQ(same["top1_agreement"].get<double>(), 1.0);
+  r = braid("verify --model " + (d / "q8") + " --against " + def + " --text " + text + " --window 64 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  braid::json q8 = braid::json::parse(r.out);
+  EXPECT_GT(q8["logits_max_abs_error"].get<double>(), 0.0);
+  EXPECT_LT(std::abs(q8["perplexity_change_percent"].get<double>()), 5.0) << r.out;
+
+  expect_usage_error(braid("quantize --model " + def + " --format q5_1 --out " + (d / "x")),
+                     "unknown weight format 'q5_1'");
+  expect_usage_error(braid("quantize --model " + def + " --format q8_0 --out " + def),
+                     "source model's directory");
+  expect_usage_error(braid("quantize --model " + def + " --format q4_0 --out " + (d / "q8")), "--overwrite");
+  expect_usage_error(braid("verify --model " + def + " --text " + text), "--against");
+  expect_usage_error(braid("verify --model " + def + " --against " + def + " --text " + (d / "none.txt")),
+                     "cannot read");
+  // --overwrite replaces the 8-bit model with a 4-bit one, which runs.
+  r = braid("quantize --model " + def + " --format q4_0 --out " + (d / "q8") + " --overwrite");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = braid("run --model " + (d / "q8") + " --prompt-ids 1,2,3 -n 2");
+  EXPECT_EQ(r.rc, 0) << r.err;
+}
+
 }  // namespace

@@ -2,14 +2,21 @@
 // dump (input_ids, logits, hidden_states.N, gen_prompt / gen_tokens / gen_logits).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "commands.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 #include "import/load.hpp"
+#include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "model/grads.hpp"
 #include "runtime/generate.hpp"
+#include "runtime/sampling.hpp"
+#include "runtime/session.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace braid::cli {
 
@@ -17,6 +24,9 @@ namespace {
 
 struct VerifyArgs {
   std::string model, reference, grads;
+  std::string against, text;  // quality against another model on a text file
+  int64_t window = 512, max_tokens = 16384;
+  bool json = false;
   double tol = 1e-4, grad_tol = 1e-4;
   int threads = 0;
 };
@@ -54,7 +64,91 @@ std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
   return ids;
 }
 
+// ln p(next token) for every position of a window but the last, in double.
+void next_token_nll(const std::vector<float>& logits, const int32_t* t, int64_t T, int64_t V, double* nll) {
+  for (int64_t i = 0; i + 1 < T; ++i) {
+    const float* l = logits.data() + i * V;
+    double mx = l[0], sum = 0;
+    for (int64_t v = 1; v < V; ++v) mx = std::max(mx, double(l[v]));
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v]) - mx);
+    *nll += mx + std::log(sum) - double(l[t[i + 1]]);
+  }
+}
+
+// What a converted (quantized) model costs against the model it came from, on a text file:
+// both read the text in independent windows; logit error, top-1 agreement and perplexity.
+int quality(const VerifyArgs& a) {
+  namespace fs = std::filesystem;
+  set_num_threads(a.threads);
+  check(a.window >= 2 && a.max_tokens >= 2, "--window and --max-tokens must be >= 2");
+  std::shared_ptr<const Model> model = load_model(a.model), base = load_model(a.against);
+  const int64_t V = model->spec().vocab_size;
+  check(base->spec().vocab_size == V, a.against, ": vocabulary of ", base->spec().vocab_size, " tokens, but ",
+        a.model, " has ", V);
+  const fs::path tok_path = fs::exists(fs::path(a.model) / "tokenizer.json")
+                                ? fs::path(a.model) / "tokenizer.json"
+                                : fs::path(a.against) / "tokenizer.json";
+  check(fs::exists(tok_path), a.model, ": no tokenizer.json here or in ", a.against, " to read --text with");
+  std::ifstream in(a.text, std::ios::binary);
+  check(bool(in), a.text, ": cannot read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<int32_t> ids = Tokenizer::load(tok_path.string())->encode(ss.str());
+  if (int64_t(ids.size()) > a.max_tokens) ids.resize(size_t(a.max_tokens));
+  check(ids.size() >= 2, a.text, ": fewer than 2 tokens");
+  double nll_model = 0, nll_base = 0, max_abs = 0, max_ref = 0;
+  int64_t predicted = 0, agree = 0;
+  for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += size_t(a.window)) {
+    const int64_t T = std::min<int64_t>(a.window, int64_t(ids.size() - w0));
+    if (T < 2) break;
+    Session sm(model), sb(base);
+    const std::vector<float> lm = sm.feed_all(ids.data() + w0, T), lb = sb.feed_all(ids.data() + w0, T);
+    next_token_nll(lm, ids.data() + w0, T, V, &nll_model);
+    next_token_nll(lb, ids.data() + w0, T, V, &nll_base);
+    for (int64_t i = 0; i < T; ++i) {
+      const float *m = lm.data() + i * V, *b = lb.data() + i * V;
+      for (int64_t v = 0; v < V; ++v) {
+        max_abs = std::max(max_abs, double(std::fabs(m[v] - b[v])));
+        max_ref = std::max(max_ref, double(std::fabs(b[v])));
+      }
+      agree += argmax(m, V) == argmax(b, V);
+    }
+    predicted += T - 1;
+  }
+  const double ppl_model = std::exp(nll_model / double(predicted)),
+               ppl_base = std::exp(nll_base / double(predicted));
+  const double change = 100.0 * (ppl_model / ppl_base - 1.0);
+  const int64_t positions = int64_t(ids.size());
+  if (a.json) {
+    const json j = {{"model", a.model},
+                    {"against", a.against},
+                    {"text", a.text},
+                    {"tokens", positions},
+                    {"window", a.window},
+                    {"logits_max_abs_error", max_abs},
+                    {"logits_max_abs", max_ref},
+                    {"top1_agreement", double(agree) / double(positions)},
+                    {"perplexity", ppl_model},
+                    {"perplexity_against", ppl_base},
+                    {"perplexity_change_percent", change}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("model       %s\nagainst     %s\ntext        %s: %lld tokens in windows of %lld\n",
+              a.model.c_str(), a.against.c_str(), a.text.c_str(), (long long)positions, (long long)a.window);
+  std::printf("logits      max abs error %.3e (largest logit %.3e, rel %.3e)\n", max_abs, max_ref,
+              max_ref > 0 ? max_abs / max_ref : max_abs);
+  std::printf("top-1       %.2f%% of positions agree\n", 100.0 * double(agree) / double(positions));
+  std::printf("perplexity  %.4f vs %.4f: %+.3f%%\n", ppl_model, ppl_base, change);
+  return 0;
+}
+
 int verify(const VerifyArgs& a) {
+  if (!a.against.empty()) return quality(a);
+  check(!a.reference.empty(),
+        "give --reference FILE (parity with a reference dump) or --against DIR --text FILE "
+        "(quality against another model)");
+  check(a.text.empty(), "--text needs --against DIR");
   set_num_threads(a.threads);
   std::shared_ptr<const Model> model = load_model(a.model);
   auto ref = SafetensorsFile::open(a.reference);
@@ -156,8 +250,16 @@ void add_verify(CLI::App& app, int& exit_code) {
   CLI::App* c =
       app.add_subcommand("verify", "Check a checkpoint against reference outputs (exit 1 beyond tolerance)");
   c->add_option("--model", a->model, "Model directory")->required();
-  c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*")
-      ->required();
+  c->add_option("--reference", a->reference, "safetensors with input_ids, logits, hidden_states.N, gen_*");
+  c->add_option("--against", a->against,
+                "Instead of --reference: a model to compare with on --text (e.g. the f32 model a quantized "
+                "one came from); reports logit error, top-1 agreement and perplexity change");
+  c->add_option("--text", a->text, "With --against: a text file");
+  c->add_option("--window", a->window, "With --against: tokens per independent window")
+      ->capture_default_str();
+  c->add_option("--max-tokens", a->max_tokens, "With --against: read at most this many tokens of --text")
+      ->capture_default_str();
+  c->add_flag("--json", a->json, "With --against: one JSON line");
   c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")
       ->capture_default_str();
   c->add_option("--grads", a->grads,
