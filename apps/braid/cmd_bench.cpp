@@ -17,6 +17,7 @@
 #include "model/spec_json.hpp"
 #include "ops/cpu/roofline.hpp"
 #include "ops/cpu/wdot.hpp"
+#include "runtime/context_bench.hpp"
 #include "runtime/sampling.hpp"
 #include "runtime/session.hpp"
 #include "train/trainer.hpp"
@@ -26,7 +27,9 @@ namespace braid::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, train_spec, weights;
+  std::string model, train_spec, weights, context;
+  int64_t chunk = 4096;
+  double max_seconds = 600;
   int64_t prompt_len = 512, decode = 64, batch = 8, seq = 256;
   int runs = 5, threads = 0;
   bool as_json = false;
@@ -99,6 +102,43 @@ void bench_train(const BenchArgs& a) {
               100 * frac, peak / 1e9);
 }
 
+// Throughput and memory at each context length (the long-context runner).
+void bench_context(const BenchArgs& a, const std::shared_ptr<const Model>& model) {
+  ContextBenchOptions o;
+  o.chunk = a.chunk, o.decode = a.decode, o.max_seconds = a.max_seconds;
+  const std::vector<int64_t> lengths = parse_context_list(a.context);
+  if (!a.as_json)
+    std::printf("%10s  %14s  %14s  %12s  %10s  %s\n", "context", "prefill tok/s", "decode tok/s", "state MiB",
+                "RSS MiB", "status");
+  for (int64_t L : lengths) {
+    const ContextPoint p = run_context_point(model, L, o);
+    if (a.as_json) {
+      const json j = {{"model", a.model},
+                      {"threads", num_threads()},
+                      {"context", p.context},
+                      {"status", p.status},
+                      {"prompt_tokens_fed", p.fed},
+                      {"prefill_tokens_per_s", p.prefill_tokens_per_s},
+                      {"decode_tokens_per_s", p.decode_tokens_per_s},
+                      {"state_bytes", p.state_bytes},
+                      {"rss_bytes", p.rss_bytes},
+                      {"predicted_bytes", p.predicted_bytes},
+                      {"chunk", a.chunk}};
+      std::printf("%s\n", j.dump().c_str());
+    } else if (p.status == "out_of_memory") {
+      std::printf("%10lld  %14s  %14s  %12s  %10s  out of memory (needs %.1f GiB)\n", (long long)L, "-", "-",
+                  "-", "-", double(p.predicted_bytes) / double(size_t(1) << 30));
+    } else {
+      char decode[32] = "-";
+      if (p.status == "ok") std::snprintf(decode, sizeof decode, "%.2f", p.decode_tokens_per_s);
+      std::printf("%10lld  %14.1f  %14s  %12.2f  %10.1f  %s\n", (long long)L, p.prefill_tokens_per_s, decode,
+                  double(p.state_bytes) / (1 << 20), double(p.rss_bytes) / (1 << 20),
+                  p.status == "ok" ? "ok" : ("timeout after " + std::to_string(p.fed) + " tokens").c_str());
+    }
+    std::fflush(stdout);
+  }
+}
+
 void bench(const BenchArgs& a) {
   if (!a.train_spec.empty()) return bench_train(a);
   check(!a.model.empty(), "give --model DIR (inference) or --train SPEC.json (training)");
@@ -109,6 +149,7 @@ void bench(const BenchArgs& a) {
     QuantizedWeights q = quantize_weights(*model, parse_weight_format(a.weights));
     model = std::make_shared<const Model>(model->spec(), std::move(q.weights), a.model);
   }
+  if (!a.context.empty()) return bench_context(a, model);
   const ModelSpec& s = model->spec();
   Rng rng(1234);
   std::vector<int32_t> prompt(size_t(a.prompt_len));
@@ -117,8 +158,7 @@ void bench(const BenchArgs& a) {
   // Bytes decode must read per token: every weight matrix except the embedding table
   // (one row is read, unless it doubles as the LM head), the recurrent states and the
   // KV cache at the mean decode context.
-  std::map<std::string, size_t> by_format;  // bytes of weights in each storage format
-  for (const auto& [name, t] : model->weights()) by_format[dtype_name(t.dtype())] += t.nbytes();
+  const std::map<std::string, size_t> by_format = model->weight_bytes_by_format();
   size_t weights_read = model->weight_bytes(), params_read = size_t(model->n_params());
   if (s.input_dim == 0 && !s.tie_embeddings) {
     const Tensor& embed = model->weights().at("embed.weight");
@@ -243,6 +283,12 @@ void add_bench(CLI::App& app, int& exit_code) {
   c->add_option("--runs", a->runs, "Repetitions (the median is reported)")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
   c->add_flag("--compare-step", a->compare_step, "Also time the prompt fed one token at a time");
+  c->add_option("--context", a->context,
+                "Long-context runner: lengths like 1k,4k,16k,64k,256k,1M (prompt streamed in --chunk tokens, "
+                "then --decode tokens at that depth)");
+  c->add_option("--chunk", a->chunk, "With --context: prompt tokens per forward")->capture_default_str();
+  c->add_option("--max-seconds", a->max_seconds, "With --context: time budget per length")
+      ->capture_default_str();
   c->add_flag("--json", a->as_json, "Print one JSON object (fields in docs/benchmarks.md)");
   c->callback([a, &exit_code] {
     bench(*a);
