@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -153,6 +154,15 @@ TEST(Cli, QuantizeAndVerifyQuality) {
   expect_usage_error(braid("verify --model " + def + " --text " + text), "--against");
   expect_usage_error(braid("verify --model " + def + " --against " + def + " --text " + (d / "none.txt")),
                      "cannot read");
+  // The kernels can be lowered to another path; a name that is not one is reported, not fatal.
+  ::setenv("BRAID_ISA", "scalar", 1);
+  Result scalar = braid("run --model " + (d / "q8") + " --prompt-ids 1,2,3 -n 4");
+  ::setenv("BRAID_ISA", "sse9", 1);
+  Result bogus = braid("run --model " + (d / "q8") + " --prompt-ids 1,2,3 -n 4");
+  ::unsetenv("BRAID_ISA");
+  EXPECT_EQ(scalar.rc, 0) << scalar.err;
+  EXPECT_EQ(bogus.rc, 0) << bogus.err;
+  EXPECT_NE(bogus.err.find("BRAID_ISA=sse9 is not scalar, avx2 or avx512"), std::string::npos) << bogus.err;
   // --overwrite replaces the 8-bit model with a 4-bit one, which runs.
   r = braid("quantize --model " + def + " --format q4_0 --out " + (d / "q8") + " --overwrite");
   ASSERT_EQ(r.rc, 0) << r.err;

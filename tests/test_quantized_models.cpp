@@ -88,7 +88,11 @@ TEST_P(QuantizedFixtures, CompactModelMatchesItsF32Twin) {
     auto compact = std::make_shared<const Model>(m->spec(), q.weights, "compact");
     int64_t stored = 0;
     for (const auto& [name, t] : compact->weights()) stored += t.dtype() == fmt;
-    EXPECT_EQ(stored, q.matrices) << what;  // the compact model really holds them compactly
+    // The compact model really holds them compactly (block formats fall back to F16 for
+    // matrices whose rows are not whole blocks).
+    EXPECT_EQ(stored, q.matrices - int64_t(q.fallback.size())) << what;
+    for (const std::string& name : q.fallback)
+      EXPECT_EQ(compact->weights().at(name).dtype(), DType::F16) << name;
     expect_same_as_twin(compact, twin, what);
   }
 }
@@ -129,6 +133,21 @@ TEST(QuantizedModels, SaveAndLoadKeepTheFormat) {
   const std::vector<int32_t> t = tokens(9, m->spec().vocab_size, 2);
   Session a(loaded), b(direct);
   EXPECT_EQ(a.feed(t.data(), 9), b.feed(t.data(), 9));
+}
+
+// A 16-bit checkpoint keeps its matrices in 16 bits, unless the caller asks for f32 (training,
+// gradient checks).
+TEST(QuantizedModels, SixteenBitCheckpointsWidenOnRequest) {
+  REQUIRE_FIXTURES();
+  TempDir dir;
+  std::unique_ptr<Model> m = load_model(hf_fixture("llama"));
+  QuantizedWeights q = quantize_weights(*m, DType::BF16);
+  save_model(dir / "bf16", m->spec(), q.weights);
+  std::unique_ptr<Model> kept = load_model(dir / "bf16"), wide = load_model(dir / "bf16", false);
+  int64_t bf16 = 0;
+  for (const auto& [name, t] : kept->weights()) bf16 += t.dtype() == DType::BF16;
+  EXPECT_EQ(bf16, q.matrices);
+  for (const auto& [name, t] : wide->weights()) EXPECT_EQ(t.dtype(), DType::F32) << name;
 }
 
 TEST(QuantizedModels, TrainingAndF32UsesRefuseCompactWeights) {

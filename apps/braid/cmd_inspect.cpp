@@ -1,5 +1,6 @@
 // braid inspect: architecture, parameters, per-layer mixers and memory per sequence.
 #include <cstdio>
+#include <map>
 
 #include "commands.hpp"
 #include "import/load.hpp"
@@ -23,6 +24,7 @@ void inspect(const std::string& dir, bool as_json) {
   const ModelSpec& s = model->spec();
   // Per sequence, at the default depth (a looped core keeps state per iteration).
   const size_t fixed = model->fixed_state_bytes(), per_token = model->state_bytes_per_token();
+  const std::map<std::string, size_t> by_format = model->weight_bytes_by_format();
   json layers = json::array();
   for (int64_t i = 0; i < model->n_layers(); ++i) {
     const Mixer* m = model->mixer(size_t(i));
@@ -61,6 +63,7 @@ void inspect(const std::string& dir, bool as_json) {
               {"family", s.family},
               {"parameters", model->n_params()},
               {"weight_bytes", model->weight_bytes()},
+              {"weight_bytes_by_format", by_format},
               {"vocab_size", s.vocab_size},
               {"d_model", s.d_model},
               {"state_bytes_per_sequence", fixed},
@@ -76,8 +79,11 @@ void inspect(const std::string& dir, bool as_json) {
   }
   std::printf("model          %s\n", dir.c_str());
   std::printf("architecture   %s%s\n", s.family.c_str(), s.name.empty() ? "" : (" (" + s.name + ")").c_str());
-  std::printf("parameters     %lld (%s as F32)\n", (long long)model->n_params(),
-              human(double(model->weight_bytes())).c_str());
+  std::string formats;
+  for (const auto& [f, bytes] : by_format)
+    formats += (formats.empty() ? "" : ", ") + f + " " + human(double(bytes));
+  std::printf("parameters     %lld (%s: %s)\n", (long long)model->n_params(),
+              human(double(model->weight_bytes())).c_str(), formats.c_str());
   if (s.input_dim > 0)
     std::printf("inputs         %lld real values per position (linear read-in), %lld outputs, width %lld\n",
                 (long long)s.input_dim, (long long)s.vocab_size, (long long)s.d_model);

@@ -44,10 +44,10 @@ void quantize(const QuantizeArgs& a) {
   std::printf("wrote %s: %lld matrices as %s, %.1f MiB -> %.1f MiB of weights\n", a.out.c_str(),
               (long long)q.matrices, dtype_name(format), double(q.bytes_before) / (1 << 20),
               double(q.bytes_after) / (1 << 20));
-  if (!q.kept_f32.empty()) {
-    std::printf("kept as f32 (%zu; rows not a whole number of 32-value blocks):", q.kept_f32.size());
-    for (size_t i = 0; i < q.kept_f32.size() && i < 8; ++i) std::printf(" %s", q.kept_f32[i].c_str());
-    std::printf("%s\n", q.kept_f32.size() > 8 ? " ..." : "");
+  if (!q.fallback.empty()) {
+    std::printf("of which %zu as F16 (rows not a whole number of 32-value blocks):", q.fallback.size());
+    for (size_t i = 0; i < q.fallback.size() && i < 4; ++i) std::printf(" %s", q.fallback[i].c_str());
+    std::printf("%s\n", q.fallback.size() > 4 ? " ..." : "");
   }
 }
 

@@ -150,7 +150,7 @@ int verify(const VerifyArgs& a) {
         "(quality against another model)");
   check(a.text.empty(), "--text needs --against DIR");
   set_num_threads(a.threads);
-  std::shared_ptr<const Model> model = load_model(a.model);
+  std::shared_ptr<const Model> model = load_model(a.model, a.grads.empty());  // gradients need f32
   auto ref = SafetensorsFile::open(a.reference);
   check(ref->find("input_ids") != nullptr, a.reference, ": no 'input_ids' tensor");
   const int64_t V = model->spec().vocab_size, D = model->spec().d_model;

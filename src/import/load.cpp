@@ -146,9 +146,12 @@ Weights gather(const Resolved& r, const Checkpoint& ck, const std::string& what)
 
 }  // namespace
 
-std::unique_ptr<Model> load_model(const std::string& dir) {
+std::unique_ptr<Model> load_model(const std::string& dir, bool keep_16bit) {
   Resolved r = resolve(dir);
   Weights w = gather(r, Checkpoint::open_dir(dir), dir);
+  if (!keep_16bit)
+    for (auto& [name, t] : w)
+      if (t.dtype() == DType::BF16 || t.dtype() == DType::F16) t = t.to_f32();
   return std::make_unique<Model>(std::move(r.spec), std::move(w), dir);
 }
 

@@ -11,7 +11,9 @@ namespace braid {
 // Reads DIR/config.json and maps it to a ModelSpec without loading weights.
 ModelSpec load_spec(const std::string& dir);
 // Loads spec and weights; every problem is a braid::Error naming the file and field.
-std::unique_ptr<Model> load_model(const std::string& dir);
+// Projection matrices stored as BF16 / F16 stay so unless keep_16bit is false (then every
+// 16-bit tensor is widened to f32, as training and gradient checks need).
+std::unique_ptr<Model> load_model(const std::string& dir, bool keep_16bit = true);
 
 // Tensors named "<prefix><checkpoint name>" in the safetensors `file`, one per parameter
 // of the model in DIR, under canonical names and sliced as the weights are (for

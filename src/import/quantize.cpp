@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <cstring>
+
 #include "core/error.hpp"
 #include "core/quant.hpp"
 
@@ -29,21 +31,24 @@ QuantizedWeights quantize_weights(const Model& model, DType format) {
     const Tensor f = t.to_f32();
     const bool matrix = model.matrix_params().count(name) != 0;
     if (!matrix || format == DType::F32) {
-      q.weights[name] = f;
-    } else if (!storable_as(format, t.dim(1))) {
-      q.kept_f32.push_back(name);
-      q.weights[name] = f;
+      // An owned copy, so the source model's file can be released once it is gone.
+      Tensor c = Tensor::zeros(DType::F32, f.shape());
+      std::memcpy(c.raw_mut(), f.raw(), f.nbytes());
+      q.weights[name] = std::move(c);
     } else {
-      Tensor out = Tensor::zeros(format, t.shape());
+      // A matrix whose rows are not whole 32-value blocks falls back to F16.
+      const DType as = storable_as(format, t.dim(1)) ? format : DType::F16;
+      if (as != format) q.fallback.push_back(name);
+      Tensor out = Tensor::zeros(as, t.shape());
       const int64_t rows = t.dim(0), cols = t.dim(1);
-      const size_t rb = row_bytes(format, cols);
+      const size_t rb = row_bytes(as, cols);
       const float* src = f.f32();
       uint8_t* dst = out.data_mut<uint8_t>();
       std::string problem;
 #pragma omp parallel for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         try {
-          quantize_row(format, src + r * cols, cols, dst + size_t(r) * rb);
+          quantize_row(as, src + r * cols, cols, dst + size_t(r) * rb);
         } catch (const Error& e) {
 #pragma omp critical
           if (problem.empty()) problem = std::string(e.what()) + " (row " + std::to_string(r) + ")";

@@ -66,14 +66,20 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
     rms_rows(dbc + R + N, T, N, P, eps, w_.c_norm);
     rms_rows(dbc, T, R, P, eps, w_.dt_norm);
   }
-  // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P, so
-  // multiply through a GEMM with lda = P.
+  // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P: one token
+  // is contiguous (a threaded GEMV, in the matrix's stored format); a chunk multiplies an
+  // f32 matrix in place through a GEMM with lda = P, or gathers the rows for a compact one.
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
-  for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
-  if (T == 1)  // decode: a GEMV (SGEMM would pack the matrix for one row)
-    ops::matvec(w_.dt_proj, dbc, Di, R, 1.0f, true, dt);
-  else
-    ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj, R, true, 1.0f, dt, Di);
+  if (T == 1) {
+    ops::linear(dbc, 1, R, w_.dt_proj, Di, w_.dt_proj_b, dt);
+  } else if (w_.dt_proj.dtype == DType::F32) {
+    for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
+    ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj.f32(), R, true, 1.0f, dt, Di);
+  } else {
+    float* dt_in = ws.get(Workspace::kGate, size_t(T * R));
+    for (int64_t t = 0; t < T; ++t) std::memcpy(dt_in + t * R, dbc + t * P, size_t(R) * sizeof(float));
+    ops::linear(dt_in, T, R, w_.dt_proj, Di, w_.dt_proj_b, dt);
+  }
   for (int64_t i = 0; i < T * Di; ++i) dt[i] = ops::softplus(dt[i]);
 
   // Selective scan, channels split across threads; gated output into u's slot `g`.

@@ -32,9 +32,10 @@ class MambaState final : public State {
 struct MambaWeights {
   ops::MatRef in_proj;
   const float* in_proj_b = nullptr;
-  const float *conv_w = nullptr, *conv_b = nullptr;      // [d_inner][d_conv], [d_inner]
-  ops::MatRef x_proj;                                    // [dt_rank + 2 d_state][d_inner]
-  const float *dt_proj = nullptr, *dt_proj_b = nullptr;  // [d_inner][dt_rank] (a strided GEMM reads it)
+  const float *conv_w = nullptr, *conv_b = nullptr;  // [d_inner][d_conv], [d_inner]
+  ops::MatRef x_proj;                                // [dt_rank + 2 d_state][d_inner]
+  ops::MatRef dt_proj;                               // [d_inner][dt_rank]
+  const float* dt_proj_b = nullptr;
   const float *A_log = nullptr, *D = nullptr;
   ops::MatRef out_proj;
   const float* out_proj_b = nullptr;

@@ -142,7 +142,7 @@ std::unique_ptr<Mixer> Model::make_mixer(MixerKind kind, size_t i) {
       mw.conv_w = w(mp + "conv1d.weight");
       mw.conv_b = w_opt(mp + "conv1d.bias");
       mw.x_proj = m(mp + "x_proj.weight");
-      mw.dt_proj = w(mp + "dt_proj.weight");
+      mw.dt_proj = m(mp + "dt_proj.weight");
       mw.dt_proj_b = w(mp + "dt_proj.bias");
       mw.A_log = w(mp + "A_log");
       mw.D = w(mp + "D");
@@ -356,6 +356,12 @@ size_t Model::weight_bytes() const {
   size_t n = 0;
   for (const auto& kv : weights_) n += kv.second.nbytes();
   return n;
+}
+
+std::map<std::string, size_t> Model::weight_bytes_by_format() const {
+  std::map<std::string, size_t> out;
+  for (const auto& [name, t] : weights_) out[dtype_name(t.dtype())] += t.nbytes();
+  return out;
 }
 
 size_t Model::layer_fixed_state_bytes(size_t i) const {

@@ -92,6 +92,8 @@ class Model {
   int64_t n_layers() const { return int64_t(mixers_.size()); }
   int64_t n_params() const;
   size_t weight_bytes() const;
+  // Bytes of weights held in each storage format ("F32", "BF16", "Q8_0", ...).
+  std::map<std::string, size_t> weight_bytes_by_format() const;
 
   // The order blocks run in with `loops` iterations of the looped core (0: the spec's
   // default; ignored without a loop).

@@ -1,6 +1,9 @@
 #include "ops/cpu/wdot.hpp"
 
+#include <cpuid.h>
+
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -95,24 +98,37 @@ const wdot::Kernels& kernels(Isa isa) {
   return table[int(isa)];
 }
 
-Isa best_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
-    return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Isa::Avx2;
-  return Isa::Scalar;
+// F16C (half-precision conversions): CPUID leaf 1, ECX bit 29 (not every compiler's
+// __builtin_cpu_supports knows the name).
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
 }
 
+Isa best_isa() {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !has_f16c()) return Isa::Scalar;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
+  return Isa::Avx2;
+}
+
+// The best path, or a lower one named by BRAID_ISA (a name that is not a path, or one the CPU
+// cannot run, is reported on stderr and ignored).
 Isa initial_isa() {
-  Isa isa = best_isa();
-  if (const char* e = std::getenv("BRAID_ISA")) {
-    const std::string want = e;
-    for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
-      if (want == isa_name(i) && int(i) < int(isa)) isa = i;
-  }
-  return isa;
+  const Isa best = best_isa();
+  const char* e = std::getenv("BRAID_ISA");
+  if (!e || !*e) return best;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (std::string(e) == isa_name(i)) {
+      if (int(i) <= int(best)) return i;
+      std::fprintf(stderr, "braid: BRAID_ISA=%s, but this CPU runs %s at best; using %s\n", e, isa_name(best),
+                   isa_name(best));
+      return best;
+    }
+  std::fprintf(stderr, "braid: BRAID_ISA=%s is not scalar, avx2 or avx512; using %s\n", e, isa_name(best));
+  return best;
 }
 
 std::atomic<Isa>& active() {
