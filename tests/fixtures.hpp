@@ -12,6 +12,13 @@
 inline std::string fixtures_dir() { return BRAID_FIXTURES_DIR; }
 inline std::string hf_fixture(const std::string& arch) { return fixtures_dir() + "/hf/" + arch; }
 
+// Every Hugging Face family with a fixture (../shared/fixtures/hf/<family>).
+inline const char* const kHfFamilies[] = {
+    "llama",     "qwen3",      "mamba",   "falcon_mamba",    "mamba2",
+    "bamba",     "nemotron_h", "lfm2",    "jamba",           "granitemoehybrid",
+    "falcon_h1", "qwen3_next", "minimax", "recurrent_gemma", "rwkv",
+    "xlstm"};
+
 // Skips the test (with a message) when the fixtures are not checked out beside the repo.
 #define REQUIRE_FIXTURES()                                        \
   do {                                                            \

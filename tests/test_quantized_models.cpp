@@ -97,10 +97,7 @@ TEST_P(QuantizedFixtures, CompactModelMatchesItsF32Twin) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, QuantizedFixtures,
-                         ::testing::Values("llama", "qwen3", "mamba", "falcon_mamba", "mamba2", "bamba",
-                                           "nemotron_h", "lfm2", "jamba", "granitemoehybrid", "falcon_h1",
-                                           "qwen3_next", "minimax", "recurrent_gemma", "rwkv", "xlstm"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, QuantizedFixtures, ::testing::ValuesIn(kHfFamilies));
 
 // braid's own mixers (GLA, Titans in its three placements, sliding windows, segments) from
 // the bundled task specs, with dimensions that are multiples of 32.
