@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <cctype>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -10,16 +11,11 @@
 namespace braid {
 
 DType parse_weight_format(const std::string& name) {
-  static const struct {
-    const char* name;
-    DType t;
-  } table[] = {{"f32", DType::F32},
-               {"bf16", DType::BF16},
-               {"f16", DType::F16},
-               {"q8_0", DType::Q8_0},
-               {"q4_0", DType::Q4_0}};
-  for (const auto& e : table)
-    if (name == e.name) return e.t;
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    std::string lower = dtype_name(t);  // "Q8_0" -> "q8_0"
+    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (name == lower) return t;
+  }
   fail("unknown weight format '", name, "' (expected f32, bf16, f16, q8_0 or q4_0)");
 }
 
@@ -31,10 +27,13 @@ QuantizedWeights quantize_weights(const Model& model, DType format) {
     const Tensor f = t.to_f32();
     const bool matrix = model.matrix_params().count(name) != 0;
     if (!matrix || format == DType::F32) {
-      // An owned copy, so the source model's file can be released once it is gone.
-      Tensor c = Tensor::zeros(DType::F32, f.shape());
-      std::memcpy(c.raw_mut(), f.raw(), f.nbytes());
-      q.weights[name] = std::move(c);
+      if (t.dtype() != DType::F32) {
+        q.weights[name] = f;  // to_f32 made a copy already
+      } else {                // an owned copy, so the source model's file can be released once it is gone
+        Tensor c = Tensor::zeros(DType::F32, f.shape());
+        std::memcpy(c.raw_mut(), f.raw(), f.nbytes());
+        q.weights[name] = std::move(c);
+      }
     } else {
       // A matrix whose rows are not whole 32-value blocks falls back to F16.
       const DType as = storable_as(format, t.dim(1)) ? format : DType::F16;

@@ -163,7 +163,10 @@ void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const 
       for (int64_t o = 0; o < out; ++o) y[t * out + o] = bias[o];
   }
   const float beta = bias ? 1.0f : 0.0f;
-  if (T == 1 || t_decode_rows) {
+  // A compact matrix meets a few rows (memory as context decodes two per token) by reading its
+  // codes once for all of them, not by converting the whole matrix for SGEMM.
+  constexpr int64_t kFewRows = 4;
+  if (T == 1 || t_decode_rows || (W.dtype != DType::F32 && T <= kFewRows)) {
     gemv_rows(W, x, T, out, in, bias != nullptr, y);
   } else if (W.dtype == DType::F32) {
     gemm(T, out, in, 1.0f, x, in, static_cast<const float*>(W.data), in, true, beta, y, out);
