@@ -25,8 +25,8 @@ struct MatRef {
 };
 
 // y[T, out] = x[T, in] . W[out, in]^T (+ bias[out]); W row-major as stored in
-// checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode); for T > 1 a compact
-// W is converted to f32 a panel of rows at a time for SGEMM.
+// checkpoints. T == 1 takes the GEMV path (bandwidth-bound decode); a compact W meets up to
+// 4 rows the same way and more rows by converting a panel of its rows at a time for SGEMM.
 void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y);
 
 // Batched decoding: while a DecodeRows is alive on the calling thread, linear() and
