@@ -59,5 +59,46 @@ TEST(ContextBench, StopsAtTheBudgetOrTheMemoryLimit) {
   EXPECT_GT(oom.predicted_bytes, size_t(1) << 20);
 }
 
+TEST(ContextBench, SweepGrowsOneSessionThroughTheLengths) {
+  ContextBenchOptions o;
+  o.chunk = 96, o.decode = 4;
+  auto mamba2 = task_model("mqar-d64-mamba2"), attn = task_model("mqar-d64-attention");
+  std::vector<int64_t> reported;
+  const std::vector<ContextPoint> m =
+      run_context_sweep(mamba2, {200, 700}, o, [&](const ContextPoint& p) { reported.push_back(p.context); });
+  EXPECT_EQ(reported, (std::vector<int64_t>{200, 700}));
+  ASSERT_EQ(m.size(), 2u);
+  for (const ContextPoint& p : m) {
+    EXPECT_EQ(p.status, "ok");
+    EXPECT_EQ(p.fed, p.context);  // prompt tokens; the decoded ones are counted apart
+    EXPECT_GT(p.prefill_tokens_per_s, 0);
+    EXPECT_GT(p.decode_tokens_per_s, 0);
+    EXPECT_EQ(p.state_bytes, mamba2->fixed_state_bytes());
+  }
+  const std::vector<ContextPoint> a = run_context_sweep(attn, {200, 700}, o);
+  // The cache holds the prompt and both lengths' decoded tokens.
+  EXPECT_GE(a[1].state_bytes, size_t(700 + 2 * 4) * attn->state_bytes_per_token());
+  EXPECT_GT(a[1].state_bytes, a[0].state_bytes);
+  EXPECT_GT(a[1].predicted_bytes, a[0].predicted_bytes);
+
+  o.max_seconds = 0;  // stops inside the first length; the rest are not reached
+  const std::vector<ContextPoint> t = run_context_sweep(mamba2, {200, 700}, o);
+  EXPECT_EQ(t[0].status, "timeout");
+  EXPECT_EQ(t[0].fed, 96);
+  EXPECT_EQ(t[1].status, "timeout");
+  EXPECT_EQ(t[1].fed, 96);
+  EXPECT_EQ(t[1].decode_tokens_per_s, 0);
+
+  o.max_seconds = 600;  // the second length alone would exceed the limit
+  o.memory_limit = (a[0].predicted_bytes + a[1].predicted_bytes) / 2;
+  const std::vector<ContextPoint> mem = run_context_sweep(attn, {200, 700}, o);
+  EXPECT_EQ(mem[0].status, "ok");
+  EXPECT_EQ(mem[1].status, "out_of_memory");
+  EXPECT_EQ(mem[1].fed, 0);
+
+  for (const std::vector<int64_t>& bad : {std::vector<int64_t>{700, 200}, {200, 200}, {0, 5}})
+    EXPECT_NE(error_of([&] { run_context_sweep(mamba2, bad, o); }).find("ascending"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace braid

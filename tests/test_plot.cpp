@@ -118,5 +118,67 @@ TEST(Plot, CliWritesSvgIntoTheRun) {
   EXPECT_NE(line.find("cannot read metrics"), std::string::npos) << line;
 }
 
+// A record as braid bench --context --json prints it.
+std::string context_record(int64_t context, const char* status, double prefill, double decode,
+                           double state_mib, double predicted_mib) {
+  const double MiB = 1 << 20;
+  return "{\"context\":" + std::to_string(context) + ",\"status\":\"" + status +
+         "\",\"prefill_tokens_per_s\":" + std::to_string(prefill) + ",\"decode_tokens_per_s\":" +
+         std::to_string(decode) + ",\"state_bytes\":" + std::to_string(state_mib * MiB) +
+         ",\"rss_bytes\":" + std::to_string((state_mib + 100) * MiB) +
+         ",\"predicted_bytes\":" + std::to_string(predicted_mib * MiB) +
+         ",\"memory_limit_bytes\":" + std::to_string(4096 * MiB) + "}\n";
+}
+
+TEST(Plot, ContextChartsOnLogLogAxes) {
+  TempDir d;
+  std::ofstream(d / "attn.jsonl") << context_record(1024, "ok", 1000, 100, 32, 400)
+                                   << context_record(65536, "ok", 200, 10, 2048, 4400)
+                                   << context_record(1048576, "out_of_memory", 0, 0, 0, 65536);
+  std::ofstream(d / "ssm.jsonl") << context_record(1024, "ok", 800, 50, 18, 300)
+                                  << context_record(65536, "ok", 800, 50, 18, 300)
+                                  << context_record(1048576, "ok", 790, 49, 18, 300);
+  const std::vector<ContextSeries> models = {read_context_records(d / "attn.jsonl", "attn"),
+                                             read_context_records(d / "ssm.jsonl", "ssm")};
+  ASSERT_EQ(models[0].points.size(), 3u);
+  EXPECT_EQ(models[0].points[2].status, "out_of_memory");
+  const ContextCharts c = context_charts_svg(models);
+  // Decode: one line per model over the lengths that ran; the slower one is drawn lower.
+  EXPECT_EQ(count(c.decode, "<polyline"), 2u);
+  const auto attn = points(c.decode, 0), ssm = points(c.decode, 1);
+  ASSERT_EQ(attn.size(), 2u);
+  ASSERT_EQ(ssm.size(), 3u);
+  // Log-log: every doubling of context is the same step in x (1k -> 64k is 6 of 1k -> 1M's 10),
+  // every decade of tokens/s the same step in y (100 -> 10 tok/s drawn one decade lower).
+  EXPECT_NEAR(attn[1].first - attn[0].first, (ssm[2].first - ssm[0].first) * 6.0 / 10.0, 0.2);
+  const double decade = attn[1].second - attn[0].second;
+  EXPECT_GT(decade, 50);
+  EXPECT_NEAR(ssm[2].second - ssm[0].second, decade * std::log10(50.0 / 49.0), 0.2);
+  EXPECT_NE(c.decode.find(">1M</text>"), std::string::npos);
+  EXPECT_NE(c.decode.find(">100</text>"), std::string::npos);
+  // Memory: KV + state and resident set per model, the prediction where it could not run,
+  // and the memory available.
+  EXPECT_EQ(count(c.memory, "<polyline"), 2u * 2u + 1u + 1u);
+  EXPECT_NE(c.memory.find("attn: needed (predicted), not run"), std::string::npos);
+  EXPECT_NE(c.memory.find("memory available"), std::string::npos);
+  EXPECT_EQ(c.memory.find("ssm: needed"), std::string::npos);
+  EXPECT_EQ(count(c.prefill, "<polyline"), 2u);
+
+  std::ofstream(d / "bad.jsonl") << context_record(1024, "ok", 1, 1, 1, 1) << "{\"context\":2}\n";
+  std::ofstream(d / "status.jsonl") << context_record(1024, "done", 1, 1, 1, 1);
+  std::ofstream(d / "neg.jsonl") << context_record(1024, "ok", -5, 1, 1, 1);
+  std::ofstream(d / "empty.jsonl");
+  EXPECT_NE(error_of([&] { read_context_records(d / "bad.jsonl", "x"); }).find("bad.jsonl:2: not a record"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_context_records(d / "status.jsonl", "x"); }).find("status 'done'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_context_records(d / "neg.jsonl", "x"); }).find("'prefill_tokens_per_s'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_context_records(d / "empty.jsonl", "x"); }).find("no context records"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { read_context_records(d / "missing.jsonl", "x"); }).find("cannot read"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace braid

@@ -34,6 +34,7 @@ struct BenchArgs {
   int runs = 5, threads = 0;
   bool as_json = false;
   bool compare_step = false;  // also time the prompt fed one token at a time
+  bool sweep = false;         // --context: one session through all lengths
 };
 
 double median(std::vector<double> v) {
@@ -110,11 +111,11 @@ void bench_context(const BenchArgs& a, const std::shared_ptr<const Model>& model
   if (!a.as_json)
     std::printf("%10s  %14s  %14s  %12s  %10s  %s\n", "context", "prefill tok/s", "decode tok/s", "state MiB",
                 "RSS MiB", "status");
-  for (int64_t L : lengths) {
-    const ContextPoint p = run_context_point(model, L, o);
+  auto print = [&](const ContextPoint& p) {
     if (a.as_json) {
       const json j = {{"model", a.model},
                       {"threads", num_threads()},
+                      {"sweep", a.sweep},
                       {"context", p.context},
                       {"status", p.status},
                       {"prompt_tokens_fed", p.fed},
@@ -123,20 +124,26 @@ void bench_context(const BenchArgs& a, const std::shared_ptr<const Model>& model
                       {"state_bytes", p.state_bytes},
                       {"rss_bytes", p.rss_bytes},
                       {"predicted_bytes", p.predicted_bytes},
+                      {"memory_limit_bytes", p.memory_limit_bytes},
                       {"chunk", a.chunk}};
       std::printf("%s\n", j.dump().c_str());
     } else if (p.status == "out_of_memory") {
-      std::printf("%10lld  %14s  %14s  %12s  %10s  out of memory (needs %.1f GiB)\n", (long long)L, "-", "-",
-                  "-", "-", double(p.predicted_bytes) / double(size_t(1) << 30));
+      std::printf("%10lld  %14s  %14s  %12s  %10s  out of memory (needs %.1f GiB)\n", (long long)p.context, "-",
+                  "-", "-", "-", double(p.predicted_bytes) / double(size_t(1) << 30));
     } else {
       char decode[32] = "-";
       if (p.status == "ok") std::snprintf(decode, sizeof decode, "%.2f", p.decode_tokens_per_s);
-      std::printf("%10lld  %14.1f  %14s  %12.2f  %10.1f  %s\n", (long long)L, p.prefill_tokens_per_s, decode,
-                  double(p.state_bytes) / (1 << 20), double(p.rss_bytes) / (1 << 20),
+      std::printf("%10lld  %14.1f  %14s  %12.2f  %10.1f  %s\n", (long long)p.context, p.prefill_tokens_per_s,
+                  decode, double(p.state_bytes) / (1 << 20), double(p.rss_bytes) / (1 << 20),
                   p.status == "ok" ? "ok" : ("timeout after " + std::to_string(p.fed) + " tokens").c_str());
     }
     std::fflush(stdout);
+  };
+  if (a.sweep) {
+    run_context_sweep(model, lengths, o, print);
+    return;
   }
+  for (int64_t L : lengths) print(run_context_point(model, L, o));
 }
 
 void bench(const BenchArgs& a) {
@@ -287,8 +294,11 @@ void add_bench(CLI::App& app, int& exit_code) {
                 "Long-context runner: lengths like 1k,4k,16k,64k,256k,1M (prompt streamed in --chunk tokens, "
                 "then --decode tokens at that depth)");
   c->add_option("--chunk", a->chunk, "With --context: prompt tokens per forward")->capture_default_str();
-  c->add_option("--max-seconds", a->max_seconds, "With --context: time budget per length")
+  c->add_option("--max-seconds", a->max_seconds, "With --context: time budget per length (with --sweep: in all)")
       ->capture_default_str();
+  c->add_flag("--sweep", a->sweep,
+              "With --context: one session grows through the lengths (ascending), decoding at each; "
+              "costs the longest length's time instead of the sum");
   c->add_flag("--json", a->as_json, "Print one JSON object (fields in docs/benchmarks.md)");
   c->callback([a, &exit_code] {
     bench(*a);

@@ -1,4 +1,5 @@
-// braid plot: the loss curves of one or more training runs as an SVG file.
+// braid plot: the loss curves of one or more training runs as an SVG file, or (--context)
+// the long-context runner's records of several models as three charts.
 #include <cstdio>
 #include <filesystem>
 
@@ -17,9 +18,26 @@ struct PlotArgs {
   std::vector<std::string> runs;
   std::string out, title = "training loss";
   double smoothing = 0.9;
+  bool context = false;
 };
 
+// Records of `braid bench --context --json`, one file per model (its name, less the
+// extension, labels it): prefill.svg, decode.svg and memory.svg in --out.
+void plot_context(const PlotArgs& a) {
+  check(!a.out.empty(), "--context needs --out DIR (the charts' directory)");
+  std::vector<ContextSeries> models;
+  for (const std::string& r : a.runs) models.push_back(read_context_records(r, fs::path(r).stem().string()));
+  const ContextCharts c = context_charts_svg(models);
+  fs::create_directories(a.out);
+  for (const auto& [name, svg] : {std::pair{"prefill.svg", &c.prefill}, {"decode.svg", &c.decode},
+                                  {"memory.svg", &c.memory}})
+    write_text_file((fs::path(a.out) / name).string(), *svg);
+  std::printf("wrote prefill.svg, decode.svg and memory.svg in %s (%zu model%s)\n", a.out.c_str(), models.size(),
+              models.size() == 1 ? "" : "s");
+}
+
 void plot(const PlotArgs& a) {
+  if (a.context) return plot_context(a);
   std::vector<LossSeries> series;
   for (const std::string& r : a.runs) {
     // A run directory or its metrics.jsonl; the label is the run directory's name.
@@ -41,7 +59,10 @@ void add_plot(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<PlotArgs>();
   CLI::App* c = app.add_subcommand("plot", "Draw the loss curves of training runs (metrics.jsonl) as SVG");
   c->add_option("runs", a->runs, "Run directories or metrics.jsonl files (one curve each)")->required();
-  c->add_option("--out", a->out, "SVG path (default: loss.svg in the first run's directory)");
+  c->add_option("--out", a->out, "SVG path (default: loss.svg in the first run's directory); with --context, a directory");
+  c->add_flag("--context", a->context,
+              "The files are `braid bench --context --json` outputs, one per model: draw prefill, decode and "
+              "memory against context length");
   c->add_option("--smoothing", a->smoothing, "Exponential moving average over the training loss, [0, 1)")
       ->capture_default_str();
   c->add_option("--title", a->title, "Title")->capture_default_str();

@@ -3,6 +3,7 @@
 // that depth; stops a length that runs out of its time budget or would not fit in memory.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,10 +30,21 @@ struct ContextPoint {
   // What the length needs (weights, states, KV caches at up to twice their size as they grow
   // by doubling, 256 MiB of scratch): a point whose prediction exceeds the limit is not run.
   size_t predicted_bytes = 0;
+  size_t memory_limit_bytes = 0;  // the limit it was held to (0: unknown)
 };
 
 ContextPoint run_context_point(const std::shared_ptr<const Model>& model, int64_t context,
                                const ContextBenchOptions& o);
+
+// All lengths (ascending) with one session that grows through them: at each length it decodes
+// o.decode tokens, which stay in its context, and the point's prefill speed is the prompt
+// tokens fed so far over the prefill time so far (decoding excluded), which is what a fresh
+// session fed that many tokens would measure. o.max_seconds bounds the whole sweep; the
+// lengths it does not reach are reported as "timeout" (or "out_of_memory" where their
+// prediction exceeds the limit). Costs the time of the longest length instead of the sum.
+std::vector<ContextPoint> run_context_sweep(const std::shared_ptr<const Model>& model,
+                                            const std::vector<int64_t>& lengths, const ContextBenchOptions& o,
+                                            const std::function<void(const ContextPoint&)>& report = {});
 
 // "1k,4k,1M" -> 1024, 4096, 1048576 (k = 2^10, M = 2^20; plain numbers as they are).
 std::vector<int64_t> parse_context_list(const std::string& list);

@@ -58,6 +58,18 @@ std::string tick_label(double v, double step) {
   return b;
 }
 
+// A power of two or ten in few characters: 0.01, 1, 512, 4k, 64k, 1M, 16G (k = 2^10 for
+// powers of two, 10^3 for powers of ten, and so on).
+std::string power_label(double v) {
+  if (v < 1) return tick_label(v, v);
+  const bool binary = std::abs(std::log2(v) - std::round(std::log2(v))) < 1e-9 && v >= 1024;
+  const double unit = binary ? 1024 : 1000;
+  const char* suffix[] = {"", "k", "M", "G", "T", "P"};
+  int k = 0;
+  while (v >= unit && k < 5) v /= unit, ++k;
+  return tick_label(v, 1) + suffix[k];
+}
+
 std::string escape(const std::string& s) {
   std::string o;
   for (char c : s) {
@@ -81,26 +93,29 @@ std::string line_chart_svg(const LineChart& c) {
   static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                                   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   auto xmap = [&](double x) { return c.log2_x ? std::log2(x) : x; };
+  auto ymap = [&](double y) { return c.log10_y ? std::log10(y) : y; };
   double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
   for (const ChartSeries& s : c.series)
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       if (!std::isfinite(s.y[i])) continue;
       check(!c.log2_x || s.x[i] > 0, "a log-scale chart needs positive x values, found ", s.x[i]);
+      check(!c.log10_y || s.y[i] > 0, "a log-scale chart needs positive y values, found ", s.y[i]);
       x0 = std::min(x0, xmap(s.x[i])), x1 = std::max(x1, xmap(s.x[i]));
-      if (s.sets_range) y0 = std::min(y0, s.y[i]), y1 = std::max(y1, s.y[i]);
+      if (s.sets_range) y0 = std::min(y0, ymap(s.y[i])), y1 = std::max(y1, ymap(s.y[i]));
     }
   check(std::isfinite(x0) && std::isfinite(y0), "nothing to plot: no finite values");
-  if (std::isfinite(c.y_min)) y0 = c.y_min;
-  if (std::isfinite(c.y_max)) y1 = c.y_max;
+  if (std::isfinite(c.y_min)) y0 = ymap(c.y_min);
+  if (std::isfinite(c.y_max)) y1 = ymap(c.y_max);
   if (x1 <= x0) x0 -= 0.5, x1 += 0.5;
   if (y1 <= y0) y1 = y0 + 1;
-  const double ty = tick_step(y0, y1, 6), tx = c.log2_x ? 1.0 : tick_step(x0, x1, 8);
+  // Axis positions are in mapped units (log2 x, log10 y): ticks every power of two / ten.
+  const double ty = c.log10_y ? 1.0 : tick_step(y0, y1, 6), tx = c.log2_x ? 1.0 : tick_step(x0, x1, 8);
   if (!std::isfinite(c.y_min)) y0 = std::floor(y0 / ty) * ty;
   if (!std::isfinite(c.y_max)) y1 = std::ceil(y1 / ty) * ty;
 
   const double W = 760, H = 440, L = 64, R = 20, T = 40, B = 52;  // size and margins
   auto px = [&](double x) { return L + (xmap(x) - x0) / (x1 - x0) * (W - L - R); };
-  auto py = [&](double y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); };
+  auto py = [&](double y) { return T + (y1 - ymap(y)) / (y1 - y0) * (H - T - B); };
   std::string o;
   o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt(W) + "\" height=\"" + fmt(H) +
        "\" viewBox=\"0 0 " + fmt(W) + " " + fmt(H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
@@ -110,17 +125,18 @@ std::string line_chart_svg(const LineChart& c) {
   o += "<text x=\"" + fmt(W / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + escape(c.title) +
        "</text>\n";
   for (double y = y0; y <= y1 + ty / 2; y += ty) {
-    o += "<line x1=\"" + fmt(L) + "\" x2=\"" + fmt(W - R) + "\" y1=\"" + fmt(py(y)) + "\" y2=\"" +
-         fmt(py(y)) + "\" stroke=\"#e5e5e5\"/>\n";
-    o += "<text x=\"" + fmt(L - 6) + "\" y=\"" + fmt(py(y) + 4) + "\" text-anchor=\"end\">" +
-         tick_label(y, ty) + "</text>\n";
+    const double at = c.log10_y ? std::pow(10.0, y) : y;  // the tick's value
+    o += "<line x1=\"" + fmt(L) + "\" x2=\"" + fmt(W - R) + "\" y1=\"" + fmt(py(at)) + "\" y2=\"" +
+         fmt(py(at)) + "\" stroke=\"#e5e5e5\"/>\n";
+    o += "<text x=\"" + fmt(L - 6) + "\" y=\"" + fmt(py(at) + 4) + "\" text-anchor=\"end\">" +
+         (c.log10_y ? power_label(at) : tick_label(y, ty)) + "</text>\n";
   }
   for (double x = std::ceil(x0 / tx) * tx; x <= x1 + tx / 2; x += tx) {
     const double at = c.log2_x ? std::exp2(x) : x;  // the tick's value
     o += "<line x1=\"" + fmt(px(at)) + "\" x2=\"" + fmt(px(at)) + "\" y1=\"" + fmt(H - B) + "\" y2=\"" +
          fmt(H - B + 5) + "\" stroke=\"black\"/>\n";
     o += "<text x=\"" + fmt(px(at)) + "\" y=\"" + fmt(H - B + 19) + "\" text-anchor=\"middle\">" +
-         tick_label(at, c.log2_x ? 1.0 : tx) + "</text>\n";
+         (c.log2_x ? power_label(at) : tick_label(at, tx)) + "</text>\n";
   }
   o += "<rect x=\"" + fmt(L) + "\" y=\"" + fmt(T) + "\" width=\"" + fmt(W - L - R) + "\" height=\"" +
        fmt(H - T - B) + "\" fill=\"none\" stroke=\"black\"/>\n";
@@ -182,6 +198,92 @@ std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing
   }
   check(!c.series.empty(), "nothing to plot: no finite loss values");
   return line_chart_svg(c);
+}
+
+}  // namespace braid
+
+namespace braid {
+
+ContextSeries read_context_records(const std::string& path, const std::string& label) {
+  std::ifstream in(path);
+  check(in.good(), path, ": cannot read context records");
+  ContextSeries s;
+  s.label = label;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const json j = json::parse(line, nullptr, false);
+    auto number = [&](const char* key) {
+      check(j.contains(key) && j[key].is_number() && j[key].get<double>() >= 0, path, ":", n, ": field '", key,
+            "' missing or not a non-negative number (expected a record of braid bench --context --json)");
+      return j[key].get<double>();
+    };
+    check(j.is_object() && j.contains("status") && j["status"].is_string(), path, ":", n,
+          ": not a record of braid bench --context --json (a JSON object with 'context' and 'status')");
+    ContextRecord r;
+    r.context = number("context");
+    check(r.context >= 1, path, ":", n, ": context must be >= 1");
+    r.status = j["status"].get<std::string>();
+    check(r.status == "ok" || r.status == "timeout" || r.status == "out_of_memory", path, ":", n,
+          ": status '", r.status, "' is not ok, timeout or out_of_memory");
+    r.prefill_tokens_per_s = number("prefill_tokens_per_s");
+    r.decode_tokens_per_s = number("decode_tokens_per_s");
+    r.state_bytes = number("state_bytes");
+    r.rss_bytes = number("rss_bytes");
+    r.predicted_bytes = number("predicted_bytes");
+    if (j.contains("memory_limit_bytes")) r.memory_limit_bytes = number("memory_limit_bytes");
+    s.points.push_back(r);
+  }
+  check(!s.points.empty(), path, ": no context records");
+  return s;
+}
+
+ContextCharts context_charts_svg(const std::vector<ContextSeries>& models) {
+  check(!models.empty(), "no models to chart");
+  auto chart = [](const std::string& title, const std::string& y_label) {
+    LineChart c;
+    c.title = title, c.x_label = "context (tokens)", c.y_label = y_label;
+    c.log2_x = c.log10_y = true;
+    return c;
+  };
+  LineChart prefill = chart("prefill throughput vs context", "prompt tokens/s (whole prompt)");
+  LineChart decode = chart("decode throughput at each depth", "tokens/s");
+  LineChart memory = chart("memory vs context", "MiB");
+  const double MiB = 1 << 20;
+  double limit = 0, x_min = INFINITY, x_max = 0;
+  for (size_t m = 0; m < models.size(); ++m) {
+    const ContextSeries& s = models[m];
+    ChartSeries pre{s.label, {}, {}, int(m)}, dec = pre, state = pre, rss = pre, need = pre;
+    pre.markers = dec.markers = state.markers = true;
+    state.label = s.label + ": KV + state";
+    rss.label = s.label + ": resident set", rss.style = ChartSeries::Style::Faint;
+    need.label = s.label + ": needed (predicted), not run";
+    need.style = ChartSeries::Style::Dashed, need.markers = true;
+    for (const ContextRecord& r : s.points) {
+      x_min = std::min(x_min, r.context), x_max = std::max(x_max, r.context);
+      limit = std::max(limit, r.memory_limit_bytes);
+      if (r.status == "ok") {
+        dec.x.push_back(r.context), dec.y.push_back(r.decode_tokens_per_s);
+        pre.x.push_back(r.context), pre.y.push_back(r.prefill_tokens_per_s);
+        state.x.push_back(r.context), state.y.push_back(std::max(r.state_bytes, 1.0) / MiB);
+        rss.x.push_back(r.context), rss.y.push_back(std::max(r.rss_bytes, 1.0) / MiB);
+      } else {
+        // The dashed prediction (of the whole process, like the resident set) starts at the
+        // last length that ran, so the two lines join.
+        if (need.x.empty() && !rss.x.empty()) need.x.push_back(rss.x.back()), need.y.push_back(rss.y.back());
+        need.x.push_back(r.context), need.y.push_back(std::max(r.predicted_bytes, 1.0) / MiB);
+      }
+    }
+    prefill.series.push_back(pre);
+    decode.series.push_back(dec);
+    memory.series.push_back(state);
+    memory.series.push_back(rss);
+    if (need.x.size() > 1 || (need.x.size() == 1 && rss.x.empty())) memory.series.push_back(need);
+  }
+  if (limit > 0)
+    memory.series.push_back({"memory available", {x_min, x_max}, {limit / MiB, limit / MiB}, 7,
+                             ChartSeries::Style::Dashed});
+  return {line_chart_svg(prefill), line_chart_svg(decode), line_chart_svg(memory)};
 }
 
 }  // namespace braid

@@ -27,11 +27,12 @@ struct ChartSeries {
 struct LineChart {
   std::string title, x_label, y_label;
   bool log2_x = false;              // x on a log scale with ticks at powers of two
+  bool log10_y = false;             // y on a log scale with ticks at powers of ten
   double y_min = NAN, y_max = NAN;  // fixed y range (NaN: from the data, rounded to ticks)
   std::vector<ChartSeries> series;
 };
 
-// Throws when no series has a finite point (or, with log2_x, a non-positive x).
+// Throws when no series has a finite point (or, with a log scale, a non-positive value).
 std::string line_chart_svg(const LineChart& chart);
 
 // Reads a metrics.jsonl; throws naming the file and line of a malformed record, or a file
@@ -43,5 +44,28 @@ LossSeries read_metrics(const std::string& path, const std::string& label);
 // any point.
 std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing = 0.9,
                            const std::string& title = "loss");
+
+// One model's `braid bench --context --json` records (one JSON object per line).
+struct ContextRecord {
+  double context = 0;
+  std::string status;  // "ok", "timeout", "out_of_memory"
+  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+  double state_bytes = 0, rss_bytes = 0, predicted_bytes = 0, memory_limit_bytes = 0;
+};
+struct ContextSeries {
+  std::string label;
+  std::vector<ContextRecord> points;
+};
+
+// Throws naming the file and line of a malformed record, or a file with none.
+ContextSeries read_context_records(const std::string& path, const std::string& label);
+
+// Charts over context length (log-log, one colour per model): prefill tokens/s, decode
+// tokens/s at that depth, and memory (KV + state bytes measured; dashed, the prediction for
+// lengths not run for want of memory or time; the memory limit as a grey line).
+struct ContextCharts {
+  std::string prefill, decode, memory;
+};
+ContextCharts context_charts_svg(const std::vector<ContextSeries>& models);
 
 }  // namespace braid
