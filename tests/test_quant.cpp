@@ -127,6 +127,7 @@ TEST(QuantFormat, ZeroBlockAndBadInput) {
 
 // Every path this CPU runs, every format, lengths with and without SIMD tails.
 TEST(WeightKernels, EveryPathMatchesTheReference) {
+  const ops::Int8Activations off(false);
   int paths = 0;
   for (ops::Isa isa : kIsas) {
     if (!ops::isa_supported(isa)) continue;
@@ -156,10 +157,13 @@ TEST(WeightKernels, EveryPathMatchesTheReference) {
   EXPECT_GE(paths, 1);
 }
 
-// Rows computed four at a time give exactly what each row alone gives, on every path.
+// Rows computed four at a time give exactly what each row alone gives, on every path, with
+// f32 and with int8 activations.
 TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
   const int64_t rows = 11;
+  for (bool int8 : {false, true})
   for (int64_t cols : {32, 64, 544}) {
+    const ops::Int8Activations mode(int8);
     const std::vector<float> w = randn(size_t(rows * cols), 51, 0.1f), x = randn(size_t(cols), 52);
     for (ops::Isa isa : kIsas) {
       if (!ops::isa_supported(isa)) continue;
@@ -177,10 +181,79 @@ TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
   }
 }
 
+// Int8 activations: every path quantizes x to the same codes and scales (including blocks of
+// zeros, ties, and a non-finite value), and its products match the double reference of the
+// same arithmetic for Q8_0 and Q4_0, row by row, four rows at a time and batched.
+TEST(WeightKernels, Int8ActivationsOnEveryPath) {
+  const ops::Int8Activations on(true);
+  const int64_t cols = 1056;  // 33 blocks: two-block steps with an odd one left, 16-block scale groups
+  std::vector<float> x = randn(size_t(cols), 61);
+  for (int i = 32; i < 64; ++i) x[size_t(i)] = 0.0f;  // a zero block
+  for (int i = 64; i < 96; ++i) x[size_t(i)] = float(i % 5) * 0.5f - 1.0f;  // ties at amax / 254 steps
+  x[100] = 3.0f;
+  std::vector<int8_t> q_ref(static_cast<size_t>(cols));
+  std::vector<float> d_ref(size_t(cols / 32));
+  ops::quantize_activations(ops::Isa::Scalar, x.data(), cols, q_ref.data(), d_ref.data());
+  EXPECT_EQ(d_ref[1], 0.0f);
+  for (int64_t i = 0; i < cols; ++i) {  // the documented rule, code by code
+    const float d = d_ref[size_t(i / 32)];
+    EXPECT_EQ(q_ref[size_t(i)], d > 0 ? int(std::nearbyint(x[size_t(i)] * (1.0f / d))) : 0) << i;
+    EXPECT_LE(std::abs(q_ref[size_t(i)]), 127);
+  }
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    float amax = 0;
+    for (int64_t i = b * 32; i < b * 32 + 32; ++i) amax = std::max(amax, std::fabs(x[size_t(i)]));
+    EXPECT_EQ(d_ref[size_t(b)], amax / 127.0f) << b;
+  }
+  const int64_t rows = 9;
+  const std::vector<float> w = randn(size_t(rows * cols), 62, 0.1f);
+  int paths = 0;
+  for (ops::Isa isa : kIsas) {
+    if (!ops::isa_supported(isa)) continue;
+    ++paths;
+    std::vector<int8_t> q(static_cast<size_t>(cols));
+    std::vector<float> d(size_t(cols / 32));
+    ops::quantize_activations(isa, x.data(), cols, q.data(), d.data());
+    EXPECT_EQ(q, q_ref) << ops::isa_name(isa);
+    EXPECT_EQ(d, d_ref) << ops::isa_name(isa);
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+      const std::string what = std::string(ops::isa_name(isa)) + " " + dtype_name(t);
+      const std::vector<uint8_t> wq = quantized(t, w, rows, cols);
+      std::vector<float> y(size_t(rows), 0.25f), deq(size_t(rows * cols));
+      ops::matvec_w(isa, t, wq.data(), x.data(), rows, cols, true, y.data());
+      ops::dequantize_rows(ops::Isa::Scalar, t, wq.data(), rows, cols, deq.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = wq.data() + r * row_bytes(t, cols);
+        double mag = 0;  // the size of the terms summed, for the f32 rounding allowed
+        for (int64_t i = 0; i < cols; ++i) mag += std::fabs(double(deq[size_t(r * cols + i)]) * x[size_t(i)]);
+        const double want = ops::dot_wq_ref(t, row, x.data(), cols);
+        EXPECT_NEAR(y[size_t(r)], 0.25 + want, 1e-6 * mag + 1e-7) << what << " row " << r;
+        // Quantizing x costs at most half a code step per value.
+        EXPECT_NEAR(want, ops::dot_w_ref(t, row, x.data(), cols), 0.02 * mag) << what << " row " << r;
+        float one = 0.0f;
+        ops::matvec_w(isa, t, row, x.data(), 1, cols, false, &one);
+        EXPECT_EQ(y[size_t(r)], 0.25f + one) << what << " row " << r << " alone";
+      }
+    }
+  }
+  EXPECT_GE(paths, 1);
+  // A non-finite activation makes its rows NaN, as in f32.
+  x[200] = INFINITY;
+  const std::vector<uint8_t> wq = quantized(DType::Q8_0, w, rows, cols);
+  std::vector<float> y(static_cast<size_t>(rows));
+  for (ops::Isa isa : kIsas)
+    if (ops::isa_supported(isa)) {
+      ops::matvec_w(isa, DType::Q8_0, wq.data(), x.data(), rows, cols, false, y.data());
+      for (float v : y) EXPECT_TRUE(std::isnan(v)) << ops::isa_name(isa);
+    }
+}
+
 TEST(WeightKernels, BatchGivesEachInputItsSingleResult) {
   const int64_t rows = 9, cols = 128, B = 3;
   const std::vector<float> w = randn(size_t(rows * cols), 21, 0.1f), x = randn(size_t(B * cols), 22);
+  for (bool int8 : {false, true})
   for (DType t : kCompact) {
+    const ops::Int8Activations mode(int8);
     const std::vector<uint8_t> q = quantized(t, w, rows, cols);
     std::vector<float> yb(size_t(B * rows));
     ops::matvec_w_batch(t, q.data(), x.data(), B, rows, cols, false, yb.data(), rows);
@@ -193,11 +266,15 @@ TEST(WeightKernels, BatchGivesEachInputItsSingleResult) {
 }
 
 // linear() on a compact matrix equals linear() on its dequantized f32 copy, for one token
-// (threaded GEMV), independent decode rows, and a prompt (panel GEMM), with a bias.
+// (threaded GEMV), independent decode rows, and a prompt (panel GEMM), with a bias. With int8
+// activations, the few-row paths of Q8_0 / Q4_0 equal the reference of that arithmetic
+// instead, and a prompt (panel GEMM) is unchanged.
 TEST(WeightKernels, LinearOnCompactMatricesMatchesItsF32Copy) {
   const int64_t in = 96, out = 700;  // 700 x 96 > the GEMV's threading threshold
   const std::vector<float> w = randn(size_t(out * in), 31, 0.1f), bias = randn(size_t(out), 32);
+  for (bool int8 : {false, true})
   for (DType t : kCompact) {
+    const ops::Int8Activations mode(int8);
     const std::vector<uint8_t> q = quantized(t, w, out, in);
     std::vector<float> deq(size_t(out * in));
     ops::dequantize_rows(ops::Isa::Scalar, t, q.data(), out, in, deq.data());
@@ -211,9 +288,14 @@ TEST(WeightKernels, LinearOnCompactMatricesMatchesItsF32Copy) {
           ops::linear(x.data(), T, in, ops::MatRef(q.data(), t), out, bias.data(), y.data());
         }
         ops::linear_ref(x.data(), T, in, deq.data(), out, bias.data(), ref.data());
+        if (int8 && (t == DType::Q8_0 || t == DType::Q4_0) && (T <= 4 || rows_mode))
+          for (int64_t i = 0; i < T; ++i)
+            for (int64_t o = 0; o < out; ++o)
+              ref[size_t(i * out + o)] =
+                  float(bias[size_t(o)] + ops::dot_wq_ref(t, q.data() + o * row_bytes(t, in), x.data() + i * in, in));
         for (size_t i = 0; i < y.size(); ++i)
           ASSERT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i])))
-              << dtype_name(t) << " T " << T << (rows_mode ? " rows" : "") << " at " << i;
+              << dtype_name(t) << " T " << T << (rows_mode ? " rows" : "") << (int8 ? " int8" : "") << " at " << i;
       }
     }
   }

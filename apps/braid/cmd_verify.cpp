@@ -27,6 +27,7 @@ struct VerifyArgs {
   std::string against, text;  // quality against another model on a text file
   int64_t window = 512, max_tokens = 16384;
   bool json = false;
+  bool decode = false;  // --against: the model fed one token at a time
   double tol = 1e-4, grad_tol = 1e-4;
   int threads = 0;
 };
@@ -75,8 +76,20 @@ void next_token_nll(const std::vector<float>& logits, const int32_t* t, int64_t 
   }
 }
 
+// Logits of every position of t[0, T) fed one token at a time (the decode path's kernels).
+std::vector<float> decode_logits(Session& s, const int32_t* t, int64_t T) {
+  const size_t V = size_t(s.model().spec().vocab_size);
+  std::vector<float> out(size_t(T) * V);
+  for (int64_t i = 0; i < T; ++i) {
+    const std::vector<float>& l = s.feed(t + i, 1);
+    std::copy(l.begin(), l.end(), out.begin() + ptrdiff_t(size_t(i) * V));
+  }
+  return out;
+}
+
 // What a converted (quantized) model costs against the model it came from, on a text file:
-// both read the text in independent windows; logit error, top-1 agreement and perplexity.
+// both read the text in independent windows (with --decode, the converted model one token at
+// a time); logit error, top-1 agreement and perplexity.
 int quality(const VerifyArgs& a) {
   namespace fs = std::filesystem;
   set_num_threads(a.threads);
@@ -102,7 +115,8 @@ int quality(const VerifyArgs& a) {
     const int64_t T = std::min<int64_t>(a.window, int64_t(ids.size() - w0));
     if (T < 2) break;
     Session sm(model), sb(base);
-    const std::vector<float> lm = sm.feed_all(ids.data() + w0, T), lb = sb.feed_all(ids.data() + w0, T);
+    const std::vector<float> lm = a.decode ? decode_logits(sm, ids.data() + w0, T) : sm.feed_all(ids.data() + w0, T),
+                             lb = sb.feed_all(ids.data() + w0, T);
     next_token_nll(lm, ids.data() + w0, T, V, &nll_model);
     next_token_nll(lb, ids.data() + w0, T, V, &nll_base);
     for (int64_t i = 0; i < T; ++i) {
@@ -125,6 +139,7 @@ int quality(const VerifyArgs& a) {
                     {"text", a.text},
                     {"tokens", positions},
                     {"window", a.window},
+                    {"decode", a.decode},
                     {"logits_max_abs_error", max_abs},
                     {"logits_max_abs", max_ref},
                     {"top1_agreement", double(agree) / double(positions)},
@@ -134,8 +149,9 @@ int quality(const VerifyArgs& a) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("model       %s\nagainst     %s\ntext        %s: %lld tokens in windows of %lld\n",
-              a.model.c_str(), a.against.c_str(), a.text.c_str(), (long long)positions, (long long)a.window);
+  std::printf("model       %s\nagainst     %s\ntext        %s: %lld tokens in windows of %lld%s\n",
+              a.model.c_str(), a.against.c_str(), a.text.c_str(), (long long)positions, (long long)a.window,
+              a.decode ? ", the model decoding one token at a time" : "");
   std::printf("logits      max abs error %.3e (largest logit %.3e, rel %.3e)\n", max_abs, max_ref,
               max_ref > 0 ? max_abs / max_ref : max_abs);
   std::printf("top-1       %.2f%% of positions agree\n", 100.0 * double(agree) / double(positions));
@@ -149,6 +165,7 @@ int verify(const VerifyArgs& a) {
         "give --reference FILE (parity with a reference dump) or --against DIR --text FILE "
         "(quality against another model)");
   check(a.text.empty(), "--text needs --against DIR");
+  check(!a.decode, "--decode needs --against DIR");
   set_num_threads(a.threads);
   std::shared_ptr<const Model> model = load_model(a.model, a.grads.empty());  // gradients need f32
   auto ref = SafetensorsFile::open(a.reference);
@@ -260,6 +277,9 @@ void add_verify(CLI::App& app, int& exit_code) {
   c->add_option("--max-tokens", a->max_tokens, "With --against: read at most this many tokens of --text")
       ->capture_default_str();
   c->add_flag("--json", a->json, "With --against: one JSON line");
+  c->add_flag("--decode", a->decode,
+              "With --against: the model reads each window one token at a time (decode kernels, e.g. int8 "
+              "activations), the model it is compared with all at once");
   c->add_option("--tolerance", a->tol, "Max abs error allowed on logits and hidden states")
       ->capture_default_str();
   c->add_option("--grads", a->grads,

@@ -2,7 +2,9 @@
 
 #include <cpuid.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -66,12 +68,50 @@ void dequant(const uint8_t* w, int64_t n, float* out) {
   dequantize_row(T, w, n, out);
 }
 
+// Weight code i of a block: Q8_0 bytes as they are, Q4_0 nibbles less 8.
+inline int code_q8(const uint8_t* c, int i) { return int(int8_t(c[i])); }
+inline int code_q4(const uint8_t* c, int i) { return i < 16 ? int(c[i] & 15) - 8 : int(c[i - 16] >> 4) - 8; }
+
+// Per block, the exact integer dot of the codes, scaled by d_w * d_x.
+template <int (*Code)(const uint8_t*, int), int64_t BlockBytes>
+float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* c = w + 2 * nb;
+  float s = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, c += BlockBytes) {
+    const int8_t* q = x.q + b * kQuantBlock;
+    int32_t isum = 0;
+    for (int i = 0; i < kQuantBlock; ++i) isum += Code(c, i) * int32_t(q[i]);
+    s += f16_to_f32(half_at(w + 2 * b)) * x.d[b] * float(isum);
+  }
+  return s;
+}
+
 }  // namespace
+
+void quantize_activations_scalar(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
+  const int32_t k = fmt == kQ8 ? 128 : 8;
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock, q += kQuantBlock) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int i = 0; i < kQuantBlock; ++i) finite &= std::isfinite(x[i]), amax = std::max(amax, std::fabs(x[i]));
+    float inv;
+    activation_scale(amax, finite, &d[b], &inv);
+    for (int i = 0; i < kQuantBlock; ++i) q[i] = finite ? int8_t(std::nearbyint(x[i] * inv)) : int8_t(0);
+    if (corr)
+      for (int j = 0; j < kQuantBlock / 4; ++j)
+        *corr++ = -k * (int32_t(q[4 * j]) + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+  }
+}
 
 Kernels scalar_kernels() {
   return {{dot_bf16, dot_f16, dot_q8, dot_q4},
           {},
-          {dequant<DType::BF16>, dequant<DType::F16>, dequant<DType::Q8_0>, dequant<DType::Q4_0>}};
+          {dequant<DType::BF16>, dequant<DType::F16>, dequant<DType::Q8_0>, dequant<DType::Q4_0>},
+          quantize_activations_scalar,
+          false,
+          {dotq<code_q8, 32>, dotq<code_q4, 16>},
+          {}};
 }
 
 }  // namespace wdot
@@ -158,24 +198,102 @@ void set_active_isa(Isa isa) {
   active().store(isa, std::memory_order_relaxed);
 }
 
-void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
-              float* y) {
+namespace {
+
+std::atomic<bool>& int8_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("BRAID_INT8_ACTIVATIONS");
+    if (!e || !*e || std::string(e) == "1") return true;
+    if (std::string(e) == "0") return false;
+    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using 1\n", e);
+    return true;
+  }()};
+  return on;
+}
+
+// Quantized inputs: input b's blocks.
+struct QBlocksView {
+  const int8_t* q;
+  const float* d;
+  const int32_t* corr;
+  int64_t cols;
+  wdot::QBlocks input(int64_t b) const {
+    return {q + b * cols, d + b * cols / kQuantBlock, corr ? corr + b * cols / 4 : nullptr};
+  }
+};
+
+// The calling thread's quantized inputs (grown, never shrunk: no allocation per token).
+struct QScratch {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> corr;
+};
+
+// B inputs of `cols` values quantized by `k`'s path for weights of format `fmt`; input b's
+// blocks are at offset b * cols codes, b * cols / 32 scales and b * cols / 4 corrections.
+QBlocksView quantize_inputs(const wdot::Kernels& k, int fmt, const float* x, int64_t B, int64_t cols) {
+  thread_local QScratch s;
+  const size_t n = size_t(B * cols);
+  if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / 4);
+  for (int64_t b = 0; b < B; ++b)
+    k.quantize(x + b * cols, cols, fmt, s.q.data() + b * cols, s.d.data() + b * cols / kQuantBlock,
+               k.corrections ? s.corr.data() + b * cols / 4 : nullptr);
+  return {s.q.data(), s.d.data(), k.corrections ? s.corr.data() : nullptr, cols};
+}
+
+// y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
+// path can, each row's value exactly as it alone would give; the rows stay in cache across
+// the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b.
+template <class Dot4, class Dot>
+void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
+                       const Dot4& dot4, const Dot& dot) {
+  int64_t r = 0;
+  if (has_dot4)
+    for (; r + 4 <= rows; r += 4)
+      for (int64_t b = 0; b < B; ++b) {
+        float d[4];
+        dot4(r, b, d);
+        for (int i = 0; i < 4; ++i) {
+          float& o = y[b * ldy + r + i];
+          o = accumulate ? o + d[i] : d[i];
+        }
+      }
+  for (; r < rows; ++r)
+    for (int64_t b = 0; b < B; ++b) {
+      const float d = dot(r, b);
+      y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
+    }
+}
+
+void matvec_w_inputs(Isa isa, DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
+                     bool accumulate, float* y, int64_t ldy) {
   const wdot::Kernels& k = kernels(isa);
-  const wdot::DotFn dot = k.dot[format_index(t)];
-  const wdot::Dot4Fn dot4 = k.dot4[format_index(t)];
+  const int f = format_index(t);
   const size_t rb = row_bytes(t, cols);
   const uint8_t* w = static_cast<const uint8_t*>(W);
-  int64_t r = 0;
-  float d[4];
-  if (dot4)
-    for (; r + 4 <= rows; r += 4) {
-      dot4(w + size_t(r) * rb, rb, x, cols, d);
-      for (int i = 0; i < 4; ++i) y[r + i] = accumulate ? y[r + i] + d[i] : d[i];
-    }
-  for (; r < rows; ++r) {
-    d[0] = dot(w + size_t(r) * rb, x, cols);
-    y[r] = accumulate ? y[r] + d[0] : d[0];
+  if ((t == DType::Q8_0 || t == DType::Q4_0) && int8_activations()) {
+    const int qf = t == DType::Q8_0 ? wdot::kQ8 : wdot::kQ4;
+    const QBlocksView xq = quantize_inputs(k, qf, x, B, cols);
+    rows_times_inputs(
+        k.dot4q[qf] != nullptr, B, rows, accumulate, y, ldy,
+        [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, xq.input(b), cols, d); },
+        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, xq.input(b), cols); });
+    return;
   }
+  rows_times_inputs(
+      k.dot4[f] != nullptr, B, rows, accumulate, y, ldy,
+      [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
+      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); });
+}
+
+}  // namespace
+
+bool int8_activations() { return int8_flag().load(std::memory_order_relaxed); }
+void set_int8_activations(bool on) { int8_flag().store(on, std::memory_order_relaxed); }
+
+void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
+              float* y) {
+  matvec_w_inputs(isa, t, W, x, 1, rows, cols, accumulate, y, rows);
 }
 
 void matvec_w(DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate, float* y) {
@@ -184,29 +302,14 @@ void matvec_w(DType t, const void* W, const float* x, int64_t rows, int64_t cols
 
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy) {
-  const wdot::Kernels& k = kernels(active_isa());
-  const wdot::DotFn dot = k.dot[format_index(t)];
-  const wdot::Dot4Fn dot4 = k.dot4[format_index(t)];
-  const size_t rb = row_bytes(t, cols);
-  const uint8_t* w = static_cast<const uint8_t*>(W);
-  int64_t r = 0;
-  if (dot4)
-    for (; r + 4 <= rows; r += 4)  // four rows stay in cache across the B inputs
-      for (int64_t b = 0; b < B; ++b) {
-        float d[4];
-        dot4(w + size_t(r) * rb, rb, x + b * cols, cols, d);
-        for (int i = 0; i < 4; ++i) {
-          float& o = y[b * ldy + r + i];
-          o = accumulate ? o + d[i] : d[i];
-        }
-      }
-  for (; r < rows; ++r) {
-    const uint8_t* row = w + size_t(r) * rb;  // stays in cache across the B inputs
-    for (int64_t b = 0; b < B; ++b) {
-      const float d = dot(row, x + b * cols, cols);
-      y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
-    }
-  }
+  matvec_w_inputs(active_isa(), t, W, x, B, rows, cols, accumulate, y, ldy);
+}
+
+void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d) {
+  check(cols % kQuantBlock == 0, "activations are quantized in whole blocks of 32, not ", cols);
+  const wdot::Kernels& k = kernels(isa);
+  std::vector<int32_t> corr(size_t(cols / 4));
+  k.quantize(x, cols, wdot::kQ8, q, d, k.corrections ? corr.data() : nullptr);
 }
 
 void dequantize_rows(Isa isa, DType t, const void* W, int64_t rows, int64_t cols, float* out) {
@@ -218,6 +321,28 @@ void dequantize_rows(Isa isa, DType t, const void* W, int64_t rows, int64_t cols
 
 void dequantize_rows(DType t, const void* W, int64_t rows, int64_t cols, float* out) {
   dequantize_rows(active_isa(), t, W, rows, cols, out);
+}
+
+double dot_wq_ref(DType t, const void* row, const float* x, int64_t cols) {
+  check(t == DType::Q8_0 || t == DType::Q4_0, "int8 activations are for Q8_0 and Q4_0 weights, not ",
+        dtype_name(t));
+  std::vector<int8_t> q(static_cast<size_t>(cols));
+  std::vector<float> d(size_t(cols / kQuantBlock));
+  wdot::quantize_activations_scalar(x, cols, wdot::kQ8, q.data(), d.data(), nullptr);
+  std::vector<float> w(static_cast<size_t>(cols));
+  dequantize_row(t, row, cols, w.data());
+  double s = 0.0;
+  for (int64_t b = 0; b < cols / kQuantBlock; ++b) {
+    // The block's weights are d_w * code exactly, so w / d_w recovers the integer codes.
+    uint16_t h;
+    std::memcpy(&h, static_cast<const uint8_t*>(row) + 2 * b, 2);
+    const double dw = f16_to_f32(h);
+    double isum = 0;
+    for (int64_t i = b * kQuantBlock; i < (b + 1) * kQuantBlock; ++i)
+      isum += (dw != 0 ? std::nearbyint(double(w[size_t(i)]) / dw) : 0.0) * double(q[size_t(i)]);
+    s += dw * double(d[size_t(b)]) * isum;
+  }
+  return s;
 }
 
 double dot_w_ref(DType t, const void* row, const float* x, int64_t cols) {

@@ -25,11 +25,37 @@ void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int
 // matvec_w gives it; every row of W is read from memory once for all B inputs.
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy);
+// Decode with Q8_0 and Q4_0 weights multiplies them by activations quantized to 8-bit blocks:
+// per 32 values an f32 scale d = max|x| / 127 and codes round(x / d) (nearest, ties to even).
+// Each block's dot product is then an exact integer (VNNI byte dot products where the CPU has
+// them), scaled by d_w * d_x and summed in f32. On by default; set_int8_activations(false) or
+// BRAID_INT8_ACTIVATIONS=0 multiplies the weights by the f32 activations instead (slower, and
+// exactly the dequantized matrix's products). Prefill (panels converted to f32 for SGEMM) is
+// not affected.
+bool int8_activations();
+void set_int8_activations(bool on);
+// Sets int8_activations() for a scope, restoring it after.
+class Int8Activations {
+ public:
+  explicit Int8Activations(bool on) : prev_(int8_activations()) { set_int8_activations(on); }
+  ~Int8Activations() { set_int8_activations(prev_); }
+  Int8Activations(const Int8Activations&) = delete;
+  Int8Activations& operator=(const Int8Activations&) = delete;
+
+ private:
+  bool prev_;
+};
+// x[cols] (cols a multiple of 32) quantized as `isa`'s kernels quantize it: q[cols], d[cols / 32].
+void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d);
+
 // Rows [0, rows) of W as f32 (out[r * cols + c]), values exactly those dequantize_row gives.
 void dequantize_rows(DType t, const void* W, int64_t rows, int64_t cols, float* out);
 void dequantize_rows(Isa isa, DType t, const void* W, int64_t rows, int64_t cols, float* out);
 
 // Reference: W[r, :] . x in double precision from the dequantized values.
 double dot_w_ref(DType t, const void* row, const float* x, int64_t cols);
+// Reference with int8 activations (Q8_0 / Q4_0): x quantized as above, each block's integer
+// dot scaled by d_w * d_x, in double precision.
+double dot_wq_ref(DType t, const void* row, const float* x, int64_t cols);
 
 }  // namespace braid::ops

@@ -162,10 +162,51 @@ BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   }
 }
 
+// Int8 activations: a block's 32 signed weight codes against its 32 activation codes, as 8
+// int32 lanes of exact sums (|w| <= 128 and |q| <= 127, so maddubs's 16-bit pair sums,
+// at most 32512, never saturate).
+BRAID_AVX2 inline __m256i codes_dot(__m256i w, __m256i q) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+BRAID_AVX2 inline __m256i q8_codes(const uint8_t* c) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c));
+}
+
+BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* c) {
+  __m128i lo, hi;
+  q4_codes(c, &lo, &hi);
+  return _mm256_set_m128i(hi, lo);
+}
+
+template <__m256i (*Codes)(const uint8_t*), int64_t BlockBytes>
+BRAID_AVX2 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* c = w + 2 * nb;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
+    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(Codes(c + b * BlockBytes), q));
+    __m256& a = b & 1 ? a1 : a0;
+    a = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, a);
+  }
+  return hsum(_mm256_add_ps(a0, a1));
+}
+
 }  // namespace
 
 Kernels avx2_kernels() {
-  return {{dot_bf16, dot_f16, dot_q8, dot_q4}, {}, {dequant_bf16, dequant_f16, dequant_q8, dequant_q4}};
+  return {{dot_bf16, dot_f16, dot_q8, dot_q4},
+          {},
+          {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
+          quantize_activations_scalar,
+          false,
+          {dotq<q8_codes, 32>, dotq<q4_codes32, 16>},
+          {}};
 }
+
+// The AVX2 integer kernels, for AVX-512 machines without VNNI.
+DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes, 32> : dotq<q4_codes32, 16>; }
 
 }  // namespace braid::ops::wdot

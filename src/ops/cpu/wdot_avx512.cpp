@@ -161,12 +161,107 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   }
 }
 
+// Int8 activations with VNNI (vpdpbusd: unsigned bytes times signed bytes, four products
+// summed into each int32 lane). Weight codes are made unsigned (Q8_0: code + 128 by flipping
+// the sign bit; Q4_0: the stored nibbles, code + 8), and each lane starts from the
+// activations' correction -k * (its four codes' sum), so every lane holds an exact signed sum.
+#define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
+  const __m256i k = _mm256_set1_epi32(fmt == kQ8 ? -128 : -8), ones = _mm256_set1_epi8(1);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock, q += kQuantBlock) {
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    // x - x is 0 exactly when x is finite.
+    const __mmask16 f0 = _mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_setzero_ps(), _CMP_EQ_OQ);
+    const __mmask16 f1 = _mm512_cmp_ps_mask(_mm512_sub_ps(v1, v1), _mm512_setzero_ps(), _CMP_EQ_OQ);
+    const bool finite = (f0 & f1) == 0xffff;
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    float inv;
+    activation_scale(amax, finite, &d[b], &inv);
+    const __m512 s = _mm512_set1_ps(inv);
+    __m256i codes = _mm256_setzero_si256();
+    if (finite)
+      codes = _mm256_set_m128i(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, s))),
+                               _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, s))));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), codes);
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, codes);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(corr + 8 * b), _mm256_mullo_epi32(sums, k));
+  }
+}
+
+// The unsigned weight codes of blocks b and b + 1 (`two`) or of block b alone (the upper half
+// zero), in the activations' element order.
+template <bool Q4>
+BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c, bool two) {
+  if constexpr (Q4) {
+    // 16 bytes per block: low nibbles are elements 0..15, high nibbles 16..31.
+    const __m256i y = _mm256_maskz_loadu_epi8(two ? ~0u : 0xffffu, c);
+    const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i z =
+        _mm512_permutex2var_epi64(_mm512_zextsi256_si512(y), idx, _mm512_zextsi256_si512(_mm256_srli_epi16(y, 4)));
+    return _mm512_and_si512(z, _mm512_set1_epi8(15));
+  } else {
+    const __m512i w = _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, c);
+    return _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80)));
+  }
+}
+
+// R rows against one quantized input, two blocks per step: lanes 0-7 hold block b's sums,
+// 8-15 block b + 1's, each scaled by its d_w * d_x (from 16 blocks' scales converted at once).
+template <bool Q4, int R>
+BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+  constexpr int64_t kBlockBytes = Q4 ? 16 : 32;
+  const int64_t nb = n / kQuantBlock;
+  const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc[R], scales[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool two = b + 1 < nb;
+    if ((b & 15) == 0) {
+      const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
+      const __m512 dx = _mm512_maskz_loadu_ps(k, x.d + b);
+      for (int r = 0; r < R; ++r)
+        scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), dx);
+    }
+    const __m512i xq = _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, x.q + b * kQuantBlock);
+    const __m512i corr = _mm512_maskz_loadu_epi32(two ? 0xffff : 0xff, x.corr + 8 * b);
+    const __m512i lane = _mm512_add_epi32(half, _mm512_set1_epi32(int(b & 15)));
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* c = w + r * stride + 2 * nb + b * kBlockBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
+      const __m512i sums = _mm512_dpbusd_epi32(corr, unsigned_codes<Q4>(c, two), xq);
+      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+template <bool Q4>
+BRAID_VNNI float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
+  float out;
+  dotq_rows<Q4, 1>(w, 0, x, n, &out);
+  return out;
+}
+template <bool Q4>
+BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+  dotq_rows<Q4, 4>(w, stride, x, n, out);
+}
+
 }  // namespace
 
 Kernels avx512_kernels() {
-  return {{dot_bf16, dot_f16, dot_q8, dot_q4},
-          {nullptr, nullptr, dot4_q8, dot4_q4},
-          {dequant_bf16, dequant_f16, dequant_q8, dequant_q4}};
+  Kernels k{{dot_bf16, dot_f16, dot_q8, dot_q4},
+            {nullptr, nullptr, dot4_q8, dot4_q4},
+            {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
+            quantize_vnni,
+            true,
+            {dotq<false>, dotq<true>},
+            {dot4q<false>, dot4q<true>}};
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
+    k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),
+    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr;
+  return k;
 }
 
 }  // namespace braid::ops::wdot

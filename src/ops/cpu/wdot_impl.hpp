@@ -14,14 +14,48 @@ enum Format { kBF16, kF16, kQ8_0, kQ4_0, kFormats };
 // Four rows (row stride `stride` bytes) against one x: out[i] exactly as dot gives row i.
 using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int64_t cols, float* out);
 
+// Activations quantized to 8-bit blocks (wdot.hpp's int8 activations): per block of 32 values
+// the codes q and the f32 scale d. Paths whose kernels multiply unsigned by signed bytes
+// (VNNI) also take, per 4 codes, the int32 correction -k * (q0 + q1 + q2 + q3) that makes
+// the products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
+enum QFormat { kQ8, kQ4, kQFormats };
+struct QBlocks {
+  const int8_t* q;
+  const float* d;
+  const int32_t* corr;  // null where the path does not use it
+};
+using QuantizeFn = void (*)(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
+using DotQFn = float (*)(const uint8_t* row, const QBlocks& x, int64_t n);
+using Dot4QFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, float* out);
+
 struct Kernels {
   DotFn dot[kFormats];
   Dot4Fn dot4[kFormats];  // null where the path has none (then rows go one at a time)
   DequantFn dequant[kFormats];
+  QuantizeFn quantize;  // activations to 8-bit blocks: identical codes and scales on every path
+  bool corrections;     // whether `quantize` is to fill QBlocks::corr
+  DotQFn dotq[kQFormats];
+  Dot4QFn dot4q[kQFormats];  // null where the path has none
 };
+
+// The scale of an activation block and its inverse from the block's largest magnitude, the
+// same arithmetic on every path (a block holding a non-finite value gets a NaN scale and
+// zero codes, so its products are NaN as they would be in f32).
+inline void activation_scale(float amax, bool finite, float* d, float* inv) {
+  if (!finite) {
+    *d = __builtin_nanf(""), *inv = 0.0f;
+    return;
+  }
+  *d = amax / 127.0f;
+  *inv = amax > 0.0f ? 1.0f / *d : 0.0f;
+}
+
+// The scalar quantizer (also the AVX2 path's): codes round-to-nearest-even of x / d.
+void quantize_activations_scalar(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
 
 Kernels scalar_kernels();
 Kernels avx2_kernels();
+DotQFn avx2_dotq(int fmt);
 Kernels avx512_kernels();
 
 }  // namespace braid::ops::wdot
