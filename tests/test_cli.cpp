@@ -145,6 +145,24 @@ TEST(Cli, QuantizeAndVerifyQuality) {
   braid::json q8 = braid::json::parse(r.out);
   EXPECT_GT(q8["logits_max_abs_error"].get<double>(), 0.0);
   EXPECT_LT(std::abs(q8["perplexity_change_percent"].get<double>()), 5.0) << r.out;
+  // --decode: the quantized model reads the text one token at a time (int8 activations, on by
+  // default, and with them off); the f32 model itself decodes exactly as it prefills.
+  for (const char* int8 : {"1", "0"}) {
+    ::setenv("BRAID_INT8_ACTIVATIONS", int8, 1);
+    r = braid("verify --model " + (d / "q8") + " --against " + def + " --text " + text +
+              " --window 64 --decode --json");
+    ASSERT_EQ(r.rc, 0) << r.err;
+    const braid::json dec = braid::json::parse(r.out);
+    EXPECT_TRUE(dec["decode"].get<bool>());
+    EXPECT_GT(dec["logits_max_abs_error"].get<double>(), 0.0);
+    EXPECT_LT(std::abs(dec["perplexity_change_percent"].get<double>()), 5.0) << r.out;
+  }
+  ::setenv("BRAID_INT8_ACTIVATIONS", "2", 1);
+  r = braid("verify --model " + def + " --against " + def + " --text " + text + " --window 64 --decode --json");
+  ::unsetenv("BRAID_INT8_ACTIVATIONS");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_LT(braid::json::parse(r.out)["logits_max_abs_error"].get<double>(), 1e-3) << r.out;
+  EXPECT_NE(r.err.find("BRAID_INT8_ACTIVATIONS=2 is not 0 or 1"), std::string::npos) << r.err;
 
   expect_usage_error(braid("quantize --model " + def + " --format q5_1 --out " + (d / "x")),
                      "unknown weight format 'q5_1'");
@@ -152,6 +170,7 @@ TEST(Cli, QuantizeAndVerifyQuality) {
                      "source model's directory");
   expect_usage_error(braid("quantize --model " + def + " --format q4_0 --out " + (d / "q8")), "--overwrite");
   expect_usage_error(braid("verify --model " + def + " --text " + text), "--against");
+  expect_usage_error(braid("verify --model " + def + " --decode --reference " + text), "--decode needs --against");
   expect_usage_error(braid("verify --model " + def + " --against " + def + " --text " + (d / "none.txt")),
                      "cannot read");
   // The kernels can be lowered to another path; a name that is not one is reported, not fatal.

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "core/quant.hpp"
 #include "ops/cpu/wdot_impl.hpp"
@@ -165,6 +166,9 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // summed into each int32 lane). Weight codes are made unsigned (Q8_0: code + 128 by flipping
 // the sign bit; Q4_0: the stored nibbles, code + 8), and each lane starts from the
 // activations' correction -k * (its four codes' sum), so every lane holds an exact signed sum.
+
+
+#define PF (R * stride)
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
@@ -189,19 +193,21 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
   }
 }
 
-// The unsigned weight codes of blocks b and b + 1 (`two`) or of block b alone (the upper half
+// The unsigned weight codes of blocks b and b + 1 (Two) or of block b alone (the upper half
 // zero), in the activations' element order.
-template <bool Q4>
-BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c, bool two) {
+template <bool Q4, bool Two>
+BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c) {
   if constexpr (Q4) {
     // 16 bytes per block: low nibbles are elements 0..15, high nibbles 16..31.
-    const __m256i y = _mm256_maskz_loadu_epi8(two ? ~0u : 0xffffu, c);
+    const __m256i y = Two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c))
+                          : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
     const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
     const __m512i z =
         _mm512_permutex2var_epi64(_mm512_zextsi256_si512(y), idx, _mm512_zextsi256_si512(_mm256_srli_epi16(y, 4)));
     return _mm512_and_si512(z, _mm512_set1_epi8(15));
   } else {
-    const __m512i w = _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, c);
+    const __m512i w = Two ? _mm512_loadu_si512(c)
+                          : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     return _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80)));
   }
 }
@@ -215,24 +221,30 @@ BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks&
   const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[R], scales[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; b += 2) {
-    const bool two = b + 1 < nb;
-    if ((b & 15) == 0) {
+  auto step = [&](int64_t b, auto two) BRAID_VNNI {
+    constexpr bool Two = decltype(two)::value;
+    if ((b & 15) == 0) {  // the scales of blocks b .. b + 15 (masked at the row's end)
       const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
       const __m512 dx = _mm512_maskz_loadu_ps(k, x.d + b);
       for (int r = 0; r < R; ++r)
         scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), dx);
     }
-    const __m512i xq = _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, x.q + b * kQuantBlock);
-    const __m512i corr = _mm512_maskz_loadu_epi32(two ? 0xffff : 0xff, x.corr + 8 * b);
+    // One block alone: the upper halves are zero, so its lanes 8-15 add nothing.
+    const __m512i xq = Two ? _mm512_loadu_si512(x.q + b * kQuantBlock)
+                           : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock)));
+    const __m512i corr = Two ? _mm512_loadu_si512(x.corr + 8 * b)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.corr + 8 * b)));
     const __m512i lane = _mm512_add_epi32(half, _mm512_set1_epi32(int(b & 15)));
     for (int r = 0; r < R; ++r) {
       const uint8_t* c = w + r * stride + 2 * nb + b * kBlockBytes;
-      _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
-      const __m512i sums = _mm512_dpbusd_epi32(corr, unsigned_codes<Q4>(c, two), xq);
+      _mm_prefetch(reinterpret_cast<const char*>(c) + PF, _MM_HINT_T0);
+      const __m512i sums = _mm512_dpbusd_epi32(corr, unsigned_codes<Q4, Two>(c), xq);
       acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
     }
-  }
+  };
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) step(b, std::true_type{});
+  if (b < nb) step(b, std::false_type{});
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
