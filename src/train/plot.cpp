@@ -145,6 +145,18 @@ std::string line_chart_svg(const LineChart& c) {
   o += "<text transform=\"translate(16 " + fmt(T + (H - T - B) / 2) +
        ") rotate(-90)\" text-anchor=\"middle\">" + escape(c.y_label) + "</text>\n";
 
+  // The legend in its corner, as wide as its longest label (about 6.6 px a character at this
+  // font size), on a white panel drawn over the lines so none crosses the text.
+  size_t longest = 0, entries = 0;
+  for (const ChartSeries& s : c.series)
+    if (!s.label.empty()) longest = std::max(longest, s.label.size()), ++entries;
+  const double lw = 30 + 6.6 * double(longest), lh = 18 * double(entries) + 6;
+  const double lx = c.legend == LineChart::Corner::TopRight ? W - R - 10 - lw : L + 16;
+  const double ly0 = c.legend == LineChart::Corner::BottomLeft ? H - B - 4 - lh : T + 4;
+  std::string legend_svg;  // drawn after every line
+  if (entries > 0)
+    legend_svg = "<rect x=\"" + fmt(lx - 6) + "\" y=\"" + fmt(ly0) + "\" width=\"" + fmt(lw + 12) + "\" height=\"" +
+                 fmt(lh) + "\" fill=\"white\" fill-opacity=\"0.85\"/>\n";
   int legend = 0;
   for (const ChartSeries& s : c.series) {
     const std::string col = kColors[size_t(s.color) % std::size(kColors)];
@@ -163,12 +175,12 @@ std::string line_chart_svg(const LineChart& c) {
     }
     o += "<polyline clip-path=\"url(#frame)\" fill=\"none\" " + style + " points=\"" + pts + "\"/>\n" + dots;
     if (s.label.empty()) continue;
-    const double ly = T + 16 + 18 * double(legend++);
-    o += "<line x1=\"" + fmt(W - R - 230) + "\" x2=\"" + fmt(W - R - 206) + "\" y1=\"" + fmt(ly - 4) +
-         "\" y2=\"" + fmt(ly - 4) + "\" " + style + "/>\n";
-    o += "<text x=\"" + fmt(W - R - 200) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) + "</text>\n";
+    const double ly = ly0 + 16 + 18 * double(legend++);
+    legend_svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly - 4) + "\" y2=\"" +
+                  fmt(ly - 4) + "\" " + style + "/>\n";
+    legend_svg += "<text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) + "</text>\n";
   }
-  o += "</svg>\n";
+  o += legend_svg + "</svg>\n";
   return o;
 }
 
@@ -249,6 +261,9 @@ ContextCharts context_charts_svg(const std::vector<ContextSeries>& models) {
   LineChart prefill = chart("prefill throughput vs context", "prompt tokens/s (whole prompt)");
   LineChart decode = chart("decode throughput at each depth", "tokens/s");
   LineChart memory = chart("memory vs context", "MiB");
+  // Throughput is high at short context and memory low, so those corners are free.
+  prefill.legend = decode.legend = LineChart::Corner::BottomLeft;
+  memory.legend = LineChart::Corner::TopLeft;
   const double MiB = 1 << 20;
   double limit = 0, x_min = INFINITY, x_max = 0;
   for (size_t m = 0; m < models.size(); ++m) {

@@ -29,6 +29,7 @@ struct LineChart {
   bool log2_x = false;              // x on a log scale with ticks at powers of two
   bool log10_y = false;             // y on a log scale with ticks at powers of ten
   double y_min = NAN, y_max = NAN;  // fixed y range (NaN: from the data, rounded to ticks)
+  enum class Corner { TopRight, TopLeft, BottomLeft } legend = Corner::TopRight;  // where no line runs
   std::vector<ChartSeries> series;
 };
 

@@ -200,15 +200,17 @@ void set_active_isa(Isa isa) {
 
 namespace {
 
-std::atomic<bool>& int8_flag() {
-  static std::atomic<bool> on{[] {
+// The setting: unset (Q4_0 only), off or on for both formats.
+std::atomic<Int8Mode>& int8_mode() {
+  static std::atomic<Int8Mode> mode{[] {
     const char* e = std::getenv("BRAID_INT8_ACTIVATIONS");
-    if (!e || !*e || std::string(e) == "1") return true;
-    if (std::string(e) == "0") return false;
-    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using 1\n", e);
-    return true;
+    if (!e || !*e) return Int8Mode::Q4Only;
+    if (std::string(e) == "1") return Int8Mode::On;
+    if (std::string(e) == "0") return Int8Mode::Off;
+    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using the default (Q4_0 only)\n", e);
+    return Int8Mode::Q4Only;
   }()};
-  return on;
+  return mode;
 }
 
 // Quantized inputs: input b's blocks.
@@ -271,7 +273,7 @@ void matvec_w_inputs(Isa isa, DType t, const void* W, const float* x, int64_t B,
   const int f = format_index(t);
   const size_t rb = row_bytes(t, cols);
   const uint8_t* w = static_cast<const uint8_t*>(W);
-  if ((t == DType::Q8_0 || t == DType::Q4_0) && int8_activations()) {
+  if (int8_activations(t)) {
     const int qf = t == DType::Q8_0 ? wdot::kQ8 : wdot::kQ4;
     const QBlocksView xq = quantize_inputs(k, qf, x, B, cols);
     rows_times_inputs(
@@ -288,8 +290,12 @@ void matvec_w_inputs(Isa isa, DType t, const void* W, const float* x, int64_t B,
 
 }  // namespace
 
-bool int8_activations() { return int8_flag().load(std::memory_order_relaxed); }
-void set_int8_activations(bool on) { int8_flag().store(on, std::memory_order_relaxed); }
+Int8Mode int8_mode_now() { return int8_mode().load(std::memory_order_relaxed); }
+void set_int8_mode(Int8Mode m) { int8_mode().store(m, std::memory_order_relaxed); }
+bool int8_activations(DType t) {
+  const Int8Mode m = int8_mode_now();
+  return t == DType::Q4_0 ? m != Int8Mode::Off : t == DType::Q8_0 && m == Int8Mode::On;
+}
 
 void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
               float* y) {

@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <cstring>
-#include <type_traits>
 
 #include "core/quant.hpp"
 #include "ops/cpu/wdot_impl.hpp"
@@ -168,7 +167,6 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // activations' correction -k * (its four codes' sum), so every lane holds an exact signed sum.
 
 
-#define PF (R * stride)
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
@@ -212,39 +210,43 @@ BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c) {
   }
 }
 
-// R rows against one quantized input, two blocks per step: lanes 0-7 hold block b's sums,
-// 8-15 block b + 1's, each scaled by its d_w * d_x (from 16 blocks' scales converted at once).
+// One step of R rows against one quantized input: blocks b and b + 1 (Two) or block b alone.
+// Lanes 0-7 of a step hold block b's sums, 8-15 block b + 1's, each scaled by its d_w * d_x
+// (the scales of 16 blocks are converted at once, at every 16th block).
+template <bool Q4, int R, bool Two>
+BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
+                                 __m512* acc, __m512* scales) {
+  constexpr int64_t kBlockBytes = Q4 ? 16 : 32;
+  if ((b & 15) == 0) {  // the scales of blocks b .. b + 15 (masked at the row's end)
+    const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
+    const __m512 dx = _mm512_maskz_loadu_ps(k, x.d + b);
+    for (int r = 0; r < R; ++r)
+      scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), dx);
+  }
+  // One block alone: the upper halves are zero, so its lanes 8-15 add nothing.
+  const int8_t* q = x.q + b * kQuantBlock;
+  const int32_t* corr = x.corr + 8 * b;
+  const __m512i xq = Two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)q));
+  const __m512i c0 =
+      Two ? _mm512_loadu_si512(corr) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)corr));
+  const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                                        _mm512_set1_epi32(int(b & 15)));
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* c = w + r * stride + 2 * nb + b * kBlockBytes;
+    _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);  // the next row group
+    const __m512i sums = _mm512_dpbusd_epi32(c0, unsigned_codes<Q4, Two>(c), xq);
+    acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
+  }
+}
+
 template <bool Q4, int R>
 BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  constexpr int64_t kBlockBytes = Q4 ? 16 : 32;
   const int64_t nb = n / kQuantBlock;
-  const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512 acc[R], scales[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  auto step = [&](int64_t b, auto two) BRAID_VNNI {
-    constexpr bool Two = decltype(two)::value;
-    if ((b & 15) == 0) {  // the scales of blocks b .. b + 15 (masked at the row's end)
-      const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-      const __m512 dx = _mm512_maskz_loadu_ps(k, x.d + b);
-      for (int r = 0; r < R; ++r)
-        scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), dx);
-    }
-    // One block alone: the upper halves are zero, so its lanes 8-15 add nothing.
-    const __m512i xq = Two ? _mm512_loadu_si512(x.q + b * kQuantBlock)
-                           : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock)));
-    const __m512i corr = Two ? _mm512_loadu_si512(x.corr + 8 * b)
-                             : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.corr + 8 * b)));
-    const __m512i lane = _mm512_add_epi32(half, _mm512_set1_epi32(int(b & 15)));
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* c = w + r * stride + 2 * nb + b * kBlockBytes;
-      _mm_prefetch(reinterpret_cast<const char*>(c) + PF, _MM_HINT_T0);
-      const __m512i sums = _mm512_dpbusd_epi32(corr, unsigned_codes<Q4, Two>(c), xq);
-      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
-    }
-  };
   int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) step(b, std::true_type{});
-  if (b < nb) step(b, std::false_type{});
+  for (; b + 2 <= nb; b += 2) dotq_step<Q4, R, true>(w, stride, x, nb, b, acc, scales);
+  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, acc, scales);
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
