@@ -159,7 +159,8 @@ TEST(Cli, QuantizeAndVerifyQuality) {
   }
   // The f32 model decodes exactly as it prefills; a setting that is not 0 or 1 is reported
   // (by the first int8 product) and the default kept.
-  r = braid("verify --model " + def + " --against " + def + " --text " + text + " --window 64 --decode --json");
+  r = braid("verify --model " + def + " --against " + def + " --text " + text +
+            " --window 64 --decode --json");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_LT(braid::json::parse(r.out)["logits_max_abs_error"].get<double>(), 1e-3) << r.out;
   ::setenv("BRAID_INT8_ACTIVATIONS", "2", 1);
@@ -174,7 +175,8 @@ TEST(Cli, QuantizeAndVerifyQuality) {
                      "source model's directory");
   expect_usage_error(braid("quantize --model " + def + " --format q4_0 --out " + (d / "q8")), "--overwrite");
   expect_usage_error(braid("verify --model " + def + " --text " + text), "--against");
-  expect_usage_error(braid("verify --model " + def + " --decode --reference " + text), "--decode needs --against");
+  expect_usage_error(braid("verify --model " + def + " --decode --reference " + text),
+                     "--decode needs --against");
   expect_usage_error(braid("verify --model " + def + " --against " + def + " --text " + (d / "none.txt")),
                      "cannot read");
   // The kernels can be lowered to another path; a name that is not one is reported, not fatal.

@@ -123,8 +123,9 @@ std::string context_record(int64_t context, const char* status, double prefill, 
                            double state_mib, double predicted_mib) {
   const double MiB = 1 << 20;
   return "{\"context\":" + std::to_string(context) + ",\"status\":\"" + status +
-         "\",\"prefill_tokens_per_s\":" + std::to_string(prefill) + ",\"decode_tokens_per_s\":" +
-         std::to_string(decode) + ",\"state_bytes\":" + std::to_string(state_mib * MiB) +
+         "\",\"prefill_tokens_per_s\":" + std::to_string(prefill) +
+         ",\"decode_tokens_per_s\":" + std::to_string(decode) +
+         ",\"state_bytes\":" + std::to_string(state_mib * MiB) +
          ",\"rss_bytes\":" + std::to_string((state_mib + 100) * MiB) +
          ",\"predicted_bytes\":" + std::to_string(predicted_mib * MiB) +
          ",\"memory_limit_bytes\":" + std::to_string(4096 * MiB) + "}\n";
@@ -133,11 +134,11 @@ std::string context_record(int64_t context, const char* status, double prefill, 
 TEST(Plot, ContextChartsOnLogLogAxes) {
   TempDir d;
   std::ofstream(d / "attn.jsonl") << context_record(1024, "ok", 1000, 100, 32, 400)
-                                   << context_record(65536, "ok", 200, 10, 2048, 4400)
-                                   << context_record(1048576, "out_of_memory", 0, 0, 0, 65536);
+                                  << context_record(65536, "ok", 200, 10, 2048, 4400)
+                                  << context_record(1048576, "out_of_memory", 0, 0, 0, 65536);
   std::ofstream(d / "ssm.jsonl") << context_record(1024, "ok", 800, 50, 18, 300)
-                                  << context_record(65536, "ok", 800, 50, 18, 300)
-                                  << context_record(1048576, "ok", 790, 49, 18, 300);
+                                 << context_record(65536, "ok", 800, 50, 18, 300)
+                                 << context_record(1048576, "ok", 790, 49, 18, 300);
   const std::vector<ContextSeries> models = {read_context_records(d / "attn.jsonl", "attn"),
                                              read_context_records(d / "ssm.jsonl", "ssm")};
   ASSERT_EQ(models[0].points.size(), 3u);

@@ -162,23 +162,23 @@ TEST(WeightKernels, EveryPathMatchesTheReference) {
 TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
   const int64_t rows = 11;
   for (bool int8 : {false, true})
-  for (int64_t cols : {32, 64, 544}) {
-    const ops::Int8Activations mode(int8);
-    const std::vector<float> w = randn(size_t(rows * cols), 51, 0.1f), x = randn(size_t(cols), 52);
-    for (ops::Isa isa : kIsas) {
-      if (!ops::isa_supported(isa)) continue;
-      for (DType t : kCompact) {
-        const std::vector<uint8_t> q = quantized(t, w, rows, cols);
-        std::vector<float> all(static_cast<size_t>(rows));
-        ops::matvec_w(isa, t, q.data(), x.data(), rows, cols, false, all.data());
-        for (int64_t r = 0; r < rows; ++r) {
-          float one = 0.0f;
-          ops::matvec_w(isa, t, q.data() + r * row_bytes(t, cols), x.data(), 1, cols, false, &one);
-          EXPECT_EQ(all[size_t(r)], one) << ops::isa_name(isa) << " " << dtype_name(t) << " row " << r;
+    for (int64_t cols : {32, 64, 544}) {
+      const ops::Int8Activations mode(int8);
+      const std::vector<float> w = randn(size_t(rows * cols), 51, 0.1f), x = randn(size_t(cols), 52);
+      for (ops::Isa isa : kIsas) {
+        if (!ops::isa_supported(isa)) continue;
+        for (DType t : kCompact) {
+          const std::vector<uint8_t> q = quantized(t, w, rows, cols);
+          std::vector<float> all(static_cast<size_t>(rows));
+          ops::matvec_w(isa, t, q.data(), x.data(), rows, cols, false, all.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            float one = 0.0f;
+            ops::matvec_w(isa, t, q.data() + r * row_bytes(t, cols), x.data(), 1, cols, false, &one);
+            EXPECT_EQ(all[size_t(r)], one) << ops::isa_name(isa) << " " << dtype_name(t) << " row " << r;
+          }
         }
       }
     }
-  }
 }
 
 // Int8 activations: every path quantizes x to the same codes and scales (including blocks of
@@ -188,7 +188,7 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
   const ops::Int8Activations on(true);
   const int64_t cols = 1056;  // 33 blocks: two-block steps with an odd one left, 16-block scale groups
   std::vector<float> x = randn(size_t(cols), 61);
-  for (int i = 32; i < 64; ++i) x[size_t(i)] = 0.0f;  // a zero block
+  for (int i = 32; i < 64; ++i) x[size_t(i)] = 0.0f;                        // a zero block
   for (int i = 64; i < 96; ++i) x[size_t(i)] = float(i % 5) * 0.5f - 1.0f;  // ties at amax / 254 steps
   x[100] = 3.0f;
   std::vector<int8_t> q_ref(static_cast<size_t>(cols));
@@ -252,17 +252,18 @@ TEST(WeightKernels, BatchGivesEachInputItsSingleResult) {
   const int64_t rows = 9, cols = 128, B = 3;
   const std::vector<float> w = randn(size_t(rows * cols), 21, 0.1f), x = randn(size_t(B * cols), 22);
   for (bool int8 : {false, true})
-  for (DType t : kCompact) {
-    const ops::Int8Activations mode(int8);
-    const std::vector<uint8_t> q = quantized(t, w, rows, cols);
-    std::vector<float> yb(size_t(B * rows));
-    ops::matvec_w_batch(t, q.data(), x.data(), B, rows, cols, false, yb.data(), rows);
-    for (int64_t b = 0; b < B; ++b) {
-      std::vector<float> y1(static_cast<size_t>(rows));
-      ops::matvec_w(t, q.data(), x.data() + b * cols, rows, cols, false, y1.data());
-      for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(yb[size_t(b * rows + r)], y1[size_t(r)]) << dtype_name(t);
+    for (DType t : kCompact) {
+      const ops::Int8Activations mode(int8);
+      const std::vector<uint8_t> q = quantized(t, w, rows, cols);
+      std::vector<float> yb(size_t(B * rows));
+      ops::matvec_w_batch(t, q.data(), x.data(), B, rows, cols, false, yb.data(), rows);
+      for (int64_t b = 0; b < B; ++b) {
+        std::vector<float> y1(static_cast<size_t>(rows));
+        ops::matvec_w(t, q.data(), x.data() + b * cols, rows, cols, false, y1.data());
+        for (int64_t r = 0; r < rows; ++r)
+          EXPECT_EQ(yb[size_t(b * rows + r)], y1[size_t(r)]) << dtype_name(t);
+      }
     }
-  }
 }
 
 // linear() on a compact matrix equals linear() on its dequantized f32 copy, for one token
@@ -273,32 +274,34 @@ TEST(WeightKernels, LinearOnCompactMatricesMatchesItsF32Copy) {
   const int64_t in = 96, out = 700;  // 700 x 96 > the GEMV's threading threshold
   const std::vector<float> w = randn(size_t(out * in), 31, 0.1f), bias = randn(size_t(out), 32);
   for (bool int8 : {false, true})
-  for (DType t : kCompact) {
-    const ops::Int8Activations mode(int8);
-    const std::vector<uint8_t> q = quantized(t, w, out, in);
-    std::vector<float> deq(size_t(out * in));
-    ops::dequantize_rows(ops::Isa::Scalar, t, q.data(), out, in, deq.data());
-    for (int64_t T : {1, 3, 70}) {
-      for (bool rows_mode : {false, true}) {
-        if (T == 1 && rows_mode) continue;
-        const std::vector<float> x = randn(size_t(T * in), 33 + uint64_t(T));
-        std::vector<float> y(size_t(T * out)), ref(size_t(T * out));
-        {
-          std::unique_ptr<ops::DecodeRows> dr(rows_mode ? new ops::DecodeRows : nullptr);
-          ops::linear(x.data(), T, in, ops::MatRef(q.data(), t), out, bias.data(), y.data());
+    for (DType t : kCompact) {
+      const ops::Int8Activations mode(int8);
+      const std::vector<uint8_t> q = quantized(t, w, out, in);
+      std::vector<float> deq(size_t(out * in));
+      ops::dequantize_rows(ops::Isa::Scalar, t, q.data(), out, in, deq.data());
+      for (int64_t T : {1, 3, 70}) {
+        for (bool rows_mode : {false, true}) {
+          if (T == 1 && rows_mode) continue;
+          const std::vector<float> x = randn(size_t(T * in), 33 + uint64_t(T));
+          std::vector<float> y(size_t(T * out)), ref(size_t(T * out));
+          {
+            std::unique_ptr<ops::DecodeRows> dr(rows_mode ? new ops::DecodeRows : nullptr);
+            ops::linear(x.data(), T, in, ops::MatRef(q.data(), t), out, bias.data(), y.data());
+          }
+          ops::linear_ref(x.data(), T, in, deq.data(), out, bias.data(), ref.data());
+          if (int8 && (t == DType::Q8_0 || t == DType::Q4_0) && (T <= 4 || rows_mode))
+            for (int64_t i = 0; i < T; ++i)
+              for (int64_t o = 0; o < out; ++o)
+                ref[size_t(i * out + o)] =
+                    float(bias[size_t(o)] +
+                          ops::dot_wq_ref(t, q.data() + o * row_bytes(t, in), x.data() + i * in, in));
+          for (size_t i = 0; i < y.size(); ++i)
+            ASSERT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i])))
+                << dtype_name(t) << " T " << T << (rows_mode ? " rows" : "") << (int8 ? " int8" : "")
+                << " at " << i;
         }
-        ops::linear_ref(x.data(), T, in, deq.data(), out, bias.data(), ref.data());
-        if (int8 && (t == DType::Q8_0 || t == DType::Q4_0) && (T <= 4 || rows_mode))
-          for (int64_t i = 0; i < T; ++i)
-            for (int64_t o = 0; o < out; ++o)
-              ref[size_t(i * out + o)] =
-                  float(bias[size_t(o)] + ops::dot_wq_ref(t, q.data() + o * row_bytes(t, in), x.data() + i * in, in));
-        for (size_t i = 0; i < y.size(); ++i)
-          ASSERT_NEAR(y[i], ref[i], 1e-4 * (1 + std::fabs(ref[i])))
-              << dtype_name(t) << " T " << T << (rows_mode ? " rows" : "") << (int8 ? " int8" : "") << " at " << i;
       }
     }
-  }
 }
 
 TEST(WeightKernels, CompactMatrixRefusesF32Use) {

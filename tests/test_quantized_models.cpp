@@ -12,8 +12,8 @@
 #include "import/quantize.hpp"
 #include "import/save.hpp"
 #include "model/init.hpp"
-#include "ops/cpu/wdot.hpp"
 #include "model/spec_json.hpp"
+#include "ops/cpu/wdot.hpp"
 #include "runtime/session.hpp"
 #include "train/trainer.hpp"
 

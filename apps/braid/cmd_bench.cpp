@@ -128,8 +128,8 @@ void bench_context(const BenchArgs& a, const std::shared_ptr<const Model>& model
                       {"chunk", a.chunk}};
       std::printf("%s\n", j.dump().c_str());
     } else if (p.status == "out_of_memory") {
-      std::printf("%10lld  %14s  %14s  %12s  %10s  out of memory (needs %.1f GiB)\n", (long long)p.context, "-",
-                  "-", "-", "-", double(p.predicted_bytes) / double(size_t(1) << 30));
+      std::printf("%10lld  %14s  %14s  %12s  %10s  out of memory (needs %.1f GiB)\n", (long long)p.context,
+                  "-", "-", "-", "-", double(p.predicted_bytes) / double(size_t(1) << 30));
     } else {
       char decode[32] = "-";
       if (p.status == "ok") std::snprintf(decode, sizeof decode, "%.2f", p.decode_tokens_per_s);
@@ -294,7 +294,8 @@ void add_bench(CLI::App& app, int& exit_code) {
                 "Long-context runner: lengths like 1k,4k,16k,64k,256k,1M (prompt streamed in --chunk tokens, "
                 "then --decode tokens at that depth)");
   c->add_option("--chunk", a->chunk, "With --context: prompt tokens per forward")->capture_default_str();
-  c->add_option("--max-seconds", a->max_seconds, "With --context: time budget per length (with --sweep: in all)")
+  c->add_option("--max-seconds", a->max_seconds,
+                "With --context: time budget per length (with --sweep: in all)")
       ->capture_default_str();
   c->add_flag("--sweep", a->sweep,
               "With --context: one session grows through the lengths (ascending), decoding at each; "

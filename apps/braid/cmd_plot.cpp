@@ -29,11 +29,11 @@ void plot_context(const PlotArgs& a) {
   for (const std::string& r : a.runs) models.push_back(read_context_records(r, fs::path(r).stem().string()));
   const ContextCharts c = context_charts_svg(models);
   fs::create_directories(a.out);
-  for (const auto& [name, svg] : {std::pair{"prefill.svg", &c.prefill}, {"decode.svg", &c.decode},
-                                  {"memory.svg", &c.memory}})
+  for (const auto& [name, svg] :
+       {std::pair{"prefill.svg", &c.prefill}, {"decode.svg", &c.decode}, {"memory.svg", &c.memory}})
     write_text_file((fs::path(a.out) / name).string(), *svg);
-  std::printf("wrote prefill.svg, decode.svg and memory.svg in %s (%zu model%s)\n", a.out.c_str(), models.size(),
-              models.size() == 1 ? "" : "s");
+  std::printf("wrote prefill.svg, decode.svg and memory.svg in %s (%zu model%s)\n", a.out.c_str(),
+              models.size(), models.size() == 1 ? "" : "s");
 }
 
 void plot(const PlotArgs& a) {
@@ -59,7 +59,8 @@ void add_plot(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<PlotArgs>();
   CLI::App* c = app.add_subcommand("plot", "Draw the loss curves of training runs (metrics.jsonl) as SVG");
   c->add_option("runs", a->runs, "Run directories or metrics.jsonl files (one curve each)")->required();
-  c->add_option("--out", a->out, "SVG path (default: loss.svg in the first run's directory); with --context, a directory");
+  c->add_option("--out", a->out,
+                "SVG path (default: loss.svg in the first run's directory); with --context, a directory");
   c->add_flag("--context", a->context,
               "The files are `braid bench --context --json` outputs, one per model: draw prefill, decode and "
               "memory against context length");

@@ -115,7 +115,8 @@ int quality(const VerifyArgs& a) {
     const int64_t T = std::min<int64_t>(a.window, int64_t(ids.size() - w0));
     if (T < 2) break;
     Session sm(model), sb(base);
-    const std::vector<float> lm = a.decode ? decode_logits(sm, ids.data() + w0, T) : sm.feed_all(ids.data() + w0, T),
+    const std::vector<float> lm = a.decode ? decode_logits(sm, ids.data() + w0, T)
+                                           : sm.feed_all(ids.data() + w0, T),
                              lb = sb.feed_all(ids.data() + w0, T);
     next_token_nll(lm, ids.data() + w0, T, V, &nll_model);
     next_token_nll(lb, ids.data() + w0, T, V, &nll_base);

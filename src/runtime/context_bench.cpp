@@ -90,7 +90,8 @@ class Runner {
   double decode() {
     int32_t tok = argmax(logits_->data(), V_);
     Timer d;
-    for (int64_t i = 0; i < o_.decode; ++i) logits_ = &session_.feed(&tok, 1), tok = argmax(logits_->data(), V_);
+    for (int64_t i = 0; i < o_.decode; ++i)
+      logits_ = &session_.feed(&tok, 1), tok = argmax(logits_->data(), V_);
     const double rate = double(o_.decode) / d.seconds();
     rss_ = std::max(rss_, current_rss_bytes());
     return rate;

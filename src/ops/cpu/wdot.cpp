@@ -94,7 +94,8 @@ void quantize_activations_scalar(const float* x, int64_t n, int fmt, int8_t* q, 
   for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock, q += kQuantBlock) {
     float amax = 0.0f;
     bool finite = true;
-    for (int i = 0; i < kQuantBlock; ++i) finite &= std::isfinite(x[i]), amax = std::max(amax, std::fabs(x[i]));
+    for (int i = 0; i < kQuantBlock; ++i)
+      finite &= std::isfinite(x[i]), amax = std::max(amax, std::fabs(x[i]));
     float inv;
     activation_scale(amax, finite, &d[b], &inv);
     for (int i = 0; i < kQuantBlock; ++i) q[i] = finite ? int8_t(std::nearbyint(x[i] * inv)) : int8_t(0);
@@ -207,7 +208,8 @@ std::atomic<Int8Mode>& int8_mode() {
     if (!e || !*e) return Int8Mode::Q4Only;
     if (std::string(e) == "1") return Int8Mode::On;
     if (std::string(e) == "0") return Int8Mode::Off;
-    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using the default (Q4_0 only)\n", e);
+    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using the default (Q4_0 only)\n",
+                 e);
     return Int8Mode::Q4Only;
   }()};
   return mode;

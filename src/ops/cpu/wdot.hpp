@@ -40,7 +40,9 @@ bool int8_activations(DType t);  // whether products with weights of format t us
 // Sets the mode for a scope (On: both formats, Off: neither), restoring it after.
 class Int8Activations {
  public:
-  explicit Int8Activations(bool on) : prev_(int8_mode_now()) { set_int8_mode(on ? Int8Mode::On : Int8Mode::Off); }
+  explicit Int8Activations(bool on) : prev_(int8_mode_now()) {
+    set_int8_mode(on ? Int8Mode::On : Int8Mode::Off);
+  }
   ~Int8Activations() { set_int8_mode(prev_); }
   Int8Activations(const Int8Activations&) = delete;
   Int8Activations& operator=(const Int8Activations&) = delete;

@@ -166,7 +166,6 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // the sign bit; Q4_0: the stored nibbles, code + 8), and each lane starts from the
 // activations' correction -k * (its four codes' sum), so every lane holds an exact signed sum.
 
-
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
@@ -200,8 +199,8 @@ BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c) {
     const __m256i y = Two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c))
                           : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
     const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-    const __m512i z =
-        _mm512_permutex2var_epi64(_mm512_zextsi256_si512(y), idx, _mm512_zextsi256_si512(_mm256_srli_epi16(y, 4)));
+    const __m512i z = _mm512_permutex2var_epi64(_mm512_zextsi256_si512(y), idx,
+                                                _mm512_zextsi256_si512(_mm256_srli_epi16(y, 4)));
     return _mm512_and_si512(z, _mm512_set1_epi8(15));
   } else {
     const __m512i w = Two ? _mm512_loadu_si512(c)
@@ -226,7 +225,8 @@ BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks&
   // One block alone: the upper halves are zero, so its lanes 8-15 add nothing.
   const int8_t* q = x.q + b * kQuantBlock;
   const int32_t* corr = x.corr + 8 * b;
-  const __m512i xq = Two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)q));
+  const __m512i xq =
+      Two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)q));
   const __m512i c0 =
       Two ? _mm512_loadu_si512(corr) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)corr));
   const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
