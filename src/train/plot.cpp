@@ -11,15 +11,26 @@
 
 namespace braid {
 
-LossSeries read_metrics(const std::string& path, const std::string& label) {
+namespace {
+
+// Calls f(record, line number) for each non-blank line of a JSON-lines file (a line that is
+// not JSON arrives as a discarded value for f to refuse); `what` names the records in the
+// error for a file that cannot be read.
+template <class F>
+void for_each_json_line(const std::string& path, const char* what, const F& f) {
   std::ifstream in(path);
-  check(in.good(), path, ": cannot read metrics");
+  check(in.good(), path, ": cannot read ", what);
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) f(json::parse(line, nullptr, false), n);
+}
+
+}  // namespace
+
+LossSeries read_metrics(const std::string& path, const std::string& label) {
   LossSeries s;
   s.label = label;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const json j = json::parse(line, nullptr, false);
+  for_each_json_line(path, "metrics", [&](const json& j, int64_t n) {
     check(j.is_object() && j.contains("step") && j["step"].is_number() && j.contains("loss") &&
               j["loss"].is_number(),
           path, ":", n, ": not a metrics record (a JSON object with numeric 'step' and 'loss')");
@@ -29,7 +40,7 @@ LossSeries read_metrics(const std::string& path, const std::string& label) {
       s.val_step.push_back(s.step.back());
       s.val_loss.push_back(j["val_loss"].get<double>());
     }
-  }
+  });
   check(!s.step.empty(), path, ": no metrics records");
   return s;
 }
@@ -155,8 +166,8 @@ std::string line_chart_svg(const LineChart& c) {
   const double ly0 = c.legend == LineChart::Corner::BottomLeft ? H - B - 4 - lh : T + 4;
   std::string legend_svg;  // drawn after every line
   if (entries > 0)
-    legend_svg = "<rect x=\"" + fmt(lx - 6) + "\" y=\"" + fmt(ly0) + "\" width=\"" + fmt(lw + 12) + "\" height=\"" +
-                 fmt(lh) + "\" fill=\"white\" fill-opacity=\"0.85\"/>\n";
+    legend_svg = "<rect x=\"" + fmt(lx - 6) + "\" y=\"" + fmt(ly0) + "\" width=\"" + fmt(lw + 12) +
+                 "\" height=\"" + fmt(lh) + "\" fill=\"white\" fill-opacity=\"0.85\"/>\n";
   int legend = 0;
   for (const ChartSeries& s : c.series) {
     const std::string col = kColors[size_t(s.color) % std::size(kColors)];
@@ -176,8 +187,8 @@ std::string line_chart_svg(const LineChart& c) {
     o += "<polyline clip-path=\"url(#frame)\" fill=\"none\" " + style + " points=\"" + pts + "\"/>\n" + dots;
     if (s.label.empty()) continue;
     const double ly = ly0 + 16 + 18 * double(legend++);
-    legend_svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly - 4) + "\" y2=\"" +
-                  fmt(ly - 4) + "\" " + style + "/>\n";
+    legend_svg += "<line x1=\"" + fmt(lx) + "\" x2=\"" + fmt(lx + 24) + "\" y1=\"" + fmt(ly - 4) +
+                  "\" y2=\"" + fmt(ly - 4) + "\" " + style + "/>\n";
     legend_svg += "<text x=\"" + fmt(lx + 30) + "\" y=\"" + fmt(ly) + "\">" + escape(s.label) + "</text>\n";
   }
   o += legend_svg + "</svg>\n";
@@ -212,21 +223,13 @@ std::string loss_curve_svg(const std::vector<LossSeries>& runs, double smoothing
   return line_chart_svg(c);
 }
 
-}  // namespace braid
-
-namespace braid {
-
 ContextSeries read_context_records(const std::string& path, const std::string& label) {
-  std::ifstream in(path);
-  check(in.good(), path, ": cannot read context records");
   ContextSeries s;
   s.label = label;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const json j = json::parse(line, nullptr, false);
+  for_each_json_line(path, "context records", [&](const json& j, int64_t n) {
     auto number = [&](const char* key) {
-      check(j.contains(key) && j[key].is_number() && j[key].get<double>() >= 0, path, ":", n, ": field '", key,
+      check(j.contains(key) && j[key].is_number() && j[key].get<double>() >= 0, path, ":", n, ": field '",
+            key,
             "' missing or not a non-negative number (expected a record of braid bench --context --json)");
       return j[key].get<double>();
     };
@@ -245,7 +248,7 @@ ContextSeries read_context_records(const std::string& path, const std::string& l
     r.predicted_bytes = number("predicted_bytes");
     if (j.contains("memory_limit_bytes")) r.memory_limit_bytes = number("memory_limit_bytes");
     s.points.push_back(r);
-  }
+  });
   check(!s.points.empty(), path, ": no context records");
   return s;
 }
@@ -296,8 +299,8 @@ ContextCharts context_charts_svg(const std::vector<ContextSeries>& models) {
     if (need.x.size() > 1 || (need.x.size() == 1 && rss.x.empty())) memory.series.push_back(need);
   }
   if (limit > 0)
-    memory.series.push_back({"memory available", {x_min, x_max}, {limit / MiB, limit / MiB}, 7,
-                             ChartSeries::Style::Dashed});
+    memory.series.push_back(
+        {"memory available", {x_min, x_max}, {limit / MiB, limit / MiB}, 7, ChartSeries::Style::Dashed});
   return {line_chart_svg(prefill), line_chart_svg(decode), line_chart_svg(memory)};
 }
 
