@@ -248,6 +248,40 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
     }
 }
 
+// Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
+// 16-block scale groups split at the end) match the reference of int8 activations on every
+// path, four rows at a time and alone.
+TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
+  const ops::Int8Activations on(true);
+  const int64_t rows = 6;
+  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 19}) {
+    const int64_t cols = nb * 32;
+    const std::vector<float> x = randn(size_t(cols), 70 + uint64_t(nb)),
+                             w = randn(size_t(rows * cols), 90 + uint64_t(nb), 0.1f);
+    for (ops::Isa isa : kIsas) {
+      if (!ops::isa_supported(isa)) continue;
+      for (DType t : {DType::Q8_0, DType::Q4_0}) {
+        const std::string what =
+            std::string(ops::isa_name(isa)) + " " + dtype_name(t) + " blocks " + std::to_string(nb);
+        const std::vector<uint8_t> wq = quantized(t, w, rows, cols);
+        std::vector<float> y(static_cast<size_t>(rows)), deq(size_t(rows * cols));
+        ops::matvec_w(isa, t, wq.data(), x.data(), rows, cols, false, y.data());
+        ops::dequantize_rows(ops::Isa::Scalar, t, wq.data(), rows, cols, deq.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          const uint8_t* row = wq.data() + r * row_bytes(t, cols);
+          double mag = 0;
+          for (int64_t i = 0; i < cols; ++i)
+            mag += std::fabs(double(deq[size_t(r * cols + i)]) * x[size_t(i)]);
+          EXPECT_NEAR(y[size_t(r)], ops::dot_wq_ref(t, row, x.data(), cols), 1e-6 * mag + 1e-7) << what;
+          float one = 0.0f;
+          ops::matvec_w(isa, t, row, x.data(), 1, cols, false, &one);
+          EXPECT_EQ(y[size_t(r)], one) << what << " row " << r << " alone";
+        }
+      }
+    }
+  }
+}
+
 TEST(WeightKernels, BatchGivesEachInputItsSingleResult) {
   const int64_t rows = 9, cols = 128, B = 3;
   const std::vector<float> w = randn(size_t(rows * cols), 21, 0.1f), x = randn(size_t(B * cols), 22);

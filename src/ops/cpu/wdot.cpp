@@ -201,28 +201,26 @@ void set_active_isa(Isa isa) {
 
 namespace {
 
-// The setting: unset (Q4_0 only), off or on for both formats.
-std::atomic<Int8Mode>& int8_mode() {
-  static std::atomic<Int8Mode> mode{[] {
+// The setting: on unless BRAID_INT8_ACTIVATIONS=0.
+std::atomic<bool>& int8_setting() {
+  static std::atomic<bool> on{[] {
     const char* e = std::getenv("BRAID_INT8_ACTIVATIONS");
-    if (!e || !*e) return Int8Mode::Q4Only;
-    if (std::string(e) == "1") return Int8Mode::On;
-    if (std::string(e) == "0") return Int8Mode::Off;
-    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using the default (Q4_0 only)\n",
-                 e);
-    return Int8Mode::Q4Only;
+    if (!e || !*e || std::string(e) == "1") return true;
+    if (std::string(e) == "0") return false;
+    std::fprintf(stderr, "braid: BRAID_INT8_ACTIVATIONS=%s is not 0 or 1; using the default (on)\n", e);
+    return true;
   }()};
-  return mode;
+  return on;
 }
 
-// Quantized inputs: input b's blocks.
+// Quantized inputs: input b's blocks, `stride` codes apart (activation_codes of the columns).
 struct QBlocksView {
   const int8_t* q;
   const float* d;
   const int32_t* corr;
-  int64_t cols;
+  int64_t stride;
   wdot::QBlocks input(int64_t b) const {
-    return {q + b * cols, d + b * cols / kQuantBlock, corr ? corr + b * cols / 4 : nullptr};
+    return {q + b * stride, d + b * stride / kQuantBlock, corr ? corr + b * stride / 4 : nullptr};
   }
 };
 
@@ -233,16 +231,16 @@ struct QScratch {
   std::vector<int32_t> corr;
 };
 
-// B inputs of `cols` values quantized by `k`'s path for weights of format `fmt`; input b's
-// blocks are at offset b * cols codes, b * cols / 32 scales and b * cols / 4 corrections.
+// B inputs of `cols` values quantized by `k`'s path for weights of format `fmt`.
 QBlocksView quantize_inputs(const wdot::Kernels& k, int fmt, const float* x, int64_t B, int64_t cols) {
   thread_local QScratch s;
-  const size_t n = size_t(B * cols);
+  const int64_t stride = wdot::activation_codes(cols);
+  const size_t n = size_t(B * stride);
   if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / 4);
   for (int64_t b = 0; b < B; ++b)
-    k.quantize(x + b * cols, cols, fmt, s.q.data() + b * cols, s.d.data() + b * cols / kQuantBlock,
-               k.corrections ? s.corr.data() + b * cols / 4 : nullptr);
-  return {s.q.data(), s.d.data(), k.corrections ? s.corr.data() : nullptr, cols};
+    k.quantize(x + b * cols, cols, fmt, s.q.data() + b * stride, s.d.data() + b * stride / kQuantBlock,
+               k.corrections ? s.corr.data() + b * stride / 4 : nullptr);
+  return {s.q.data(), s.d.data(), k.corrections ? s.corr.data() : nullptr, stride};
 }
 
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
@@ -292,12 +290,9 @@ void matvec_w_inputs(Isa isa, DType t, const void* W, const float* x, int64_t B,
 
 }  // namespace
 
-Int8Mode int8_mode_now() { return int8_mode().load(std::memory_order_relaxed); }
-void set_int8_mode(Int8Mode m) { int8_mode().store(m, std::memory_order_relaxed); }
-bool int8_activations(DType t) {
-  const Int8Mode m = int8_mode_now();
-  return t == DType::Q4_0 ? m != Int8Mode::Off : t == DType::Q8_0 && m == Int8Mode::On;
-}
+bool int8_activations_on() { return int8_setting().load(std::memory_order_relaxed); }
+void set_int8_activations(bool on) { int8_setting().store(on, std::memory_order_relaxed); }
+bool int8_activations(DType t) { return (t == DType::Q8_0 || t == DType::Q4_0) && int8_activations_on(); }
 
 void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
               float* y) {
@@ -316,7 +311,7 @@ void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t r
 void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d) {
   check(cols % kQuantBlock == 0, "activations are quantized in whole blocks of 32, not ", cols);
   const wdot::Kernels& k = kernels(isa);
-  std::vector<int32_t> corr(size_t(cols / 4));
+  std::vector<int32_t> corr(size_t(wdot::activation_codes(cols) / 4));
   k.quantize(x, cols, wdot::kQ8, q, d, k.corrections ? corr.data() : nullptr);
 }
 

@@ -25,30 +25,27 @@ void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int
 // matvec_w gives it; every row of W is read from memory once for all B inputs.
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy);
-// Int8 activations: a Q4_0 (and optionally Q8_0) matrix-vector product quantizes its input to
-// 8-bit blocks, per 32 values an f32 scale d = max|x| / 127 and codes round(x / d) (nearest,
-// ties to even), so each block's dot product is an exact integer (VNNI byte dot products where
-// the CPU has them), scaled by d_w * d_x and summed in f32. By default Q4_0 products do this
-// and Q8_0 products multiply by the f32 activations (int8 made Q4_0 decode faster and Q8_0 decode
-// no faster; docs/benchmarks.md); BRAID_INT8_ACTIVATIONS=1 uses it for both, =0 for neither.
-// Prefill (panels converted to f32 for SGEMM) is not affected.
-enum class Int8Mode : uint8_t { Q4Only, On, Off };
-Int8Mode int8_mode_now();
-void set_int8_mode(Int8Mode m);
+// Int8 activations: a Q8_0 or Q4_0 matrix-vector product quantizes its input to 8-bit
+// blocks, per 32 values an f32 scale d = max|x| / 127 and codes round(x / d) (nearest, ties to
+// even), so each block's dot product is an exact integer (VNNI byte dot products where the
+// CPU has them), scaled by d_w * d_x and summed in f32. On by default: it makes Q8_0 and Q4_0
+// decode faster for a small quality cost (docs/benchmarks.md); BRAID_INT8_ACTIVATIONS=0
+// multiplies the codes by the f32 activations instead. Prefill (panels converted to f32 for
+// SGEMM) is not affected.
+bool int8_activations_on();
+void set_int8_activations(bool on);
 bool int8_activations(DType t);  // whether products with weights of format t use it now
 
-// Sets the mode for a scope (On: both formats, Off: neither), restoring it after.
+// Sets the setting for a scope, restoring it after.
 class Int8Activations {
  public:
-  explicit Int8Activations(bool on) : prev_(int8_mode_now()) {
-    set_int8_mode(on ? Int8Mode::On : Int8Mode::Off);
-  }
-  ~Int8Activations() { set_int8_mode(prev_); }
+  explicit Int8Activations(bool on) : prev_(int8_activations_on()) { set_int8_activations(on); }
+  ~Int8Activations() { set_int8_activations(prev_); }
   Int8Activations(const Int8Activations&) = delete;
   Int8Activations& operator=(const Int8Activations&) = delete;
 
  private:
-  Int8Mode prev_;
+  bool prev_;
 };
 // x[cols] (cols a multiple of 32) quantized as `isa`'s kernels quantize it: q[cols], d[cols / 32].
 void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d);

@@ -164,65 +164,95 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // Int8 activations with VNNI (vpdpbusd: unsigned bytes times signed bytes, four products
 // summed into each int32 lane). Weight codes are made unsigned (Q8_0: code + 128 by flipping
 // the sign bit; Q4_0: the stored nibbles, code + 8), and each lane starts from the
-// activations' correction -k * (its four codes' sum), so every lane holds an exact signed sum.
+// activations' correction -k * (its codes' sum), so every lane holds an exact signed sum.
+//
+// Q8_0 steps take two blocks: lanes 0-7 hold block b's sums, 8-15 block b + 1's, the
+// activations in their natural order with one correction per 4 codes. Q4_0 steps take four
+// blocks from one 64-byte load of nibbles, whose low nibbles are elements 0..15 of each block
+// and high nibbles elements 16..31: the activations are stored to match, per group of four
+// blocks 64 codes [b0 0..15 | b1 0..15 | b2 0..15 | b3 0..15] then 64 codes of elements
+// 16..31, so lane l sums block l / 4 (its low and high codes: one correction per 8 codes). A
+// group past the last block is padded with zero codes and corrections.
 
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
+// One block's scale and codes (x - x is 0 exactly when every x is finite): 32 codes.
+BRAID_VNNI inline __m256i block_codes(const float* x, float* d) {
+  const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  const __mmask16 f0 = _mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_setzero_ps(), _CMP_EQ_OQ);
+  const __mmask16 f1 = _mm512_cmp_ps_mask(_mm512_sub_ps(v1, v1), _mm512_setzero_ps(), _CMP_EQ_OQ);
+  const bool finite = (f0 & f1) == 0xffff;
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+  float inv;
+  activation_scale(amax, finite, d, &inv);
+  if (!finite) return _mm256_setzero_si256();
+  const __m512 s = _mm512_set1_ps(inv);
+  return _mm256_set_m128i(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, s))),
+                          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, s))));
+}
+
 BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
-  const __m256i k = _mm256_set1_epi32(fmt == kQ8 ? -128 : -8), ones = _mm256_set1_epi8(1);
-  for (int64_t b = 0; b < n / kQuantBlock; ++b, x += kQuantBlock, q += kQuantBlock) {
-    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    // x - x is 0 exactly when x is finite.
-    const __mmask16 f0 = _mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_setzero_ps(), _CMP_EQ_OQ);
-    const __mmask16 f1 = _mm512_cmp_ps_mask(_mm512_sub_ps(v1, v1), _mm512_setzero_ps(), _CMP_EQ_OQ);
-    const bool finite = (f0 & f1) == 0xffff;
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    float inv;
-    activation_scale(amax, finite, &d[b], &inv);
-    const __m512 s = _mm512_set1_ps(inv);
-    __m256i codes = _mm256_setzero_si256();
-    if (finite)
-      codes = _mm256_set_m128i(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, s))),
-                               _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, s))));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), codes);
-    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, codes);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(corr + 8 * b), _mm256_mullo_epi32(sums, k));
+  const int64_t nb = n / kQuantBlock;
+  if (fmt == kQ8) {
+    const __m256i k = _mm256_set1_epi32(-128), ones = _mm256_set1_epi8(1);
+    for (int64_t b = 0; b < nb; ++b, x += kQuantBlock, q += kQuantBlock) {
+      const __m256i codes = block_codes(x, &d[b]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), codes);
+      const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, codes);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(corr + 8 * b), _mm256_mullo_epi32(sums, k));
+    }
+    return;
+  }
+  const __m512i k = _mm512_set1_epi32(-8), ones = _mm512_set1_epi8(1);
+  for (int64_t g = 0; g < (nb + 3) / 4; ++g, q += 4 * kQuantBlock) {
+    __m128i lo[4], hi[4];
+    for (int j = 0; j < 4; ++j) {
+      const int64_t b = 4 * g + j;
+      const __m256i c = b < nb ? block_codes(x + b * kQuantBlock, &d[b]) : _mm256_setzero_si256();
+      lo[j] = _mm256_castsi256_si128(c), hi[j] = _mm256_extracti128_si256(c, 1);
+    }
+    const __m512i l = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo[1], lo[0])),
+                                         _mm256_set_m128i(lo[3], lo[2]), 1);
+    const __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(hi[1], hi[0])),
+                                         _mm256_set_m128i(hi[3], hi[2]), 1);
+    _mm512_storeu_si512(q, l);
+    _mm512_storeu_si512(q + 64, h);
+    const __m512i sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, l), ones, h);
+    _mm512_storeu_si512(corr + 16 * g, _mm512_mullo_epi32(sums, k));
   }
 }
 
-// The unsigned weight codes of blocks b and b + 1 (Two) or of block b alone (the upper half
-// zero), in the activations' element order.
-template <bool Q4, bool Two>
-BRAID_VNNI inline __m512i unsigned_codes(const uint8_t* c) {
-  if constexpr (Q4) {
-    // 16 bytes per block: low nibbles are elements 0..15, high nibbles 16..31.
-    const __m256i y = Two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c))
-                          : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
-    const __m512i idx = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-    const __m512i z = _mm512_permutex2var_epi64(_mm512_zextsi256_si512(y), idx,
-                                                _mm512_zextsi256_si512(_mm256_srli_epi16(y, 4)));
-    return _mm512_and_si512(z, _mm512_set1_epi8(15));
-  } else {
-    const __m512i w = Two ? _mm512_loadu_si512(c)
-                          : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    return _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80)));
-  }
+// The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
+// (halves, then pairs) whatever R is, so a row gets the same value in a group of four as alone.
+template <int R>
+BRAID_VNNI inline void reduce_rows(const __m512* acc, float* out) {
+  __m256 h[4];
+  for (int r = 0; r < 4; ++r)
+    h[r] = r < R ? _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)))
+                 : _mm256_setzero_ps();
+  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+  const __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  alignas(16) float o[4];
+  _mm_store_ps(o, v);
+  for (int r = 0; r < R; ++r) out[r] = o[r];
 }
 
-// One step of R rows against one quantized input: blocks b and b + 1 (Two) or block b alone.
-// Lanes 0-7 of a step hold block b's sums, 8-15 block b + 1's, each scaled by its d_w * d_x
-// (the scales of 16 blocks are converted at once, at every 16th block).
-template <bool Q4, int R, bool Two>
-BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                 __m512* acc, __m512* scales) {
-  constexpr int64_t kBlockBytes = Q4 ? 16 : 32;
-  if ((b & 15) == 0) {  // the scales of blocks b .. b + 15 (masked at the row's end)
-    const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-    const __m512 dx = _mm512_maskz_loadu_ps(k, x.d + b);
-    for (int r = 0; r < R; ++r)
-      scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), dx);
-  }
-  // One block alone: the upper halves are zero, so its lanes 8-15 add nothing.
+// The scales d_w * d_x of blocks b .. b + 15 (masked at the row's end) for R rows.
+template <int R>
+BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float* dx, int64_t nb, int64_t b,
+                                    __m512* scales) {
+  const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
+  const __m512 x = _mm512_maskz_loadu_ps(k, dx + b);
+  for (int r = 0; r < R; ++r)
+    scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), x);
+}
+
+// One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
+template <int R, bool Two>
+BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
+                                  __m512* acc, __m512* scales) {
+  if ((b & 15) == 0) block_scales<R>(w, stride, x.d, nb, b, scales);
   const int8_t* q = x.q + b * kQuantBlock;
   const int32_t* corr = x.corr + 8 * b;
   const __m512i xq =
@@ -232,33 +262,75 @@ BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks&
   const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
                                         _mm512_set1_epi32(int(b & 15)));
   for (int r = 0; r < R; ++r) {
-    const uint8_t* c = w + r * stride + 2 * nb + b * kBlockBytes;
+    const uint8_t* c = w + r * stride + 2 * nb + b * 32;
     _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);  // the next row group
-    const __m512i sums = _mm512_dpbusd_epi32(c0, unsigned_codes<Q4, Two>(c), xq);
+    const __m512i wc =
+        Two ? _mm512_loadu_si512(c) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)c));
+    const __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(wc, _mm512_set1_epi8(char(0x80))), xq);
     acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
   }
 }
 
-template <bool Q4, int R>
-BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+template <int R>
+BRAID_VNNI inline void dotq8_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
   __m512 acc[R], scales[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) dotq_step<Q4, R, true>(w, stride, x, nb, b, acc, scales);
-  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, acc, scales);
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+  for (; b + 2 <= nb; b += 2) dotq8_step<R, true>(w, stride, x, nb, b, acc, scales);
+  if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, acc, scales);
+  reduce_rows<R>(acc, out);
+}
+
+// One Q4_0 step of R rows: the four blocks from b (Full) or the 1-3 left at the row's end
+// (the codes past it masked to zero; their activations are zero padding).
+template <int R, bool Full>
+BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
+                                  __m512* acc, __m512* scales) {
+  if ((b & 15) == 0) block_scales<R>(w, stride, x.d, nb, b, scales);
+  const __m512i xl = _mm512_loadu_si512(x.q + b * kQuantBlock),
+                xh = _mm512_loadu_si512(x.q + b * kQuantBlock + 64);
+  const __m512i c0 = _mm512_loadu_si512(x.corr + 4 * b);
+  const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                        _mm512_set1_epi32(int(b & 15)));
+  const __mmask64 k = Full ? ~__mmask64(0) : (__mmask64(1) << (16 * (nb - b))) - 1;
+  const __m512i m = _mm512_set1_epi8(15);
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* c = w + r * stride + 2 * nb + b * 16;
+    _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);  // the next row group
+    const __m512i z = Full ? _mm512_loadu_si512(c) : _mm512_maskz_loadu_epi8(k, c);
+    __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_and_si512(z, m), xl);
+    sums = _mm512_dpbusd_epi32(sums, _mm512_and_si512(_mm512_srli_epi16(z, 4), m), xh);
+    acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
+  }
+}
+
+template <int R>
+BRAID_VNNI inline void dotq4_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+  const int64_t nb = n / kQuantBlock;
+  __m512 acc[R], scales[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) dotq4_step<R, true>(w, stride, x, nb, b, acc, scales);
+  if (b < nb) dotq4_step<R, false>(w, stride, x, nb, b, acc, scales);
+  reduce_rows<R>(acc, out);
 }
 
 template <bool Q4>
 BRAID_VNNI float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   float out;
-  dotq_rows<Q4, 1>(w, 0, x, n, &out);
+  if constexpr (Q4)
+    dotq4_rows<1>(w, 0, x, n, &out);
+  else
+    dotq8_rows<1>(w, 0, x, n, &out);
   return out;
 }
 template <bool Q4>
 BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  dotq_rows<Q4, 4>(w, stride, x, n, out);
+  if constexpr (Q4)
+    dotq4_rows<4>(w, stride, x, n, out);
+  else
+    dotq8_rows<4>(w, stride, x, n, out);
 }
 
 }  // namespace

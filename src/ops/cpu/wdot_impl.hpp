@@ -16,9 +16,17 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 
 // Activations quantized to 8-bit blocks (wdot.hpp's int8 activations): per block of 32 values
 // the codes q and the f32 scale d. Paths whose kernels multiply unsigned by signed bytes
-// (VNNI) also take, per 4 codes, the int32 correction -k * (q0 + q1 + q2 + q3) that makes
-// the products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
+// (VNNI) also take int32 corrections -k * (sum of the codes one lane reads) that make the
+// products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
+// A path may order the codes of a group of blocks as its kernel reads them and pad the last
+// group, within kActivationGroup codes per group, one correction per 4 of them; the scales
+// are always in block order.
 enum QFormat { kQ8, kQ4, kQFormats };
+constexpr int64_t kActivationGroup = 128;
+// The codes an input of n values may take (n rounded up to whole groups).
+inline int64_t activation_codes(int64_t n) {
+  return (n + kActivationGroup - 1) / kActivationGroup * kActivationGroup;
+}
 struct QBlocks {
   const int8_t* q;
   const float* d;
