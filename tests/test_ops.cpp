@@ -11,6 +11,7 @@
 #include "mixer_forms.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
+#include "ops/cpu/recurrence.hpp"
 
 using namespace braid;
 
@@ -186,6 +187,45 @@ TEST(Ops, VectorKernelsMatchReference) {
       double d = 0;
       for (int64_t r = 0; r < rows; ++r) d += double(p[size_t(r)]) * A[size_t(r * cols + c)];
       EXPECT_NEAR(z[size_t(c)], d, 1e-5);
+    }
+  }
+}
+
+// The fused decode state updates against the recurrence in double, for state widths around
+// the 16-lane step (and the 16 and 128 of real models), several steps in a row.
+TEST(Ops, RecurrenceKernelsMatchReference) {
+  for (int64_t n : {1, 15, 16, 17, 40, 128}) {
+    const int64_t rows = 5, T = 3;
+    auto S = randn(size_t(rows * n), 20), x = randn(size_t(T * rows), 21), b = randn(size_t(T * n), 22),
+         c = randn(size_t(T * n), 23), A = randn(size_t(rows * n), 24), dt = randn(size_t(T * rows), 25, 0.3);
+    for (float& a : A) a = -std::fabs(a);
+    for (float& d : dt) d = std::fabs(d);
+    std::vector<double> S2(S.begin(), S.end()), h2(S.begin(), S.end());
+    std::vector<float> h = S, y(size_t(T * rows)), ys(size_t(T * rows));
+    ops::selective_scan(h.data(), A.data(), rows, n, T, dt.data(), x.data(), rows, b.data(), c.data(), n,
+                        ys.data());
+    for (int64_t t = 0; t < T; ++t) {
+      const float a = 0.9f, d = 0.7f;
+      ops::decay_update_readout(S.data(), rows, n, a, d, x.data() + t * rows, b.data() + t * n,
+                                c.data() + t * n, y.data() + t * rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0, want_scan = 0, mag = 0;
+        const double dr = dt[size_t(t * rows + r)], xr = x[size_t(t * rows + r)];
+        for (int64_t i = 0; i < n; ++i) {
+          const size_t k = size_t(r * n + i), j = size_t(t * n + i);
+          S2[k] = double(a) * S2[k] + double(d) * xr * b[j];
+          want += S2[k] * c[j];
+          h2[k] = std::exp(double(A[k]) * dr) * h2[k] + dr * b[j] * xr;
+          want_scan += h2[k] * c[j];
+          mag += std::fabs(S2[k] * c[j]) + std::fabs(h2[k] * c[j]);
+        }
+        EXPECT_NEAR(y[size_t(t * rows + r)], want, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
+        EXPECT_NEAR(ys[size_t(t * rows + r)], want_scan, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
+      }
+    }
+    for (size_t k = 0; k < S.size(); ++k) {
+      EXPECT_NEAR(S[k], S2[k], 1e-5 * (1 + std::fabs(S2[k]))) << "n " << n;
+      EXPECT_NEAR(h[k], h2[k], 1e-5 * (1 + std::fabs(h2[k]))) << "n " << n;
     }
   }
 }

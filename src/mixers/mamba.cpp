@@ -1,5 +1,7 @@
 #include "mixers/mamba.hpp"
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -7,6 +9,7 @@
 #include "ops/cpu/conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
+#include "ops/cpu/recurrence.hpp"
 
 namespace braid {
 
@@ -84,21 +87,16 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
 
   // Selective scan, channels split across threads; gated output into u's slot `g`.
   float* g = ws.get(Workspace::kScores, size_t(T * Di));
-  float* h = st.ssm.data();
-#pragma omp parallel for schedule(static) if (Di * N * T >= 8192)
-  for (int64_t c = 0; c < Di; ++c) {
-    float* hc = h + c * N;
-    const float* Ac = A_.data() + c * N;
-    for (int64_t t = 0; t < T; ++t) {
-      const float d = dt[t * Di + c], uc = u[t * Di + c];
-      const float* B = dbc + t * P + R;
-      const float* C = B + N;
-      for (int64_t n = 0; n < N; ++n)
-        hc[n] = ops::exp_fast(Ac[n] * d) * hc[n] + (d * B[n]) * uc;  // vectorises
-      float acc = 0.0f;
-      for (int64_t n = 0; n < N; ++n) acc += hc[n] * C[n];
-      g[t * Di + c] = (acc + uc * w_.D[c]) * silu(xz[t * 2 * Di + Di + c]);
-    }
+  const float* B = dbc + R;
+#pragma omp parallel if (Di * N * T >= 8192)
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt;
+    ops::selective_scan(st.ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di, B,
+                        B + N, P, g + c0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = c0; c < c1; ++c)
+        g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * silu(xz[t * 2 * Di + Di + c]);
   }
   st.pos += T;
   ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);

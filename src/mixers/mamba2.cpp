@@ -10,6 +10,7 @@
 #include "ops/cpu/conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
+#include "ops/cpu/recurrence.hpp"
 
 namespace braid {
 
@@ -119,18 +120,9 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
       const float* X = xbc + h * P;
       const float* B = xbc + Di + g * N;
       const float* C = xbc + Di + GN + g * N;
-      const float a = std::exp(la[h]), d = dt[h];
-      float* S = st.ssm.data() + h * P * N;
-      for (int64_t p = 0; p < P; ++p) {
-        float* Sp = S + p * N;
-        const float xd = d * X[p];
-        float acc = 0.0f;
-        for (int64_t n = 0; n < N; ++n) {
-          Sp[n] = a * Sp[n] + xd * B[n];
-          acc += Sp[n] * C[n];
-        }
-        out[h * P + p] = acc + w_.D[h] * X[p];
-      }
+      ops::decay_update_readout(st.ssm.data() + h * P * N, P, N, std::exp(la[h]), dt[h], X, B, C,
+                                out + h * P);
+      for (int64_t p = 0; p < P; ++p) out[h * P + p] += w_.D[h] * X[p];
     }
   } else {
     // Per head: intra-chunk dual form + contribution of the carried state, then the new state.

@@ -7,16 +7,15 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/wdot.hpp"
 
 namespace braid::ops {
 
 namespace {
 
-// The bodies below are compiled for AVX-512, AVX2 and baseline x86-64; the loader
-// picks the best the CPU supports (one binary). 16 independent f32 accumulators keep
-// the loops vectorised without reassociating a single sum.
-#define BRAID_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
+// The bodies below are BRAID_DISPATCH clones; 16 independent f32 accumulators keep the loops
+// vectorised without reassociating a single sum.
 
 inline float dot16(const float* a, const float* b, int64_t n) {
   // Four independent 16-lane accumulators hide the FMA latency; then 16-wide steps,
