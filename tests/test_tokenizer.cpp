@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "fixtures.hpp"
 #include "io/json.hpp"
+#include "runtime/text_stream.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "tokenizer/unicode.hpp"
 
@@ -27,6 +28,23 @@ TEST_P(TokenizerCases, EncodeAndDecodeMatchReference) {
     const std::vector<int32_t> got = tok->encode(text);
     EXPECT_EQ(got, want) << "encode " << json(text).dump();
     EXPECT_EQ(tok->decode(want), c["decoded"].get<std::string>()) << "decode " << json(text).dump();
+  }
+}
+
+// Text streamed one generated id at a time (each id decoded with a few before it as context)
+// is the text of all the ids decoded at once, for every case of each real tokenizer.
+TEST_P(TokenizerCases, StreamedTextEqualsDecodedText) {
+  REQUIRE_FIXTURES();
+  const std::string dir = fixtures_dir() + "/tokenizers/" + GetParam();
+  auto tok = Tokenizer::load(dir + "/tokenizer.json");
+  for (const auto& c : read_json_file(dir + "/cases.json")) {
+    const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
+    TextStream ts(tok.get());
+    std::string streamed;
+    for (int32_t id : ids) streamed += ts.push(id);
+    streamed += ts.finish();
+    EXPECT_EQ(streamed, tok->decode(ids, true)) << json(c["text"]).dump();
+    EXPECT_EQ(ts.text(), streamed);
   }
 }
 

@@ -25,12 +25,15 @@ class TextStream {
   const std::vector<int32_t>& ids() const { return ids_; }
 
  private:
-  std::string decoded() const;
-  std::string release(const std::string& full, bool final);
+  std::string decode(size_t from, size_t to) const;  // ids_[from, to) as text
+  void extend(bool final);                           // decoded_ += the new ids' final text
+  std::string release(bool final);
 
   const Tokenizer* tok_;
   std::vector<std::string> stop_;
   std::vector<int32_t> ids_;
+  size_t prefix_ = 0, read_ = 0;  // ids_[prefix_, read_): context already in decoded_
+  std::string decoded_;           // the text of ids_[0, read_)
   std::string emitted_;
   bool stopped_ = false;
 };

@@ -76,8 +76,14 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const json& j, const std::string
   // Longest first, so matching at a position prefers the longest added token.
   std::stable_sort(t->added_.begin(), t->added_.end(),
                    [](const Added& a, const Added& b) { return a.content.size() > b.content.size(); });
-  for (size_t k = 0; k < t->added_.size(); ++k)
-    t->by_first_byte_[static_cast<unsigned char>(t->added_[k].content[0])].push_back(k);
+  t->vocab_size_ = t->model_->size();
+  for (size_t k = 0; k < t->added_.size(); ++k) {
+    const Added& a = t->added_[k];
+    t->by_first_byte_[static_cast<unsigned char>(a.content[0])].push_back(k);
+    t->added_by_id_.emplace(a.id, k);  // the first (longest) wins, as a scan in this order finds
+    t->added_by_content_.emplace(a.content, a.id);
+    t->vocab_size_ = std::max<int64_t>(t->vocab_size_, int64_t(a.id) + 1);
+  }
   return t;
 }
 
@@ -130,38 +136,37 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special
   return out;
 }
 
+const Tokenizer::Added* Tokenizer::added(int32_t id) const {
+  const auto it = added_by_id_.find(id);
+  return it == added_by_id_.end() ? nullptr : &added_[it->second];
+}
+
 std::string Tokenizer::token(int32_t id) const {
-  for (const Added& a : added_)
-    if (a.id == id) return a.content;
-  return model_->token(id);
+  const Added* a = added(id);
+  return a ? a->content : model_->token(id);
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  for (const Added& a : added_)
-    if (a.id == id) return a.special;
-  return false;
+  const Added* a = added(id);
+  return a && a->special;
 }
 
 int32_t Tokenizer::token_id(const std::string& t) const {
-  for (const Added& a : added_)
-    if (a.content == t) return a.id;
-  return model_->token_id(t);
+  const auto it = added_by_content_.find(t);
+  return it != added_by_content_.end() ? it->second : model_->token_id(t);
 }
 
-int64_t Tokenizer::vocab_size() const {
-  int64_t n = model_->size();
-  for (const Added& a : added_) n = std::max<int64_t>(n, int64_t(a.id) + 1);
-  return n;
-}
+int64_t Tokenizer::vocab_size() const { return vocab_size_; }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
-    check(id >= 0 && id < vocab_size(), "token id ", id, " is outside the tokenizer vocabulary [0, ",
-          vocab_size(), ")");
-    if (skip_special_tokens && is_special(id)) continue;
-    tokens.push_back(token(id));
+    if (id < 0 || id >= vocab_size_)
+      fail("token id ", id, " is outside the tokenizer vocabulary [0, ", vocab_size_, ")");
+    const Added* a = added(id);
+    if (skip_special_tokens && a && a->special) continue;
+    tokens.push_back(a ? a->content : model_->token(id));
   }
   if (decoder_) {
     decoder_->apply(tokens);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "io/json.hpp"
@@ -44,8 +45,12 @@ class Tokenizer {
     bool special, lstrip, rstrip, single_word;
   };
   void encode_segment(const std::string& text, std::vector<int32_t>& out) const;
+  const Added* added(int32_t id) const;  // null for an id of the model's vocabulary
 
   std::vector<Added> added_;
+  std::unordered_map<int32_t, size_t> added_by_id_;            // index into added_
+  std::unordered_map<std::string, int32_t> added_by_content_;  // id
+  int64_t vocab_size_ = 0;
   std::array<std::vector<size_t>, 256> by_first_byte_;  // indices into added_, longest first
   std::unique_ptr<tok::Normalizer> normalizer_;
   std::unique_ptr<tok::PreTokenizer> pre_;
