@@ -12,6 +12,7 @@
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 #include "ops/cpu/recurrence.hpp"
+#include "ops/cpu/roofline.hpp"
 
 using namespace braid;
 
@@ -189,6 +190,16 @@ TEST(Ops, VectorKernelsMatchReference) {
       EXPECT_NEAR(z[size_t(c)], d, 1e-5);
     }
   }
+}
+
+// The limits benchmarks compare against are positive, finite rates, for any buffer size.
+TEST(Ops, RooflineProbesGiveRates) {
+  for (size_t bytes : {size_t(1), size_t(1) << 20, (size_t(1) << 20) + 12345}) {
+    const double bw = ops::measure_read_bandwidth(bytes, 2);
+    EXPECT_TRUE(std::isfinite(bw) && bw > 0) << bytes;
+  }
+  const double peak = ops::measure_sgemm_peak(64, 2);
+  EXPECT_TRUE(std::isfinite(peak) && peak > 0);
 }
 
 // The fused decode state updates against the recurrence in double, for state widths around

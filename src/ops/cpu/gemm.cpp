@@ -67,28 +67,37 @@ BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t
 
 namespace {
 
-// B inputs through rows of W in its stored format.
-void matvec_rows(MatRef W, const float* x, int64_t B, int64_t rows, int64_t cols, bool accumulate, float* y,
-                 int64_t ldy) {
+// B inputs through rows of W in its stored format (`in`: the inputs prepared for a compact W).
+void matvec_rows(MatRef W, const float* x, const WInputs& in, int64_t B, int64_t rows, int64_t cols,
+                 bool accumulate, float* y, int64_t ldy) {
   if (W.dtype == DType::F32)
     matvec_batch(static_cast<const float*>(W.data), x, B, rows, cols, accumulate, y, ldy);
   else
-    matvec_w_batch(W.dtype, W.data, x, B, rows, cols, accumulate, y, ldy);
+    matvec_w_rows(in, W.data, rows, accumulate, y, ldy);
 }
 
-// y[b, o] (+)= W[o, :] . x[b, :] with rows split across threads, so each thread streams a
-// contiguous block of the matrix (decode is bound by reading W once); the split does not
-// change any value.
+WInputs prepared_for(MatRef W, const float* x, int64_t B, int64_t cols) {
+  return W.dtype == DType::F32 ? WInputs{} : prepare_inputs(W.dtype, x, B, cols);
+}
+
+// Threads take blocks of this many rows as they free up (a guided schedule: large blocks
+// first, then smaller), so a thread the host slows down does not hold the other at the join.
+// A multiple of 4, the row kernels' group; no value depends on the split.
+constexpr int64_t kRowBlock = 16;
+
+// y[b, o] (+)= W[o, :] . x[b, :] with rows split across threads, each streaming contiguous
+// blocks of the matrix (decode is bound by reading W once); inputs are quantized once, before.
 void gemv_rows(MatRef W, const float* x, int64_t B, int64_t out, int64_t in, bool accumulate, float* y) {
+  const WInputs prepared = prepared_for(W, x, B, in);
   if (out * in < (int64_t(1) << 15)) {
-    matvec_rows(W, x, B, out, in, accumulate, y, out);
+    matvec_rows(W, x, prepared, B, out, in, accumulate, y, out);
     return;
   }
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t b = out * t / nt, e = out * (t + 1) / nt;
-    matvec_rows(W.from_row(b, in), x, B, e - b, in, accumulate, y + b, out);
+  const int64_t blocks = (out + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(guided)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b = k * kRowBlock, e = std::min(out, b + kRowBlock);
+    matvec_rows(W.from_row(b, in), x, prepared, B, e - b, in, accumulate, y + b, out);
   }
 }
 
@@ -181,10 +190,20 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
     for (int i = 0; i < n; ++i) linear(x, T, in, p[i].W, p[i].out, p[i].bias, p[i].y);
     return;
   }
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t b = total * t / nt, e = total * (t + 1) / nt;
+  // The projections' rows as one range, in blocks as in gemv_rows; inputs prepared once per
+  // weight format.
+  constexpr int kMaxProjections = 8;
+  check(n <= kMaxProjections, "linear_multi: at most ", kMaxProjections, " projections, not ", n);
+  WInputs prepared[kMaxProjections];
+  for (int i = 0; i < n; ++i) {
+    int j = 0;
+    while (j < i && p[j].W.dtype != p[i].W.dtype) ++j;
+    prepared[i] = j < i ? prepared[j] : prepared_for(p[i].W, x, T, in);
+  }
+  const int64_t blocks = (total + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(guided)
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b = k * kRowBlock, e = std::min(total, b + kRowBlock);
     int64_t base = 0;  // first combined row of matrix i
     for (int i = 0; i < n; base += p[i].out, ++i) {
       const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
@@ -192,7 +211,8 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
       if (p[i].bias)
         for (int64_t t = 0; t < T; ++t)
           for (int64_t r = lo; r < hi; ++r) p[i].y[t * p[i].out + r] = p[i].bias[r];
-      matvec_rows(p[i].W.from_row(lo, in), x, T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo, p[i].out);
+      matvec_rows(p[i].W.from_row(lo, in), x, prepared[i], T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo,
+                  p[i].out);
     }
   }
 }

@@ -213,35 +213,13 @@ std::atomic<bool>& int8_setting() {
   return on;
 }
 
-// Quantized inputs: input b's blocks, `stride` codes apart (activation_codes of the columns).
-struct QBlocksView {
-  const int8_t* q;
-  const float* d;
-  const int32_t* corr;
-  int64_t stride;
-  wdot::QBlocks input(int64_t b) const {
-    return {q + b * stride, d + b * stride / kQuantBlock, corr ? corr + b * stride / 4 : nullptr};
-  }
-};
-
-// The calling thread's quantized inputs (grown, never shrunk: no allocation per token).
+// A thread's quantized inputs, one buffer per activation format (grown, never shrunk: no
+// allocation per token).
 struct QScratch {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int32_t> corr;
 };
-
-// B inputs of `cols` values quantized by `k`'s path for weights of format `fmt`.
-QBlocksView quantize_inputs(const wdot::Kernels& k, int fmt, const float* x, int64_t B, int64_t cols) {
-  thread_local QScratch s;
-  const int64_t stride = wdot::activation_codes(cols);
-  const size_t n = size_t(B * stride);
-  if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / 4);
-  for (int64_t b = 0; b < B; ++b)
-    k.quantize(x + b * cols, cols, fmt, s.q.data() + b * stride, s.d.data() + b * stride / kQuantBlock,
-               k.corrections ? s.corr.data() + b * stride / 4 : nullptr);
-  return {s.q.data(), s.d.data(), k.corrections ? s.corr.data() : nullptr, stride};
-}
 
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
 // path can, each row's value exactly as it alone would give; the rows stay in cache across
@@ -267,25 +245,10 @@ void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, 
     }
 }
 
-void matvec_w_inputs(Isa isa, DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
-                     bool accumulate, float* y, int64_t ldy) {
-  const wdot::Kernels& k = kernels(isa);
-  const int f = format_index(t);
-  const size_t rb = row_bytes(t, cols);
-  const uint8_t* w = static_cast<const uint8_t*>(W);
-  if (int8_activations(t)) {
-    const int qf = t == DType::Q8_0 ? wdot::kQ8 : wdot::kQ4;
-    const QBlocksView xq = quantize_inputs(k, qf, x, B, cols);
-    rows_times_inputs(
-        k.dot4q[qf] != nullptr, B, rows, accumulate, y, ldy,
-        [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, xq.input(b), cols, d); },
-        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, xq.input(b), cols); });
-    return;
-  }
-  rows_times_inputs(
-      k.dot4[f] != nullptr, B, rows, accumulate, y, ldy,
-      [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
-      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); });
+// Input b's quantized blocks.
+wdot::QBlocks blocks(const WInputs& in, int64_t b) {
+  return {in.q + b * in.stride, in.d + b * in.stride / kQuantBlock,
+          in.corr ? in.corr + b * in.stride / 4 : nullptr};
 }
 
 }  // namespace
@@ -294,9 +257,54 @@ bool int8_activations_on() { return int8_setting().load(std::memory_order_relaxe
 void set_int8_activations(bool on) { int8_setting().store(on, std::memory_order_relaxed); }
 bool int8_activations(DType t) { return (t == DType::Q8_0 || t == DType::Q4_0) && int8_activations_on(); }
 
+WInputs prepare_inputs(Isa isa, DType t, const float* x, int64_t B, int64_t cols) {
+  WInputs in;
+  in.isa = isa, in.t = t, in.x = x, in.B = B, in.cols = cols;
+  format_index(t);  // throws for a format without kernels
+  if (!int8_activations(t)) return in;
+  const wdot::Kernels& k = kernels(isa);
+  in.fmt = t == DType::Q8_0 ? wdot::kQ8 : wdot::kQ4;
+  thread_local QScratch scratch[wdot::kQFormats];
+  QScratch& s = scratch[in.fmt];
+  in.stride = wdot::activation_codes(cols);
+  const size_t n = size_t(B * in.stride);
+  if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / 4);
+  for (int64_t b = 0; b < B; ++b)
+    k.quantize(x + b * cols, cols, in.fmt, s.q.data() + b * in.stride,
+               s.d.data() + b * in.stride / kQuantBlock,
+               k.corrections ? s.corr.data() + b * in.stride / 4 : nullptr);
+  in.q = s.q.data(), in.d = s.d.data(), in.corr = k.corrections ? s.corr.data() : nullptr;
+  return in;
+}
+
+WInputs prepare_inputs(DType t, const float* x, int64_t B, int64_t cols) {
+  return prepare_inputs(active_isa(), t, x, B, cols);
+}
+
+void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumulate, float* y, int64_t ldy) {
+  const wdot::Kernels& k = kernels(in.isa);
+  const int64_t cols = in.cols;
+  const size_t rb = row_bytes(in.t, cols);
+  const uint8_t* w = static_cast<const uint8_t*>(W);
+  if (in.fmt >= 0) {
+    const int qf = in.fmt;
+    rows_times_inputs(
+        k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
+        [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, blocks(in, b), cols, d); },
+        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); });
+    return;
+  }
+  const int f = format_index(in.t);
+  const float* x = in.x;
+  rows_times_inputs(
+      k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
+      [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
+      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); });
+}
+
 void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
               float* y) {
-  matvec_w_inputs(isa, t, W, x, 1, rows, cols, accumulate, y, rows);
+  matvec_w_rows(prepare_inputs(isa, t, x, 1, cols), W, rows, accumulate, y, rows);
 }
 
 void matvec_w(DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate, float* y) {
@@ -305,7 +313,7 @@ void matvec_w(DType t, const void* W, const float* x, int64_t rows, int64_t cols
 
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy) {
-  matvec_w_inputs(active_isa(), t, W, x, B, rows, cols, accumulate, y, ldy);
+  matvec_w_rows(prepare_inputs(t, x, B, cols), W, rows, accumulate, y, ldy);
 }
 
 void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d) {

@@ -25,6 +25,27 @@ void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int
 // matvec_w gives it; every row of W is read from memory once for all B inputs.
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy);
+
+// B inputs x[B, cols] made ready once for products with weights of format t, so that any
+// thread can then multiply any rows by them: quantized to 8-bit blocks when int8 activations
+// apply to t (into the preparing thread's scratch for that format, valid until the thread
+// prepares inputs for the same format again), otherwise x as it is.
+struct WInputs {
+  Isa isa = Isa::Scalar;
+  DType t = DType::F32;
+  const float* x = nullptr;
+  int64_t B = 0, cols = 0;
+  int fmt = -1;  // the activation format when quantized, else -1
+  const int8_t* q = nullptr;
+  const float* d = nullptr;
+  const int32_t* corr = nullptr;
+  int64_t stride = 0;  // codes per input
+};
+WInputs prepare_inputs(DType t, const float* x, int64_t B, int64_t cols);
+WInputs prepare_inputs(Isa isa, DType t, const float* x, int64_t B, int64_t cols);
+// y[b * ldy + r] (+)= W[r, :] . input b for rows [0, rows) of W, stored in the inputs' format;
+// each value exactly as matvec_w gives it.
+void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumulate, float* y, int64_t ldy);
 // Int8 activations: a Q8_0 or Q4_0 matrix-vector product quantizes its input to 8-bit
 // blocks, per 32 values an f32 scale d = max|x| / 127 and codes round(x / d) (nearest, ties to
 // even), so each block's dot product is an exact integer (VNNI byte dot products where the
