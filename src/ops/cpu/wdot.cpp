@@ -224,9 +224,14 @@ struct QScratch {
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
 // path can, each row's value exactly as it alone would give; the rows stay in cache across
 // the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b.
-template <class Dot4, class Dot>
+// Rows one at a time ask for the lines of the row this far ahead (the four-row kernels
+// prefetch the next group themselves): the hardware prefetcher alone leaves the stream short
+// of the memory's bandwidth when its latency is high.
+constexpr int64_t kPrefetchRows = 2;
+
+template <class Dot4, class Dot, class Prefetch>
 void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
-                       const Dot4& dot4, const Dot& dot) {
+                       const Dot4& dot4, const Dot& dot, const Prefetch& prefetch) {
   int64_t r = 0;
   if (has_dot4)
     for (; r + 4 <= rows; r += 4)
@@ -238,11 +243,13 @@ void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, 
           o = accumulate ? o + d[i] : d[i];
         }
       }
-  for (; r < rows; ++r)
+  for (; r < rows; ++r) {
+    if (!has_dot4 && r + kPrefetchRows < rows) prefetch(r + kPrefetchRows);
     for (int64_t b = 0; b < B; ++b) {
       const float d = dot(r, b);
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
     }
+  }
 }
 
 // Input b's quantized blocks.
@@ -286,12 +293,15 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   const int64_t cols = in.cols;
   const size_t rb = row_bytes(in.t, cols);
   const uint8_t* w = static_cast<const uint8_t*>(W);
+  auto prefetch = [&](int64_t r) {
+    for (size_t c = 0; c < rb; c += 64) __builtin_prefetch(w + size_t(r) * rb + c);
+  };
   if (in.fmt >= 0) {
     const int qf = in.fmt;
     rows_times_inputs(
         k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
         [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, blocks(in, b), cols, d); },
-        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); });
+        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); }, prefetch);
     return;
   }
   const int f = format_index(in.t);
@@ -299,7 +309,7 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   rows_times_inputs(
       k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
       [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
-      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); });
+      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); }, prefetch);
 }
 
 void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,
