@@ -271,17 +271,6 @@ BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks
   }
 }
 
-template <int R>
-BRAID_VNNI inline void dotq8_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  const int64_t nb = n / kQuantBlock;
-  __m512 acc[R], scales[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) dotq8_step<R, true>(w, stride, x, nb, b, acc, scales);
-  if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, acc, scales);
-  reduce_rows<R>(acc, out);
-}
-
 // One Q4_0 step of R rows: the four blocks from b (Full) or the 1-3 left at the row's end
 // (the codes past it masked to zero; their activations are zero padding).
 template <int R, bool Full>
@@ -305,32 +294,37 @@ BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks
   }
 }
 
-template <int R>
-BRAID_VNNI inline void dotq4_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+// R rows through all their blocks: Q4_0 four blocks a step, Q8_0 two, then the 1-3 left.
+template <bool Q4, int R>
+BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+  constexpr int64_t kPerStep = Q4 ? 4 : 2;
   const int64_t nb = n / kQuantBlock;
   __m512 acc[R], scales[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) dotq4_step<R, true>(w, stride, x, nb, b, acc, scales);
-  if (b < nb) dotq4_step<R, false>(w, stride, x, nb, b, acc, scales);
+  for (; b + kPerStep <= nb; b += kPerStep)
+    if constexpr (Q4)
+      dotq4_step<R, true>(w, stride, x, nb, b, acc, scales);
+    else
+      dotq8_step<R, true>(w, stride, x, nb, b, acc, scales);
+  if (b < nb) {
+    if constexpr (Q4)
+      dotq4_step<R, false>(w, stride, x, nb, b, acc, scales);
+    else
+      dotq8_step<R, false>(w, stride, x, nb, b, acc, scales);
+  }
   reduce_rows<R>(acc, out);
 }
 
 template <bool Q4>
 BRAID_VNNI float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   float out;
-  if constexpr (Q4)
-    dotq4_rows<1>(w, 0, x, n, &out);
-  else
-    dotq8_rows<1>(w, 0, x, n, &out);
+  dotq_rows<Q4, 1>(w, 0, x, n, &out);
   return out;
 }
 template <bool Q4>
 BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  if constexpr (Q4)
-    dotq4_rows<4>(w, stride, x, n, out);
-  else
-    dotq8_rows<4>(w, stride, x, n, out);
+  dotq_rows<Q4, 4>(w, stride, x, n, out);
 }
 
 }  // namespace
