@@ -33,10 +33,6 @@ inline float dot16(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// Rows ahead whose lines a streaming GEMV asks for while it multiplies the current one (as
-// wdot's one-row loops: the hardware prefetcher alone falls short when memory latency is high).
-constexpr int64_t kPrefetchRows = 2;
-
 }  // namespace
 
 BRAID_DISPATCH float dot(const float* a, const float* b, int64_t n) { return dot16(a, b, n); }
@@ -53,8 +49,8 @@ BRAID_DISPATCH void matvec_batch(const float* A, const float* x, int64_t B, int6
                                  bool accumulate, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* a = A + r * cols;  // stays in cache across the B inputs
-    if (r + kPrefetchRows < rows)
-      for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(a + kPrefetchRows * cols + c);
+    if (r + kGemvPrefetchRows < rows)
+      for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(a + kGemvPrefetchRows * cols + c);
     for (int64_t b = 0; b < B; ++b) {
       const float d = 1.0f * dot16(a, x + b * cols, cols);  // as matvec with alpha 1
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;

@@ -20,7 +20,7 @@ static double median(std::vector<double> v) {
 
 namespace {
 
-// The sum of p[0, n), n a multiple of 32: eight independent 4-value integer sums, so the loop
+// The sum of p[0, n), n a multiple of 32, in 32 independent integer sums, so the loop
 // vectorises at the CPU's widest width and issues loads faster than memory can serve them
 // (a baseline 16-byte loop is limited by instructions, not memory, on a slow or throttled core).
 BRAID_DISPATCH uint64_t sum_words(const uint64_t* p, size_t n) {

@@ -223,12 +223,8 @@ struct QScratch {
 
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
 // path can, each row's value exactly as it alone would give; the rows stay in cache across
-// the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b.
-// Rows one at a time ask for the lines of the row this far ahead (the four-row kernels
-// prefetch the next group themselves): the hardware prefetcher alone leaves the stream short
-// of the memory's bandwidth when its latency is high.
-constexpr int64_t kPrefetchRows = 2;
-
+// the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b;
+// `Prefetch(r)` asks for row r's lines (one-row loops only).
 template <class Dot4, class Dot, class Prefetch>
 void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
                        const Dot4& dot4, const Dot& dot, const Prefetch& prefetch) {
@@ -244,7 +240,7 @@ void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, 
         }
       }
   for (; r < rows; ++r) {
-    if (!has_dot4 && r + kPrefetchRows < rows) prefetch(r + kPrefetchRows);
+    if (!has_dot4 && r + kGemvPrefetchRows < rows) prefetch(r + kGemvPrefetchRows);
     for (int64_t b = 0; b < B; ++b) {
       const float d = dot(r, b);
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
