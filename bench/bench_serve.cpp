@@ -1,10 +1,10 @@
-// Serving benchmark: bench_serve MODEL_DIR [--prefix N] [--runs R] [--threads T]
+// Serving benchmark: bench_serve MODEL_DIR [--prefix N] [--runs R] [--threads T] [--gen G]
 // Starts braid's server in-process on a loopback port and measures, over HTTP:
 //  1. time to first token (TTFT) for prompts sharing an N-token prefix: the first request
 //     (nothing cached) vs a second one with the same prefix and another tail (the prefix's
 //     state restored from the prefix cache); median of R fresh prefixes;
 //  2. aggregate decode throughput (generated tokens / wall time) with 1, 4 and 16 clients
-//     streaming at once.
+//     streaming G tokens each (default 64) at once; median of R rounds.
 // Prints one JSON object.
 #include <httplib.h>
 
@@ -71,15 +71,17 @@ Timing stream(int port, const std::vector<int32_t>& prompt, int64_t max_tokens) 
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_serve MODEL_DIR [--prefix N] [--runs R] [--threads T]\n");
+    std::fprintf(stderr, "usage: bench_serve MODEL_DIR [--prefix N] [--runs R] [--threads T] [--gen G]\n");
     return 2;
   }
   int64_t prefix = 4096;
   int runs = 5, threads = 0;
+  int64_t gen = 64;
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--prefix")) prefix = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--runs")) runs = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--gen")) gen = std::max<int64_t>(1, std::atoll(argv[i + 1]));
   }
   braid::retain_freed_memory();  // as the braid CLI does: snapshots reuse freed heap memory
   try {
@@ -114,17 +116,19 @@ int main(int argc, char** argv) {
     json conc = json::object();
     double single = 0;
     for (int clients : {1, 4, 16}) {
-      const int64_t gen = 64;
-      std::vector<std::future<Timing>> fs;
-      const auto start = Clock::now();
-      for (int c = 0; c < clients; ++c) {
-        const std::vector<int32_t> p = ids(32);
-        fs.push_back(std::async(std::launch::async, [&, p] { return stream(port, p, gen); }));
+      std::vector<double> rates;
+      for (int r = 0; r < runs; ++r) {
+        std::vector<std::future<Timing>> fs;
+        const auto start = Clock::now();
+        for (int c = 0; c < clients; ++c) {
+          const std::vector<int32_t> p = ids(32);
+          fs.push_back(std::async(std::launch::async, [&, p] { return stream(port, p, gen); }));
+        }
+        int64_t tokens = 0;
+        for (auto& f : fs) tokens += f.get().tokens;
+        rates.push_back(double(tokens) / std::chrono::duration<double>(Clock::now() - start).count());
       }
-      int64_t tokens = 0;
-      for (auto& f : fs) tokens += f.get().tokens;
-      const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-      const double tps = double(tokens) / secs;
+      const double tps = median(rates);
       if (clients == 1) single = tps;
       conc[std::to_string(clients)] = {{"tokens_per_s", tps}, {"vs_1", tps / single}};
     }
@@ -137,6 +141,7 @@ int main(int argc, char** argv) {
                 {"threads", braid::num_threads()},
                 {"prefix_tokens", prefix},
                 {"runs", runs},
+                {"tokens_per_client", gen},
                 {"ttft_first_s", f},
                 {"ttft_second_s", s},
                 {"second_over_first", s / f},

@@ -13,6 +13,7 @@
 #include "ops/cpu/gemm.hpp"
 #include "ops/cpu/recurrence.hpp"
 #include "ops/cpu/roofline.hpp"
+#include "ops/cpu/wdot.hpp"
 
 using namespace braid;
 
@@ -190,6 +191,51 @@ TEST(Ops, VectorKernelsMatchReference) {
       EXPECT_NEAR(z[size_t(c)], d, 1e-5);
     }
   }
+}
+
+// Decoding's f32 GEMV on every path the CPU runs: each value is within rounding of the
+// double-precision product and bit for bit the same whatever else shares its call (how
+// many inputs, which rows; the AVX-512 kernel blocks 3 rows x 2 inputs and its tails).
+TEST(Ops, BatchGemvOnEveryPathIsExactPerValue) {
+  const ops::Isa was = ops::active_isa();
+  int paths = 0;
+  for (ops::Isa isa : {ops::Isa::Scalar, ops::Isa::Avx2, ops::Isa::Avx512}) {
+    if (!ops::isa_supported(isa)) continue;
+    ops::set_active_isa(isa);
+    ++paths;
+    for (int64_t cols : {1, 15, 16, 33, 64, 100, 192, 257}) {
+      const int64_t rows = 11, B = 16;
+      const auto A = randn(size_t(rows * cols), 30 + uint64_t(cols)), x = randn(size_t(B * cols), 31);
+      std::vector<float> all(size_t(B * rows));
+      ops::matvec_batch(A.data(), x.data(), B, rows, cols, false, all.data(), rows);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t r = 0; r < rows; ++r) {
+          double d = 0, mag = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            d += double(A[size_t(r * cols + c)]) * x[size_t(b * cols + c)];
+            mag += std::fabs(double(A[size_t(r * cols + c)]) * x[size_t(b * cols + c)]);
+          }
+          EXPECT_NEAR(all[size_t(b * rows + r)], d, 1e-6 * mag) << ops::isa_name(isa) << " cols " << cols;
+        }
+      for (int64_t nb : {1, 2, 3, 5}) {
+        for (int64_t b0 = 0; b0 + nb <= B; b0 += 3) {
+          for (int64_t r0 : {0, 1, 2, 4}) {
+            // Rows [r0, rows) for inputs [b0, b0 + nb), accumulated onto 1.
+            std::vector<float> part(size_t(nb * rows), 1.0f);
+            ops::matvec_batch(A.data() + r0 * cols, x.data() + b0 * cols, nb, rows - r0, cols, true,
+                              part.data(), rows);
+            for (int64_t b = 0; b < nb; ++b)
+              for (int64_t r = r0; r < rows; ++r)
+                ASSERT_EQ(part[size_t(b * rows + r - r0)], 1.0f + all[size_t((b0 + b) * rows + r)])
+                    << ops::isa_name(isa) << " cols " << cols << " inputs " << b0 << "+" << nb << " row " << r
+                    << " from " << r0;
+          }
+        }
+      }
+    }
+  }
+  ops::set_active_isa(was);
+  EXPECT_GE(paths, 1);
 }
 
 // The limits benchmarks compare against are positive, finite rates, for any buffer size.

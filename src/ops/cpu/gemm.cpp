@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "ops/cpu/dispatch.hpp"
+#include "ops/cpu/gemv_f32.hpp"
 #include "ops/cpu/wdot.hpp"
 
 namespace braid::ops {
@@ -45,17 +46,30 @@ BRAID_DISPATCH void matvec(const float* A, const float* x, int64_t rows, int64_t
   }
 }
 
-BRAID_DISPATCH void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols,
-                                 bool accumulate, float* y, int64_t ldy) {
+namespace {
+
+// The generic path of matvec_batch (CPUs without AVX-512): one dot product at a time.
+BRAID_DISPATCH void matvec_batch_generic(const float* A, const float* x, int64_t B, int64_t rows,
+                                         int64_t cols, bool accumulate, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* a = A + r * cols;  // stays in cache across the B inputs
     if (r + kGemvPrefetchRows < rows)
       for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(a + kGemvPrefetchRows * cols + c);
     for (int64_t b = 0; b < B; ++b) {
-      const float d = 1.0f * dot16(a, x + b * cols, cols);  // as matvec with alpha 1
+      const float d = dot16(a, x + b * cols, cols);
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
     }
   }
+}
+
+}  // namespace
+
+void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols, bool accumulate,
+                  float* y, int64_t ldy) {
+  if (active_isa() == Isa::Avx512)
+    gemv::rows_avx512(A, x, B, rows, cols, accumulate, y, ldy);
+  else
+    matvec_batch_generic(A, x, B, rows, cols, accumulate, y, ldy);
 }
 
 BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y) {

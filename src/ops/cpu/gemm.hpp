@@ -79,8 +79,10 @@ float dot(const float* a, const float* b, int64_t n);
 void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha, bool accumulate,
             float* y);
 void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y);
-// matvec for B inputs x[B, cols] at once: y[b * ldy + r] (+)= A[r, :] . x[b, :], each value
-// exactly as matvec computes it; every row of A is read once for all B inputs.
+// Decoding's f32 GEMV for B inputs x[B, cols] at once: y[b * ldy + r] (+)= A[r, :] . x[b, :],
+// every row of A read once for all B inputs, each value the same whatever B is (on the
+// AVX-512 path, ops::active_isa(), a register-blocked kernel, ops/cpu/gemv_f32.hpp; otherwise
+// one matvec-style dot product at a time).
 void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols, bool accumulate,
                   float* y, int64_t ldy);
 

@@ -1,5 +1,11 @@
 // AVX-512 kernels for compact weight formats (see wdot.hpp). Compiled for these instructions
 // only inside the functions marked BRAID_AVX512; called only when the CPU has them.
+// GCC 12's AVX-512 header builds vectors from self-initialised "undefined" values, which its own
+// -Wuninitialized then reports at every inlined use: a false positive, silenced here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstring>

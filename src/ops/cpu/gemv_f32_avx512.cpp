@@ -1,0 +1,118 @@
+// AVX-512 f32 GEMV for one or several inputs (see gemv_f32.hpp); called only when the CPU has
+// the instructions (ops::active_isa()).
+// GCC 12's AVX-512 header builds vectors from self-initialised "undefined" values, which its own
+// -Wuninitialized then reports at every inlined use: a false positive, silenced here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "ops/cpu/gemv_f32.hpp"
+#include "ops/cpu/wdot.hpp"
+
+namespace braid::ops::gemv {
+
+namespace {
+
+#define BRAID_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+// out[r * NB + b] = A[r, :] . x[b, :] for R rows (stride lda) and NB inputs (stride ldx).
+template <int R, int NB>
+BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t n,
+                               float* out) {
+  __m512 acc[R][NB][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[r][b][j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      __m512 w[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(a + r * lda + i + 16 * j);
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) {
+        const __m512 v = _mm512_loadu_ps(x + b * ldx + i + 16 * j);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r][b][j] = _mm512_fmadd_ps(w[r], v, acc[r][b][j]);
+      }
+    }
+  for (; i + 16 <= n; i += 16) {
+    __m512 w[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(a + r * lda + i);
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      const __m512 v = _mm512_loadu_ps(x + b * ldx + i);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][b][0] = _mm512_fmadd_ps(w[r], v, acc[r][b][0]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      const __m512* c = acc[r][b];
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c[0], c[1]), _mm512_add_ps(c[2], c[3])));
+      for (int64_t k = i; k < n; ++k) s = std::fma(a[r * lda + k], x[b * ldx + k], s);
+      out[r * NB + b] = s;
+    }
+}
+
+// Rows [r, r + R) against every input, NB at a time, then one at a time.
+template <int R, int NB>
+BRAID_AVX512 inline void rows_block(const float* A, const float* x, int64_t B, int64_t r, int64_t cols,
+                                    bool accumulate, float* y, int64_t ldy) {
+  const float* a = A + r * cols;
+  auto store = [&](int64_t b0, int nb, const float* v) {
+    for (int i = 0; i < R; ++i)
+      for (int b = 0; b < nb; ++b) {
+        float& o = y[(b0 + b) * ldy + r + i];
+        o = accumulate ? o + v[i * nb + b] : v[i * nb + b];
+      }
+  };
+  float v[R * NB];
+  int64_t b = 0;
+  for (; b + NB <= B; b += NB) {
+    block<R, NB>(a, cols, x + b * cols, cols, cols, v);
+    store(b, NB, v);
+  }
+  for (; b < B; ++b) {
+    block<R, 1>(a, cols, x + b * cols, cols, cols, v);
+    store(b, 1, v);
+  }
+}
+
+}  // namespace
+
+BRAID_AVX512 void rows_avx512(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols,
+                              bool accumulate, float* y, int64_t ldy) {
+  if (B == 1) {
+    // One input: the matrix streams from memory, so a row at a time, asking for the lines
+    // of the row kGemvPrefetchRows ahead (the hardware prefetcher alone falls short).
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r + kGemvPrefetchRows < rows)
+        for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + (r + kGemvPrefetchRows) * cols + c);
+      rows_block<1, 1>(A, x, 1, r, cols, accumulate, y, ldy);
+    }
+    return;
+  }
+  // Several: blocks of rows, asking for the next block's lines while multiplying these.
+  constexpr int R = 3;
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) {
+    for (int64_t p = r + R; p < r + 2 * R && p < rows; ++p)
+      for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + p * cols + c);
+    rows_block<R, 2>(A, x, B, r, cols, accumulate, y, ldy);
+  }
+  for (; r < rows; ++r) rows_block<1, 2>(A, x, B, r, cols, accumulate, y, ldy);
+}
+
+}  // namespace braid::ops::gemv
