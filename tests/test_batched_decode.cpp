@@ -8,6 +8,8 @@
 
 #include "fixtures.hpp"
 #include "import/load.hpp"
+#include "model/init.hpp"
+#include "model/spec_json.hpp"
 #include "ops/cpu/gemm.hpp"
 #include "runtime/session.hpp"
 
@@ -82,6 +84,23 @@ TEST(BatchedDecode, EqualsDecodingAloneOnHybridFixtures) {
     SCOPED_TRACE(arch);
     check_batch_equals_alone(load_model(hf_fixture(arch)));
   }
+}
+
+// Sliding-window attention with sink tokens and grouped KV heads, and full attention: the
+// sequences' caches are windowed (and compacted) at different points.
+TEST(BatchedDecode, EqualsDecodingAloneWithWindowsSinksAndGroupedHeads) {
+  const ModelSpec s = spec_from_json(json::parse(R"({
+    "name": "swa", "vocab_size": 50, "d_model": 32,
+    "mixers": {
+      "swa": {"type": "attention", "n_heads": 4, "n_kv_heads": 2, "head_dim": 8, "sliding_window": 5,
+              "sink_tokens": 2},
+      "full": {"type": "attention", "n_heads": 2, "head_dim": 16}
+    },
+    "mlp": {"hidden": 48},
+    "layers": ["swa", "full", "swa"]
+  })"),
+                                     "swa.json");
+  check_batch_equals_alone(std::make_shared<Model>(s, init_weights(s, 4, 0.3), "init"));
 }
 
 TEST(BatchedDecode, EqualsDecodingAloneOnTheDefaultModel) {

@@ -195,8 +195,21 @@ void AttentionMixer::decode_batch(const float* x, int64_t B, int64_t, State* con
   float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * B * qd)) : nullptr;
   project_qkv(x, B, 0, q, k, v, gate, gate ? gate + B * qd : nullptr, nullptr, nullptr, pos.data());
   float* out = ws.get(Workspace::kAttnOut, size_t(B * qd));
-  for (int64_t b = 0; b < B; ++b)
-    attend(q + b * qd, k + b * kd, v + b * kd, 1, *kvs[size_t(b)], out + b * qd, ws);
+  int64_t L_max = 1;
+  for (int64_t b = 0; b < B; ++b) {
+    append_kv(k + b * kd, v + b * kd, 1, *kvs[size_t(b)]);
+    L_max = std::max(L_max, pos[size_t(b)] + 1);
+  }
+  // Every (sequence, head) pair is one task of one parallel region, each row computed as
+  // attend() computes a sequence's single row.
+  const int64_t H = spec_.n_heads, hd = spec_.head_dim;
+  float* scores = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * size_t(L_max));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t job = 0; job < B * H; ++job) {
+    const int64_t b = job / H, h = job % H;
+    attend_row(q + b * qd + h * hd, h, pos[size_t(b)], *kvs[size_t(b)], out + b * qd + h * hd,
+               scores + size_t(omp_get_thread_num()) * size_t(L_max));
+  }
   finish(out, gate, B, y, ws);
   for (KVState* kv : kvs) trim(*kv);
 }
@@ -206,15 +219,8 @@ void AttentionMixer::attend(const float* q, const float* k, const float* v, int6
                             float* out, Workspace& ws) const {
   KVState* kv = &kvs;
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim, G = H / KV;
-  const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
-  // Append to the cache.
-  kv->reserve(p0 + T);
-  for (int64_t g = 0; g < KV; ++g)
-    for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(kv->k_at(g, p0 + t), k + t * kd + g * hd, size_t(hd) * sizeof(float));
-      std::memcpy(kv->v_at(g, p0 + t), v + t * kd + g * hd, size_t(hd) * sizeof(float));
-    }
-  kv->set_length(p0 + T);
+  const int64_t qd = H * hd, p0 = kv->length();
+  append_kv(k, v, T, *kv);
 
   // Causal attention by (head, query tile): scores by GEMM, masked softmax, GEMM with V.
   // A tile's keys are the sink positions before its window (ns of them, cache rows from 0)
@@ -225,7 +231,7 @@ void AttentionMixer::attend(const float* q, const float* k, const float* v, int6
   const int64_t N = W > 0 ? spec_.sink_tokens : 0;
   const int nthreads = omp_get_max_threads();
   float* scores = ws.get(Workspace::kScores, size_t(nthreads) * size_t(TQ * L_max));
-  const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
+  const float scale = score_scale();
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t job = 0; job < H * ntile; ++job) {
     const int64_t h = job / ntile, t0 = (job % ntile) * TQ, t1 = std::min(T, t0 + TQ), nq = t1 - t0;
@@ -235,22 +241,8 @@ void AttentionMixer::attend(const float* q, const float* k, const float* v, int6
     const int64_t L = kend - kbeg;
     float* S = scores + size_t(omp_get_thread_num()) * size_t(TQ * L_max);
     if (nq <= kSmallQ) {
-      // Few queries (decode): scores and weighted values as matrix-vector products; GEMM
-      // packing would cost more than the arithmetic here.
-      for (int64_t r = 0; r < nq; ++r) {
-        const int64_t pos = p0 + t0 + r;
-        const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, ns = std::min(N, lo);
-        const float* qr = q + (t0 + r) * qd + h * hd;
-        float* o = out + (t0 + r) * qd + h * hd;
-        if (ns > 0) ops::matvec(kv->k_at(g, 0), qr, ns, hd, scale, false, S);
-        ops::matvec(kv->k_at(g, lo), qr, pos - lo + 1, hd, scale, false, S + ns);
-        ops::softmax_inplace(S, ns + pos - lo + 1);
-        ops::vecmat(S + ns, kv->v_at(g, lo), pos - lo + 1, hd, o);
-        for (int64_t j = 0; j < ns; ++j) {
-          const float* vj = kv->v_at(g, j);
-          for (int64_t c = 0; c < hd; ++c) o[c] += S[j] * vj[c];
-        }
-      }
+      for (int64_t r = 0; r < nq; ++r)
+        attend_row(q + (t0 + r) * qd + h * hd, h, p0 + t0 + r, *kv, out + (t0 + r) * qd + h * hd, S);
       continue;
     }
     const int64_t ns = std::min(N, kbeg), Lt = ns + L;
@@ -276,6 +268,39 @@ void AttentionMixer::attend(const float* q, const float* k, const float* v, int6
     float* o = out + t0 * qd + h * hd;
     ops::gemm(nq, hd, L, 1.0f, Sw, Lt, kv->v_at(g, kbeg), hd, false, 0.0f, o, qd);
     if (ns > 0) ops::gemm(nq, hd, ns, 1.0f, S, Lt, kv->v_at(g, 0), hd, false, 1.0f, o, qd);
+  }
+}
+
+void AttentionMixer::append_kv(const float* k, const float* v, int64_t T, KVState& kv) const {
+  const int64_t KV = spec_.n_kv_heads, hd = spec_.head_dim, kd = KV * hd, p0 = kv.length();
+  kv.reserve(p0 + T);
+  for (int64_t g = 0; g < KV; ++g)
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(kv.k_at(g, p0 + t), k + t * kd + g * hd, size_t(hd) * sizeof(float));
+      std::memcpy(kv.v_at(g, p0 + t), v + t * kd + g * hd, size_t(hd) * sizeof(float));
+    }
+  kv.set_length(p0 + T);
+}
+
+float AttentionMixer::score_scale() const {
+  return spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(spec_.head_dim));
+}
+
+// One query row (few queries, as in decode): scores and weighted values as matrix-vector
+// products; GEMM packing would cost more than the arithmetic here.
+void AttentionMixer::attend_row(const float* qr, int64_t h, int64_t pos, KVState& kv, float* o,
+                                float* S) const {
+  const int64_t hd = spec_.head_dim, g = h / (spec_.n_heads / spec_.n_kv_heads), W = spec_.sliding_window;
+  const int64_t N = W > 0 ? spec_.sink_tokens : 0;
+  const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, ns = std::min(N, lo);
+  const float scale = score_scale();
+  if (ns > 0) ops::matvec(kv.k_at(g, 0), qr, ns, hd, scale, false, S);
+  ops::matvec(kv.k_at(g, lo), qr, pos - lo + 1, hd, scale, false, S + ns);
+  ops::softmax_inplace(S, ns + pos - lo + 1);
+  ops::vecmat(S + ns, kv.v_at(g, lo), pos - lo + 1, hd, o);
+  for (int64_t j = 0; j < ns; ++j) {
+    const float* vj = kv.v_at(g, j);
+    for (int64_t c = 0; c < hd; ++c) o[c] += S[j] * vj[c];
   }
 }
 

@@ -87,6 +87,13 @@ class AttentionMixer final : public Mixer {
   // Appends T rows of k, v to the cache; out[T, H*hd] = attention of q's rows over it.
   void attend(const float* q, const float* k, const float* v, int64_t T, KVState& kv, float* out,
               Workspace& ws) const;
+  // The factor of q . k: the spec's scale, else 1 / sqrt(head_dim).
+  float score_scale() const;
+  // Appends T rows of k[T, KV*hd], v to the cache.
+  void append_kv(const float* k, const float* v, int64_t T, KVState& kv) const;
+  // Attention of head h's query row qr at position pos over the cache (which holds pos) into
+  // o[hd]; S holds pos + 1 scores.
+  void attend_row(const float* qr, int64_t h, int64_t pos, KVState& kv, float* o, float* S) const;
   // Output gate and o_proj: y[T, D] from out[T, H*hd].
   void finish(float* out, const float* gate, int64_t T, float* y, Workspace& ws) const;
   // Drops sliding-window positions no later token can see.

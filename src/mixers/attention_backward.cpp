@@ -26,7 +26,7 @@ void AttentionMixer::backward(const float* x, int64_t T, const float* dy, float*
       k_pre(spec_.qk_norm ? static_cast<size_t>(T * kd) : 0);
   project_qkv(x, T, 0, q.data(), k.data(), v.data(), og ? gate.data() : nullptr, og ? qg.data() : nullptr,
               spec_.qk_norm ? q_pre.data() : nullptr, spec_.qk_norm ? k_pre.data() : nullptr);
-  const float scale = spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(hd));
+  const float scale = score_scale();
   const int nthreads = omp_get_max_threads();
   std::vector<float> scratch(static_cast<size_t>(nthreads) * static_cast<size_t>(2 * T * T));
   // P[T, T] of head h: masked (causal, sliding window with its sinks) softmax of
