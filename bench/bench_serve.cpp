@@ -4,7 +4,8 @@
 //     (nothing cached) vs a second one with the same prefix and another tail (the prefix's
 //     state restored from the prefix cache); median of R fresh prefixes;
 //  2. aggregate decode throughput (generated tokens / wall time) with 1, 4 and 16 clients
-//     streaming G tokens each (default 64) at once; median of R rounds.
+//     streaming G tokens each (default 64) at once; median of R rounds, the levels taking
+//     turns.
 // Prints one JSON object.
 #include <httplib.h>
 
@@ -113,24 +114,26 @@ int main(int argc, char** argv) {
         out->push_back(stream(port, p, 1).first);
       }
     }
-    json conc = json::object();
-    double single = 0;
-    for (int clients : {1, 4, 16}) {
-      std::vector<double> rates;
-      for (int r = 0; r < runs; ++r) {
+    // Rounds go 1, 4, 16 clients, 1, 4, 16, ...: a host whose speed drifts slows every level alike.
+    const int levels[] = {1, 4, 16};
+    std::vector<double> rates[3];
+    for (int r = 0; r < runs; ++r)
+      for (int l = 0; l < 3; ++l) {
         std::vector<std::future<Timing>> fs;
         const auto start = Clock::now();
-        for (int c = 0; c < clients; ++c) {
+        for (int c = 0; c < levels[l]; ++c) {
           const std::vector<int32_t> p = ids(32);
           fs.push_back(std::async(std::launch::async, [&, p] { return stream(port, p, gen); }));
         }
         int64_t tokens = 0;
         for (auto& f : fs) tokens += f.get().tokens;
-        rates.push_back(double(tokens) / std::chrono::duration<double>(Clock::now() - start).count());
+        rates[l].push_back(double(tokens) / std::chrono::duration<double>(Clock::now() - start).count());
       }
-      const double tps = median(rates);
-      if (clients == 1) single = tps;
-      conc[std::to_string(clients)] = {{"tokens_per_s", tps}, {"vs_1", tps / single}};
+    json conc = json::object();
+    const double single = median(rates[0]);
+    for (int l = 0; l < 3; ++l) {
+      const double tps = median(rates[l]);
+      conc[std::to_string(levels[l])] = {{"tokens_per_s", tps}, {"vs_1", tps / single}};
     }
     const std::string metrics = server.metrics_text();
     server.shutdown();
