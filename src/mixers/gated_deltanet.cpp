@@ -143,18 +143,25 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* co
   ops::linear_multi(x, Q, d_, p, 2);
 
   unpack(proj, ba, Q, mixed, z, beta, g);
-  if (nseq == 1)
-    ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[0]->conv.data(), qkv);
-  else
-    for (int64_t t = 0; t < Q; ++t)
-      ops::causal_conv1d(mixed + t * CD, CD, 1, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[t]->conv.data(),
-                         qkv + t * CD);
   const float qscale = float(1.0 / std::sqrt(double(DK)));
-  for (int64_t t = 0; t < Q; ++t)
+  const auto normalize = [&](int64_t t) {
     for (int64_t kh = 0; kh < NK; ++kh) {
       gdn_l2_normalize(qkv + t * CD + kh * DK, DK, qscale);
       gdn_l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
     }
+  };
+  if (nseq == 1) {
+    ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[0]->conv.data(), qkv);
+    for (int64_t t = 0; t < Q; ++t) normalize(t);
+  } else {
+    // One token of each sequence: threads take sequences.
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < Q; ++t) {
+      ops::causal_conv1d(mixed + t * CD, CD, 1, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[t]->conv.data(),
+                         qkv + t * CD);
+      normalize(t);
+    }
+  }
 
   if (Q == 1 || nseq == Q) {
     // Decode (one token per sequence): S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two
