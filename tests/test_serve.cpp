@@ -398,6 +398,68 @@ TEST(Serve, ChatCompletionIsTheCompletionOfTheRenderedPrompt) {
   EXPECT_EQ(usage, r["usage"]);
 }
 
+// With tools, streamed replies pass through the tool-call reader: the streamed content and
+// calls put together equal the whole response's, and every token's logprob still arrives.
+// (Which text becomes a call is tested in test_tool_calls.cpp; this model writes none.)
+TEST(Serve, ChatWithToolsStreamsWhatTheWholeResponseHolds) {
+  const Loaded& m = default_model();
+  ServerOptions opt;
+  opt.chat_template = test_template("zephyr.jinja");
+  TestServer ts(m.model, m.tok, opt);
+  auto c = ts.client();
+  const json body = {{"messages", json::parse(R"([{"role": "user", "content": "And God said"}])")},
+                     {"tools", json::parse(R"([{"type": "function", "function": {"name": "f"}}])")},
+                     {"max_tokens", 16},
+                     {"temperature", 0},
+                     {"n", 2},
+                     {"logprobs", true}};
+  auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json whole = json::parse(res->body);
+  json sbody = body;
+  sbody["stream"] = true;
+  auto sres = c.Post("/v1/chat/completions", sbody.dump(), "application/json");
+  ASSERT_TRUE(sres);
+  ASSERT_EQ(sres->status, 200) << sres->body;
+  std::string content[2], finish[2];
+  json calls[2] = {json::array(), json::array()};
+  size_t logprobs[2] = {0, 0};
+  for (size_t at = 0; at < sres->body.size();) {
+    const size_t end = sres->body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos);
+    const std::string data = sres->body.substr(at + 6, end - at - 6);
+    at = end + 2;
+    if (data == "[DONE]") continue;
+    const json j = json::parse(data);
+    for (const auto& ch : j["choices"]) {
+      const int i = ch["index"];
+      const json& d = ch["delta"];
+      if (d.contains("content")) content[i] += d["content"].get<std::string>();
+      if (d.contains("tool_calls"))
+        for (json call : d["tool_calls"]) {
+          call.erase("index");
+          calls[i].push_back(call);
+        }
+      if (!ch["logprobs"].is_null()) logprobs[i] += ch["logprobs"]["content"].size();
+      if (!ch["finish_reason"].is_null()) finish[i] = ch["finish_reason"];
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    const json& choice = whole["choices"][i];
+    const json& msg = choice["message"];
+    if (msg.contains("tool_calls")) {
+      EXPECT_EQ(calls[i], msg["tool_calls"]);
+    } else {
+      EXPECT_EQ(content[i], msg["content"]) << i;
+      EXPECT_TRUE(calls[i].empty());
+    }
+    EXPECT_EQ(finish[i], choice["finish_reason"]) << i;
+    EXPECT_EQ(logprobs[i], choice["logprobs"]["content"].size()) << i;
+  }
+  EXPECT_EQ(logprobs[0] + logprobs[1], whole["usage"]["completion_tokens"].get<size_t>());
+}
+
 TEST(Serve, ChatRequestsTheTemplateRefusesAre400s) {
   const Loaded& m = default_model();
   ServerOptions opt;

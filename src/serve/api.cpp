@@ -250,7 +250,7 @@ ChatRequest parse_chat_request(const std::string& body, const RequestLimits& lim
   const ordered_json oj = ordered_json::parse(body);
   ChatRequest r;
   if (!j.contains("messages")) throw ApiError(400, "messages: missing", "messages");
-  bool logprobs = false;
+  bool logprobs = false, tool_choice_none = false;
   int top_logprobs = 0;
   for (const auto& [key, v] : j.items()) {
     if (v.is_null() && key != "messages") continue;
@@ -269,8 +269,8 @@ ChatRequest parse_chat_request(const std::string& body, const RequestLimits& lim
       r.tools = oj["tools"];
     } else if (key == "tool_choice") {
       if (!(v == "none" || v == "auto"))
-        bad(key,
-            "only \"none\" and \"auto\" are supported (tool calls come back as text in the message content)");
+        bad(key, "only \"none\" and \"auto\" are supported (a named function or \"required\" is not)");
+      tool_choice_none = v == "none";
     } else if (key == "parallel_tool_calls") {
       if (!v.is_boolean()) bad(key, std::string("expected a boolean, found ") + type_name(v));
     } else if (key == "response_format") {
@@ -288,6 +288,7 @@ ChatRequest parse_chat_request(const std::string& body, const RequestLimits& lim
   }
   if (top_logprobs > 0 && !logprobs) bad("top_logprobs", "needs logprobs: true");
   r.request.logprobs = logprobs ? top_logprobs : -1;
+  r.tool_calls = r.tools.is_array() && !r.tools.empty() && !tool_choice_none;
   check_stream_options(r.request);
   return r;
 }
@@ -372,8 +373,31 @@ json chat_logprob_json(const TokenLogprob& t) {
 
 }  // namespace
 
+std::string tool_call_id(const std::string& completion_id, int choice, int index) {
+  const size_t dash = completion_id.find('-');
+  return "call_" + completion_id.substr(dash == std::string::npos ? 0 : dash + 1) + "_" +
+         std::to_string(choice) + "_" + std::to_string(index);
+}
+
+namespace {
+
+json tool_call_json(const std::string& completion_id, int choice, int index, const ToolCall& call) {
+  return {{"id", tool_call_id(completion_id, choice, index)},
+          {"type", "function"},
+          {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+}
+
+}  // namespace
+
+json tool_call_delta(const std::string& completion_id, int choice, int index, const ToolCall& call) {
+  json c = tool_call_json(completion_id, choice, index, call);
+  c["index"] = index;
+  return {{"tool_calls", json::array({c})}};
+}
+
 json chat_completion_body(const std::string& id, int64_t created, const std::string& model,
-                          const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs) {
+                          const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs,
+                          bool tool_calls) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const Choice& c = choices[i];
@@ -383,10 +407,20 @@ json chat_completion_body(const std::string& id, int64_t created, const std::str
       for (const auto& t : c.logprobs) content.push_back(chat_logprob_json(t));
       lp = {{"content", content}};
     }
-    cs.push_back({{"index", i},
-                  {"message", {{"role", "assistant"}, {"content", c.text}}},
-                  {"logprobs", lp},
-                  {"finish_reason", c.finish_reason}});
+    json message = {{"role", "assistant"}, {"content", c.text}};
+    std::string finish = c.finish_reason;
+    if (tool_calls) {
+      const ToolCallStream::Out reply = split_tool_calls(c.text);
+      if (!reply.calls.empty()) {
+        json calls = json::array();
+        for (size_t k = 0; k < reply.calls.size(); ++k)
+          calls.push_back(tool_call_json(id, int(i), int(k), reply.calls[k]));
+        message["content"] = reply.content.empty() ? json(nullptr) : json(reply.content);
+        message["tool_calls"] = calls;
+        if (finish == "stop") finish = "tool_calls";
+      }
+    }
+    cs.push_back({{"index", i}, {"message", message}, {"logprobs", lp}, {"finish_reason", finish}});
   }
   return {{"id", id},      {"object", "chat.completion"}, {"created", created},           {"model", model},
           {"choices", cs}, {"usage", usage_json(usage)},  {"system_fingerprint", nullptr}};

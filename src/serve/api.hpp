@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/json.hpp"
+#include "serve/tool_calls.hpp"
 
 namespace braid::serve {
 
@@ -58,6 +59,7 @@ struct ChatRequest {
   ordered_json tools;            // null or the array sent (the template decides how to show it)
   ordered_json template_kwargs;  // chat_template_kwargs: further template variables
   bool add_generation_prompt = true;
+  bool tool_calls = false;  // tools were given and tool_choice is not "none": parse the reply's calls
 };
 ChatRequest parse_chat_request(const std::string& body, const RequestLimits& limits);
 
@@ -90,8 +92,16 @@ json usage_json(const Usage& u);
 // The chat forms of the above: choices carry {"role": "assistant", "content"} messages
 // (deltas in a stream), log-probabilities as {"content": [{token, logprob, bytes,
 // top_logprobs}]}.
+// With tool_calls, each choice's text is read for calls (serve/tool_calls.hpp): a choice that
+// made any has message.tool_calls, its remaining content (null when none), and finish_reason
+// "tool_calls" where it stopped by itself.
 json chat_completion_body(const std::string& id, int64_t created, const std::string& model,
-                          const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs);
+                          const std::vector<Choice>& choices, const Usage& usage, bool with_logprobs,
+                          bool tool_calls = false);
+// A streamed delta carrying one call, the index-th of its choice (id: call_<id suffix>_<index>).
+json tool_call_delta(const std::string& completion_id, int choice, int index, const ToolCall& call);
+// The id of a choice's index-th call.
+std::string tool_call_id(const std::string& completion_id, int choice, int index);
 // `delta` is {"role": "assistant", "content": ""} for a choice's first chunk, else {"content": text}
 // ({} for a final chunk without text).
 json chat_completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,

@@ -197,7 +197,7 @@ void Server::routes() {
     const int32_t eot = tok_->token_id(opt_.chat_template->eos_token());
     if (eot >= 0 && std::find(spec.stop_ids.begin(), spec.stop_ids.end(), eot) == spec.stop_ids.end())
       spec.stop_ids.push_back(eot);
-    respond(c.request, std::move(spec), arrived, res, true);
+    respond(c.request, std::move(spec), arrived, res, true, c.tool_calls);
   });
   http_->Post("/v1/completions", [this](const Request& req, Response& res) {
     const auto arrived = Clock::now();
@@ -253,7 +253,7 @@ JobSpec Server::job_spec(const CompletionRequest& r) const {
 }
 
 void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point arrived,
-                     httplib::Response& res, bool chat) {
+                     httplib::Response& res, bool chat, bool tool_calls) {
   const int n_choices = int(spec.prompts.size()) * spec.n;
   const std::shared_ptr<Job> job = engine_.submit(std::move(spec));
   const auto deadline =
@@ -285,8 +285,9 @@ void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point
         --left;
       }
     }
-    const json body = chat ? chat_completion_body(id, created, model, choices, usage, with_logprobs)
-                           : completion_body(id, created, model, choices, usage, with_logprobs);
+    const json body =
+        chat ? chat_completion_body(id, created, model, choices, usage, with_logprobs, tool_calls)
+             : completion_body(id, created, model, choices, usage, with_logprobs);
     res.set_content(body.dump(), "application/json");
     return;
   }
@@ -294,7 +295,7 @@ void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [job, n_choices, deadline, id, created, model, include_usage, timeout_msg, chat](
+      [job, n_choices, deadline, id, created, model, include_usage, timeout_msg, chat, tool_calls](
           size_t, httplib::DataSink& sink) {
         auto send = [&](const json& j) {
           const std::string s = "data: " + j.dump() + "\n\n";
@@ -308,6 +309,10 @@ void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point
               return false;
             }
         Usage usage{job->prompt_tokens(), 0};
+        // With tools, each choice's text passes through a reader that holds back what may be a
+        // call and sends each call as one delta once it closes.
+        std::vector<ToolCallStream> readers(size_t(tool_calls ? n_choices : 0));
+        std::vector<int> calls_made(size_t(n_choices), 0);
         for (int left = n_choices; left > 0;) {
           Event e;
           if (!job->next(e, deadline)) {
@@ -324,6 +329,30 @@ void Server::respond(const CompletionRequest& r, JobSpec spec, Clock::time_point
           usage.completion_tokens += int64_t(e.ids.size());
           if (!e.finish_reason.empty()) --left;
           const TokenLogprob* lp = e.logprob ? &*e.logprob : nullptr;
+          if (tool_calls) {
+            ToolCallStream& reader = readers[size_t(e.choice)];
+            ToolCallStream::Out out = reader.push(e.text);
+            if (!e.finish_reason.empty()) out.content += reader.finish().content;
+            int& made = calls_made[size_t(e.choice)];
+            bool ok = true;
+            if (!out.content.empty() || lp)
+              ok = send(chat_completion_chunk(
+                  id, created, model, e.choice,
+                  out.content.empty() ? json::object() : json{{"content", out.content}}, lp, ""));
+            for (const ToolCall& call : out.calls)
+              ok =
+                  ok && send(chat_completion_chunk(id, created, model, e.choice,
+                                                   tool_call_delta(id, e.choice, made++, call), nullptr, ""));
+            if (ok && !e.finish_reason.empty())
+              ok = send(chat_completion_chunk(
+                  id, created, model, e.choice, json::object(), nullptr,
+                  made > 0 && e.finish_reason == "stop" ? "tool_calls" : e.finish_reason));
+            if (!ok) {
+              job->cancel();  // the client went away
+              return false;
+            }
+            continue;
+          }
           const json chunk =
               chat ? chat_completion_chunk(id, created, model, e.choice,
                                            e.text.empty() && !e.finish_reason.empty()

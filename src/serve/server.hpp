@@ -62,7 +62,7 @@ class Server {
   JobSpec job_spec(const CompletionRequest& r) const;  // sampling, stops, logprobs; no prompts
   // Submits the job and answers with a completion or chat completion, whole or streamed.
   void respond(const CompletionRequest& r, JobSpec spec, std::chrono::steady_clock::time_point arrived,
-               httplib::Response& res, bool chat);
+               httplib::Response& res, bool chat, bool tool_calls = false);
 
   std::shared_ptr<const Model> model_;
   std::shared_ptr<const Tokenizer> tok_;
