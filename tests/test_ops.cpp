@@ -211,7 +211,8 @@ TEST(Ops, CausalConvStepsEqualTheWholeSequence) {
           ops::causal_conv1d(in.data() + t * C, C, 1, C, w.data(), bias, K, silu, wb.data(),
                              yb.data() + t * C);
         ASSERT_EQ(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)), 0) << C << " " << K;
-        ASSERT_EQ(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)), 0) << C << " " << K;
+        if (!wa.empty())  // K = 1 carries no window
+          ASSERT_EQ(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)), 0) << C << " " << K;
         for (int64_t t = 0; t < T; ++t)
           for (int64_t c = 0; c < C; ++c) {
             double acc = bias ? bias[c] : 0.0;
