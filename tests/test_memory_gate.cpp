@@ -125,7 +125,9 @@ TEST(MemoryAsGate, GradientsMatchFiniteDifferences) {
   const ModelSpec s = spec_from_json(gate_json(), "mag.json");
   Model model(s, owned_copy(init_weights(s, 7, 0.2)), "init");
   const auto tok = random_ids(10, 23, 8), tgt = random_ids(10, 23, 9);
-  // The memory's weights enter through test-time gradients (third powers and beyond), as in
-  // the Titans core test: a smaller step keeps truncation error below the tolerance.
-  expect_model_grads_match(model, tok, tgt, 0, 6, 3e-3);
+  // The five-point step trades truncation against the f32 forward's rounding (the loss is
+  // about 34, so its rounding divided by a small step is of the tolerance's size): at step
+  // 3e-3 the estimate of a gate weight's gradient (analytic 1.332e-3) moved from 1.76e-3 to
+  // 1.91e-3 with a change of summation order alone, at 1e-2 it is 1.30e-3 / 1.25e-3.
+  expect_model_grads_match(model, tok, tgt, 0, 6, 1e-2);
 }

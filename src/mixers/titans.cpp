@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "mixers/titans_recurrence.hpp"
+#include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
@@ -13,15 +14,15 @@ namespace braid {
 namespace {
 
 inline float silu_d1(float a, float s) { return s * (1.0f + a * (1.0f - s)); }
+// h = silu(a) = a sigmoid(a), keeping sigmoid(a) in sg for the derivatives.
+inline void silu_with_sigmoid(const float* a, int64_t n, float* h, float* sg) {
+  for (int64_t i = 0; i < n; ++i) sg[i] = ops::sigmoid(a[i]), h[i] = a[i] * sg[i];
+}
 inline float silu_d2(float a, float s) { return s * (1.0f - s) * (2.0f + a * (1.0f - 2.0f * s)); }
 
-// y[r] (+)= sum_c A[r][c] x[c]
-void mv(const float* A, const float* x, int64_t rows, int64_t cols, float* y, bool acc) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float s = 0;
-    for (int64_t c = 0; c < cols; ++c) s += A[r * cols + c] * x[c];
-    y[r] = acc ? y[r] + s : s;
-  }
+// y[r] (+)= sum_c A[r][c] x[c] (ops::matvec_batch: vectorised per row, dispatched by CPU).
+inline void mv(const float* A, const float* x, int64_t rows, int64_t cols, float* y, bool acc) {
+  ops::matvec_batch(A, x, 1, rows, cols, acc, y, rows);
 }
 // y[c] += sum_r A[r][c] x[r]
 void mtv(const float* A, const float* x, int64_t rows, int64_t cols, float* y) {
@@ -40,7 +41,7 @@ void outer(const float* a, const float* b, int64_t rows, int64_t cols, float s, 
 
 }  // namespace
 
-void MemoryNet::apply(const float* M, const float* x, float* y, float* tmp) const {
+BRAID_DISPATCH void MemoryNet::apply(const float* M, const float* x, float* y, float* tmp) const {
   if (depth == 1) return mv(M, x, d, d, y, false);
   const float *W1 = M, *W2 = M + m * d;
   float* h = tmp;
@@ -49,27 +50,27 @@ void MemoryNet::apply(const float* M, const float* x, float* y, float* tmp) cons
   mv(W2, h, d, m, y, false);
 }
 
-void MemoryNet::apply_backward(const float* M, const float* x, const float* dy, float* dM, float* dx,
-                               float* tmp) const {
+BRAID_DISPATCH void MemoryNet::apply_backward(const float* M, const float* x, const float* dy, float* dM,
+                                              float* dx, float* tmp) const {
   if (depth == 1) {
     outer(dy, x, d, d, 1.0f, dM);
     mtv(M, dy, d, d, dx);
     return;
   }
   const float *W1 = M, *W2 = M + m * d;
-  float *a = tmp, *h = tmp + m, *da = tmp + 2 * m;
+  float *a = tmp, *h = tmp + m, *da = tmp + 2 * m, *sg = tmp + 3 * m;
   mv(W1, x, m, d, a, false);
-  for (int64_t i = 0; i < m; ++i) h[i] = a[i] * ops::sigmoid(a[i]);
+  silu_with_sigmoid(a, m, h, sg);
   outer(dy, h, d, m, 1.0f, dM + m * d);
   std::fill(da, da + m, 0.0f);
   mtv(W2, dy, d, m, da);  // dh
-  for (int64_t i = 0; i < m; ++i) da[i] *= silu_d1(a[i], ops::sigmoid(a[i]));
+  for (int64_t i = 0; i < m; ++i) da[i] *= silu_d1(a[i], sg[i]);
   outer(da, x, m, d, 1.0f, dM);
   mtv(W1, da, m, d, dx);
 }
 
-void MemoryNet::grad(const float* M, const float* k, const float* v, float scale, float* U,
-                     float* tmp) const {
+BRAID_DISPATCH void MemoryNet::grad(const float* M, const float* k, const float* v, float scale, float* U,
+                                    float* tmp) const {
   if (depth == 1) {
     float* e = tmp;
     mv(M, k, d, d, e, false);
@@ -78,20 +79,20 @@ void MemoryNet::grad(const float* M, const float* k, const float* v, float scale
     return;
   }
   const float *W1 = M, *W2 = M + m * d;
-  float *a = tmp, *h = tmp + m, *g = tmp + 2 * m, *e = tmp + 3 * m;
+  float *a = tmp, *h = tmp + m, *g = tmp + 2 * m, *sg = tmp + 3 * m, *e = tmp + 4 * m;
   mv(W1, k, m, d, a, false);
-  for (int64_t i = 0; i < m; ++i) h[i] = a[i] * ops::sigmoid(a[i]);
+  silu_with_sigmoid(a, m, h, sg);
   mv(W2, h, d, m, e, false);
   for (int64_t i = 0; i < d; ++i) e[i] = 2.0f * (e[i] - v[i]);  // dl/do
   outer(e, h, d, m, scale, U + m * d);
   std::fill(g, g + m, 0.0f);
   mtv(W2, e, d, m, g);
-  for (int64_t i = 0; i < m; ++i) g[i] *= silu_d1(a[i], ops::sigmoid(a[i]));
+  for (int64_t i = 0; i < m; ++i) g[i] *= silu_d1(a[i], sg[i]);
   outer(g, k, m, d, scale, U);
 }
 
-void MemoryNet::grad_backward(const float* M, const float* k, const float* v, const float* dU, float* dM,
-                              float* dk, float* dv, float* tmp) const {
+BRAID_DISPATCH void MemoryNet::grad_backward(const float* M, const float* k, const float* v, const float* dU,
+                                             float* dM, float* dk, float* dv, float* tmp) const {
   if (depth == 1) {
     // u = 2 e k^T with e = W k - v.
     float *e = tmp, *de = tmp + d;
@@ -112,9 +113,9 @@ void MemoryNet::grad_backward(const float* M, const float* k, const float* v, co
   const float *dU1 = dU, *dU2 = dU + m * d;
   float *dW1 = dM, *dW2 = dM + m * d;
   float *a = tmp, *h = a + m, *r = h + m, *dg = r + m, *da = dg + m, *dh = da + m;
-  float *e = dh + m, *de = e + d;
+  float *sg = dh + m, *e = sg + m, *de = e + d;
   mv(W1, k, m, d, a, false);
-  for (int64_t i = 0; i < m; ++i) h[i] = a[i] * ops::sigmoid(a[i]);
+  silu_with_sigmoid(a, m, h, sg);
   mv(W2, h, d, m, e, false);
   for (int64_t i = 0; i < d; ++i) e[i] -= v[i];
   std::fill(r, r + m, 0.0f);
@@ -123,11 +124,11 @@ void MemoryNet::grad_backward(const float* M, const float* k, const float* v, co
   // Through u1 = g k^T.
   mv(dU1, k, m, d, dg, false);
   for (int64_t i = 0; i < m; ++i) {
-    const float s = ops::sigmoid(a[i]), g = silu_d1(a[i], s) * r[i];
+    const float g = silu_d1(a[i], sg[i]) * r[i];
     for (int64_t c = 0; c < d; ++c) dk[c] += dU1[i * d + c] * g;
   }
   for (int64_t i = 0; i < m; ++i) {
-    const float s = ops::sigmoid(a[i]);
+    const float s = sg[i];
     da[i] = silu_d2(a[i], s) * r[i] * dg[i];
     dg[i] *= silu_d1(a[i], s);  // now dr
   }
@@ -136,11 +137,7 @@ void MemoryNet::grad_backward(const float* M, const float* k, const float* v, co
   mv(W2, dg, d, m, de, false);
   for (int64_t i = 0; i < d; ++i) de[i] *= 2.0f;
   // Through u2 = 2 e h^T: de += 2 dU2 h, dh = 2 dU2^T e.
-  for (int64_t i = 0; i < d; ++i) {
-    float s = 0;
-    for (int64_t j = 0; j < m; ++j) s += dU2[i * m + j] * h[j];
-    de[i] += 2.0f * s;
-  }
+  ops::matvec(dU2, h, d, m, 2.0f, true, de);
   std::fill(dh, dh + m, 0.0f);
   for (int64_t i = 0; i < d; ++i)
     for (int64_t j = 0; j < m; ++j) dh[j] += 2.0f * dU2[i * m + j] * e[i];
@@ -149,20 +146,18 @@ void MemoryNet::grad_backward(const float* M, const float* k, const float* v, co
   mtv(W2, de, d, m, dh);
   for (int64_t i = 0; i < d; ++i) dv[i] -= de[i];
   // h = silu(a), a = W1 k.
-  for (int64_t i = 0; i < m; ++i) da[i] += silu_d1(a[i], ops::sigmoid(a[i])) * dh[i];
+  for (int64_t i = 0; i < m; ++i) da[i] += silu_d1(a[i], sg[i]) * dh[i];
   outer(da, k, m, d, 1.0f, dW1);
   mtv(W1, da, m, d, dk);
 }
 
-float titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
-                    const float* const* values, int64_t n, float alpha, float eta, float theta,
-                    float max_norm, float* M, float* S, float* U, float* tmp) {
+BRAID_DISPATCH float titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
+                                   const float* const* values, int64_t n, float alpha, float eta, float theta,
+                                   float max_norm, float* M, float* S, float* U, float* tmp) {
   const int64_t P = net.size();
   std::fill(U, U + P, 0.0f);
   for (int64_t j = 0; j < n; ++j) net.grad(M0, keys[j], values[j], 1.0f, U, tmp);
-  double s = 0;
-  for (int64_t i = 0; i < P; ++i) s += double(U[i]) * U[i];
-  const float norm = float(std::sqrt(s));
+  const float norm = float(std::sqrt(dot_f64(U, U, P)));
   if (max_norm > 0 && norm > max_norm) {
     const float r = max_norm / norm;
     for (int64_t i = 0; i < P; ++i) U[i] *= r;
@@ -175,12 +170,29 @@ float titans_update(const MemoryNet& net, const float* M0, const float* const* k
   return norm;
 }
 
-void titans_clip_backward(const float* U, int64_t P, float max_norm, float raw_norm, float* dU) {
+BRAID_DISPATCH TitansGateGrads titans_update_backward(int64_t P, float alpha, float eta, float theta,
+                                                      const float* Mprev, const float* Sprev, const float* U,
+                                                      float* dM, float* dS, float* dU) {
+  TitansGateGrads g;
+  g.alpha = -dot_f64(dM, Mprev, P);
+  const float keep = 1.0f - alpha;
+  for (int64_t i = 0; i < P; ++i) {
+    dS[i] += dM[i];
+    dM[i] *= keep;
+  }
+  g.eta = dot_f64(dS, Sprev, P), g.theta = -dot_f64(dS, U, P);
+  for (int64_t i = 0; i < P; ++i) {
+    dU[i] = -theta * dS[i];
+    dS[i] *= eta;
+  }
+  return g;
+}
+
+BRAID_DISPATCH void titans_clip_backward(const float* U, int64_t P, float max_norm, float raw_norm,
+                                         float* dU) {
   if (!(max_norm > 0 && raw_norm > max_norm)) return;
   // U = c x / |x|: dx = (c / |x|) (dU - w (w . dU)) with w = x / |x| = U / c.
-  double dot = 0;
-  for (int64_t i = 0; i < P; ++i) dot += double(U[i]) * dU[i];
-  const float r = max_norm / raw_norm, wd = float(dot / max_norm);
+  const float r = max_norm / raw_norm, wd = float(dot_f64(U, dU, P) / max_norm);
   for (int64_t i = 0; i < P; ++i) dU[i] = r * (dU[i] - U[i] / max_norm * wd);
 }
 

@@ -17,7 +17,7 @@ namespace braid {
 struct MemoryNet {
   int64_t d = 0, m = 0, depth = 1;
   int64_t size() const { return depth == 1 ? d * d : 2 * m * d; }
-  int64_t scratch() const { return 6 * std::max(d, m) + 2 * d; }
+  int64_t scratch() const { return 7 * std::max(d, m) + 2 * d; }
   // y = M(x) (written).
   void apply(const float* M, const float* x, float* y, float* tmp) const;
   // dM += d(dy . M(x))/dM, dx += d(dy . M(x))/dx.

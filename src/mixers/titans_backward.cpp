@@ -107,21 +107,11 @@ void TitansMixer::backward_chunk(Tape& tp, int64_t c) const {
       // y_t = M_t(q_t)
       net_.apply_backward(&Ms[size_t((j + 1) * P)], &in.q[size_t(t * HD + h * d)],
                           &tp.dO[size_t(t * HD + h * d)], dM, &tp.dq[size_t(t * HD + h * d)], tmp.data());
-      // M_t = (1 - alpha) M_{t-1} + S_t
-      double da = 0, de = 0, dth = 0;
+      // M_t = (1 - alpha) M_{t-1} + S_t, S_t = eta S_{t-1} - theta U_t
       const float *Mprev = &Ms[size_t(j * P)], *Sprev = &Ss[size_t(j * P)], *U = &Us[size_t(j * P)];
-      for (int64_t i = 0; i < P; ++i) {
-        dS[i] += dM[i];
-        da -= double(dM[i]) * Mprev[i];
-        dM[i] *= 1.0f - alpha;
-      }
-      // S_t = eta S_{t-1} - theta U_t
-      for (int64_t i = 0; i < P; ++i) {
-        de += double(dS[i]) * Sprev[i];
-        dth -= double(dS[i]) * U[i];
-        dU[size_t(i)] = -theta * dS[i];
-        dS[i] *= eta;
-      }
+      const TitansGateGrads gg =
+          titans_update_backward(P, alpha, eta, theta, Mprev, Sprev, U, dM, dS, dU.data());
+      const double da = gg.alpha, de = gg.eta, dth = gg.theta;
       // U_t = sum over the window of grad ||M0(k_i) - v_i||^2, rescaled
       titans_clip_backward(U, P, clip, norms[size_t(j)], dU.data());
       const int64_t nw = window_of(in, HD, d, W, h, t, keys.data(), values.data());
