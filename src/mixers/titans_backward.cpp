@@ -111,7 +111,6 @@ void TitansMixer::backward_chunk(Tape& tp, int64_t c) const {
       const float *Mprev = &Ms[size_t(j * P)], *Sprev = &Ss[size_t(j * P)], *U = &Us[size_t(j * P)];
       const TitansGateGrads gg =
           titans_update_backward(P, alpha, eta, theta, Mprev, Sprev, U, dM, dS, dU.data());
-      const double da = gg.alpha, de = gg.eta, dth = gg.theta;
       // U_t = sum over the window of grad ||M0(k_i) - v_i||^2, rescaled
       titans_clip_backward(U, P, clip, norms[size_t(j)], dU.data());
       const int64_t nw = window_of(in, HD, d, W, h, t, keys.data(), values.data());
@@ -126,9 +125,9 @@ void TitansMixer::backward_chunk(Tape& tp, int64_t c) const {
         const float s = ops::sigmoid(raw[col]);
         return s * (1.0f - s);
       };
-      dg[h] = float(da) * dsig(h);
-      dg[H + h] = float(de) * dsig(H + h);
-      dg[2 * H + h] = float(dth) * float(s_.max_lr) * dsig(2 * H + h);
+      dg[h] = float(gg.alpha) * dsig(h);
+      dg[H + h] = float(gg.eta) * dsig(H + h);
+      dg[2 * H + h] = float(gg.theta) * float(s_.max_lr) * dsig(2 * H + h);
     }
     for (int64_t i = 0; i < P; ++i) dM[i] += dM0[size_t(i)];  // M0 is the memory entering the chunk
   }
