@@ -39,9 +39,8 @@ void outer(const float* a, const float* b, int64_t rows, int64_t cols, float s, 
   }
 }
 
-}  // namespace
-
-BRAID_DISPATCH void MemoryNet::apply(const float* M, const float* x, float* y, float* tmp) const {
+BRAID_DISPATCH void net_apply(const MemoryNet& net, const float* M, const float* x, float* y, float* tmp) {
+  const int64_t d = net.d, m = net.m, depth = net.depth;
   if (depth == 1) return mv(M, x, d, d, y, false);
   const float *W1 = M, *W2 = M + m * d;
   float* h = tmp;
@@ -50,8 +49,9 @@ BRAID_DISPATCH void MemoryNet::apply(const float* M, const float* x, float* y, f
   mv(W2, h, d, m, y, false);
 }
 
-BRAID_DISPATCH void MemoryNet::apply_backward(const float* M, const float* x, const float* dy, float* dM,
-                                              float* dx, float* tmp) const {
+BRAID_DISPATCH void net_apply_backward(const MemoryNet& net, const float* M, const float* x, const float* dy,
+                                       float* dM, float* dx, float* tmp) {
+  const int64_t d = net.d, m = net.m, depth = net.depth;
   if (depth == 1) {
     outer(dy, x, d, d, 1.0f, dM);
     mtv(M, dy, d, d, dx);
@@ -69,8 +69,9 @@ BRAID_DISPATCH void MemoryNet::apply_backward(const float* M, const float* x, co
   mtv(W1, da, m, d, dx);
 }
 
-BRAID_DISPATCH void MemoryNet::grad(const float* M, const float* k, const float* v, float scale, float* U,
-                                    float* tmp) const {
+BRAID_DISPATCH void net_grad(const MemoryNet& net, const float* M, const float* k, const float* v,
+                             float scale, float* U, float* tmp) {
+  const int64_t d = net.d, m = net.m, depth = net.depth;
   if (depth == 1) {
     float* e = tmp;
     mv(M, k, d, d, e, false);
@@ -91,8 +92,9 @@ BRAID_DISPATCH void MemoryNet::grad(const float* M, const float* k, const float*
   outer(g, k, m, d, scale, U);
 }
 
-BRAID_DISPATCH void MemoryNet::grad_backward(const float* M, const float* k, const float* v, const float* dU,
-                                             float* dM, float* dk, float* dv, float* tmp) const {
+BRAID_DISPATCH void net_grad_backward(const MemoryNet& net, const float* M, const float* k, const float* v,
+                                      const float* dU, float* dM, float* dk, float* dv, float* tmp) {
+  const int64_t d = net.d, m = net.m, depth = net.depth;
   if (depth == 1) {
     // u = 2 e k^T with e = W k - v.
     float *e = tmp, *de = tmp + d;
@@ -149,6 +151,29 @@ BRAID_DISPATCH void MemoryNet::grad_backward(const float* M, const float* k, con
   for (int64_t i = 0; i < m; ++i) da[i] += silu_d1(a[i], sg[i]) * dh[i];
   outer(da, k, m, d, 1.0f, dW1);
   mtv(W1, da, m, d, dk);
+}
+
+}  // namespace
+
+// The members forward to the dispatched free functions: clang does not resolve
+// target_clones on member functions called from other files.
+void MemoryNet::apply(const float* M, const float* x, float* y, float* tmp) const {
+  net_apply(*this, M, x, y, tmp);
+}
+
+void MemoryNet::apply_backward(const float* M, const float* x, const float* dy, float* dM, float* dx,
+                               float* tmp) const {
+  net_apply_backward(*this, M, x, dy, dM, dx, tmp);
+}
+
+void MemoryNet::grad(const float* M, const float* k, const float* v, float scale, float* U,
+                     float* tmp) const {
+  net_grad(*this, M, k, v, scale, U, tmp);
+}
+
+void MemoryNet::grad_backward(const float* M, const float* k, const float* v, const float* dU, float* dM,
+                              float* dk, float* dv, float* tmp) const {
+  net_grad_backward(*this, M, k, v, dU, dM, dk, dv, tmp);
 }
 
 BRAID_DISPATCH float titans_update(const MemoryNet& net, const float* M0, const float* const* keys,
