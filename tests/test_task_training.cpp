@@ -68,7 +68,7 @@ TEST(TaskTraining, StepLossIsTheMeanOverTheAnswers) {
   double nll = 0;
   int64_t answers = 0, tokens = 0, lengths_seen = 0;
   for (int i = 0; i < 6; ++i) {
-    const TaskExample ex = same.draw(rng);
+    const TaskExample ex = same.draw(rng, 1);
     nll += answer_nll(tr.model(), ex, &answers);
     tokens += int64_t(ex.input.size());
     lengths_seen |= ex.input.size() == 16 ? 1 : 2;

@@ -143,6 +143,12 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--power-a", a->o.task.power_a, "mqar: power-law exponent of the query gaps")
       ->capture_default_str();
   c->add_option("--steps", a->o.train.steps, "Optimizer steps per model")->capture_default_str();
+  c->add_option("--curriculum", a->o.curriculum.steps,
+                "Grow the training examples from --curriculum-seq / --curriculum-dim to the task's over "
+                "this many steps");
+  c->add_option("--curriculum-seq", a->o.curriculum.seq, "Curriculum: the training length at the first step");
+  c->add_option("--curriculum-dim", a->o.curriculum.dim,
+                "Curriculum (linear_regression): the active dimensions of x at the first step");
   c->add_option("--batch", a->o.train.batch, "Sequences per step")->capture_default_str();
   c->add_option("--lr", a->lrs, "Peak learning rate: one, or one per spec")
       ->delimiter(',')

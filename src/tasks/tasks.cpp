@@ -194,6 +194,9 @@ TaskExample listops(const TaskSpec& s, Rng& rng) {
 TaskExample linear_regression(const TaskSpec& s, Rng& rng) {
   const int64_t L = s.seq_len, d = s.dim;
   check(d >= 1, "linear_regression: the dimension must be positive, got ", d);
+  const int64_t k = s.active_dim == 0 ? d : s.active_dim;
+  check(k >= 1 && k <= d, "linear_regression: the active dimensions must be in [1, ", d, "], got ",
+        s.active_dim);
   check(L >= 2 && L % 2 == 0,
         "linear_regression: the sequence holds an x row and a y row per point, so its length ",
         "must be even and at least 2, got ", L);
@@ -206,7 +209,7 @@ TaskExample linear_regression(const TaskSpec& s, Rng& rng) {
   for (int64_t i = 0; i < L / 2; ++i) {
     float* xr = &ex.x[size_t(2 * i * (d + 1))];
     double y = 0;
-    for (int64_t c = 0; c < d; ++c) {
+    for (int64_t c = 0; c < k; ++c) {
       xr[c] = float(rng.normal());
       y += w[size_t(c)] * double(xr[c]);
     }

@@ -34,6 +34,9 @@ struct TaskSpec {
   double power_a = 0.01;           // mqar: query gaps ~ power law a * i^(a - 1); 1 = uniform
   bool random_non_queries = true;  // mqar: filler positions hold random tokens (else 0)
   int64_t dim = 20;                // linear_regression: the dimension d of x
+  // linear_regression: only the first active_dim coordinates of x are drawn, the rest are 0
+  // (a curriculum's early stages); 0: all d.
+  int64_t active_dim = 0;
 };
 
 // Tasks whose examples are real vectors (TaskExample::real()); the others are tokens.
@@ -64,7 +67,8 @@ const std::vector<std::string>& task_names();
 //    the expression's value. Tokens: digits 0..9, openers 10..13, closer 14.
 //  - linear_regression (in-context, as Garg et al. 2022): w ~ N(0, I_d), then n = L / 2 points
 //    x_i ~ N(0, I_d), y_i = w . x_i, as 2n rows of d + 1 values: [x_i, 0], then [0, .., 0, y_i].
-//    The answer at the row of x_i is y_i, predicted from the i pairs before it and x_i.
+//    The answer at the row of x_i is y_i, predicted from the i pairs before it and x_i. With
+//    active_dim k < d, x_i's coordinates from k on are 0 (so only w's first k count).
 TaskExample make_task_example(const TaskSpec& spec, Rng& rng);
 
 // Greedy accuracy of a model on n examples drawn with `seed`: at every position with a

@@ -40,6 +40,12 @@ const std::vector<int64_t>& train_lengths(const CompareOptions& o) {
   return o.train_seq.empty() ? o.eval_seq : o.train_seq;
 }
 
+std::vector<TaskSpec> train_configs(const CompareOptions& o) {
+  std::vector<TaskSpec> configs;
+  for (int64_t L : train_lengths(o)) configs.push_back(task_at(o, L));
+  return configs;
+}
+
 }  // namespace
 
 void check_compare(const CompareOptions& o, const std::vector<std::pair<std::string, ModelSpec>>& specs) {
@@ -66,8 +72,8 @@ void check_compare(const CompareOptions& o, const std::vector<std::pair<std::str
   }
   // Every length must give valid examples before hours are spent training.
   Rng rng(0);
-  for (const std::vector<int64_t>* ls : {&o.eval_seq, &train_lengths(o)})
-    for (int64_t L : *ls) make_task_example(task_at(o, L), rng);
+  for (int64_t L : o.eval_seq) make_task_example(task_at(o, L), rng);
+  TaskSource(train_configs(o), 0, 0, o.curriculum);  // the training lengths and the curriculum
 }
 
 CompareRow compare_one(const CompareOptions& o, const std::string& label, const ModelSpec& spec,
@@ -75,11 +81,9 @@ CompareRow compare_one(const CompareOptions& o, const std::string& label, const 
   CompareRow row;
   row.label = label;
   row.lr = o.train.schedule.lr;
-  std::vector<TaskSpec> configs;
-  for (int64_t L : train_lengths(o)) configs.push_back(task_at(o, L));
   auto model = std::make_unique<Model>(spec, owned_copy(init_weights(spec, o.init_seed, o.init_std)), label);
   row.params = model->n_params();
-  Trainer tr(std::move(model), o.train, std::make_unique<TaskSource>(configs, 0, 0));
+  Trainer tr(std::move(model), o.train, std::make_unique<TaskSource>(train_configs(o), 0, 0, o.curriculum));
   const fs::path dir = fs::path(o.out) / label;
   fs::create_directories(dir);
   std::ofstream metrics(dir / "metrics.jsonl", std::ios::trunc);
@@ -228,6 +232,13 @@ std::string compare_markdown(const CompareOptions& o, const std::vector<CompareR
                 real ? "Error: the squared error of each prediction / d" : "Accuracy: greedy",
                 (long long)o.eval_examples, (unsigned long long)o.eval_seed);
   md += b;
+  if (const Curriculum& c = o.curriculum; c.active()) {
+    std::string from;
+    if (c.seq > 0) from += "length " + std::to_string(c.seq);
+    if (c.dim > 0) from += (from.empty() ? "" : " and ") + std::string("d ") + std::to_string(c.dim);
+    md += "Curriculum: training starts at " + (from.empty() ? std::string("the task itself") : from) +
+          " and grows linearly to the task's over the first " + std::to_string(c.steps) + " steps.\n";
+  }
   if (!command.empty()) md += "\n```\n" + command + "\n```\n";
   return md;
 }
@@ -271,19 +282,22 @@ json compare_json(const CompareOptions& o, const std::vector<CompareRow>& rows) 
   }
   std::vector<int64_t> items;
   for (int64_t L : o.eval_seq) items.push_back(task_at(o, L).items);
-  return json{{"task", o.task.name},
-              {"vocab", o.task.vocab},
-              {"dim", o.task.dim},
-              {"power_a", o.task.power_a},
-              {"eval_seq", o.eval_seq},
-              {"items", items},
-              {"train_seq", train_lengths(o)},
-              {"train", options_to_json(o.train)},
-              {"init_seed", o.init_seed},
-              {"init_std", o.init_std},
-              {"eval_examples", o.eval_examples},
-              {"eval_seed", o.eval_seed},
-              {"models", models}};
+  json j{{"task", o.task.name},
+         {"vocab", o.task.vocab},
+         {"dim", o.task.dim},
+         {"power_a", o.task.power_a},
+         {"eval_seq", o.eval_seq},
+         {"items", items},
+         {"train_seq", train_lengths(o)},
+         {"train", options_to_json(o.train)},
+         {"init_seed", o.init_seed},
+         {"init_std", o.init_std},
+         {"eval_examples", o.eval_examples},
+         {"eval_seed", o.eval_seed},
+         {"models", models}};
+  if (o.curriculum.active())
+    j["curriculum"] = {{"steps", o.curriculum.steps}, {"seq", o.curriculum.seq}, {"dim", o.curriculum.dim}};
+  return j;
 }
 
 CompareResults compare_from_json(const json& j, const std::string& where) {
@@ -298,6 +312,10 @@ CompareResults compare_from_json(const json& j, const std::string& where) {
     o.init_seed = j.at("init_seed"), o.init_std = j.at("init_std");
     o.eval_examples = j.at("eval_examples"), o.eval_seed = j.at("eval_seed");
     r.command = j.value("command", std::string());
+    if (j.contains("curriculum")) {
+      const json& c = j.at("curriculum");
+      o.curriculum.steps = c.at("steps"), o.curriculum.seq = c.at("seq"), o.curriculum.dim = c.at("dim");
+    }
     for (const json& m : j.at("models")) {
       CompareRow row;
       row.label = m.at("label").get<std::string>(), row.params = m.at("params"), row.lr = m.at("lr");
@@ -307,8 +325,16 @@ CompareResults compare_from_json(const json& j, const std::string& where) {
         row.error = m.at("error").get<std::vector<double>>();
         row.least_squares = m.at("least_squares").get<std::vector<double>>();
       }
-      check(row.accuracy.size() == o.eval_seq.size(), "model '", row.label, "' has ", row.accuracy.size(),
-            " accuracies for ", o.eval_seq.size(), " lengths");
+      if (is_real_task(o.task.name)) {
+        // One error per point of the one evaluation length (the table indexes them).
+        const size_t points = o.eval_seq.size() == 1 ? size_t(std::max<int64_t>(o.eval_seq[0] / 2, 0)) : 0;
+        check(points > 0 && row.error.size() == points && row.least_squares.size() == points, "model '",
+              row.label, "' has ", row.error.size(), " errors and ", row.least_squares.size(),
+              " least-squares errors for ", points, " points");
+      } else {
+        check(row.accuracy.size() == o.eval_seq.size(), "model '", row.label, "' has ", row.accuracy.size(),
+              " accuracies for ", o.eval_seq.size(), " lengths");
+      }
       r.rows.push_back(std::move(row));
     }
   } catch (const json::exception& e) {

@@ -9,6 +9,7 @@
 
 #include "model/spec.hpp"
 #include "tasks/tasks.hpp"
+#include "train/source.hpp"
 #include "train/trainer.hpp"
 
 namespace braid {
@@ -19,6 +20,7 @@ struct CompareOptions {
   std::vector<int64_t> train_seq;  // training lengths, drawn uniformly (empty: eval_seq)
   std::vector<int64_t> items;      // one value, or one per evaluation length
   TrainOptions train;              // steps, batch, schedule, seed of the data order
+  Curriculum curriculum;           // grows the training examples into the task (none by default)
   uint64_t init_seed = 0;          // weight initialisation, the same for every spec
   double init_std = 0.02;
   int64_t eval_examples = 200;   // per evaluation length

@@ -108,7 +108,7 @@ StepStats Trainer::step() {
   const int64_t n = o_.batch * o_.accum;
   std::vector<TaskExample> batch;
   for (int64_t i = 0; i < n; ++i) {
-    batch.push_back(source_->draw(rng_));
+    batch.push_back(source_->draw(rng_, st.step));
     st.tokens += batch.back().length();
     st.answers += batch.back().answers();
   }
