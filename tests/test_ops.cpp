@@ -211,8 +211,9 @@ TEST(Ops, CausalConvStepsEqualTheWholeSequence) {
           ops::causal_conv1d(in.data() + t * C, C, 1, C, w.data(), bias, K, silu, wb.data(),
                              yb.data() + t * C);
         ASSERT_EQ(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)), 0) << C << " " << K;
-        if (!wa.empty())  // K = 1 carries no window
+        if (!wa.empty()) {  // K = 1 carries no window
           ASSERT_EQ(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)), 0) << C << " " << K;
+        }
         for (int64_t t = 0; t < T; ++t)
           for (int64_t c = 0; c < C; ++c) {
             double acc = bias ? bias[c] : 0.0;
@@ -252,7 +253,7 @@ TEST(Ops, BatchGemvOnEveryPathIsExactPerValue) {
           }
           EXPECT_NEAR(all[size_t(b * rows + r)], d, 1e-6 * mag) << ops::isa_name(isa) << " cols " << cols;
         }
-      for (int64_t nb : {1, 2, 3, 5}) {
+      for (int64_t nb : {1, 2, 3, 5, 6, 7, 12}) {
         for (int64_t b0 = 0; b0 + nb <= B; b0 += 3) {
           for (int64_t r0 : {0, 1, 2, 4}) {
             // Rows [r0, rows) for inputs [b0, b0 + nb), accumulated onto 1.

@@ -66,18 +66,70 @@ BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int6
     }
 }
 
+// The same values as block<R, NB> (each of a value's four lane accumulators sums the same
+// products in the same order, and they are combined the same way), computed one accumulator
+// at a time: R x NB sums in registers instead of R x NB x 4, so a block can be wide in both
+// rows and inputs (each loaded vector of the matrix used NB times, of x R times).
+template <int R, int NB>
+BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t at,
+                                   __m512 (&acc)[R][NB]) {
+  __m512 w[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(a + r * lda + at);
+#pragma GCC unroll 8
+  for (int b = 0; b < NB; ++b) {
+    const __m512 v = _mm512_loadu_ps(x + b * ldx + at);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r][b] = _mm512_fmadd_ps(w[r], v, acc[r][b]);
+  }
+}
+
+template <int R, int NB>
+BRAID_AVX512 inline void block_by_lane_group(const float* a, int64_t lda, const float* x, int64_t ldx,
+                                             int64_t n, float* out) {
+  __m512 part[R][NB][4];
+  const int64_t n64 = n / 64 * 64;
+#pragma GCC unroll 1
+  for (int j = 0; j < 4; ++j) {
+    __m512 acc[R][NB];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t i = 16 * j; i < n64; i += 64) lane_step<R, NB>(a, lda, x, ldx, i, acc);
+    if (j == 0)  // the 16-wide chunks after the last 64 go to the first accumulator
+      for (int64_t i = n64; i + 16 <= n; i += 16) lane_step<R, NB>(a, lda, x, ldx, i, acc);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) part[r][b][j] = acc[r][b];
+  }
+  const int64_t tail = n / 16 * 16;
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < NB; ++b) {
+      const __m512* c = part[r][b];
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c[0], c[1]), _mm512_add_ps(c[2], c[3])));
+      for (int64_t k = tail; k < n; ++k) s = std::fma(a[r * lda + k], x[b * ldx + k], s);
+      out[r * NB + b] = s;
+    }
+}
+
+// y[(b0 + b) * ldy + r + i] (+)= v[i * nb + b] for R rows and nb inputs.
+inline void store_block(int R, int nb, const float* v, int64_t r, int64_t b0, bool accumulate, float* y,
+                        int64_t ldy) {
+  for (int i = 0; i < R; ++i)
+    for (int b = 0; b < nb; ++b) {
+      float& o = y[(b0 + b) * ldy + r + i];
+      o = accumulate ? o + v[i * nb + b] : v[i * nb + b];
+    }
+}
+
 // Rows [r, r + R) against every input, NB at a time, then one at a time.
 template <int R, int NB>
 BRAID_AVX512 inline void rows_block(const float* A, const float* x, int64_t B, int64_t r, int64_t cols,
                                     bool accumulate, float* y, int64_t ldy) {
   const float* a = A + r * cols;
-  auto store = [&](int64_t b0, int nb, const float* v) {
-    for (int i = 0; i < R; ++i)
-      for (int b = 0; b < nb; ++b) {
-        float& o = y[(b0 + b) * ldy + r + i];
-        o = accumulate ? o + v[i * nb + b] : v[i * nb + b];
-      }
-  };
+  auto store = [&](int64_t b0, int nb, const float* v) { store_block(R, nb, v, r, b0, accumulate, y, ldy); };
   float v[R * NB];
   int64_t b = 0;
   for (; b + NB <= B; b += NB) {
@@ -88,6 +140,42 @@ BRAID_AVX512 inline void rows_block(const float* A, const float* x, int64_t B, i
     block<R, 1>(a, cols, x + b * cols, cols, cols, v);
     store(b, 1, v);
   }
+}
+
+// Rows [r, r + R) against every input by lane group: NB at a time, then the rest in one block.
+template <int R, int NB>
+BRAID_AVX512 inline void rows_block_wide(const float* A, const float* x, int64_t B, int64_t r, int64_t cols,
+                                         bool accumulate, float* y, int64_t ldy) {
+  const float* a = A + r * cols;
+  auto store = [&](int64_t b0, int nb, const float* v) { store_block(R, nb, v, r, b0, accumulate, y, ldy); };
+  float v[R * NB];
+  int64_t b = 0;
+  for (; b + NB <= B; b += NB) {
+    block_by_lane_group<R, NB>(a, cols, x + b * cols, cols, cols, v);
+    store(b, NB, v);
+  }
+  const int left = int(B - b);
+  const float* xb = x + b * cols;
+  switch (left) {
+    case 0:
+      return;
+    case 1:
+      block_by_lane_group<R, 1>(a, cols, xb, cols, cols, v);
+      break;
+    case 2:
+      block_by_lane_group<R, 2>(a, cols, xb, cols, cols, v);
+      break;
+    case 3:
+      block_by_lane_group<R, 3>(a, cols, xb, cols, cols, v);
+      break;
+    case 4:
+      block_by_lane_group<R, 4>(a, cols, xb, cols, cols, v);
+      break;
+    default:
+      block_by_lane_group<R, 5>(a, cols, xb, cols, cols, v);
+      break;
+  }
+  store(b, left, v);
 }
 
 }  // namespace
@@ -104,7 +192,21 @@ BRAID_AVX512 void rows_avx512(const float* A, const float* x, int64_t B, int64_t
     }
     return;
   }
-  // Several: blocks of rows, asking for the next block's lines while multiplying these.
+  // Six inputs or more: blocks of 4 rows x 6 inputs, one lane group at a time (about 1.4x the
+  // 3 x 2 blocks below for 16 inputs on one core). Fewer: 3 x 2 blocks with all four lane
+  // groups at once, which read the matrix in order (faster there). Either way, the next row
+  // block's lines are asked for while these are multiplied.
+  if (B >= 6) {
+    constexpr int R = 4;
+    int64_t r = 0;
+    for (; r + R <= rows; r += R) {
+      for (int64_t p = r + R; p < r + 2 * R && p < rows; ++p)
+        for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + p * cols + c);
+      rows_block_wide<R, 6>(A, x, B, r, cols, accumulate, y, ldy);
+    }
+    for (; r < rows; ++r) rows_block_wide<1, 6>(A, x, B, r, cols, accumulate, y, ldy);
+    return;
+  }
   constexpr int R = 3;
   int64_t r = 0;
   for (; r + R <= rows; r += R) {
