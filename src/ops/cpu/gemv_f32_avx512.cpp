@@ -66,10 +66,7 @@ BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int6
     }
 }
 
-// The same values as block<R, NB> (each of a value's four lane accumulators sums the same
-// products in the same order, and they are combined the same way), computed one accumulator
-// at a time: R x NB sums in registers instead of R x NB x 4, so a block can be wide in both
-// rows and inputs (each loaded vector of the matrix used NB times, of x R times).
+// acc[r][b] += A[r, at .. at + 16) * x[b, at .. at + 16), lane by lane.
 template <int R, int NB>
 BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t at,
                                    __m512 (&acc)[R][NB]) {
@@ -84,6 +81,10 @@ BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, 
   }
 }
 
+// The same values as block<R, NB> (each of a value's four lane accumulators sums the same
+// products in the same order, and they are combined the same way), computed one accumulator
+// at a time: R x NB sums in registers instead of R x NB x 4, so a block can be wide in both
+// rows and inputs (each loaded vector of the matrix used NB times, of x R times).
 template <int R, int NB>
 BRAID_AVX512 inline void block_by_lane_group(const float* a, int64_t lda, const float* x, int64_t ldx,
                                              int64_t n, float* out) {
@@ -124,58 +125,58 @@ inline void store_block(int R, int nb, const float* v, int64_t r, int64_t b0, bo
     }
 }
 
-// Rows [r, r + R) against every input, NB at a time, then one at a time.
-template <int R, int NB>
+// One block of R rows x NB inputs, by either kernel (the same values).
+template <int R, int NB, bool ByLaneGroup>
+BRAID_AVX512 inline void any_block(const float* a, int64_t lda, const float* x, int64_t n, float* out) {
+  if constexpr (ByLaneGroup)
+    block_by_lane_group<R, NB>(a, lda, x, n, n, out);
+  else
+    block<R, NB>(a, lda, x, n, n, out);
+}
+
+// Rows [r, r + R) against every input, NB at a time; the rest one at a time, or by lane group
+// in one block of the inputs left.
+template <int R, int NB, bool ByLaneGroup>
 BRAID_AVX512 inline void rows_block(const float* A, const float* x, int64_t B, int64_t r, int64_t cols,
                                     bool accumulate, float* y, int64_t ldy) {
   const float* a = A + r * cols;
-  auto store = [&](int64_t b0, int nb, const float* v) { store_block(R, nb, v, r, b0, accumulate, y, ldy); };
   float v[R * NB];
   int64_t b = 0;
   for (; b + NB <= B; b += NB) {
-    block<R, NB>(a, cols, x + b * cols, cols, cols, v);
-    store(b, NB, v);
+    any_block<R, NB, ByLaneGroup>(a, cols, x + b * cols, cols, v);
+    store_block(R, NB, v, r, b, accumulate, y, ldy);
   }
-  for (; b < B; ++b) {
-    block<R, 1>(a, cols, x + b * cols, cols, cols, v);
-    store(b, 1, v);
+  if constexpr (ByLaneGroup) {
+    static_assert(NB <= 6, "the inputs left are at most 5");
+    const int left = int(B - b);
+    const float* xb = x + b * cols;
+    if (left == 0) return;
+    if (left == 1) any_block<R, 1, true>(a, cols, xb, cols, v);
+    if (left == 2) any_block<R, 2, true>(a, cols, xb, cols, v);
+    if (left == 3) any_block<R, 3, true>(a, cols, xb, cols, v);
+    if (left == 4) any_block<R, 4, true>(a, cols, xb, cols, v);
+    if (left == 5) any_block<R, 5, true>(a, cols, xb, cols, v);
+    store_block(R, left, v, r, b, accumulate, y, ldy);
+  } else {
+    for (; b < B; ++b) {
+      any_block<R, 1, false>(a, cols, x + b * cols, cols, v);
+      store_block(R, 1, v, r, b, accumulate, y, ldy);
+    }
   }
 }
 
-// Rows [r, r + R) against every input by lane group: NB at a time, then the rest in one block.
-template <int R, int NB>
-BRAID_AVX512 inline void rows_block_wide(const float* A, const float* x, int64_t B, int64_t r, int64_t cols,
-                                         bool accumulate, float* y, int64_t ldy) {
-  const float* a = A + r * cols;
-  auto store = [&](int64_t b0, int nb, const float* v) { store_block(R, nb, v, r, b0, accumulate, y, ldy); };
-  float v[R * NB];
-  int64_t b = 0;
-  for (; b + NB <= B; b += NB) {
-    block_by_lane_group<R, NB>(a, cols, x + b * cols, cols, cols, v);
-    store(b, NB, v);
+// Every row, R at a time (asking for the next block's lines while multiplying these), then
+// the last rows one at a time.
+template <int R, int NB, bool ByLaneGroup>
+BRAID_AVX512 inline void all_rows(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols,
+                                  bool accumulate, float* y, int64_t ldy) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) {
+    for (int64_t p = r + R; p < r + 2 * R && p < rows; ++p)
+      for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + p * cols + c);
+    rows_block<R, NB, ByLaneGroup>(A, x, B, r, cols, accumulate, y, ldy);
   }
-  const int left = int(B - b);
-  const float* xb = x + b * cols;
-  switch (left) {
-    case 0:
-      return;
-    case 1:
-      block_by_lane_group<R, 1>(a, cols, xb, cols, cols, v);
-      break;
-    case 2:
-      block_by_lane_group<R, 2>(a, cols, xb, cols, cols, v);
-      break;
-    case 3:
-      block_by_lane_group<R, 3>(a, cols, xb, cols, cols, v);
-      break;
-    case 4:
-      block_by_lane_group<R, 4>(a, cols, xb, cols, cols, v);
-      break;
-    default:
-      block_by_lane_group<R, 5>(a, cols, xb, cols, cols, v);
-      break;
-  }
-  store(b, left, v);
+  for (; r < rows; ++r) rows_block<1, NB, ByLaneGroup>(A, x, B, r, cols, accumulate, y, ldy);
 }
 
 }  // namespace
@@ -188,33 +189,17 @@ BRAID_AVX512 void rows_avx512(const float* A, const float* x, int64_t B, int64_t
     for (int64_t r = 0; r < rows; ++r) {
       if (r + kGemvPrefetchRows < rows)
         for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + (r + kGemvPrefetchRows) * cols + c);
-      rows_block<1, 1>(A, x, 1, r, cols, accumulate, y, ldy);
+      rows_block<1, 1, false>(A, x, 1, r, cols, accumulate, y, ldy);
     }
     return;
   }
   // Six inputs or more: blocks of 4 rows x 6 inputs, one lane group at a time (about 1.4x the
-  // 3 x 2 blocks below for 16 inputs on one core). Fewer: 3 x 2 blocks with all four lane
-  // groups at once, which read the matrix in order (faster there). Either way, the next row
-  // block's lines are asked for while these are multiplied.
-  if (B >= 6) {
-    constexpr int R = 4;
-    int64_t r = 0;
-    for (; r + R <= rows; r += R) {
-      for (int64_t p = r + R; p < r + 2 * R && p < rows; ++p)
-        for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + p * cols + c);
-      rows_block_wide<R, 6>(A, x, B, r, cols, accumulate, y, ldy);
-    }
-    for (; r < rows; ++r) rows_block_wide<1, 6>(A, x, B, r, cols, accumulate, y, ldy);
-    return;
-  }
-  constexpr int R = 3;
-  int64_t r = 0;
-  for (; r + R <= rows; r += R) {
-    for (int64_t p = r + R; p < r + 2 * R && p < rows; ++p)
-      for (int64_t c = 0; c < cols; c += 16) __builtin_prefetch(A + p * cols + c);
-    rows_block<R, 2>(A, x, B, r, cols, accumulate, y, ldy);
-  }
-  for (; r < rows; ++r) rows_block<1, 2>(A, x, B, r, cols, accumulate, y, ldy);
+  // 3 x 2 blocks for 16 inputs on one core). Fewer: 3 x 2 blocks with all four lane groups at
+  // once, which read the matrix in order (faster there).
+  if (B >= 6)
+    all_rows<4, 6, true>(A, x, B, rows, cols, accumulate, y, ldy);
+  else
+    all_rows<3, 2, false>(A, x, B, rows, cols, accumulate, y, ldy);
 }
 
 }  // namespace braid::ops::gemv
