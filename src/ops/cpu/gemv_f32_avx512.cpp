@@ -19,53 +19,6 @@ namespace {
 
 #define BRAID_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
-// out[r * NB + b] = A[r, :] . x[b, :] for R rows (stride lda) and NB inputs (stride ldx).
-template <int R, int NB>
-BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t n,
-                               float* out) {
-  __m512 acc[R][NB][4];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b)
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[r][b][j] = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) {
-      __m512 w[R];
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(a + r * lda + i + 16 * j);
-#pragma GCC unroll 4
-      for (int b = 0; b < NB; ++b) {
-        const __m512 v = _mm512_loadu_ps(x + b * ldx + i + 16 * j);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) acc[r][b][j] = _mm512_fmadd_ps(w[r], v, acc[r][b][j]);
-      }
-    }
-  for (; i + 16 <= n; i += 16) {
-    __m512 w[R];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) w[r] = _mm512_loadu_ps(a + r * lda + i);
-#pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) {
-      const __m512 v = _mm512_loadu_ps(x + b * ldx + i);
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][b][0] = _mm512_fmadd_ps(w[r], v, acc[r][b][0]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) {
-      const __m512* c = acc[r][b];
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c[0], c[1]), _mm512_add_ps(c[2], c[3])));
-      for (int64_t k = i; k < n; ++k) s = std::fma(a[r * lda + k], x[b * ldx + k], s);
-      out[r * NB + b] = s;
-    }
-}
-
 // acc[r][b] += A[r, at .. at + 16) * x[b, at .. at + 16), lane by lane.
 template <int R, int NB>
 BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t at,
@@ -81,6 +34,43 @@ BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, 
   }
 }
 
+// out[r * NB + b] = the four lane chains acc[j][r][b] summed as (0 + 1) + (2 + 3), then across
+// lanes, plus the products of columns [from, n) one at a time.
+template <int R, int NB>
+BRAID_AVX512 inline void finish(const __m512 (&acc)[4][R][NB], const float* a, int64_t lda, const float* x,
+                                int64_t ldx, int64_t from, int64_t n, float* out) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][r][b], acc[1][r][b]),
+                                                   _mm512_add_ps(acc[2][r][b], acc[3][r][b])));
+      for (int64_t k = from; k < n; ++k) s = std::fma(a[r * lda + k], x[b * ldx + k], s);
+      out[r * NB + b] = s;
+    }
+}
+
+// out[r * NB + b] = A[r, :] . x[b, :] for R rows (stride lda) and NB inputs (stride ldx).
+// Each value has four lane chains, acc[j] over columns 64 i + 16 j, the 16-wide chunks after
+// the last 64 in chain 0; the chains are then summed as (0 + 1) + (2 + 3) and across lanes.
+template <int R, int NB>
+BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t n,
+                               float* out) {
+  __m512 acc[4][R][NB];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) acc[j][r][b] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) lane_step<R, NB>(a, lda, x, ldx, i + 16 * j, acc[j]);
+  for (; i + 16 <= n; i += 16) lane_step<R, NB>(a, lda, x, ldx, i, acc[0]);
+  finish<R, NB>(acc, a, lda, x, ldx, i, n, out);
+}
+
 // The same values as block<R, NB> (each of a value's four lane accumulators sums the same
 // products in the same order, and they are combined the same way), computed one accumulator
 // at a time: R x NB sums in registers instead of R x NB x 4, so a block can be wide in both
@@ -88,7 +78,7 @@ BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, 
 template <int R, int NB>
 BRAID_AVX512 inline void block_by_lane_group(const float* a, int64_t lda, const float* x, int64_t ldx,
                                              int64_t n, float* out) {
-  __m512 part[R][NB][4];
+  __m512 part[4][R][NB];
   const int64_t n64 = n / 64 * 64;
 #pragma GCC unroll 1
   for (int j = 0; j < 4; ++j) {
@@ -103,16 +93,9 @@ BRAID_AVX512 inline void block_by_lane_group(const float* a, int64_t lda, const 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-      for (int b = 0; b < NB; ++b) part[r][b][j] = acc[r][b];
+      for (int b = 0; b < NB; ++b) part[j][r][b] = acc[r][b];
   }
-  const int64_t tail = n / 16 * 16;
-  for (int r = 0; r < R; ++r)
-    for (int b = 0; b < NB; ++b) {
-      const __m512* c = part[r][b];
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c[0], c[1]), _mm512_add_ps(c[2], c[3])));
-      for (int64_t k = tail; k < n; ++k) s = std::fma(a[r * lda + k], x[b * ldx + k], s);
-      out[r * NB + b] = s;
-    }
+  finish<R, NB>(part, a, lda, x, ldx, n / 16 * 16, n, out);
 }
 
 // y[(b0 + b) * ldy + r + i] (+)= v[i * nb + b] for R rows and nb inputs.
