@@ -33,6 +33,17 @@ std::vector<uint8_t> quantized(DType t, const std::vector<float>& w, int64_t row
   return q;
 }
 
+// W times x and a second input on one path, as batched decode multiplies them (row groups
+// where the path has them): y[r] for x, then y[rows + r] for the other input.
+std::vector<float> with_another_input(ops::Isa isa, DType t, const std::vector<uint8_t>& q,
+                                      const std::vector<float>& x, int64_t rows, int64_t cols) {
+  std::vector<float> xb(x);
+  for (int64_t i = 0; i < cols; ++i) xb.push_back(x[size_t(cols - 1 - i)] * 0.5f);
+  std::vector<float> y(size_t(2 * rows));
+  ops::matvec_w_rows(ops::prepare_inputs(isa, t, xb.data(), 2, cols), q.data(), rows, false, y.data(), rows);
+  return y;
+}
+
 float scale_of(const uint8_t* row, int64_t b) {
   uint16_t h;
   std::memcpy(&h, row + 2 * b, 2);
@@ -157,8 +168,8 @@ TEST(WeightKernels, EveryPathMatchesTheReference) {
   EXPECT_GE(paths, 1);
 }
 
-// Rows computed four at a time give exactly what each row alone gives, on every path, with
-// f32 and with int8 activations.
+// Rows computed four at a time (batched inputs) give exactly what each row alone gives, on
+// every path, with f32 and with int8 activations.
 TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
   const int64_t rows = 11;
   for (bool int8 : {false, true})
@@ -171,7 +182,9 @@ TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
           const std::vector<uint8_t> q = quantized(t, w, rows, cols);
           std::vector<float> all(static_cast<size_t>(rows));
           ops::matvec_w(isa, t, q.data(), x.data(), rows, cols, false, all.data());
+          const std::vector<float> grouped = with_another_input(isa, t, q, x, rows, cols);
           for (int64_t r = 0; r < rows; ++r) {
+            EXPECT_EQ(grouped[size_t(r)], all[size_t(r)]) << ops::isa_name(isa) << " " << dtype_name(t);
             float one = 0.0f;
             ops::matvec_w(isa, t, q.data() + r * row_bytes(t, cols), x.data(), 1, cols, false, &one);
             EXPECT_EQ(all[size_t(r)], one) << ops::isa_name(isa) << " " << dtype_name(t) << " row " << r;
@@ -183,7 +196,7 @@ TEST(WeightKernels, RowGroupsGiveEachRowItsSingleResult) {
 
 // Int8 activations: every path quantizes x to the same codes and scales (including blocks of
 // zeros, ties, and a non-finite value), and its products match the double reference of the
-// same arithmetic for Q8_0 and Q4_0, row by row, four rows at a time and batched.
+// same arithmetic for Q8_0 and Q4_0, row by row and four rows at a time (batched).
 TEST(WeightKernels, Int8ActivationsOnEveryPath) {
   const ops::Int8Activations on(true);
   const int64_t cols = 1056;  // 33 blocks: two-block steps with an odd one left, 16-block scale groups
@@ -222,6 +235,7 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
       std::vector<float> y(size_t(rows), 0.25f), deq(size_t(rows * cols));
       ops::matvec_w(isa, t, wq.data(), x.data(), rows, cols, true, y.data());
       ops::dequantize_rows(ops::Isa::Scalar, t, wq.data(), rows, cols, deq.data());
+      const std::vector<float> grouped = with_another_input(isa, t, wq, x, rows, cols);
       for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* row = wq.data() + r * row_bytes(t, cols);
         double mag = 0;  // the size of the terms summed, for the f32 rounding allowed
@@ -233,6 +247,7 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
         float one = 0.0f;
         ops::matvec_w(isa, t, row, x.data(), 1, cols, false, &one);
         EXPECT_EQ(y[size_t(r)], 0.25f + one) << what << " row " << r << " alone";
+        EXPECT_EQ(grouped[size_t(r)], one) << what << " row " << r << " batched";
       }
     }
   }
@@ -250,7 +265,7 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
 // 16-block scale groups split at the end) match the reference of int8 activations on every
-// path, four rows at a time and alone.
+// path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
   const int64_t rows = 6;
@@ -267,6 +282,7 @@ TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
         std::vector<float> y(static_cast<size_t>(rows)), deq(size_t(rows * cols));
         ops::matvec_w(isa, t, wq.data(), x.data(), rows, cols, false, y.data());
         ops::dequantize_rows(ops::Isa::Scalar, t, wq.data(), rows, cols, deq.data());
+        const std::vector<float> grouped = with_another_input(isa, t, wq, x, rows, cols);
         for (int64_t r = 0; r < rows; ++r) {
           const uint8_t* row = wq.data() + r * row_bytes(t, cols);
           double mag = 0;
@@ -276,6 +292,7 @@ TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
           float one = 0.0f;
           ops::matvec_w(isa, t, row, x.data(), 1, cols, false, &one);
           EXPECT_EQ(y[size_t(r)], one) << what << " row " << r << " alone";
+          EXPECT_EQ(grouped[size_t(r)], one) << what << " row " << r << " batched";
         }
       }
     }

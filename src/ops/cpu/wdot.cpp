@@ -221,15 +221,17 @@ struct QScratch {
   std::vector<int32_t> corr;
 };
 
-// y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, four rows at a time where the
-// path can, each row's value exactly as it alone would give; the rows stay in cache across
-// the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b;
-// `Prefetch(r)` asks for row r's lines (one-row loops only).
+// y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, each row's value exactly as
+// it alone would give. One input goes through the rows one at a time, a single stream of
+// weights (which `Prefetch(r)` keeps ahead of, asking for row r's lines, where the kernels do
+// not do so themselves); several go four rows at a time where the path can, the rows staying
+// in cache across the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four)
+// against input b.
 template <class Dot4, class Dot, class Prefetch>
-void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
-                       const Dot4& dot4, const Dot& dot, const Prefetch& prefetch) {
+void rows_times_inputs(const wdot::Kernels& k, bool has_dot4, int64_t B, int64_t rows, bool accumulate,
+                       float* y, int64_t ldy, const Dot4& dot4, const Dot& dot, const Prefetch& prefetch) {
   int64_t r = 0;
-  if (has_dot4)
+  if (has_dot4 && B > 1)
     for (; r + 4 <= rows; r += 4)
       for (int64_t b = 0; b < B; ++b) {
         float d[4];
@@ -240,7 +242,7 @@ void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, 
         }
       }
   for (; r < rows; ++r) {
-    if (!has_dot4 && r + kGemvPrefetchRows < rows) prefetch(r + kGemvPrefetchRows);
+    if (!k.streams && r + kGemvPrefetchRows < rows) prefetch(r + kGemvPrefetchRows);
     for (int64_t b = 0; b < B; ++b) {
       const float d = dot(r, b);
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
@@ -295,7 +297,7 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   if (in.fmt >= 0) {
     const int qf = in.fmt;
     rows_times_inputs(
-        k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
+        k, k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
         [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, blocks(in, b), cols, d); },
         [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); }, prefetch);
     return;
@@ -303,7 +305,7 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   const int f = format_index(in.t);
   const float* x = in.x;
   rows_times_inputs(
-      k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
+      k, k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
       [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
       [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); }, prefetch);
 }

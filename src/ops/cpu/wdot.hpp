@@ -26,10 +26,11 @@ void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy);
 
-// Rows ahead whose lines the one-row GEMV loops (f32 here and in gemm.cpp, compact formats
-// without a four-row kernel) ask for while multiplying the current row: the hardware
+// Rows ahead whose lines the one-row GEMV loops (f32 here and in gemm.cpp, compact formats on
+// paths whose kernels do not prefetch) ask for while multiplying the current row: the hardware
 // prefetcher alone leaves the stream short of the memory's bandwidth when its latency is high.
-// The four-row kernels prefetch the next group of rows themselves.
+// The AVX-512 compact kernels prefetch for themselves (one row: a fixed distance ahead in its
+// stream; four rows: the next group).
 inline constexpr int64_t kGemvPrefetchRows = 2;
 
 // B inputs x[B, cols] made ready once for products with weights of format t, so that any

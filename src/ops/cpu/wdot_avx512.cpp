@@ -43,6 +43,8 @@ BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) 
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * i) + kStreamAhead, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * i) + kStreamAhead + 64, _MM_HINT_T0);
     a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(Load(w + 2 * i + 32), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
@@ -107,7 +109,7 @@ BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float
         const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
         scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
       }
-      _mm_prefetch(reinterpret_cast<const char*>(q) + R * stride, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(q) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
       acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), Block(q, x + b * kQuantBlock),
                                       acc[r][b & 1]);
     }
@@ -254,6 +256,14 @@ BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float
     scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), x);
 }
 
+// The weight lines a step will need later: one row reads its stream kStreamAhead bytes ahead
+// (the rows of a matrix lie end to end, so the stream runs on into the next rows), a group of
+// rows the same place in the next group.
+template <int R>
+BRAID_VNNI inline void prefetch_ahead(const uint8_t* c, size_t stride) {
+  _mm_prefetch(reinterpret_cast<const char*>(c) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
+}
+
 // One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
 template <int R, bool Two>
 BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
@@ -269,7 +279,7 @@ BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks
                                         _mm512_set1_epi32(int(b & 15)));
   for (int r = 0; r < R; ++r) {
     const uint8_t* c = w + r * stride + 2 * nb + b * 32;
-    _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);  // the next row group
+    prefetch_ahead<R>(c, stride);
     const __m512i wc =
         Two ? _mm512_loadu_si512(c) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)c));
     const __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(wc, _mm512_set1_epi8(char(0x80))), xq);
@@ -292,7 +302,7 @@ BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks
   const __m512i m = _mm512_set1_epi8(15);
   for (int r = 0; r < R; ++r) {
     const uint8_t* c = w + r * stride + 2 * nb + b * 16;
-    _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);  // the next row group
+    prefetch_ahead<R>(c, stride);
     const __m512i z = Full ? _mm512_loadu_si512(c) : _mm512_maskz_loadu_epi8(k, c);
     __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_and_si512(z, m), xl);
     sums = _mm512_dpbusd_epi32(sums, _mm512_and_si512(_mm512_srli_epi16(z, 4), m), xh);
@@ -301,25 +311,29 @@ BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks
 }
 
 // R rows through all their blocks: Q4_0 four blocks a step, Q8_0 two, then the 1-3 left.
+// Steps alternate between two accumulators per row (one chain of additions would bound a
+// row by the latency of its adds), summed at the end.
 template <bool Q4, int R>
 BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  constexpr int64_t kPerStep = Q4 ? 4 : 2;
   const int64_t nb = n / kQuantBlock;
-  __m512 acc[R], scales[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 even[R], odd[R], scales[R];
+  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
   int64_t b = 0;
-  for (; b + kPerStep <= nb; b += kPerStep)
-    if constexpr (Q4)
-      dotq4_step<R, true>(w, stride, x, nb, b, acc, scales);
-    else
-      dotq8_step<R, true>(w, stride, x, nb, b, acc, scales);
-  if (b < nb) {
-    if constexpr (Q4)
-      dotq4_step<R, false>(w, stride, x, nb, b, acc, scales);
-    else
-      dotq8_step<R, false>(w, stride, x, nb, b, acc, scales);
+  if constexpr (Q4) {
+    for (; b + 8 <= nb; b += 8)
+      dotq4_step<R, true>(w, stride, x, nb, b, even, scales),
+          dotq4_step<R, true>(w, stride, x, nb, b + 4, odd, scales);
+    if (b + 4 <= nb) dotq4_step<R, true>(w, stride, x, nb, b, even, scales), b += 4;
+    if (b < nb) dotq4_step<R, false>(w, stride, x, nb, b, odd, scales);
+  } else {
+    for (; b + 4 <= nb; b += 4)
+      dotq8_step<R, true>(w, stride, x, nb, b, even, scales),
+          dotq8_step<R, true>(w, stride, x, nb, b + 2, odd, scales);
+    if (b + 2 <= nb) dotq8_step<R, true>(w, stride, x, nb, b, even, scales), b += 2;
+    if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, odd, scales);
   }
-  reduce_rows<R>(acc, out);
+  for (int r = 0; r < R; ++r) even[r] = _mm512_add_ps(even[r], odd[r]);
+  reduce_rows<R>(even, out);
 }
 
 template <bool Q4>
@@ -342,11 +356,12 @@ Kernels avx512_kernels() {
             quantize_vnni,
             true,
             {dotq<false>, dotq<true>},
-            {dot4q<false>, dot4q<true>}};
+            {dot4q<false>, dot4q<true>},
+            true};
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
     k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),
-    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr;
+    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr, k.streams = false;
   return k;
 }
 

@@ -1,5 +1,6 @@
 // The per-path kernel tables behind wdot.hpp (one translation unit per instruction set).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "core/dtype.hpp"
@@ -36,6 +37,12 @@ using QuantizeFn = void (*)(const float* x, int64_t n, int fmt, int8_t* q, float
 using DotQFn = float (*)(const uint8_t* row, const QBlocks& x, int64_t n);
 using Dot4QFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, float* out);
 
+// How far ahead of its reading the AVX-512 one-row kernels prefetch their stream of weights
+// (the rows of a matrix lie end to end). One stream with a far prefetch is what reaches the
+// memory's bandwidth from one core: row groups, which read several streams at once, fall
+// well short of it however they prefetch.
+inline constexpr size_t kStreamAhead = 8192;
+
 struct Kernels {
   DotFn dot[kFormats];
   Dot4Fn dot4[kFormats];  // null where the path has none (then rows go one at a time)
@@ -44,6 +51,7 @@ struct Kernels {
   bool corrections;     // whether `quantize` is to fill QBlocks::corr
   DotQFn dotq[kQFormats];
   Dot4QFn dot4q[kQFormats];  // null where the path has none
+  bool streams = false;      // whether the one-row kernels prefetch their own stream
 };
 
 // The scale of an activation block and its inverse from the block's largest magnitude, the
