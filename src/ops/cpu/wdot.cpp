@@ -112,6 +112,7 @@ Kernels scalar_kernels() {
           quantize_activations_scalar,
           false,
           {dotq<code_q8, 32>, dotq<code_q4, 16>},
+          {},
           {}};
 }
 
@@ -294,6 +295,15 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   auto prefetch = [&](int64_t r) {
     for (size_t c = 0; c < rb; c += 64) __builtin_prefetch(w + size_t(r) * rb + c);
   };
+  if (in.fmt >= 0 && in.B == 1 && k.rowsq[in.fmt]) {  // one input: the rows in one call, chunk by chunk
+    float d[64];
+    for (int64_t r = 0; r < rows; r += 64) {
+      const int64_t n = std::min<int64_t>(64, rows - r);
+      k.rowsq[in.fmt](w + size_t(r) * rb, rb, blocks(in, 0), cols, n, d);
+      for (int64_t i = 0; i < n; ++i) y[r + i] = accumulate ? y[r + i] + d[i] : d[i];
+    }
+    return;
+  }
   if (in.fmt >= 0) {
     const int qf = in.fmt;
     rows_times_inputs(

@@ -203,6 +203,7 @@ Kernels avx2_kernels() {
           quantize_activations_scalar,
           false,
           {dotq<q8_codes, 32>, dotq<q4_codes32, 16>},
+          {},
           {}};
 }
 

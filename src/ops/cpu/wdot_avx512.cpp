@@ -267,16 +267,13 @@ BRAID_VNNI inline void prefetch_ahead(const uint8_t* c, size_t stride) {
 // One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
 template <int R, bool Two>
 BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                  __m512* acc, __m512* scales) {
-  if ((b & 15) == 0) block_scales<R>(w, stride, x.d, nb, b, scales);
+                                  __m512* acc, const __m512* scales, __m512i lane) {
   const int8_t* q = x.q + b * kQuantBlock;
   const int32_t* corr = x.corr + 8 * b;
   const __m512i xq =
       Two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)q));
   const __m512i c0 =
       Two ? _mm512_loadu_si512(corr) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)corr));
-  const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                                        _mm512_set1_epi32(int(b & 15)));
   for (int r = 0; r < R; ++r) {
     const uint8_t* c = w + r * stride + 2 * nb + b * 32;
     prefetch_ahead<R>(c, stride);
@@ -291,13 +288,10 @@ BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks
 // (the codes past it masked to zero; their activations are zero padding).
 template <int R, bool Full>
 BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                  __m512* acc, __m512* scales) {
-  if ((b & 15) == 0) block_scales<R>(w, stride, x.d, nb, b, scales);
+                                  __m512* acc, const __m512* scales, __m512i lane) {
   const __m512i xl = _mm512_loadu_si512(x.q + b * kQuantBlock),
                 xh = _mm512_loadu_si512(x.q + b * kQuantBlock + 64);
   const __m512i c0 = _mm512_loadu_si512(x.corr + 4 * b);
-  const __m512i lane = _mm512_add_epi32(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                                        _mm512_set1_epi32(int(b & 15)));
   const __mmask64 k = Full ? ~__mmask64(0) : (__mmask64(1) << (16 * (nb - b))) - 1;
   const __m512i m = _mm512_set1_epi8(15);
   for (int r = 0; r < R; ++r) {
@@ -310,41 +304,84 @@ BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks
   }
 }
 
-// R rows through all their blocks: Q4_0 four blocks a step, Q8_0 two, then the 1-3 left.
-// Steps alternate between two accumulators per row (one chain of additions would bound a
-// row by the latency of its adds), summed at the end.
+// The scale lanes of a step at block b: lane l holds block b + l / (16 / blocks per step)
+// (vpermps reads the low four bits, the block's place in its group of 16).
+template <bool Q4>
+BRAID_VNNI inline __m512i step_lanes(int64_t b) {
+  const __m512i base = Q4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+                          : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_add_epi32(base, _mm512_set1_epi32(int(b & 15)));
+}
+
+template <bool Q4, int R, bool Full>
+BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
+                                 __m512* acc, const __m512* scales, __m512i lane) {
+  if constexpr (Q4)
+    dotq4_step<R, Full>(w, stride, x, nb, b, acc, scales, lane);
+  else
+    dotq8_step<R, Full>(w, stride, x, nb, b, acc, scales, lane);
+}
+
+// R rows through all their blocks, each row's products summed into sums[r] (16 lanes):
+// Q4_0 four blocks a step, Q8_0 two; whole groups of 16 blocks (one load of scales, the steps'
+// lanes constant), then the steps left and the 1-3 blocks after them. Steps alternate between
+// two accumulators per row (one chain of additions would bound a row by the latency of its
+// adds), added at the end.
 template <bool Q4, int R>
-BRAID_VNNI inline void dotq_rows(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
+BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
+  constexpr int64_t kPerStep = Q4 ? 4 : 2;
   const int64_t nb = n / kQuantBlock;
   __m512 even[R], odd[R], scales[R];
   for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
   int64_t b = 0;
-  if constexpr (Q4) {
-    for (; b + 8 <= nb; b += 8)
-      dotq4_step<R, true>(w, stride, x, nb, b, even, scales),
-          dotq4_step<R, true>(w, stride, x, nb, b + 4, odd, scales);
-    if (b + 4 <= nb) dotq4_step<R, true>(w, stride, x, nb, b, even, scales), b += 4;
-    if (b < nb) dotq4_step<R, false>(w, stride, x, nb, b, odd, scales);
-  } else {
-    for (; b + 4 <= nb; b += 4)
-      dotq8_step<R, true>(w, stride, x, nb, b, even, scales),
-          dotq8_step<R, true>(w, stride, x, nb, b + 2, odd, scales);
-    if (b + 2 <= nb) dotq8_step<R, true>(w, stride, x, nb, b, even, scales), b += 2;
-    if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, odd, scales);
+  for (; b + 16 <= nb; b += 16) {
+    block_scales<R>(w, stride, x.d, nb, b, scales);
+#pragma GCC unroll 4
+    for (int j = 0; j < 16 / kPerStep; j += 2) {
+      dotq_step<Q4, R, true>(w, stride, x, nb, b + j * kPerStep, even, scales, step_lanes<Q4>(j * kPerStep));
+      dotq_step<Q4, R, true>(w, stride, x, nb, b + (j + 1) * kPerStep, odd, scales,
+                             step_lanes<Q4>((j + 1) * kPerStep));
+    }
   }
-  for (int r = 0; r < R; ++r) even[r] = _mm512_add_ps(even[r], odd[r]);
-  reduce_rows<R>(even, out);
+  if (b < nb) block_scales<R>(w, stride, x.d, nb, b, scales);
+  for (; b + 2 * kPerStep <= nb; b += 2 * kPerStep) {
+    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b));
+    dotq_step<Q4, R, true>(w, stride, x, nb, b + kPerStep, odd, scales, step_lanes<Q4>(b + kPerStep));
+  }
+  if (b + kPerStep <= nb)
+    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b)), b += kPerStep;
+  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, odd, scales, step_lanes<Q4>(b));
+  for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
 }
 
 template <bool Q4>
 BRAID_VNNI float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
+  __m512 sums;
   float out;
-  dotq_rows<Q4, 1>(w, 0, x, n, &out);
+  dotq_sums<Q4, 1>(w, 0, x, n, &sums);
+  reduce_rows<1>(&sums, &out);
   return out;
 }
 template <bool Q4>
 BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, float* out) {
-  dotq_rows<Q4, 4>(w, stride, x, n, out);
+  __m512 sums[4];
+  dotq_sums<Q4, 4>(w, stride, x, n, sums);
+  reduce_rows<4>(sums, out);
+}
+// Rows one after another (one stream of weights), their lane sums reduced four at a time.
+template <bool Q4>
+BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, int64_t rows,
+                      float* out) {
+  __m512 sums[4];
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    for (int i = 0; i < 4; ++i) dotq_sums<Q4, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
+    reduce_rows<4>(sums, out + r);
+  }
+  for (; r < rows; ++r) {
+    dotq_sums<Q4, 1>(w + r * stride, 0, x, n, sums);
+    reduce_rows<1>(sums, out + r);
+  }
 }
 
 }  // namespace
@@ -357,11 +394,13 @@ Kernels avx512_kernels() {
             true,
             {dotq<false>, dotq<true>},
             {dot4q<false>, dot4q<true>},
+            {rowsq<false>, rowsq<true>},
             true};
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
     k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),
-    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr, k.streams = false;
+    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr,
+    k.rowsq[kQ8] = k.rowsq[kQ4] = nullptr, k.streams = false;
   return k;
 }
 

@@ -36,6 +36,9 @@ struct QBlocks {
 using QuantizeFn = void (*)(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
 using DotQFn = float (*)(const uint8_t* row, const QBlocks& x, int64_t n);
 using Dot4QFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, float* out);
+// `count` rows one after another: out[i] exactly as dotq gives row i.
+using RowsQFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, int64_t count,
+                         float* out);
 
 // How far ahead of its reading the AVX-512 one-row kernels prefetch their stream of weights
 // (the rows of a matrix lie end to end). One stream with a far prefetch is what reaches the
@@ -51,6 +54,7 @@ struct Kernels {
   bool corrections;     // whether `quantize` is to fill QBlocks::corr
   DotQFn dotq[kQFormats];
   Dot4QFn dot4q[kQFormats];  // null where the path has none
+  RowsQFn rowsq[kQFormats];  // null where the path has none
   bool streams = false;      // whether the one-row kernels prefetch their own stream
 };
 
