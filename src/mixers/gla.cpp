@@ -76,7 +76,7 @@ void GlaMixer::chunk(const float* x, int64_t Q, LinearAttentionState& st, float*
   }
   // Per-head RMSNorm (weight over dv) times SiLU of the output gate.
   ops::rmsnorm(out, w_.norm, float(s_.norm_eps), Q * H, dv, out);
-  for (int64_t i = 0; i < Q * VD; ++i) out[i] *= g[i] / (1.0f + std::exp(-g[i]));
+  for (int64_t i = 0; i < Q * VD; ++i) out[i] *= ops::silu(g[i]);
   st.pos += Q;
   ops::linear(out, Q, VD, w_.o, d_, nullptr, y);
 }

@@ -15,8 +15,6 @@ namespace braid {
 
 namespace {
 
-inline float silu(float v) { return v / (1.0f + std::exp(-v)); }
-
 // RMSNorm over n values of each of `rows` rows (row stride `ld`), in place; w may be null.
 void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps, const float* w) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -96,7 +94,7 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
                         B + N, P, g + c0);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = c0; c < c1; ++c)
-        g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * silu(xz[t * 2 * Di + Di + c]);
+        g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * ops::silu(xz[t * 2 * Di + Di + c]);
   }
   st.pos += T;
   ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);

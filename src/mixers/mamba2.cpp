@@ -141,7 +141,7 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
   // norm works per group of channels.
   const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
   auto gate = [&](float* v, const float* z) {
-    for (int64_t i = 0; i < Di; ++i) v[i] *= z[i] / (1.0f + std::exp(-z[i]));
+    for (int64_t i = 0; i < Di; ++i) v[i] *= ops::silu(z[i]);
   };
   for (int64_t t = 0; t < Q; ++t) {
     float* v = out + t * Di;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid::ops {
@@ -73,7 +74,7 @@ void layernorm_backward(const float* x, const float* w, float eps, int64_t rows,
 
 void silu_backward(const float* x, const float* dy, int64_t n, float* dx) {
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + std::exp(-x[i]));
+    const float s = sigmoid(x[i]);
     dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
   }
 }

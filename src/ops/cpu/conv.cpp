@@ -5,37 +5,48 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/cpu/dispatch.hpp"
+#include "ops/cpu/elementwise.hpp"
+
 namespace braid::ops {
+
+namespace {
+
+// Outputs t of channels [c0, c0 + n) for t in [0, T): the channels in the inner loop, so it
+// vectorises. A token's taps come from the inputs or, before the first, from the window;
+// decoding (T = 1) and a whole sequence take the same path, so each value is the same sum,
+// in the same order, whichever way the tokens arrive.
+BRAID_DISPATCH void conv_block(const float* in, int64_t ld, int64_t T, int64_t C, int64_t c0, int64_t n,
+                               const float* w, const float* bias, int64_t K, bool silu, const float* window,
+                               float* out) {
+  constexpr int64_t kBlock = 256;
+  float acc[kBlock];
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b0 = c0; b0 < c0 + n; b0 += kBlock) {
+      const int64_t m = std::min(kBlock, c0 + n - b0);
+      for (int64_t c = 0; c < m; ++c) acc[c] = bias ? bias[b0 + c] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t s = t + k - (K - 1);
+        const float* src = (s >= 0 ? in + s * ld : window + (K - 1 + s) * C) + b0;
+        const float* wk = w + b0 * K + k;
+        for (int64_t c = 0; c < m; ++c) acc[c] += wk[c * K] * src[c];
+      }
+      float* o = out + t * C + b0;
+      for (int64_t c = 0; c < m; ++c) o[c] = silu ? ops::silu(acc[c]) : acc[c];
+    }
+}
+
+}  // namespace
 
 void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
                    int64_t K, bool silu, float* window, float* out) {
-  if (T == 1) {
-    // One step (decoding): the channels in the inner loop, so it vectorises; each value the
-    // same sum, in the same order, as the loop below gives it.
-    constexpr int64_t kBlock = 256;
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t n = std::min(kBlock, C - c0);
-      float acc[kBlock];
-      for (int64_t c = 0; c < n; ++c) acc[c] = bias ? bias[c0 + c] : 0.0f;
-      for (int64_t k = 0; k < K; ++k) {
-        const float* src = k == K - 1 ? in + c0 : window + k * C + c0;
-        for (int64_t c = 0; c < n; ++c) acc[c] += w[(c0 + c) * K + k] * src[c];
-      }
-      for (int64_t c = 0; c < n; ++c) out[c0 + c] = silu ? acc[c] / (1.0f + std::exp(-acc[c])) : acc[c];
-    }
+  constexpr int64_t kChannels = 64;  // per thread's share of a sequence
+  if (T * C < 4096) {
+    conv_block(in, ld, T, C, 0, C, w, bias, K, silu, window, out);
   } else {
-#pragma omp parallel for schedule(static) if (T * C >= 4096)
-    for (int64_t c = 0; c < C; ++c) {
-      const float* wc = w + c * K;
-      for (int64_t t = 0; t < T; ++t) {
-        float acc = bias ? bias[c] : 0.0f;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t src = t + k - (K - 1);
-          acc += wc[k] * (src >= 0 ? in[src * ld + c] : window[(K - 1 + src) * C + c]);
-        }
-        out[t * C + c] = silu ? acc / (1.0f + std::exp(-acc)) : acc;
-      }
-    }
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += kChannels)
+      conv_block(in, ld, T, C, c0, std::min(kChannels, C - c0), w, bias, K, silu, window, out);
   }
   const int64_t keep = K - 1;
   if (keep <= 0) return;

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ops/cpu/dispatch.hpp"
+
 namespace braid::ops {
 
 void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y) {
@@ -29,15 +31,15 @@ void layernorm(const float* x, const float* w, const float* b, float eps, int64_
   }
 }
 
-void swiglu(const float* gate, const float* up, int64_t n, float* y) {
+BRAID_DISPATCH void swiglu(const float* gate, const float* up, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) {
     float g = gate[i];
-    y[i] = g / (1.0f + std::exp(-g)) * up[i];
+    y[i] = silu(g) * up[i];
   }
 }
 
-void silu_inplace(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-x[i]));
+BRAID_DISPATCH void silu_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
 }
 
 void gelu_tanh_inplace(float* x, int64_t n) {

@@ -10,9 +10,8 @@
 namespace braid::ops {
 
 // Scalar gate functions shared by the mixers, as the references compute them in f32:
-// sigmoid, softplus with torch's threshold (x > 20 returns x), and a log-sigmoid that
-// never forms exp of a positive number.
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// softplus with torch's threshold (x > 20 returns x), and a log-sigmoid that never forms exp
+// of a positive number (sigmoid and SiLU follow exp_fast below).
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::abs(x))); }
 
@@ -41,6 +40,11 @@ inline float exp_fast(float x) {
   const float y = p * std::bit_cast<float>((n1 + 127) << 23) * std::bit_cast<float>((n2 + 127) << 23);
   return x > 88.72283935546875f ? std::numeric_limits<float>::infinity() : y;
 }
+
+// sigmoid(x) and SiLU x * sigmoid(x) (as x / (1 + e^-x)) with exp_fast, so that loops of
+// them vectorise: the gates of every mixer.
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+inline float silu(float x) { return x / (1.0f + exp_fast(-x)); }
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, for `rows` rows of n. In-place
 // allowed (y == x).
