@@ -68,11 +68,12 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
     rms_rows(dbc, T, R, P, eps, w_.dt_norm);
   }
   // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P: one token
-  // is contiguous (a threaded GEMV, in the matrix's stored format); a chunk multiplies an
-  // f32 matrix in place through a GEMM with lda = P, or gathers the rows for a compact one.
+  // is contiguous (each thread multiplies its channels' rows, in the matrix's stored format,
+  // below); a chunk multiplies an f32 matrix in place through a GEMM with lda = P, or gathers
+  // the rows for a compact one.
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
   if (T == 1) {
-    ops::linear(dbc, 1, R, w_.dt_proj, Di, w_.dt_proj_b, dt);
+    // in the parallel region below
   } else if (w_.dt_proj.dtype == DType::F32) {
     for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
     ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj.f32(), R, true, 1.0f, dt, Di);
@@ -81,15 +82,20 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
     for (int64_t t = 0; t < T; ++t) std::memcpy(dt_in + t * R, dbc + t * P, size_t(R) * sizeof(float));
     ops::linear(dt_in, T, R, w_.dt_proj, Di, w_.dt_proj_b, dt);
   }
-  for (int64_t i = 0; i < T * Di; ++i) dt[i] = ops::softplus(dt[i]);
 
-  // Selective scan, channels split across threads; gated output into u's slot `g`.
+  // dt's softplus, the selective scan and the gate, channels split across threads; gated
+  // output into u's slot `g`.
   float* g = ws.get(Workspace::kScores, size_t(T * Di));
   const float* B = dbc + R;
 #pragma omp parallel if (Di * N * T >= 8192)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt;
+    if (T == 1)
+      ops::linear(dbc, 1, R, w_.dt_proj.from_row(c0, R), c1 - c0, w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr,
+                  dt + c0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = c0; c < c1; ++c) dt[t * Di + c] = ops::softplus(dt[t * Di + c]);
     ops::selective_scan(st.ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di, B,
                         B + N, P, g + c0);
     for (int64_t t = 0; t < T; ++t)
