@@ -179,8 +179,10 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // blocks from one 64-byte load of nibbles, whose low nibbles are elements 0..15 of each block
 // and high nibbles elements 16..31: the activations are stored to match, per group of four
 // blocks 64 codes [b0 0..15 | b1 0..15 | b2 0..15 | b3 0..15] then 64 codes of elements
-// 16..31, so lane l sums block l / 4 (its low and high codes: one correction per 8 codes). A
-// group past the last block is padded with zero codes and corrections.
+// 16..31, so lane l sums block l / 4 (its low and high codes). Q4_0 corrections are one per
+// block, in block order, and go into the first lane of their block, picked from the
+// corrections of a group of 16 blocks loaded with the scales (one load fewer per step). A group
+// past the last block is padded with zero codes and corrections.
 
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
@@ -211,7 +213,8 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
     }
     return;
   }
-  const __m512i k = _mm512_set1_epi32(-8), ones = _mm512_set1_epi8(1);
+  const int32_t k = -8;
+  const __m512i ones = _mm512_set1_epi8(1);
   for (int64_t g = 0; g < (nb + 3) / 4; ++g, q += 4 * kQuantBlock) {
     __m128i lo[4], hi[4];
     for (int j = 0; j < 4; ++j) {
@@ -225,8 +228,11 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
                                          _mm256_set_m128i(hi[3], hi[2]), 1);
     _mm512_storeu_si512(q, l);
     _mm512_storeu_si512(q + 64, h);
-    const __m512i sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, l), ones, h);
-    _mm512_storeu_si512(corr + 16 * g, _mm512_mullo_epi32(sums, k));
+    alignas(64) int32_t sums[16];  // lanes 4j .. 4j + 3: block 4g + j
+    _mm512_store_si512(sums,
+                       _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, l), ones, h));
+    for (int j = 0; j < 4; ++j)
+      corr[4 * g + j] = k * (sums[4 * j] + sums[4 * j + 1] + sums[4 * j + 2] + sums[4 * j + 3]);
   }
 }
 
@@ -254,6 +260,12 @@ BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float
   const __m512 x = _mm512_maskz_loadu_ps(k, dx + b);
   for (int r = 0; r < R; ++r)
     scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), x);
+}
+
+// Q4_0's corrections of blocks b .. b + 15 (zero past the row's end).
+BRAID_VNNI inline __m512i block_corrections(const int32_t* corr, int64_t nb, int64_t b) {
+  const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
+  return _mm512_maskz_loadu_epi32(k, corr + b);
 }
 
 // The weight lines a step will need later: one row reads its stream kStreamAhead bytes ahead
@@ -288,16 +300,17 @@ BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks
 // (the codes past it masked to zero; their activations are zero padding).
 template <int R, bool Full>
 BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                  __m512* acc, const __m512* scales, __m512i lane) {
+                                  __m512* acc, const __m512* scales, __m512i lane, __m512i corr16) {
   const __m512i xl = _mm512_loadu_si512(x.q + b * kQuantBlock),
                 xh = _mm512_loadu_si512(x.q + b * kQuantBlock + 64);
-  const __m512i c0 = _mm512_loadu_si512(x.corr + 4 * b);
+  const __m512i c0 = _mm512_maskz_permutexvar_epi32(0x1111, lane, corr16);
   const __mmask64 k = Full ? ~__mmask64(0) : (__mmask64(1) << (16 * (nb - b))) - 1;
   const __m512i m = _mm512_set1_epi8(15);
   for (int r = 0; r < R; ++r) {
     const uint8_t* c = w + r * stride + 2 * nb + b * 16;
     prefetch_ahead<R>(c, stride);
-    const __m512i z = Full ? _mm512_loadu_si512(c) : _mm512_maskz_loadu_epi8(k, c);
+    __m512i z = Full ? _mm512_loadu_si512(c) : _mm512_maskz_loadu_epi8(k, c);
+    __asm__("" : "+v"(z));  // one load for both nibbles (the compiler would fold it into each use)
     __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_and_si512(z, m), xl);
     sums = _mm512_dpbusd_epi32(sums, _mm512_and_si512(_mm512_srli_epi16(z, 4), m), xh);
     acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
@@ -315,9 +328,9 @@ BRAID_VNNI inline __m512i step_lanes(int64_t b) {
 
 template <bool Q4, int R, bool Full>
 BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                 __m512* acc, const __m512* scales, __m512i lane) {
+                                 __m512* acc, const __m512* scales, __m512i lane, __m512i corr16) {
   if constexpr (Q4)
-    dotq4_step<R, Full>(w, stride, x, nb, b, acc, scales, lane);
+    dotq4_step<R, Full>(w, stride, x, nb, b, acc, scales, lane, corr16);
   else
     dotq8_step<R, Full>(w, stride, x, nb, b, acc, scales, lane);
 }
@@ -332,25 +345,31 @@ BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks&
   constexpr int64_t kPerStep = Q4 ? 4 : 2;
   const int64_t nb = n / kQuantBlock;
   __m512 even[R], odd[R], scales[R];
+  __m512i corr16 = _mm512_setzero_si512();  // Q4_0: the corrections of blocks b .. b + 15
   for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
   int64_t b = 0;
   for (; b + 16 <= nb; b += 16) {
     block_scales<R>(w, stride, x.d, nb, b, scales);
+    if constexpr (Q4) corr16 = block_corrections(x.corr, nb, b);
 #pragma GCC unroll 4
     for (int j = 0; j < 16 / kPerStep; j += 2) {
-      dotq_step<Q4, R, true>(w, stride, x, nb, b + j * kPerStep, even, scales, step_lanes<Q4>(j * kPerStep));
+      dotq_step<Q4, R, true>(w, stride, x, nb, b + j * kPerStep, even, scales, step_lanes<Q4>(j * kPerStep),
+                             corr16);
       dotq_step<Q4, R, true>(w, stride, x, nb, b + (j + 1) * kPerStep, odd, scales,
-                             step_lanes<Q4>((j + 1) * kPerStep));
+                             step_lanes<Q4>((j + 1) * kPerStep), corr16);
     }
   }
-  if (b < nb) block_scales<R>(w, stride, x.d, nb, b, scales);
+  if (b < nb) {
+    block_scales<R>(w, stride, x.d, nb, b, scales);
+    if constexpr (Q4) corr16 = block_corrections(x.corr, nb, b);
+  }
   for (; b + 2 * kPerStep <= nb; b += 2 * kPerStep) {
-    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b));
-    dotq_step<Q4, R, true>(w, stride, x, nb, b + kPerStep, odd, scales, step_lanes<Q4>(b + kPerStep));
+    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b), corr16);
+    dotq_step<Q4, R, true>(w, stride, x, nb, b + kPerStep, odd, scales, step_lanes<Q4>(b + kPerStep), corr16);
   }
   if (b + kPerStep <= nb)
-    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b)), b += kPerStep;
-  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, odd, scales, step_lanes<Q4>(b));
+    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b), corr16), b += kPerStep;
+  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, odd, scales, step_lanes<Q4>(b), corr16);
   for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
 }
 

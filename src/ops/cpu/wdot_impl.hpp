@@ -20,8 +20,9 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 // (VNNI) also take int32 corrections -k * (sum of the codes one lane reads) that make the
 // products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
 // A path may order the codes of a group of blocks as its kernel reads them and pad the last
-// group, within kActivationGroup codes per group, one correction per 4 of them; the scales
-// are always in block order.
+// group, within kActivationGroup codes per group, and lay out at most one correction per 4 of
+// them (the VNNI path: one per 4 codes for Q8_0, one per block for Q4_0); the scales are
+// always in block order.
 enum QFormat { kQ8, kQ4, kQFormats };
 constexpr int64_t kActivationGroup = 128;
 // The codes an input of n values may take (n rounded up to whole groups).
