@@ -13,8 +13,7 @@
 namespace braid {
 
 void gdn_l2_normalize(float* x, int64_t n, float scale) {
-  double ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const double ss = ops::sum_squares(x, n);
   const float inv = float(1.0 / std::sqrt(ss + 1e-6));
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * inv * scale;
 }

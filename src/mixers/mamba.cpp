@@ -19,8 +19,7 @@ namespace {
 void rms_rows(float* x, int64_t rows, int64_t n, int64_t ld, float eps, const float* w) {
   for (int64_t r = 0; r < rows; ++r) {
     float* v = x + r * ld;
-    double ss = 0;
-    for (int64_t i = 0; i < n; ++i) ss += double(v[i]) * v[i];
+    const double ss = ops::sum_squares(v, n);
     const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     for (int64_t i = 0; i < n; ++i) v[i] = w ? w[i] * (v[i] * inv) : v[i] * inv;
   }
@@ -52,6 +51,14 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
   // xz[t] = [x-branch (Di) | gate z (Di)]
   float* xz = ws.get(Workspace::kQ, size_t(T * 2 * Di));
+  if (T == 1) {
+    const size_t f = sizeof(float);
+    ops::prefetch(st.conv.data(), st.conv.size() * f);
+    ops::prefetch(w_.conv_w, size_t(Di * K) * f);
+    ops::prefetch(w_.conv_b, size_t(Di) * f);
+    ops::prefetch(w_.D, size_t(Di) * f);
+    ops::prefetch(w_.dt_proj_b, size_t(Di) * f);
+  }
   ops::linear(x, T, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz);
 
   // Causal depthwise conv over [previous K-1 inputs | this chunk], then SiLU -> u.

@@ -86,6 +86,13 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
   const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
   // in_proj -> [z (Di) | x B C (conv_dim) | dt (H)] per token.
   float* zxbcdt = ws.get(Workspace::kQ, size_t(Q * E));
+  if (Q == 1) {
+    const size_t f = sizeof(float);
+    ops::prefetch(st.conv.data(), st.conv.size() * f);
+    ops::prefetch(w_.conv_w, size_t(conv_dim * s_.d_conv) * f);
+    ops::prefetch(w_.conv_b, size_t(conv_dim) * f);
+    ops::prefetch(w_.norm, size_t(Di) * f);
+  }
   ops::linear(x, Q, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
   if (scaled_) {
     const int64_t bounds[6] = {0, Di, 2 * Di, 2 * Di + GN, 2 * Di + 2 * GN, E};
@@ -149,8 +156,7 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
     if (s_.norm != Mamba2Norm::NormThenGate) gate(v, z);
     if (s_.norm == Mamba2Norm::GateOnly) continue;
     for (int64_t g0 = 0; g0 < Di; g0 += gs) {
-      double ss = 0;
-      for (int64_t i = g0; i < g0 + gs; ++i) ss += double(v[i]) * v[i];
+      const double ss = ops::sum_squares(v + g0, gs);
       const float inv = float(1.0 / std::sqrt(ss / double(gs) + s_.norm_eps));
       for (int64_t i = g0; i < g0 + gs; ++i) v[i] = w_.norm[i] * (v[i] * inv);
     }

@@ -87,8 +87,7 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
       continue;
     }
     for (int64_t g0 = 0, gi = 0; g0 < Di; g0 += gsz, ++gi) {
-      double ss = 0;
-      for (int64_t i = g0; i < g0 + gsz; ++i) ss += double(v[i]) * v[i];
+      const double ss = ops::sum_squares(v + g0, gsz);
       const float r = float(1.0 / std::sqrt(ss / double(gsz) + s_.norm_eps));
       inv[size_t(t * (Di / gsz) + gi)] = r;
       for (int64_t i = g0; i < g0 + gsz; ++i) o[i] = w_.norm[i] * (v[i] * r);

@@ -6,12 +6,21 @@
 
 namespace braid::ops {
 
+BRAID_DISPATCH double sum_squares(const float* x, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += double(x[i + k]) * double(x[i + k]);
+  double s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+
 void rmsnorm(const float* x, const float* w, float eps, int64_t rows, int64_t n, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; ++i) ss += double(xr[i]) * double(xr[i]);
+    const double ss = sum_squares(xr, n);
     const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
     for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
   }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -45,6 +46,20 @@ inline float exp_fast(float x) {
 // them vectorise: the gates of every mixer.
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
 inline float silu(float x) { return x / (1.0f + exp_fast(-x)); }
+
+// Asks for the cache lines of [p, p + bytes) (null p: nothing). A decode step calls it for a
+// layer's small operands (convolution weights and window, gate vectors) before the layer's
+// first projection, so that they arrive from memory while the projection streams instead of
+// one miss at a time after it.
+inline void prefetch(const void* p, size_t bytes) {
+  if (!p) return;
+  const char* c = static_cast<const char*>(p);
+  for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+}
+
+// The sum of x[i]^2 in double, in eight interleaved partial sums (so it vectorises), added
+// in a fixed order: the one sum of squares of every norm.
+double sum_squares(const float* x, int64_t n);
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, for `rows` rows of n. In-place
 // allowed (y == x).
