@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.hpp"
 #include "ops/cpu/conv.hpp"
@@ -78,17 +79,30 @@ void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, 
 void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<Mamba2State*>(&state);
   check(st != nullptr, "mamba2 layer was given a state of another mixer");
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, &st, 1, y + t0 * d_, ws); });
 }
 
-void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Workspace& ws) const {
+void Mamba2Mixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
+                               Workspace& ws) const {
+  ops::DecodeRows rows;  // the projections read their weights once for all B rows
+  std::vector<Mamba2State*> sts(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    sts[size_t(b)] = dynamic_cast<Mamba2State*>(states[b]);
+    check(sts[size_t(b)] != nullptr, "mamba2 layer was given a state of another mixer");
+  }
+  chunk(x, B, sts.data(), B, y, ws);
+}
+
+void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int64_t nseq, float* y,
+                        Workspace& ws) const {
   const int64_t H = s_.n_heads, P = s_.head_dim, N = s_.d_state, G = s_.n_groups, Di = s_.d_inner();
   const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
+  const bool step = nseq == Q;  // one token per sequence: the recurrent form
   // in_proj -> [z (Di) | x B C (conv_dim) | dt (H)] per token.
   float* zxbcdt = ws.get(Workspace::kQ, size_t(Q * E));
-  if (Q == 1) {
+  if (step) {
     const size_t f = sizeof(float);
-    ops::prefetch(st.conv.data(), st.conv.size() * f);
+    for (int64_t t = 0; t < nseq; ++t) ops::prefetch(sts[t]->conv.data(), sts[t]->conv.size() * f);
     ops::prefetch(w_.conv_w, size_t(conv_dim * s_.d_conv) * f);
     ops::prefetch(w_.conv_b, size_t(conv_dim) * f);
     ops::prefetch(w_.norm, size_t(Di) * f);
@@ -103,7 +117,13 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
       }
   }
   float* xbc = ws.get(Workspace::kK, size_t(Q * conv_dim));  // after conv + SiLU
-  ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true, st.conv.data(), xbc);
+  if (step)
+    for (int64_t t = 0; t < Q; ++t)
+      ops::causal_conv1d(zxbcdt + t * E + Di, E, 1, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true,
+                         sts[t]->conv.data(), xbc + t * conv_dim);
+  else
+    ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true,
+                       sts[0]->conv.data(), xbc);
 
   // dt[t][h] = clamp(softplus(dt_raw + dt_bias)); la[t][h] = dt * A (log decay, <= 0).
   float* dt = ws.get(Workspace::kV, size_t(2 * Q * H));
@@ -119,19 +139,21 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
     }
 
   float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
-  if (Q == 1) {
-    // Decode: S = exp(dt A) S + dt x B^T; y = S C + D x, one pass over each head's state.
+  if (step) {
+    // Decode: S = exp(dt A) S + dt x B^T; y = S C + D x, one pass over each head's state
+    // (token t's heads against sequence t's state).
 #pragma omp parallel for schedule(static)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / hpg;
-      const float* X = xbc + h * P;
-      const float* B = xbc + Di + g * N;
-      const float* C = xbc + Di + GN + g * N;
-      ops::decay_update_readout(st.ssm.data() + h * P * N, P, N, std::exp(la[h]), dt[h], X, B, C,
-                                out + h * P);
-      for (int64_t p = 0; p < P; ++p) out[h * P + p] += w_.D[h] * X[p];
+    for (int64_t th = 0; th < Q * H; ++th) {
+      const int64_t t = th / H, h = th % H, g = h / hpg;
+      const float* X = xbc + t * conv_dim + h * P;
+      const float* B = xbc + t * conv_dim + Di + g * N;
+      const float* C = xbc + t * conv_dim + Di + GN + g * N;
+      float* o = out + t * Di + h * P;
+      ops::decay_update_readout(sts[t]->ssm.data() + h * P * N, P, N, std::exp(la[th]), dt[th], X, B, C, o);
+      for (int64_t p = 0; p < P; ++p) o[p] += w_.D[h] * X[p];
     }
   } else {
+    Mamba2State& st = *sts[0];
     // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
     const size_t per_thread = SsdChunkWork::floats(Q, P, N);
     float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
@@ -162,7 +184,7 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State& st, float* y, Wo
     }
     if (s_.norm == Mamba2Norm::NormThenGate) gate(v, z);
   }
-  st.pos += Q;
+  for (int64_t s = 0; s < nseq; ++s) sts[s]->pos += Q / nseq;
   ops::linear(out, Q, Di, w_.out_proj, d_, w_.out_proj_b, y);
 }
 

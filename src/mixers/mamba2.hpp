@@ -61,13 +61,16 @@ class Mamba2Mixer final : public Mixer {
   const char* kind() const override { return "mamba2"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                    Workspace& ws) const override;
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   void refresh_derived() override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override { return 0; }
 
  private:
-  void chunk(const float* x, int64_t T, Mamba2State& st, float* y, Workspace& ws) const;
+  // Q rows of one sequence (nseq 1), or one token of each of Q sequences (nseq == Q).
+  void chunk(const float* x, int64_t Q, Mamba2State* const* sts, int64_t nseq, float* y, Workspace& ws) const;
   Mamba2Spec s_;
   int64_t d_;
   Mamba2Weights w_;
