@@ -80,8 +80,10 @@ void check_batch_equals_alone(const std::shared_ptr<const Model>& model) {
 TEST(BatchedDecode, EqualsDecodingAloneOnHybridFixtures) {
   REQUIRE_FIXTURES();
   // Mamba + attention + MoE; Gated DeltaNet + gated attention + MoE; RWKV's stateful channel
-  // mixing; Mamba-2 beside attention in one layer, alone, and in layers of its own.
-  for (const char* arch : {"jamba", "qwen3_next", "rwkv", "falcon_h1", "mamba2", "bamba", "nemotron_h"}) {
+  // mixing; Mamba-2 beside attention in one layer, alone, and in layers of its own; Mamba-1
+  // alone (falcon_mamba: with the B, C, dt norms).
+  for (const char* arch : {"jamba", "qwen3_next", "rwkv", "falcon_h1", "mamba2", "bamba", "nemotron_h",
+                           "mamba", "falcon_mamba"}) {
     SCOPED_TRACE(arch);
     check_batch_equals_alone(load_model(hf_fixture(arch)));
   }

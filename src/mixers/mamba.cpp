@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.hpp"
 #include "ops/cpu/conv.hpp"
@@ -44,16 +45,29 @@ std::unique_ptr<State> MambaMixer::make_state() const {
 void MambaMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<MambaState*>(&state);
   check(st != nullptr, "mamba layer was given a state of another mixer");
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, &st, 1, y + t0 * d_, ws); });
 }
 
-void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const {
+void MambaMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
+                              Workspace& ws) const {
+  ops::DecodeRows rows;  // the projections read their weights once for all B rows
+  std::vector<MambaState*> sts(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    sts[size_t(b)] = dynamic_cast<MambaState*>(states[b]);
+    check(sts[size_t(b)] != nullptr, "mamba layer was given a state of another mixer");
+  }
+  chunk(x, B, sts.data(), B, y, ws);
+}
+
+void MambaMixer::chunk(const float* x, int64_t T, MambaState* const* sts, int64_t nseq, float* y,
+                       Workspace& ws) const {
   const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
+  const bool one = T == 1, batch = nseq > 1;  // one token; one token of each of T sequences
   // xz[t] = [x-branch (Di) | gate z (Di)]
   float* xz = ws.get(Workspace::kQ, size_t(T * 2 * Di));
-  if (T == 1) {
+  if (one || batch) {
     const size_t f = sizeof(float);
-    ops::prefetch(st.conv.data(), st.conv.size() * f);
+    for (int64_t s = 0; s < nseq; ++s) ops::prefetch(sts[s]->conv.data(), sts[s]->conv.size() * f);
     ops::prefetch(w_.conv_w, size_t(Di * K) * f);
     ops::prefetch(w_.conv_b, size_t(Di) * f);
     ops::prefetch(w_.D, size_t(Di) * f);
@@ -63,7 +77,12 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
 
   // Causal depthwise conv over [previous K-1 inputs | this chunk], then SiLU -> u.
   float* u = ws.get(Workspace::kK, size_t(T * Di));
-  ops::causal_conv1d(xz, 2 * Di, T, Di, w_.conv_w, w_.conv_b, K, true, st.conv.data(), u);
+  if (batch)
+    for (int64_t t = 0; t < T; ++t)
+      ops::causal_conv1d(xz + t * 2 * Di, 2 * Di, 1, Di, w_.conv_w, w_.conv_b, K, true, sts[t]->conv.data(),
+                         u + t * Di);
+  else
+    ops::causal_conv1d(xz, 2 * Di, T, Di, w_.conv_w, w_.conv_b, K, true, sts[0]->conv.data(), u);
 
   // x_proj -> [dt_in (R) | B (N) | C (N)] per token; optional weightless RMSNorm of each.
   float* dbc = ws.get(Workspace::kV, size_t(T * P));
@@ -76,12 +95,12 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   }
   // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P: one token
   // is contiguous (each thread multiplies its channels' rows, in the matrix's stored format,
-  // below); a chunk multiplies an f32 matrix in place through a GEMM with lda = P, or gathers
-  // the rows for a compact one.
+  // below); a chunk multiplies an f32 matrix in place through a GEMM with lda = P; a batch
+  // (row by row, as each token alone) and a chunk with a compact matrix gather the rows.
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
-  if (T == 1) {
+  if (one) {
     // in the parallel region below
-  } else if (w_.dt_proj.dtype == DType::F32) {
+  } else if (w_.dt_proj.dtype == DType::F32 && !batch) {
     for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
     ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj.f32(), R, true, 1.0f, dt, Di);
   } else {
@@ -91,25 +110,30 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
   }
 
   // dt's softplus, the selective scan and the gate, channels split across threads; gated
-  // output into u's slot `g`.
+  // output into u's slot `g`. A batch scans each token against its own sequence's state.
   float* g = ws.get(Workspace::kScores, size_t(T * Di));
   const float* B = dbc + R;
 #pragma omp parallel if (Di * N * T >= 8192)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt;
-    if (T == 1)
+    if (one)
       ops::linear(dbc, 1, R, w_.dt_proj.from_row(c0, R), c1 - c0, w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr,
                   dt + c0);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = c0; c < c1; ++c) dt[t * Di + c] = ops::softplus(dt[t * Di + c]);
-    ops::selective_scan(st.ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di, B,
-                        B + N, P, g + c0);
+    if (batch)
+      for (int64_t t = 0; t < T; ++t)
+        ops::selective_scan(sts[t]->ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, 1, dt + t * Di + c0,
+                            u + t * Di + c0, Di, B + t * P, B + t * P + N, P, g + t * Di + c0);
+    else
+      ops::selective_scan(sts[0]->ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di,
+                          B, B + N, P, g + c0);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = c0; c < c1; ++c)
         g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * ops::silu(xz[t * 2 * Di + Di + c]);
   }
-  st.pos += T;
+  for (int64_t s = 0; s < nseq; ++s) sts[s]->pos += T / nseq;
   ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);
 }
 

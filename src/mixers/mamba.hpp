@@ -48,6 +48,8 @@ class MambaMixer final : public Mixer {
   const char* kind() const override { return "mamba"; }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                    Workspace& ws) const override;
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   void refresh_derived() override;
   size_t fixed_state_bytes() const override {
@@ -56,7 +58,8 @@ class MambaMixer final : public Mixer {
   size_t bytes_per_token() const override { return 0; }
 
  private:
-  void chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const;
+  // T rows of one sequence (nseq 1), or one token of each of T sequences (nseq == T).
+  void chunk(const float* x, int64_t T, MambaState* const* sts, int64_t nseq, float* y, Workspace& ws) const;
   MambaSpec s_;
   int64_t d_;
   MambaWeights w_;
