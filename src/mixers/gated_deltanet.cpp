@@ -92,11 +92,7 @@ void GatedDeltaNetMixer::forward(const float* x, int64_t T, State& state, float*
 void GatedDeltaNetMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
                                       Workspace& ws) const {
   ops::DecodeRows rows;  // the projections read their weights once for all B rows
-  std::vector<GatedDeltaNetState*> sts(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    sts[size_t(b)] = dynamic_cast<GatedDeltaNetState*>(states[b]);
-    check(sts[size_t(b)] != nullptr, "gated_deltanet layer was given a state of another mixer");
-  }
+  std::vector<GatedDeltaNetState*> sts = states_as<GatedDeltaNetState>(states, B, "gated_deltanet");
   chunk(x, B, sts.data(), B, y, ws);
 }
 

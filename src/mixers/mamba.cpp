@@ -51,11 +51,7 @@ void MambaMixer::forward(const float* x, int64_t T, State& state, float* y, Work
 void MambaMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
                               Workspace& ws) const {
   ops::DecodeRows rows;  // the projections read their weights once for all B rows
-  std::vector<MambaState*> sts(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    sts[size_t(b)] = dynamic_cast<MambaState*>(states[b]);
-    check(sts[size_t(b)] != nullptr, "mamba layer was given a state of another mixer");
-  }
+  std::vector<MambaState*> sts = states_as<MambaState>(states, B, "mamba");
   chunk(x, B, sts.data(), B, y, ws);
 }
 

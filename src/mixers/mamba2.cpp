@@ -85,11 +85,7 @@ void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Wor
 void Mamba2Mixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
                                Workspace& ws) const {
   ops::DecodeRows rows;  // the projections read their weights once for all B rows
-  std::vector<Mamba2State*> sts(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    sts[size_t(b)] = dynamic_cast<Mamba2State*>(states[b]);
-    check(sts[size_t(b)] != nullptr, "mamba2 layer was given a state of another mixer");
-  }
+  std::vector<Mamba2State*> sts = states_as<Mamba2State>(states, B, "mamba2");
   chunk(x, B, sts.data(), B, y, ws);
 }
 

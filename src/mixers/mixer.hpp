@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/buffer.hpp"
+#include "core/error.hpp"
 #include "ops/cpu/gemm.hpp"
 
 namespace braid {
@@ -154,5 +155,17 @@ class Mixer {
   // Bytes of state added per token of context (a KV cache); 0 for recurrences.
   virtual size_t bytes_per_token() const = 0;
 };
+
+// The B states of a batch as a mixer's own state type S; throws naming the layer kind if one
+// is another mixer's.
+template <class S>
+std::vector<S*> states_as(State* const* states, int64_t B, const char* kind) {
+  std::vector<S*> out(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    out[size_t(b)] = dynamic_cast<S*>(states[b]);
+    check(out[size_t(b)] != nullptr, kind, " layer was given a state of another mixer");
+  }
+  return out;
+}
 
 }  // namespace braid
