@@ -17,7 +17,7 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 
 // Activations quantized to 8-bit blocks (wdot.hpp's int8 activations): per block of 32 values
 // the codes q and the f32 scale d. Paths whose kernels multiply unsigned by signed bytes
-// (VNNI) also take int32 corrections -k * (sum of the codes one lane reads) that make the
+// (VNNI) also take int32 corrections -k * (sum of the codes they stand for) that make the
 // products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
 // A path may order the codes of a group of blocks as its kernel reads them and pad the last
 // group, within kActivationGroup codes per group, and lay out at most one correction per 4 of
