@@ -24,10 +24,47 @@ std::unique_ptr<State> ParallelMixer::make_state() const {
   return s;
 }
 
-void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
-  auto* st = dynamic_cast<CompositeState*>(&state);
-  check(st != nullptr && st->parts.size() == branches_.size(),
+namespace {
+
+CompositeState* composite(State* state, size_t parts) {
+  auto* st = dynamic_cast<CompositeState*>(state);
+  check(st != nullptr && st->parts.size() == parts,
         "parallel mixer layer was given a state of another mixer");
+  return st;
+}
+
+}  // namespace
+
+void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
+  CompositeState* st = composite(&state, branches_.size());
+  combine(
+      x, T,
+      [&](size_t i, const float* in, float* out) {
+        branches_[i].mixer->forward(in, T, *st->parts[i], out, ws);
+      },
+      y, ws);
+}
+
+// Each branch batches its own way; the combination is per value, so every row is what it is
+// alone.
+void ParallelMixer::decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                                 Workspace& ws) const {
+  std::vector<std::vector<State*>> parts(branches_.size(), std::vector<State*>(static_cast<size_t>(B)));
+  for (int64_t q = 0; q < B; ++q) {
+    CompositeState* st = composite(states[q], branches_.size());
+    for (size_t i = 0; i < branches_.size(); ++i) parts[i][size_t(q)] = st->parts[i].get();
+  }
+  combine(
+      x, B,
+      [&](size_t i, const float* in, float* out) {
+        branches_[i].mixer->decode_batch(in, B, D, parts[i].data(), out, ws);
+      },
+      y, ws);
+}
+
+void ParallelMixer::combine(const float* x, int64_t T,
+                            const std::function<void(size_t, const float*, float*)>& run, float* y,
+                            Workspace& ws) const {
   const int64_t n = T * d_;
   float* out = ws.get(Workspace::kBranchOut, size_t(n));
   for (size_t i = 0; i < branches_.size(); ++i) {
@@ -38,7 +75,7 @@ void ParallelMixer::forward(const float* x, int64_t T, State& state, float* y, W
       for (int64_t j = 0; j < n; ++j) scaled[j] = x[j] * b.in_scale;
       in = scaled;
     }
-    b.mixer->forward(in, T, *st->parts[i], i == 0 ? y : out, ws);
+    run(i, in, i == 0 ? y : out);
     if (i == 0) {
       if (b.out_scale != 1.0f)
         for (int64_t j = 0; j < n; ++j) y[j] *= b.out_scale;

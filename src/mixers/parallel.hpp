@@ -5,6 +5,7 @@
 //                                    attention and b_1 the long-term memory)
 // The state is one state per branch.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "mixers/mixer.hpp"
@@ -22,6 +23,8 @@ class ParallelMixer final : public Mixer {
   const char* kind() const override { return kind_.c_str(); }
   std::unique_ptr<State> make_state() const override;
   void forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const override;
+  void decode_batch(const float* x, int64_t B, int64_t D, State* const* states, float* y,
+                    Workspace& ws) const override;
   void backward(const float* x, int64_t T, const float* dy, float* dx, GradSink& g) const override;
   size_t fixed_state_bytes() const override;
   size_t bytes_per_token() const override;
@@ -30,6 +33,10 @@ class ParallelMixer final : public Mixer {
   }
 
  private:
+  // y[T, D] from the branches' outputs, run(i, input, output) running branch i on T rows
+  // (its input scaled as the branch asks).
+  void combine(const float* x, int64_t T, const std::function<void(size_t, const float*, float*)>& run,
+               float* y, Workspace& ws) const;
   std::vector<Branch> branches_;
   int64_t d_;
   Combine combine_;
