@@ -37,14 +37,22 @@ BRAID_AVX512 inline __m512 f16x16(const uint8_t* p) {
 // Sixteen signed bytes to floats.
 BRAID_AVX512 inline __m512 i8x16(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
 
+// The weight lines a step will need later: one row reads its stream kStreamAhead bytes ahead
+// (the rows of a matrix lie end to end, so the stream runs on into the next rows), a group of
+// rows the same place in the next group. No target of its own, so every kernel inlines it.
+template <int R>
+inline void prefetch_ahead(const uint8_t* c, size_t stride) {
+  _mm_prefetch(reinterpret_cast<const char*>(c) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
+}
+
 // Four accumulators over 64 values per step, then 16 at a time, then a scalar tail.
 template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
 BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * i) + kStreamAhead, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * i) + kStreamAhead + 64, _MM_HINT_T0);
+    prefetch_ahead<1>(w + 2 * i, 0);
+    prefetch_ahead<1>(w + 2 * i + 64, 0);
     a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(Load(w + 2 * i + 32), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
@@ -109,7 +117,7 @@ BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float
         const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
         scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
       }
-      _mm_prefetch(reinterpret_cast<const char*>(q) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
+      prefetch_ahead<R>(q, stride);
       acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), Block(q, x + b * kQuantBlock),
                                       acc[r][b & 1]);
     }
@@ -266,14 +274,6 @@ BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float
 BRAID_VNNI inline __m512i block_corrections(const int32_t* corr, int64_t nb, int64_t b) {
   const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
   return _mm512_maskz_loadu_epi32(k, corr + b);
-}
-
-// The weight lines a step will need later: one row reads its stream kStreamAhead bytes ahead
-// (the rows of a matrix lie end to end, so the stream runs on into the next rows), a group of
-// rows the same place in the next group.
-template <int R>
-BRAID_VNNI inline void prefetch_ahead(const uint8_t* c, size_t stride) {
-  _mm_prefetch(reinterpret_cast<const char*>(c) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
 }
 
 // One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
