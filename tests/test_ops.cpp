@@ -130,6 +130,50 @@ TEST(Ops, ExpFastIsWithinTwoUlp) {
   EXPECT_TRUE(std::isnan(ops::exp_fast(std::numeric_limits<float>::quiet_NaN())));
 }
 
+// log1p_fast against log1p in double over every 61st non-negative float (about 35M values),
+// and softplus (exp_fast then log1p_fast) against log(1 + e^x) in double over every 61st
+// float of [-110, 20]: within 1 and 2 ulp of the f32 results (one subnormal step below the
+// normal range), and the limits.
+TEST(Ops, Log1pFastAndSoftplusWithinAnUlpOrTwo) {
+  auto ulps = [](float got, double exact) {
+    const double step = exact < double(std::numeric_limits<float>::min())
+                            ? double(std::numeric_limits<float>::denorm_min())
+                            : std::ldexp(1.0, std::ilogb(float(exact)) - 23);
+    return std::abs(double(got) - exact) / step;
+  };
+  double worst_log1p = 0, worst_softplus = 0;
+  for (uint32_t bits = 0; bits < 0x7f800000u; bits += 61) {
+    const float y = std::bit_cast<float>(bits);
+    const double e = ulps(ops::log1p_fast(y), std::log1p(double(y)));
+    worst_log1p = std::max(worst_log1p, e);
+    ASSERT_LE(e, 1.0) << "y = " << y;
+  }
+  std::vector<float> xs;
+  for (uint32_t bits = 0; bits < 0xFFFFFFFFu - 61; bits += 61) {
+    const float x = std::bit_cast<float>(bits);
+    if (x > -110.0f && x <= 20.0f) xs.push_back(x);
+  }
+  std::vector<float> vec(xs);  // the vector loop (this CPU's clone) and the inline scalar form
+  ops::softplus_inplace(vec.data(), int64_t(vec.size()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double exact = std::log1p(std::exp(double(xs[i])));
+    const double e = std::max(ulps(vec[i], exact), ulps(ops::softplus(xs[i]), exact));
+    worst_softplus = std::max(worst_softplus, e);
+    ASSERT_LE(e, 2.0) << "x = " << xs[i];
+  }
+  RecordProperty("log1p_max_ulp", std::to_string(worst_log1p));
+  RecordProperty("softplus_max_ulp", std::to_string(worst_softplus));
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(ops::log1p_fast(0.0f), 0.0f);
+  EXPECT_EQ(ops::log1p_fast(1e-30f), 1e-30f);
+  EXPECT_EQ(ops::log1p_fast(inf), inf);
+  EXPECT_TRUE(std::isnan(ops::log1p_fast(nan)));
+  EXPECT_EQ(ops::softplus(25.0f), 25.0f);  // torch's threshold: x itself above 20
+  EXPECT_EQ(ops::softplus(inf), inf);
+  EXPECT_EQ(ops::softplus(-inf), 0.0f);
+  EXPECT_TRUE(std::isnan(ops::softplus(nan)));
+}
+
 TEST(Ops, RopeRotatesPairsHalfApart) {
   for (int64_t rot : {2, 8, 16}) {
     auto v = randn(16, 8);

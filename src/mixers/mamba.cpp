@@ -116,8 +116,7 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState* const* sts, int64_
     if (one)
       ops::linear(dbc, 1, R, w_.dt_proj.from_row(c0, R), c1 - c0, w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr,
                   dt + c0);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = c0; c < c1; ++c) dt[t * Di + c] = ops::softplus(dt[t * Di + c]);
+    for (int64_t t = 0; t < T; ++t) ops::softplus_inplace(dt + t * Di + c0, c1 - c0);
     if (batch)
       for (int64_t t = 0; t < T; ++t)
         ops::selective_scan(sts[t]->ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, 1, dt + t * Di + c0,

@@ -51,6 +51,10 @@ BRAID_DISPATCH void silu_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
 }
 
+BRAID_DISPATCH void softplus_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = softplus(x[i]);
+}
+
 void gelu_tanh_inplace(float* x, int64_t n) {
   const float k = 0.7978845608028654f;  // sqrt(2 / pi)
   for (int64_t i = 0; i < n; ++i) {

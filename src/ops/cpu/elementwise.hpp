@@ -10,10 +10,8 @@
 
 namespace braid::ops {
 
-// Scalar gate functions shared by the mixers, as the references compute them in f32:
-// softplus with torch's threshold (x > 20 returns x), and a log-sigmoid that never forms exp
-// of a positive number (sigmoid and SiLU follow exp_fast below).
-inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+// A log-sigmoid that never forms exp of a positive number (sigmoid, SiLU and softplus, the
+// other gate functions shared by the mixers, follow exp_fast below).
 inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::abs(x))); }
 
 // e^x in f32 within 2 ulp of std::exp over the whole range (0 below -103.97, +inf above
@@ -41,6 +39,37 @@ inline float exp_fast(float x) {
   const float y = p * std::bit_cast<float>((n1 + 127) << 23) * std::bit_cast<float>((n2 + 127) << 23);
   return x > 88.72283935546875f ? std::numeric_limits<float>::infinity() : y;
 }
+
+// log(1 + y) in f32 for y >= 0, within 1 ulp of log1p, branch-free so that a loop calling it
+// vectorises (+inf gives +inf, NaN gives NaN). u = 1 + y is split as 2^e m with m in
+// [sqrt(1/2), sqrt(2)); log m is f - f^2/2 + f^3 P(f) in f = m - 1 (Cephes' logf
+// coefficients), e ln2 is added in two parts (ln2's leading bits times e is exact), and
+// (y - (u - 1)) / u restores what rounding 1 + y lost (so a y tiny against 1 gives y).
+inline float log1p_fast(float y) {
+  const float u = 1.0f + y;
+  const int32_t bits = std::bit_cast<int32_t>(u);
+  const int32_t e = (bits - 0x3f3504f3) >> 23;  // 0x3f3504f3: sqrt(1/2)
+  const float f = std::bit_cast<float>(bits - (e << 23)) - 1.0f, ef = float(e);
+  const float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float lost = (y - (u - 1.0f)) / u;
+  const float r = (f + ((p * f * z + ef * -2.12194440e-4f + lost) - 0.5f * z)) + ef * 0.693359375f;
+  return r < u ? r : u;  // r < u, except at +inf and NaN (where r is NaN), which pass through
+}
+
+// softplus with torch's threshold (x > 20 returns x) as log1p(e^x), through exp_fast and
+// log1p_fast so that loops of it vectorise (softplus_inplace; the compiler may turn the
+// threshold into a branch around the division, which it will not compute for every lane
+// unless told that floating-point exceptions do not trap, as elementwise.cpp is).
+inline float softplus(float x) { return x > 20.0f ? x : log1p_fast(exp_fast(x)); }
 
 // sigmoid(x) and SiLU x * sigmoid(x) (as x / (1 + e^-x)) with exp_fast, so that loops of
 // them vectorise: the gates of every mixer.
@@ -70,6 +99,7 @@ void layernorm(const float* x, const float* w, const float* b, float eps, int64_
 // y = silu(gate) * up, elementwise over n.
 void swiglu(const float* gate, const float* up, int64_t n, float* y);
 void silu_inplace(float* x, int64_t n);
+void softplus_inplace(float* x, int64_t n);
 void gelu_tanh_inplace(float* x, int64_t n);
 void gelu_erf_inplace(float* x, int64_t n);
 void relu2_inplace(float* x, int64_t n);  // max(x, 0)^2

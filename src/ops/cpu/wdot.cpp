@@ -295,13 +295,18 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   auto prefetch = [&](int64_t r) {
     for (size_t c = 0; c < rb; c += 64) __builtin_prefetch(w + size_t(r) * rb + c);
   };
-  if (in.fmt >= 0 && in.B == 1 && k.rowsq[in.fmt]) {  // one input: the rows in one call, chunk by chunk
+  // One input: the rows through one kernel call per chunk (one stream of weights).
+  auto one_stream = [&](const auto& rows_kernel) {
     float d[64];
     for (int64_t r = 0; r < rows; r += 64) {
       const int64_t n = std::min<int64_t>(64, rows - r);
-      k.rowsq[in.fmt](w + size_t(r) * rb, rb, blocks(in, 0), cols, n, d);
+      rows_kernel(w + size_t(r) * rb, n, d);
       for (int64_t i = 0; i < n; ++i) y[r + i] = accumulate ? y[r + i] + d[i] : d[i];
     }
+  };
+  if (in.fmt >= 0 && in.B == 1 && k.rowsq[in.fmt]) {
+    const wdot::QBlocks x = blocks(in, 0);
+    one_stream([&](const uint8_t* p, int64_t n, float* d) { k.rowsq[in.fmt](p, rb, x, cols, n, d); });
     return;
   }
   if (in.fmt >= 0) {
@@ -314,6 +319,10 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   }
   const int f = format_index(in.t);
   const float* x = in.x;
+  if (in.B == 1 && k.rows[f]) {
+    one_stream([&](const uint8_t* p, int64_t n, float* d) { k.rows[f](p, rb, x, cols, n, d); });
+    return;
+  }
   rows_times_inputs(
       k, k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
       [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },

@@ -8,6 +8,7 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/quant.hpp"
@@ -45,9 +46,26 @@ inline void prefetch_ahead(const uint8_t* c, size_t stride) {
   _mm_prefetch(reinterpret_cast<const char*>(c) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
 }
 
-// Four accumulators over 64 values per step, then 16 at a time, then a scalar tail.
-template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
-BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) {
+// The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
+// (halves, then pairs) whatever R is, so a row gets the same value in a group of four as alone.
+template <int R>
+BRAID_AVX512 inline void reduce_rows(const __m512* acc, float* out) {
+  __m256 h[4];
+  for (int r = 0; r < 4; ++r)
+    h[r] = r < R ? _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)))
+                 : _mm256_setzero_ps();
+  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+  const __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  alignas(16) float o[4];
+  _mm_store_ps(o, v);
+  for (int r = 0; r < R; ++r) out[r] = o[r];
+}
+
+// A bf16 / f16 row against x over its whole 16-value steps: four accumulators over 64 values
+// a step, then 16 at a time, added into one vector of lane sums. Returns the values consumed.
+template <__m512 (*Load)(const uint8_t*)>
+BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, const float* x, int64_t n, __m512* sums) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
@@ -59,13 +77,52 @@ BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) 
     a3 = _mm512_fmadd_ps(Load(w + 2 * i + 96), _mm512_loadu_ps(x + i + 48), a3);
   }
   for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  *sums = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+  return i;
+}
+
+// s plus the products of values [i, n) (the scalar tail), in order.
+template <float (*One)(uint16_t)>
+inline float half_tail(const uint8_t* w, const float* x, int64_t i, int64_t n, float s) {
   for (; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, w + 2 * i, 2);
     s += One(h) * x[i];
   }
   return s;
+}
+
+template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
+BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) {
+  __m512 sums;
+  const int64_t i = half_sums<Load>(w, x, n, &sums);
+  float s;
+  reduce_rows<1>(&sums, &s);
+  return half_tail<One>(w, x, i, n, s);
+}
+
+// Rows one after another (one stream of weights), their lane sums reduced four at a time.
+// The part of a row its 64-value steps do not prefetch (all of a short row, such as Mamba's
+// dt_proj of 48 columns) is prefetched here, as far ahead.
+template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
+BRAID_AVX512 void rows_half(const uint8_t* w, size_t stride, const float* x, int64_t n, int64_t rows,
+                            float* out) {
+  const size_t unfetched = size_t(n / 64 * 128);
+  __m512 sums[4];
+  int64_t done[4];
+  for (int64_t r = 0; r < rows; r += 4) {
+    const int k = int(std::min<int64_t>(4, rows - r));
+    for (int i = 0; i < k; ++i) {
+      const uint8_t* row = w + (r + i) * stride;
+      for (size_t c = unfetched; c < stride; c += 64) prefetch_ahead<1>(row + c, 0);
+      done[i] = half_sums<Load>(row, x, n, &sums[i]);
+    }
+    if (k == 4)
+      reduce_rows<4>(sums, out + r);
+    else
+      for (int i = 0; i < k; ++i) reduce_rows<1>(&sums[i], out + r + i);
+    for (int i = 0; i < k; ++i) out[r + i] = half_tail<One>(w + (r + i) * stride, x, done[i], n, out[r + i]);
+  }
 }
 
 float bf16_one(uint16_t h) { return bf16_to_f32(h); }
@@ -76,6 +133,14 @@ BRAID_AVX512 float dot_bf16(const uint8_t* w, const float* x, int64_t n) {
 }
 BRAID_AVX512 float dot_f16(const uint8_t* w, const float* x, int64_t n) {
   return dot_half<f16x16, f16_one>(w, x, n);
+}
+BRAID_AVX512 void rows_bf16(const uint8_t* w, size_t stride, const float* x, int64_t n, int64_t rows,
+                            float* out) {
+  rows_half<bf16x16, bf16_one>(w, stride, x, n, rows, out);
+}
+BRAID_AVX512 void rows_f16(const uint8_t* w, size_t stride, const float* x, int64_t n, int64_t rows,
+                           float* out) {
+  rows_half<f16x16, f16_one>(w, stride, x, n, rows, out);
 }
 
 BRAID_AVX512 inline __m512 q8_block(const uint8_t* q, const float* x) {
@@ -244,22 +309,6 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
   }
 }
 
-// The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
-// (halves, then pairs) whatever R is, so a row gets the same value in a group of four as alone.
-template <int R>
-BRAID_VNNI inline void reduce_rows(const __m512* acc, float* out) {
-  __m256 h[4];
-  for (int r = 0; r < 4; ++r)
-    h[r] = r < R ? _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)))
-                 : _mm256_setzero_ps();
-  const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
-  const __m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  alignas(16) float o[4];
-  _mm_store_ps(o, v);
-  for (int r = 0; r < R; ++r) out[r] = o[r];
-}
-
 // The scales d_w * d_x of blocks b .. b + 15 (masked at the row's end) for R rows.
 template <int R>
 BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float* dx, int64_t nb, int64_t b,
@@ -415,6 +464,7 @@ Kernels avx512_kernels() {
             {dot4q<false>, dot4q<true>},
             {rowsq<false>, rowsq<true>},
             true};
+  k.rows[kBF16] = rows_bf16, k.rows[kF16] = rows_f16;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
     k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),

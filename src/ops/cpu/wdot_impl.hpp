@@ -37,6 +37,9 @@ struct QBlocks {
 using QuantizeFn = void (*)(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
 using DotQFn = float (*)(const uint8_t* row, const QBlocks& x, int64_t n);
 using Dot4QFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, float* out);
+// `count` rows one after another (one input): out[i] exactly as dot gives row i.
+using RowsFn = void (*)(const uint8_t* rows, size_t stride, const float* x, int64_t cols, int64_t count,
+                        float* out);
 // `count` rows one after another: out[i] exactly as dotq gives row i.
 using RowsQFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, int64_t count,
                          float* out);
@@ -54,9 +57,10 @@ struct Kernels {
   QuantizeFn quantize;  // activations to 8-bit blocks: identical codes and scales on every path
   bool corrections;     // whether `quantize` is to fill QBlocks::corr
   DotQFn dotq[kQFormats];
-  Dot4QFn dot4q[kQFormats];  // null where the path has none
-  RowsQFn rowsq[kQFormats];  // null where the path has none
-  bool streams = false;      // whether the one-row kernels prefetch their own stream
+  Dot4QFn dot4q[kQFormats];    // null where the path has none
+  RowsQFn rowsq[kQFormats];    // null where the path has none
+  bool streams = false;        // whether the one-row kernels prefetch their own stream
+  RowsFn rows[kFormats] = {};  // null where the path has none (then rows go one at a time)
 };
 
 // The scale of an activation block and its inverse from the block's largest magnitude, the
