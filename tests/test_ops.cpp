@@ -329,42 +329,45 @@ TEST(Ops, RooflineProbesGiveRates) {
 }
 
 // The fused decode state updates against the recurrence in double, for state widths around
-// the 16-lane step (and the 16 and 128 of real models), several steps in a row.
+// the 16-lane step (and the 16 and 128 of real models), several steps in a row; 37 rows take
+// the scan's groups of 16 channels and the ones left after them.
 TEST(Ops, RecurrenceKernelsMatchReference) {
-  for (int64_t n : {1, 15, 16, 17, 40, 128}) {
-    const int64_t rows = 5, T = 3;
-    auto S = randn(size_t(rows * n), 20), x = randn(size_t(T * rows), 21), b = randn(size_t(T * n), 22),
-         c = randn(size_t(T * n), 23), A = randn(size_t(rows * n), 24), dt = randn(size_t(T * rows), 25, 0.3);
-    for (float& a : A) a = -std::fabs(a);
-    for (float& d : dt) d = std::fabs(d);
-    std::vector<double> S2(S.begin(), S.end()), h2(S.begin(), S.end());
-    std::vector<float> h = S, y(size_t(T * rows)), ys(size_t(T * rows));
-    ops::selective_scan(h.data(), A.data(), rows, n, T, dt.data(), x.data(), rows, b.data(), c.data(), n,
-                        ys.data());
-    for (int64_t t = 0; t < T; ++t) {
-      const float a = 0.9f, d = 0.7f;
-      ops::decay_update_readout(S.data(), rows, n, a, d, x.data() + t * rows, b.data() + t * n,
-                                c.data() + t * n, y.data() + t * rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        double want = 0, want_scan = 0, mag = 0;
-        const double dr = dt[size_t(t * rows + r)], xr = x[size_t(t * rows + r)];
-        for (int64_t i = 0; i < n; ++i) {
-          const size_t k = size_t(r * n + i), j = size_t(t * n + i);
-          S2[k] = double(a) * S2[k] + double(d) * xr * b[j];
-          want += S2[k] * c[j];
-          h2[k] = std::exp(double(A[k]) * dr) * h2[k] + dr * b[j] * xr;
-          want_scan += h2[k] * c[j];
-          mag += std::fabs(S2[k] * c[j]) + std::fabs(h2[k] * c[j]);
+  for (int64_t n : {1, 15, 16, 17, 40, 128})
+    for (int64_t rows : {5, 37}) {
+      const int64_t T = 3;
+      auto S = randn(size_t(rows * n), 20), x = randn(size_t(T * rows), 21), b = randn(size_t(T * n), 22),
+           c = randn(size_t(T * n), 23), A = randn(size_t(rows * n), 24),
+           dt = randn(size_t(T * rows), 25, 0.3);
+      for (float& a : A) a = -std::fabs(a);
+      for (float& d : dt) d = std::fabs(d);
+      std::vector<double> S2(S.begin(), S.end()), h2(S.begin(), S.end());
+      std::vector<float> h = S, y(size_t(T * rows)), ys(size_t(T * rows));
+      ops::selective_scan(h.data(), A.data(), rows, n, T, dt.data(), x.data(), rows, b.data(), c.data(), n,
+                          ys.data());
+      for (int64_t t = 0; t < T; ++t) {
+        const float a = 0.9f, d = 0.7f;
+        ops::decay_update_readout(S.data(), rows, n, a, d, x.data() + t * rows, b.data() + t * n,
+                                  c.data() + t * n, y.data() + t * rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          double want = 0, want_scan = 0, mag = 0;
+          const double dr = dt[size_t(t * rows + r)], xr = x[size_t(t * rows + r)];
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t k = size_t(r * n + i), j = size_t(t * n + i);
+            S2[k] = double(a) * S2[k] + double(d) * xr * b[j];
+            want += S2[k] * c[j];
+            h2[k] = std::exp(double(A[k]) * dr) * h2[k] + dr * b[j] * xr;
+            want_scan += h2[k] * c[j];
+            mag += std::fabs(S2[k] * c[j]) + std::fabs(h2[k] * c[j]);
+          }
+          EXPECT_NEAR(y[size_t(t * rows + r)], want, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
+          EXPECT_NEAR(ys[size_t(t * rows + r)], want_scan, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
         }
-        EXPECT_NEAR(y[size_t(t * rows + r)], want, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
-        EXPECT_NEAR(ys[size_t(t * rows + r)], want_scan, 1e-5 * (1 + mag)) << "n " << n << " t " << t;
+      }
+      for (size_t k = 0; k < S.size(); ++k) {
+        EXPECT_NEAR(S[k], S2[k], 1e-5 * (1 + std::fabs(S2[k]))) << "n " << n;
+        EXPECT_NEAR(h[k], h2[k], 1e-5 * (1 + std::fabs(h2[k]))) << "n " << n;
       }
     }
-    for (size_t k = 0; k < S.size(); ++k) {
-      EXPECT_NEAR(S[k], S2[k], 1e-5 * (1 + std::fabs(S2[k]))) << "n " << n;
-      EXPECT_NEAR(h[k], h2[k], 1e-5 * (1 + std::fabs(h2[k]))) << "n " << n;
-    }
-  }
 }
 
 }  // namespace
@@ -390,6 +393,28 @@ TEST(Ops, LinearMultiMatchesSeparateProjections) {
         ASSERT_NEAR((*ys[i])[k], r[k], 1e-4) << "matrix " << i << " T=" << T;
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Mamba-1's scan at state width 16 takes 16 channels at a time, summing each readout in the
+// order one channel alone does: the same outputs and states, bit for bit.
+TEST(Ops, SelectiveScanGroupsGiveEachChannelItsOwnResult) {
+  const int64_t rows = 37, n = 16, T = 3;
+  auto h = randn(size_t(rows * n), 30), x = randn(size_t(T * rows), 31), b = randn(size_t(T * n), 32),
+       c = randn(size_t(T * n), 33), A = randn(size_t(rows * n), 34), dt = randn(size_t(T * rows), 35, 0.3);
+  for (float& a : A) a = -std::fabs(a);
+  for (float& d : dt) d = std::fabs(d);
+  std::vector<float> h1 = h, y(size_t(T * rows)), y1(size_t(T * rows));
+  ops::selective_scan(h.data(), A.data(), rows, n, T, dt.data(), x.data(), rows, b.data(), c.data(), n,
+                      y.data());
+  for (int64_t r = 0; r < rows; ++r)
+    ops::selective_scan(h1.data() + r * n, A.data() + r * n, 1, n, T, dt.data() + r, x.data() + r, rows,
+                        b.data(), c.data(), n, y1.data() + r);
+  EXPECT_EQ(y, y1);
+  EXPECT_EQ(h, h1);
 }
 
 }  // namespace
