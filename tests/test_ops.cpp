@@ -399,8 +399,9 @@ TEST(Ops, LinearMultiMatchesSeparateProjections) {
 
 namespace {
 
-// Mamba-1's scan at state width 16 takes 16 channels at a time, summing each readout in the
-// order one channel alone does: the same outputs and states, bit for bit.
+// Mamba-1's scan at state width 16 takes up to 16 channels at a time: each channel gets the
+// same output and state, bit for bit, whichever channels share its group (37 = two groups and
+// five left), as when it is scanned alone.
 TEST(Ops, SelectiveScanGroupsGiveEachChannelItsOwnResult) {
   const int64_t rows = 37, n = 16, T = 3;
   auto h = randn(size_t(rows * n), 30), x = randn(size_t(T * rows), 31), b = randn(size_t(T * n), 32),

@@ -1,5 +1,6 @@
 #include "ops/cpu/recurrence.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops/cpu/dispatch.hpp"
@@ -80,13 +81,14 @@ BRAID_DISPATCH void selective_scan(float* h, const float* A, int64_t channels, i
                                    const float* dt, const float* u, int64_t ld, const float* B,
                                    const float* C, int64_t ldbc, float* y) {
   int64_t ch = 0;
-  if (n == 16)  // Mamba-1's state width: groups of 16 channels share the readouts' reduction
-    for (; ch + 16 <= channels; ch += 16)
+  if (n == 16)  // Mamba-1's state width: groups of up to 16 channels share the readouts' reduction
+    for (; ch < channels; ch += 16) {
+      const int64_t m = std::min<int64_t>(16, channels - ch);
       for (int64_t t = 0; t < T; ++t) {
         const float* Bt = B + t * ldbc;
-        F32x16 c, p[16];
+        F32x16 c, p[16] = {};
         std::memcpy(&c, C + t * ldbc, sizeof c);
-        for (int64_t j = 0; j < 16; ++j) {
+        for (int64_t j = 0; j < m; ++j) {
           float* hc = h + (ch + j) * 16;
           const float* Ac = A + (ch + j) * 16;
           const float d = dt[t * ld + ch + j], x = u[t * ld + ch + j];
@@ -94,8 +96,11 @@ BRAID_DISPATCH void selective_scan(float* h, const float* A, int64_t channels, i
           std::memcpy(&p[j], hc, sizeof c);
           p[j] *= c;
         }
-        readouts16(p, y + t * ld + ch);
+        float out[16];
+        readouts16(p, out);
+        std::memcpy(y + t * ld + ch, out, size_t(m) * sizeof(float));
       }
+    }
   for (; ch < channels; ++ch) {
     float* hc = h + ch * n;
     const float* Ac = A + ch * n;
