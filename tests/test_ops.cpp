@@ -239,8 +239,9 @@ TEST(Ops, VectorKernelsMatchReference) {
   }
 }
 
-// The causal convolution one step at a time (decoding's vectorised path) gives, bit for bit,
-// what the whole sequence at once gives, and the same carried window; both match a direct
+// The causal convolution one step at a time (decoding's vectorised path), also with the
+// channels split into ranges, gives, bit for bit, what the whole sequence at once gives, and
+// the same carried window; both match a direct
 // evaluation of the sum.
 TEST(Ops, CausalConvStepsEqualTheWholeSequence) {
   for (const auto& [C, K] : {std::pair<int64_t, int64_t>{5, 4}, {300, 4}, {513, 3}, {7, 1}}) {
@@ -254,9 +255,18 @@ TEST(Ops, CausalConvStepsEqualTheWholeSequence) {
         for (int64_t t = 0; t < T; ++t)
           ops::causal_conv1d(in.data() + t * C, C, 1, C, w.data(), bias, K, silu, wb.data(),
                              yb.data() + t * C);
+        // Threads splitting a step's channels: three uneven ranges, each on its own.
+        std::vector<float> wc = win0, yc(size_t(T * C));
+        const int64_t cuts[4] = {0, C / 3, C / 3 + C / 2, C};
+        for (int64_t t = 0; t < T; ++t)
+          for (int r = 0; r < 3; ++r)
+            ops::causal_conv1d_channels(in.data() + t * C, C, 1, C, cuts[r], cuts[r + 1] - cuts[r], w.data(),
+                                        bias, K, silu, wc.data(), yc.data() + t * C);
         ASSERT_EQ(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)), 0) << C << " " << K;
+        ASSERT_EQ(std::memcmp(ya.data(), yc.data(), ya.size() * sizeof(float)), 0) << C << " " << K;
         if (!wa.empty()) {  // K = 1 carries no window
           ASSERT_EQ(std::memcmp(wa.data(), wb.data(), wa.size() * sizeof(float)), 0) << C << " " << K;
+          ASSERT_EQ(std::memcmp(wa.data(), wc.data(), wa.size() * sizeof(float)), 0) << C << " " << K;
         }
         for (int64_t t = 0; t < T; ++t)
           for (int64_t c = 0; c < C; ++c) {

@@ -45,40 +45,80 @@ std::unique_ptr<State> MambaMixer::make_state() const {
 void MambaMixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<MambaState*>(&state);
   check(st != nullptr, "mamba layer was given a state of another mixer");
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, &st, 1, y + t0 * d_, ws); });
+  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, *st, y + t0 * d_, ws); });
 }
 
 void MambaMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
                               Workspace& ws) const {
-  ops::DecodeRows rows;  // the projections read their weights once for all B rows
   std::vector<MambaState*> sts = states_as<MambaState>(states, B, "mamba");
-  chunk(x, B, sts.data(), B, y, ws);
+  step(x, B, sts.data(), y, ws);
 }
 
-void MambaMixer::chunk(const float* x, int64_t T, MambaState* const* sts, int64_t nseq, float* y,
-                       Workspace& ws) const {
+void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* y, Workspace& ws) const {
   const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
-  const bool one = T == 1, batch = nseq > 1;  // one token; one token of each of T sequences
+  const size_t f = sizeof(float);
+  for (int64_t b = 0; b < B; ++b) ops::prefetch(sts[b]->conv.data(), sts[b]->conv.size() * f);
+  ops::prefetch(w_.conv_w, size_t(Di * K) * f);
+  ops::prefetch(w_.conv_b, size_t(Di) * f);
+  ops::prefetch(w_.D, size_t(Di) * f);
+  ops::prefetch(w_.dt_proj_b, size_t(Di) * f);
+  float* xz = ws.get(Workspace::kQ, size_t(B * 2 * Di));  // [x-branch (Di) | gate z (Di)] per token
+  float* u = ws.get(Workspace::kK, size_t(B * Di));       // conv + SiLU
+  float* dbc = ws.get(Workspace::kV, size_t(B * P));      // [dt_in (R) | B (N) | C (N)]
+  float* dt = ws.get(Workspace::kAttnOut, size_t(B * Di));
+  float* g = ws.get(Workspace::kScores, size_t(B * Di));  // gated scan output
+  // One parallel region for the step: the projections share their rows among the threads,
+  // the work between them splits by channel, and barriers order the phases. Token b runs
+  // against sequence b's state; each token's values are what it gets alone.
+#pragma omp parallel if (Di * N * B >= 8192)
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt, n = c1 - c0;
+    ops::linear_in_team(x, B, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz);
+    for (int64_t b = 0; b < B; ++b)
+      ops::causal_conv1d_channels(xz + b * 2 * Di, 2 * Di, 1, Di, c0, n, w_.conv_w, w_.conv_b, K, true,
+                                  sts[b]->conv.data(), u + b * Di);
+#pragma omp barrier
+    ops::linear_in_team(u, B, Di, w_.x_proj, P, nullptr, dbc);
+    if (s_.bcdt_norm_eps > 0) {
+#pragma omp single
+      {
+        const float eps = float(s_.bcdt_norm_eps);
+        rms_rows(dbc + R, B, N, P, eps, w_.b_norm);
+        rms_rows(dbc + R + N, B, N, P, eps, w_.c_norm);
+        rms_rows(dbc, B, R, P, eps, w_.dt_norm);
+      }
+    }
+    // dt = softplus(dt_in . dt_proj^T + bias): each thread its channels' rows.
+    const ops::MatRef dt_rows = w_.dt_proj.from_row(c0, R);
+    for (int64_t b = 0; b < B; ++b) {
+      float* d = dt + b * Di + c0;
+      ops::linear(dbc + b * P, 1, R, dt_rows, n, w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr, d);
+      ops::softplus_inplace(d, n);
+      ops::selective_scan(sts[b]->ssm.data() + c0 * N, A_.data() + c0 * N, n, N, 1, d, u + b * Di + c0, Di,
+                          dbc + b * P + R, dbc + b * P + R + N, P, g + b * Di + c0);
+      for (int64_t c = c0; c < c1; ++c)
+        g[b * Di + c] = (g[b * Di + c] + u[b * Di + c] * w_.D[c]) * ops::silu(xz[b * 2 * Di + Di + c]);
+    }
+#pragma omp barrier
+    ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y);
+  }
+  for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
+}
+
+void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const {
+  if (T == 1) {  // decoding: the step's single parallel region
+    MambaState* one = &st;
+    return step(x, 1, &one, y, ws);
+  }
+  const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
   // xz[t] = [x-branch (Di) | gate z (Di)]
   float* xz = ws.get(Workspace::kQ, size_t(T * 2 * Di));
-  if (one || batch) {
-    const size_t f = sizeof(float);
-    for (int64_t s = 0; s < nseq; ++s) ops::prefetch(sts[s]->conv.data(), sts[s]->conv.size() * f);
-    ops::prefetch(w_.conv_w, size_t(Di * K) * f);
-    ops::prefetch(w_.conv_b, size_t(Di) * f);
-    ops::prefetch(w_.D, size_t(Di) * f);
-    ops::prefetch(w_.dt_proj_b, size_t(Di) * f);
-  }
   ops::linear(x, T, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz);
 
   // Causal depthwise conv over [previous K-1 inputs | this chunk], then SiLU -> u.
   float* u = ws.get(Workspace::kK, size_t(T * Di));
-  if (batch)
-    for (int64_t t = 0; t < T; ++t)
-      ops::causal_conv1d(xz + t * 2 * Di, 2 * Di, 1, Di, w_.conv_w, w_.conv_b, K, true, sts[t]->conv.data(),
-                         u + t * Di);
-  else
-    ops::causal_conv1d(xz, 2 * Di, T, Di, w_.conv_w, w_.conv_b, K, true, sts[0]->conv.data(), u);
+  ops::causal_conv1d(xz, 2 * Di, T, Di, w_.conv_w, w_.conv_b, K, true, st.conv.data(), u);
 
   // x_proj -> [dt_in (R) | B (N) | C (N)] per token; optional weightless RMSNorm of each.
   float* dbc = ws.get(Workspace::kV, size_t(T * P));
@@ -89,14 +129,10 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState* const* sts, int64_
     rms_rows(dbc + R + N, T, N, P, eps, w_.c_norm);
     rms_rows(dbc, T, R, P, eps, w_.dt_norm);
   }
-  // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P: one token
-  // is contiguous (each thread multiplies its channels' rows, in the matrix's stored format,
-  // below); a chunk multiplies an f32 matrix in place through a GEMM with lda = P; a batch
-  // (row by row, as each token alone) and a chunk with a compact matrix gather the rows.
+  // dt = softplus(dt_in . dt_proj^T + bias), [T][Di]. dt_in rows have stride P: an f32
+  // matrix multiplies them in place through a GEMM with lda = P; a compact one gathers them.
   float* dt = ws.get(Workspace::kAttnOut, size_t(T * Di));
-  if (one) {
-    // in the parallel region below
-  } else if (w_.dt_proj.dtype == DType::F32 && !batch) {
+  if (w_.dt_proj.dtype == DType::F32) {
     for (int64_t t = 0; t < T; ++t) std::memcpy(dt + t * Di, w_.dt_proj_b, size_t(Di) * sizeof(float));
     ops::gemm(T, Di, R, 1.0f, dbc, P, w_.dt_proj.f32(), R, true, 1.0f, dt, Di);
   } else {
@@ -106,29 +142,21 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState* const* sts, int64_
   }
 
   // dt's softplus, the selective scan and the gate, channels split across threads; gated
-  // output into u's slot `g`. A batch scans each token against its own sequence's state.
+  // output into `g`.
   float* g = ws.get(Workspace::kScores, size_t(T * Di));
   const float* B = dbc + R;
 #pragma omp parallel if (Di * N * T >= 8192)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt;
-    if (one)
-      ops::linear(dbc, 1, R, w_.dt_proj.from_row(c0, R), c1 - c0, w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr,
-                  dt + c0);
     for (int64_t t = 0; t < T; ++t) ops::softplus_inplace(dt + t * Di + c0, c1 - c0);
-    if (batch)
-      for (int64_t t = 0; t < T; ++t)
-        ops::selective_scan(sts[t]->ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, 1, dt + t * Di + c0,
-                            u + t * Di + c0, Di, B + t * P, B + t * P + N, P, g + t * Di + c0);
-    else
-      ops::selective_scan(sts[0]->ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di,
-                          B, B + N, P, g + c0);
+    ops::selective_scan(st.ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di, B,
+                        B + N, P, g + c0);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = c0; c < c1; ++c)
         g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * ops::silu(xz[t * 2 * Di + Di + c]);
   }
-  for (int64_t s = 0; s < nseq; ++s) sts[s]->pos += T / nseq;
+  st.pos += T;
   ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);
 }
 

@@ -1,6 +1,7 @@
 // Mamba-1 selective scan mixer. Prefill runs in chunks: the projections of a chunk are
 // GEMMs, the diagonal recurrence runs over time with channels split across threads.
-// Decode is the same code with T = 1. State: the last d_conv - 1 conv inputs and the
+// Decode runs a step as one parallel region (projections, conv, scan and gate split across
+// the same threads). State: the last d_conv - 1 conv inputs and the
 // d_inner x d_state SSM state, both f32, independent of context length.
 #pragma once
 #include <vector>
@@ -58,8 +59,10 @@ class MambaMixer final : public Mixer {
   size_t bytes_per_token() const override { return 0; }
 
  private:
-  // T rows of one sequence (nseq 1), or one token of each of T sequences (nseq == T).
-  void chunk(const float* x, int64_t T, MambaState* const* sts, int64_t nseq, float* y, Workspace& ws) const;
+  // T tokens of one sequence (T == 1 is a step).
+  void chunk(const float* x, int64_t T, MambaState& st, float* y, Workspace& ws) const;
+  // One token of each of B sequences, token b against sts[b].
+  void step(const float* x, int64_t B, MambaState* const* sts, float* y, Workspace& ws) const;
   MambaSpec s_;
   int64_t d_;
   MambaWeights w_;

@@ -36,6 +36,17 @@ BRAID_DISPATCH void conv_block(const float* in, int64_t ld, int64_t T, int64_t C
     }
 }
 
+// Channels [c0, c0 + n) of the window after T more inputs: its last K-1 inputs.
+void shift_window(const float* in, int64_t ld, int64_t T, int64_t C, int64_t c0, int64_t n, int64_t K,
+                  float* window) {
+  const int64_t keep = K - 1;
+  const size_t bytes = size_t(n) * sizeof(float);
+  for (int64_t j = 0; j < keep; ++j) {  // row j from row j + T (earlier rows first) or an input
+    const int64_t s = j + T;
+    std::memcpy(window + j * C + c0, s < keep ? window + s * C + c0 : in + (s - keep) * ld + c0, bytes);
+  }
+}
+
 }  // namespace
 
 void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
@@ -48,16 +59,14 @@ void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const floa
     for (int64_t c0 = 0; c0 < C; c0 += kChannels)
       conv_block(in, ld, T, C, c0, std::min(kChannels, C - c0), w, bias, K, silu, window, out);
   }
-  const int64_t keep = K - 1;
-  if (keep <= 0) return;
-  if (T >= keep) {
-    for (int64_t j = 0; j < keep; ++j)
-      std::memcpy(window + j * C, in + (T - keep + j) * ld, size_t(C) * sizeof(float));
-  } else {
-    std::memmove(window, window + T * C, size_t((keep - T) * C) * sizeof(float));
-    for (int64_t j = 0; j < T; ++j)
-      std::memcpy(window + (keep - T + j) * C, in + j * ld, size_t(C) * sizeof(float));
-  }
+  shift_window(in, ld, T, C, 0, C, K, window);
+}
+
+void causal_conv1d_channels(const float* in, int64_t ld, int64_t T, int64_t C, int64_t c0, int64_t n,
+                            const float* w, const float* bias, int64_t K, bool silu, float* window,
+                            float* out) {
+  conv_block(in, ld, T, C, c0, n, w, bias, K, silu, window, out);
+  shift_window(in, ld, T, C, c0, n, K, window);
 }
 
 void causal_conv1d_backward(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, int64_t K,

@@ -10,6 +10,11 @@ namespace braid::ops {
 // stride ld. Afterwards `window` holds the last K-1 inputs. act is SiLU when `silu`.
 void causal_conv1d(const float* in, int64_t ld, int64_t T, int64_t C, const float* w, const float* bias,
                    int64_t K, bool silu, float* window, float* out);
+// The same for channels [c0, c0 + n) only (their outputs and their part of the window), on
+// the calling thread: threads that split the channels of a step between them.
+void causal_conv1d_channels(const float* in, int64_t ld, int64_t T, int64_t C, int64_t c0, int64_t n,
+                            const float* w, const float* bias, int64_t K, bool silu, float* window,
+                            float* out);
 
 // Backward of causal_conv1d without activation, for a sequence that starts from a zero
 // window: given dout[T][C] (the gradient of the pre-activation output), writes din

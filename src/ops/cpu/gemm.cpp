@@ -100,21 +100,47 @@ WInputs prepared_for(MatRef W, const float* x, int64_t B, int64_t cols) {
 // first, then smaller), so a thread the host slows down does not hold the other at the join.
 // A multiple of 4, the row kernels' group; no value depends on the split.
 constexpr int64_t kRowBlock = 16;
+constexpr int kMaxProjections = 8;
 
-// y[b, o] (+)= W[o, :] . x[b, :] with rows split across threads, each streaming contiguous
-// blocks of the matrix (decode is bound by reading W once); inputs are quantized once, before.
-void gemv_rows(MatRef W, const float* x, int64_t B, int64_t out, int64_t in, bool accumulate, float* y) {
-  const WInputs prepared = prepared_for(W, x, B, in);
-  if (out * in < (int64_t(1) << 15)) {
-    matvec_rows(W, x, prepared, B, out, in, accumulate, y, out);
-    return;
+// The rows of n projections of x[T, in] as one range, shared by the threads of the
+// enclosing team (a worksharing loop; a team of one outside a parallel region), each
+// streaming contiguous blocks of the matrices: decode is bound by reading W once. Every
+// thread prepares the inputs itself (the same values, into its own scratch), so none waits
+// for another's; returns after the loop's barrier.
+void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+  check(n <= kMaxProjections, "linear_multi: at most ", kMaxProjections, " projections, not ", n);
+  WInputs prepared[kMaxProjections];
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) {
+    int j = 0;
+    while (j < i && p[j].W.dtype != p[i].W.dtype) ++j;
+    prepared[i] = j < i ? prepared[j] : prepared_for(p[i].W, x, T, in);
+    total += p[i].out;
   }
-  const int64_t blocks = (out + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for schedule(guided)
+  const int64_t blocks = (total + kRowBlock - 1) / kRowBlock;
+#pragma omp for schedule(guided)
   for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t b = k * kRowBlock, e = std::min(out, b + kRowBlock);
-    matvec_rows(W.from_row(b, in), x, prepared, B, e - b, in, accumulate, y + b, out);
+    const int64_t b = k * kRowBlock, e = std::min(total, b + kRowBlock);
+    int64_t base = 0;  // first combined row of matrix i
+    for (int i = 0; i < n; base += p[i].out, ++i) {
+      const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
+      if (lo >= hi) continue;
+      if (p[i].bias)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t r = lo; r < hi; ++r) p[i].y[t * p[i].out + r] = p[i].bias[r];
+      matvec_rows(p[i].W.from_row(lo, in), x, prepared[i], T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo,
+                  p[i].out);
+    }
   }
+}
+
+// The decode path of linear() and linear_multi(): a parallel region over the rows unless
+// the matrices are small enough that one thread is quicker.
+void decode_rows(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) total += p[i].out;
+#pragma omp parallel if (total * in >= (int64_t(1) << 15))
+  rows_in_team(x, T, in, p, n);
 }
 
 // y = x . W^T + beta y for a compact W: each panel of rows is converted to f32 (threads
@@ -182,17 +208,20 @@ MatRef MatRef::from_row(int64_t r, int64_t in) const {
 
 void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y) {
   if (T == 0) return;
+  // A compact matrix meets a few rows (memory as context decodes two per token) by reading its
+  // codes once for all of them, not by converting the whole matrix for SGEMM.
+  constexpr int64_t kFewRows = 4;
+  if (T == 1 || t_decode_rows || (W.dtype != DType::F32 && T <= kFewRows)) {
+    const Projection p{W, out, bias, y};
+    decode_rows(x, T, in, &p, 1);
+    return;
+  }
   if (bias) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t o = 0; o < out; ++o) y[t * out + o] = bias[o];
   }
   const float beta = bias ? 1.0f : 0.0f;
-  // A compact matrix meets a few rows (memory as context decodes two per token) by reading its
-  // codes once for all of them, not by converting the whole matrix for SGEMM.
-  constexpr int64_t kFewRows = 4;
-  if (T == 1 || t_decode_rows || (W.dtype != DType::F32 && T <= kFewRows)) {
-    gemv_rows(W, x, T, out, in, bias != nullptr, y);
-  } else if (W.dtype == DType::F32) {
+  if (W.dtype == DType::F32) {
     gemm(T, out, in, 1.0f, x, in, static_cast<const float*>(W.data), in, true, beta, y, out);
   } else {
     gemm_compact(x, T, in, W, out, beta, y);
@@ -200,37 +229,21 @@ void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const 
 }
 
 void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
-  int64_t total = 0;
-  for (int i = 0; i < n; ++i) total += p[i].out;
-  if ((T != 1 && !t_decode_rows) || total * in < (int64_t(1) << 15)) {
+  if (T != 1 && !t_decode_rows) {
     for (int i = 0; i < n; ++i) linear(x, T, in, p[i].W, p[i].out, p[i].bias, p[i].y);
     return;
   }
-  // The projections' rows as one range, in blocks as in gemv_rows; inputs prepared once per
-  // weight format.
-  constexpr int kMaxProjections = 8;
-  check(n <= kMaxProjections, "linear_multi: at most ", kMaxProjections, " projections, not ", n);
-  WInputs prepared[kMaxProjections];
-  for (int i = 0; i < n; ++i) {
-    int j = 0;
-    while (j < i && p[j].W.dtype != p[i].W.dtype) ++j;
-    prepared[i] = j < i ? prepared[j] : prepared_for(p[i].W, x, T, in);
-  }
-  const int64_t blocks = (total + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for schedule(guided)
-  for (int64_t k = 0; k < blocks; ++k) {
-    const int64_t b = k * kRowBlock, e = std::min(total, b + kRowBlock);
-    int64_t base = 0;  // first combined row of matrix i
-    for (int i = 0; i < n; base += p[i].out, ++i) {
-      const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
-      if (lo >= hi) continue;
-      if (p[i].bias)
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t r = lo; r < hi; ++r) p[i].y[t * p[i].out + r] = p[i].bias[r];
-      matvec_rows(p[i].W.from_row(lo, in), x, prepared[i], T, hi - lo, in, p[i].bias != nullptr, p[i].y + lo,
-                  p[i].out);
-    }
-  }
+  decode_rows(x, T, in, p, n);
+}
+
+void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias,
+                    float* y) {
+  const Projection p{W, out, bias, y};
+  rows_in_team(x, T, in, &p, 1);
+}
+
+void linear_multi_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+  rows_in_team(x, T, in, p, n);
 }
 
 void linear_ref(const float* x, int64_t T, int64_t in, const float* W, int64_t out, const float* bias,

@@ -58,6 +58,16 @@ struct Projection {
 };
 void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, int n);
 
+// Decode steps that run as one parallel region (a layer's projections with the work between
+// them split across the same threads, so the team forks once per step): every thread of the
+// enclosing region calls these with the same arguments, the rows are shared among the team,
+// each of the T rows is what linear() gives it as one token, and they return after a
+// barrier, so every thread then sees all of y. Outside a parallel region they run on the
+// calling thread alone.
+void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias,
+                    float* y);
+void linear_multi_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n);
+
 // C[M, N] = alpha * A[M, K] . op(B) + beta * C, row-major; op(B) = B[K, N] or, when
 // b_transposed, B[N, K]^T. lda/ldb/ldc are row strides in elements.
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
