@@ -140,6 +140,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 8, 8, 1, 4, 16, 16, true, 0.0},      // grouped norm, biases
                       Case{6, 4, 12, 3, 2, 7, 24, false, 0.5},     // dt upper limit
                       Case{2, 32, 4, 2, 3, 64, 32, false, 0.0},
+                      Case{16, 32, 64, 4, 4, 64, 512, false, 0.0},  // large enough to decode on a team
                       // Falcon-H1: norm then gate, or gate only; section multipliers
                       Case{4, 8, 8, 2, 4, 16, 16, false, 0.0, Mamba2Norm::NormThenGate, true},
                       Case{4, 8, 8, 1, 4, 16, 32, false, 0.0, Mamba2Norm::GateOnly, true}),

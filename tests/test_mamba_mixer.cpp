@@ -132,10 +132,11 @@ TEST_P(MambaForms, ChunkedEqualsStepEqualsNaive) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, MambaForms,
-                         ::testing::Values(Case{32, 16, 4, 4, 64, true, false, 0.0},   // Mamba
-                                           Case{48, 8, 4, 3, 16, true, false, 1e-6},   // FalconMamba norms
-                                           Case{16, 4, 2, 2, 5, false, true, 0.0},     // biases, short conv
-                                           Case{40, 16, 1, 5, 33, true, true, 1e-5}),  // no conv history
+                         ::testing::Values(Case{32, 16, 4, 4, 64, true, false, 0.0},    // Mamba
+                                           Case{48, 8, 4, 3, 16, true, false, 1e-6},    // FalconMamba norms
+                                           Case{16, 4, 2, 2, 5, false, true, 0.0},      // biases, short conv
+                                           Case{40, 16, 1, 5, 33, true, true, 1e-5},    // no conv history
+                                           Case{512, 16, 4, 8, 64, true, false, 0.0}),  // decodes on a team
                          [](const ::testing::TestParamInfo<Case>& i) {
                            const Case& c = i.param;
                            char buf[96];

@@ -89,99 +89,136 @@ void Mamba2Mixer::decode_batch(const float* x, int64_t B, int64_t, State* const*
   chunk(x, B, sts.data(), B, y, ws);
 }
 
-void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int64_t nseq, float* y,
-                        Workspace& ws) const {
+void Mamba2Mixer::step(const float* x, int64_t B, Mamba2State* const* sts, float* y, Workspace& ws) const {
   const int64_t H = s_.n_heads, P = s_.head_dim, N = s_.d_state, G = s_.n_groups, Di = s_.d_inner();
   const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
-  const bool step = nseq == Q;  // one token per sequence: the recurrent form
+  const size_t f = sizeof(float);
+  for (int64_t b = 0; b < B; ++b) ops::prefetch(sts[b]->conv.data(), sts[b]->conv.size() * f);
+  ops::prefetch(w_.conv_w, size_t(conv_dim * s_.d_conv) * f);
+  ops::prefetch(w_.conv_b, size_t(conv_dim) * f);
+  if (w_.norm) ops::prefetch(w_.norm, size_t(Di) * f);
+  float* zxbcdt = ws.get(Workspace::kQ, size_t(B * E));      // [z (Di) | x B C (conv_dim) | dt (H)]
+  float* xbc = ws.get(Workspace::kK, size_t(B * conv_dim));  // after conv + SiLU
+  float* out = ws.get(Workspace::kAttnOut, size_t(B * Di));
+  const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di, groups = Di / gs;
+  // One parallel region for the step: the projections share their rows among the threads,
+  // the convolution splits by channel and the recurrence by (token, head); barriers order the
+  // phases. Token b runs against sequence b's state, and each value is what it is alone.
+#pragma omp parallel if (E * d_ * B >= 32768)
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    ops::linear_in_team(x, B, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
+    if (scaled_) {
+      scale_sections(zxbcdt + B * E * id / nt, zxbcdt + B * E * (id + 1) / nt, zxbcdt, E);
+#pragma omp barrier
+    }
+    const int64_t c0 = conv_dim * id / nt, c1 = conv_dim * (id + 1) / nt;
+    for (int64_t b = 0; b < B; ++b)
+      ops::causal_conv1d_channels(zxbcdt + b * E + Di, E, 1, conv_dim, c0, c1 - c0, w_.conv_w, w_.conv_b,
+                                  s_.d_conv, true, sts[b]->conv.data(), xbc + b * conv_dim);
+#pragma omp barrier
+      // S = exp(dt A) S + dt x B^T; y = S C + D x, one pass over each head's state; then the
+      // gate where it comes before the norm.
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H, g = h / hpg;
+      const float* X = xbc + b * conv_dim + h * P;
+      const float* Bv = xbc + b * conv_dim + Di + g * N;
+      const float* C = xbc + b * conv_dim + Di + GN + g * N;
+      const float d = step_dt(zxbcdt[b * E + Di + conv_dim + h], h);
+      float* o = out + b * Di + h * P;
+      ops::decay_update_readout(sts[b]->ssm.data() + h * P * N, P, N, std::exp(d * A_[size_t(h)]), d, X, Bv,
+                                C, o);
+      for (int64_t p = 0; p < P; ++p) o[p] += w_.D[h] * X[p];
+      if (s_.norm != Mamba2Norm::NormThenGate) gate(o, zxbcdt + b * E + h * P, P);
+    }
+    if (s_.norm != Mamba2Norm::GateOnly) {
+#pragma omp for schedule(static)
+      for (int64_t bg = 0; bg < B * groups; ++bg) {
+        const int64_t b = bg / groups, g0 = bg % groups * gs;
+        norm_group(out + b * Di + g0, zxbcdt + b * E + g0, g0, gs);
+      }
+    }
+    ops::linear_in_team(out, B, Di, w_.out_proj, d_, w_.out_proj_b, y);
+  }
+  for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
+}
+
+void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int64_t nseq, float* y,
+                        Workspace& ws) const {
+  if (nseq == Q) return step(x, Q, sts, y, ws);  // one token per sequence: the recurrent form
+  const int64_t H = s_.n_heads, P = s_.head_dim, N = s_.d_state, G = s_.n_groups, Di = s_.d_inner();
+  const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
+  Mamba2State& st = *sts[0];
   // in_proj -> [z (Di) | x B C (conv_dim) | dt (H)] per token.
   float* zxbcdt = ws.get(Workspace::kQ, size_t(Q * E));
-  if (step) {
-    const size_t f = sizeof(float);
-    for (int64_t t = 0; t < nseq; ++t) ops::prefetch(sts[t]->conv.data(), sts[t]->conv.size() * f);
-    ops::prefetch(w_.conv_w, size_t(conv_dim * s_.d_conv) * f);
-    ops::prefetch(w_.conv_b, size_t(conv_dim) * f);
-    ops::prefetch(w_.norm, size_t(Di) * f);
-  }
   ops::linear(x, Q, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
-  if (scaled_) {
-    const int64_t bounds[6] = {0, Di, 2 * Di, 2 * Di + GN, 2 * Di + 2 * GN, E};
-    for (int64_t t = 0; t < Q; ++t)
-      for (int sec = 0; sec < 5; ++sec) {
-        const float m = float(s_.proj_multipliers[size_t(sec)]);
-        for (int64_t i = bounds[sec]; i < bounds[sec + 1]; ++i) zxbcdt[t * E + i] *= m;
-      }
-  }
+  if (scaled_) scale_sections(zxbcdt, zxbcdt + Q * E, zxbcdt, E);
   float* xbc = ws.get(Workspace::kK, size_t(Q * conv_dim));  // after conv + SiLU
-  if (step)
-    for (int64_t t = 0; t < Q; ++t)
-      ops::causal_conv1d(zxbcdt + t * E + Di, E, 1, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true,
-                         sts[t]->conv.data(), xbc + t * conv_dim);
-  else
-    ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true,
-                       sts[0]->conv.data(), xbc);
+  ops::causal_conv1d(zxbcdt + Di, E, Q, conv_dim, w_.conv_w, w_.conv_b, s_.d_conv, true, st.conv.data(), xbc);
 
   // dt[t][h] = clamp(softplus(dt_raw + dt_bias)); la[t][h] = dt * A (log decay, <= 0).
   float* dt = ws.get(Workspace::kV, size_t(2 * Q * H));
   float* la = dt + Q * H;
   for (int64_t t = 0; t < Q; ++t)
     for (int64_t h = 0; h < H; ++h) {
-      const float v = zxbcdt[t * E + Di + conv_dim + h] + w_.dt_bias[h];
-      float d = ops::softplus(v);
-      d = std::max(d, float(s_.dt_min));
-      if (s_.dt_max > 0) d = std::min(d, float(s_.dt_max));
-      dt[t * H + h] = d;
-      la[t * H + h] = d * A_[size_t(h)];
+      dt[t * H + h] = step_dt(zxbcdt[t * E + Di + conv_dim + h], h);
+      la[t * H + h] = dt[t * H + h] * A_[size_t(h)];
     }
 
+  // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
   float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
-  if (step) {
-    // Decode: S = exp(dt A) S + dt x B^T; y = S C + D x, one pass over each head's state
-    // (token t's heads against sequence t's state).
-#pragma omp parallel for schedule(static)
-    for (int64_t th = 0; th < Q * H; ++th) {
-      const int64_t t = th / H, h = th % H, g = h / hpg;
-      const float* X = xbc + t * conv_dim + h * P;
-      const float* B = xbc + t * conv_dim + Di + g * N;
-      const float* C = xbc + t * conv_dim + Di + GN + g * N;
-      float* o = out + t * Di + h * P;
-      ops::decay_update_readout(sts[t]->ssm.data() + h * P * N, P, N, std::exp(la[th]), dt[th], X, B, C, o);
-      for (int64_t p = 0; p < P; ++p) o[p] += w_.D[h] * X[p];
-    }
-  } else {
-    Mamba2State& st = *sts[0];
-    // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
-    const size_t per_thread = SsdChunkWork::floats(Q, P, N);
-    float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
+  const size_t per_thread = SsdChunkWork::floats(Q, P, N);
+  float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t h = 0; h < H; ++h) {
-      const SsdChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, P, N);
-      const int64_t g = h / hpg;
-      ssd_chunk_head(xbc + h * P, xbc + Di + g * N, xbc + Di + GN + g * N, conv_dim, dt + h, la + h, H, Q, P,
-                     N, w_.D[h], st.ssm.data() + h * P * N, true, out + h * P, Di, w);
-    }
+  for (int64_t h = 0; h < H; ++h) {
+    const SsdChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, P, N);
+    const int64_t g = h / hpg;
+    ssd_chunk_head(xbc + h * P, xbc + Di + g * N, xbc + Di + GN + g * N, conv_dim, dt + h, la + h, H, Q, P, N,
+                   w_.D[h], st.ssm.data() + h * P * N, true, out + h * P, Di, w);
   }
 
   // Output gate and norm: rmsnorm(y * silu(z)), rmsnorm(y) * silu(z) or y * silu(z); the
   // norm works per group of channels.
   const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
-  auto gate = [&](float* v, const float* z) {
-    for (int64_t i = 0; i < Di; ++i) v[i] *= ops::silu(z[i]);
-  };
   for (int64_t t = 0; t < Q; ++t) {
     float* v = out + t * Di;
     const float* z = zxbcdt + t * E;
-    if (s_.norm != Mamba2Norm::NormThenGate) gate(v, z);
+    if (s_.norm != Mamba2Norm::NormThenGate) gate(v, z, Di);
     if (s_.norm == Mamba2Norm::GateOnly) continue;
-    for (int64_t g0 = 0; g0 < Di; g0 += gs) {
-      const double ss = ops::sum_squares(v + g0, gs);
-      const float inv = float(1.0 / std::sqrt(ss / double(gs) + s_.norm_eps));
-      for (int64_t i = g0; i < g0 + gs; ++i) v[i] = w_.norm[i] * (v[i] * inv);
-    }
-    if (s_.norm == Mamba2Norm::NormThenGate) gate(v, z);
+    for (int64_t g0 = 0; g0 < Di; g0 += gs) norm_group(v + g0, z + g0, g0, gs);
   }
-  for (int64_t s = 0; s < nseq; ++s) sts[s]->pos += Q / nseq;
+  st.pos += Q;
   ops::linear(out, Q, Di, w_.out_proj, d_, w_.out_proj_b, y);
+}
+
+float Mamba2Mixer::step_dt(float raw, int64_t h) const {
+  float d = ops::softplus(raw + w_.dt_bias[h]);
+  d = std::max(d, float(s_.dt_min));
+  if (s_.dt_max > 0) d = std::min(d, float(s_.dt_max));
+  return d;
+}
+
+void Mamba2Mixer::scale_sections(float* from, float* to, const float* rows, int64_t E) const {
+  const int64_t Di = s_.d_inner(), GN = s_.n_groups * s_.d_state;
+  const int64_t bounds[6] = {0, Di, 2 * Di, 2 * Di + GN, 2 * Di + 2 * GN, E};
+  for (float* v = from; v < to; ++v) {
+    const int64_t i = (v - rows) % E;
+    int sec = 0;
+    while (i >= bounds[sec + 1]) ++sec;
+    *v *= float(s_.proj_multipliers[size_t(sec)]);
+  }
+}
+
+void Mamba2Mixer::gate(float* v, const float* z, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] *= ops::silu(z[i]);
+}
+
+void Mamba2Mixer::norm_group(float* v, const float* z, int64_t g0, int64_t gs) const {
+  const double ss = ops::sum_squares(v, gs);
+  const float inv = float(1.0 / std::sqrt(ss / double(gs) + s_.norm_eps));
+  for (int64_t i = 0; i < gs; ++i) v[i] = w_.norm[g0 + i] * (v[i] * inv);
+  if (s_.norm == Mamba2Norm::NormThenGate) gate(v, z, gs);
 }
 
 }  // namespace braid

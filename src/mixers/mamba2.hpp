@@ -71,6 +71,14 @@ class Mamba2Mixer final : public Mixer {
  private:
   // Q rows of one sequence (nseq 1), or one token of each of Q sequences (nseq == Q).
   void chunk(const float* x, int64_t Q, Mamba2State* const* sts, int64_t nseq, float* y, Workspace& ws) const;
+  // One token of each of B sequences in a single parallel region.
+  void step(const float* x, int64_t B, Mamba2State* const* sts, float* y, Workspace& ws) const;
+  float step_dt(float raw, int64_t h) const;  // clamp(softplus(raw + dt_bias[h]))
+  // Multiplies the in_proj outputs in [from, to) (rows of E from `rows`) by their section's multiplier.
+  void scale_sections(float* from, float* to, const float* rows, int64_t E) const;
+  static void gate(float* v, const float* z, int64_t n);  // v *= silu(z)
+  // RMSNorm of the group of gs channels from g0 (v, z at that group), then the gate if it follows.
+  void norm_group(float* v, const float* z, int64_t g0, int64_t gs) const;
   Mamba2Spec s_;
   int64_t d_;
   Mamba2Weights w_;

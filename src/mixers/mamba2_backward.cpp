@@ -27,16 +27,11 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
   const int64_t C = s_.chunk > 0 ? s_.chunk : 64, nchunks = (T + C - 1) / C;
   using Vec = std::vector<float>;
   auto vec = [](int64_t n) { return Vec(static_cast<size_t>(n), 0.0f); };
-  const int64_t bounds[6] = {0, Di, 2 * Di, 2 * Di + GN, 2 * Di + 2 * GN, E};
 
   // Recompute the forward up to the scan's inputs.
   Vec zx = vec(T * E), pre = vec(T * CD), window = vec((s_.d_conv - 1) * CD);
   ops::linear(x, T, d_, w_.in_proj, E, w_.in_proj_b, zx.data());
-  if (scaled_)
-    for (int64_t t = 0; t < T; ++t)
-      for (int sec = 0; sec < 5; ++sec)
-        for (int64_t i = bounds[sec]; i < bounds[sec + 1]; ++i)
-          zx[size_t(t * E + i)] *= float(s_.proj_multipliers[size_t(sec)]);
+  if (scaled_) scale_sections(zx.data(), zx.data() + T * E, zx.data(), E);
   ops::causal_conv1d(zx.data() + Di, E, T, CD, w_.conv_w, w_.conv_b, s_.d_conv, false, window.data(),
                      pre.data());
   Vec xbc(pre);
@@ -256,11 +251,7 @@ void Mamba2Mixer::backward(const float* x, int64_t T, const float* dy, float* dx
       if (gdtb) gdtb[h] += g;
     }
   }
-  if (scaled_)
-    for (int64_t t = 0; t < T; ++t)
-      for (int sec = 0; sec < 5; ++sec)
-        for (int64_t i = bounds[sec]; i < bounds[sec + 1]; ++i)
-          dzx[size_t(t * E + i)] *= float(s_.proj_multipliers[size_t(sec)]);
+  if (scaled_) scale_sections(dzx.data(), dzx.data() + T * E, dzx.data(), E);
   ops::linear_backward(x, T, d_, w_.in_proj, E, dzx.data(), dx, false, gs.of(w_.in_proj),
                        gs.of(w_.in_proj_b));
 }
