@@ -145,10 +145,11 @@ TEST_P(GatedDeltaNetForms, ChunkedEqualsStepEqualsNaive) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GatedDeltaNetForms,
-                         ::testing::Values(Case{2, 4, 16, 16, 4, 64},  // the fixture's shape
-                                           Case{1, 1, 8, 8, 4, 16},    // one head
-                                           Case{2, 6, 8, 4, 3, 7},     // 3 value heads per key head
-                                           Case{3, 3, 4, 12, 2, 32}),  // dv > dk
+                         ::testing::Values(Case{2, 4, 16, 16, 4, 64},   // the fixture's shape
+                                           Case{1, 1, 8, 8, 4, 16},     // one head
+                                           Case{2, 6, 8, 4, 3, 7},      // 3 value heads per key head
+                                           Case{3, 3, 4, 12, 2, 32},    // dv > dk
+                                           Case{4, 8, 32, 80, 4, 64}),  // decodes on a team
                          [](const ::testing::TestParamInfo<Case>& i) {
                            const Case& c = i.param;
                            char buf[96];

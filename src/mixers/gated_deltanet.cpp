@@ -98,30 +98,110 @@ void GatedDeltaNetMixer::decode_batch(const float* x, int64_t B, int64_t, State*
 
 void GatedDeltaNetMixer::unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z,
                                 float* beta, float* g) const {
+  for (int64_t t = 0; t < Q; ++t)
+    for (int64_t kh = 0; kh < s_.n_k_heads; ++kh) unpack_head(proj, ba, t, kh, mixed, z, beta, g);
+}
+
+void GatedDeltaNetMixer::unpack_head(const float* proj, const float* ba, int64_t t, int64_t kh, float* mixed,
+                                     float* z, float* beta, float* g) const {
+  const int64_t NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim, R = NV / s_.n_k_heads;
+  const int64_t KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim(), E = 2 * KD + 2 * VD;
+  // Per key head the projection holds [q | k | v (R heads) | z (R heads)] and [beta (R) | alpha (R)].
+  const float* src = proj + t * E + kh * (2 * DK + 2 * R * DV);
+  float* row = mixed + t * CD;
+  std::memcpy(row + kh * DK, src, size_t(DK) * sizeof(float));
+  std::memcpy(row + KD + kh * DK, src + DK, size_t(DK) * sizeof(float));
+  std::memcpy(row + 2 * KD + kh * R * DV, src + 2 * DK, size_t(R * DV) * sizeof(float));
+  std::memcpy(z + t * VD + kh * R * DV, src + 2 * DK + R * DV, size_t(R * DV) * sizeof(float));
+  const float* b = ba + t * 2 * NV + kh * 2 * R;
+  for (int64_t j = 0; j < R; ++j) {
+    const int64_t h = kh * R + j;
+    beta[t * NV + h] = ops::sigmoid(b[j]);
+    g[t * NV + h] = A(h) * ops::softplus(b[R + j] + w_.dt_bias[h]);
+  }
+}
+
+void GatedDeltaNetMixer::gated_norm(float* o, const float* z) const {
+  const int64_t DV = s_.head_v_dim;
+  ops::rmsnorm(o, w_.norm, float(s_.norm_eps), 1, DV, o);
+  for (int64_t i = 0; i < DV; ++i) o[i] *= z[i] * ops::sigmoid(z[i]);
+}
+
+namespace {
+
+// One value head's decode step on its state S [DK][DV]: S <- a S; S += k (b (v - a S^T k))^T;
+// o = S^T q, two passes over the state. DV <= 1024 (the spec checks it).
+void gdn_step_head(float* S, int64_t DK, int64_t DV, float a, float b, const float* q, const float* k,
+                   const float* v, float* o) {
+  float delta[1024];
+  for (int64_t j = 0; j < DV; ++j) delta[j] = 0.0f, o[j] = 0.0f;
+  for (int64_t i = 0; i < DK; ++i)
+    for (int64_t j = 0; j < DV; ++j) delta[j] += S[i * DV + j] * k[i];
+  for (int64_t j = 0; j < DV; ++j) delta[j] = b * (v[j] - a * delta[j]);
+  for (int64_t i = 0; i < DK; ++i) {
+    float* Si = S + i * DV;
+    for (int64_t j = 0; j < DV; ++j) {
+      Si[j] = a * Si[j] + k[i] * delta[j];
+      o[j] += Si[j] * q[i];
+    }
+  }
+}
+
+}  // namespace
+
+void GatedDeltaNetMixer::step(const float* x, int64_t B, GatedDeltaNetState* const* sts, float* y,
+                              Workspace& ws) const {
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
   const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
-  const int64_t E = 2 * KD + 2 * VD;
-  // Per key head the projection holds [q | k | v (R heads) | z (R heads)] and [beta (R) | alpha (R)].
-  for (int64_t t = 0; t < Q; ++t)
-    for (int64_t kh = 0; kh < NK; ++kh) {
-      const float* src = proj + t * E + kh * (2 * DK + 2 * R * DV);
-      float* row = mixed + t * CD;
-      std::memcpy(row + kh * DK, src, size_t(DK) * sizeof(float));
-      std::memcpy(row + KD + kh * DK, src + DK, size_t(DK) * sizeof(float));
-      std::memcpy(row + 2 * KD + kh * R * DV, src + 2 * DK, size_t(R * DV) * sizeof(float));
-      std::memcpy(z + t * VD + kh * R * DV, src + 2 * DK + R * DV, size_t(R * DV) * sizeof(float));
-      const float* b = ba + t * 2 * NV + kh * 2 * R;
-      for (int64_t j = 0; j < R; ++j) {
-        const int64_t h = kh * R + j;
-        beta[t * NV + h] = ops::sigmoid(b[j]);
-        g[t * NV + h] = A(h) * ops::softplus(b[R + j] + w_.dt_bias[h]);
+  const int64_t E = 2 * KD + 2 * VD, K = s_.d_conv;
+  // One buffer: projections, de-interleaved q|k|v, conv output, z, beta, log decay, core output.
+  float* proj = ws.get(Workspace::kQ, size_t(B * (E + 2 * NV + 2 * CD + 2 * VD + 2 * NV)));
+  float* ba = proj + B * E;
+  float* mixed = ba + B * 2 * NV;
+  float* qkv = mixed + B * CD;
+  float* z = qkv + B * CD;
+  float* core = z + B * VD;
+  float* beta = core + B * VD;
+  float* g = beta + B * NV;
+  const ops::Projection p[2] = {{w_.in_proj_qkvz, E, nullptr, proj}, {w_.in_proj_ba, 2 * NV, nullptr, ba}};
+  const float qscale = float(1.0 / std::sqrt(double(DK)));
+  // One parallel region for the step: the projections share their rows among the threads,
+  // and everything between them is a key head's own (its channels of the convolution, its
+  // q / k, its value heads' states and outputs), so the team splits it by (token, key head)
+  // with no barrier inside. Token b runs against sequence b's state; each value is what it is
+  // alone.
+#pragma omp parallel if ((E + 2 * NV) * d_ * B >= 32768)
+  {
+    ops::linear_multi_in_team(x, B, d_, p, 2);
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < B * NK; ++job) {
+      const int64_t b = job / NK, kh = job % NK;
+      unpack_head(proj, ba, b, kh, mixed, z, beta, g);
+      const int64_t ranges[3][2] = {{kh * DK, DK}, {KD + kh * DK, DK}, {2 * KD + kh * R * DV, R * DV}};
+      for (const auto& r : ranges)
+        ops::causal_conv1d_channels(mixed + b * CD, CD, 1, CD, r[0], r[1], w_.conv_w, nullptr, K, true,
+                                    sts[b]->conv.data(), qkv + b * CD);
+      float* q = qkv + b * CD + kh * DK;
+      float* k = qkv + b * CD + KD + kh * DK;
+      gdn_l2_normalize(q, DK, qscale);
+      gdn_l2_normalize(k, DK, 1.0f);
+      // S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two passes over each state.
+      for (int64_t h = kh * R; h < (kh + 1) * R; ++h) {
+        float* o = core + b * VD + h * DV;
+        gdn_step_head(sts[b]->S.data() + h * DK * DV, DK, DV, std::exp(g[b * NV + h]), beta[b * NV + h], q, k,
+                      qkv + b * CD + 2 * KD + h * DV, o);
+        gated_norm(o, z + b * VD + h * DV);
       }
     }
+    ops::linear_in_team(core, B, VD, w_.out_proj, d_, nullptr, y);
+  }
+  for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
 }
 
 // Q rows of one sequence (nseq 1), or one token of each of Q sequences (nseq == Q).
 void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* const* sts, int64_t nseq,
                                float* y, Workspace& ws) const {
+  if (nseq == Q) return step(x, Q, sts, y, ws);  // one token per sequence: the recurrence
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
   const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
   const int64_t E = 2 * KD + 2 * VD;
@@ -138,67 +218,27 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* co
   ops::linear_multi(x, Q, d_, p, 2);
 
   unpack(proj, ba, Q, mixed, z, beta, g);
+  ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[0]->conv.data(), qkv);
   const float qscale = float(1.0 / std::sqrt(double(DK)));
-  const auto normalize = [&](int64_t t) {
+  for (int64_t t = 0; t < Q; ++t)
     for (int64_t kh = 0; kh < NK; ++kh) {
       gdn_l2_normalize(qkv + t * CD + kh * DK, DK, qscale);
       gdn_l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
     }
-  };
-  if (nseq == 1) {
-    ops::causal_conv1d(mixed, CD, Q, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[0]->conv.data(), qkv);
-    for (int64_t t = 0; t < Q; ++t) normalize(t);
-  } else {
-    // One token of each sequence: threads take sequences.
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < Q; ++t) {
-      ops::causal_conv1d(mixed + t * CD, CD, 1, CD, w_.conv_w, nullptr, s_.d_conv, true, sts[t]->conv.data(),
-                         qkv + t * CD);
-      normalize(t);
-    }
-  }
 
-  if (Q == 1 || nseq == Q) {
-    // Decode (one token per sequence): S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two
-    // passes over each state.
-#pragma omp parallel for schedule(static)
-    for (int64_t job = 0; job < Q * NV; ++job) {
-      const int64_t t = job / NV, h = job % NV, kh = h / R;
-      const float* q = qkv + t * CD + kh * DK;
-      const float* k = qkv + t * CD + KD + kh * DK;
-      const float* v = qkv + t * CD + 2 * KD + h * DV;
-      float* S = sts[t]->S.data() + h * DK * DV;
-      float* o = core + t * VD + h * DV;
-      const float a = std::exp(g[t * NV + h]), b = beta[t * NV + h];
-      float delta[1024];
-      for (int64_t j = 0; j < DV; ++j) delta[j] = 0.0f, o[j] = 0.0f;
-      for (int64_t i = 0; i < DK; ++i)
-        for (int64_t j = 0; j < DV; ++j) delta[j] += S[i * DV + j] * k[i];
-      for (int64_t j = 0; j < DV; ++j) delta[j] = b * (v[j] - a * delta[j]);
-      for (int64_t i = 0; i < DK; ++i) {
-        float* Si = S + i * DV;
-        for (int64_t j = 0; j < DV; ++j) {
-          Si[j] = a * Si[j] + k[i] * delta[j];
-          o[j] += Si[j] * q[i];
-        }
-      }
-    }
-  } else {
-    const size_t per_thread = GdnChunkWork::floats(Q, DK, DV);
-    float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
+  const size_t per_thread = GdnChunkWork::floats(Q, DK, DV);
+  float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t h = 0; h < NV; ++h) {
-      const GdnChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, DK, DV);
-      const int64_t kh = h / R;
-      gdn_chunk_head(qkv + kh * DK, qkv + KD + kh * DK, qkv + 2 * KD + h * DV, CD, beta + h, g + h, NV, Q, DK,
-                     DV, sts[0]->S.data() + h * DK * DV, true, core + h * DV, VD, w);
-    }
+  for (int64_t h = 0; h < NV; ++h) {
+    const GdnChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, DK, DV);
+    const int64_t kh = h / R;
+    gdn_chunk_head(qkv + kh * DK, qkv + KD + kh * DK, qkv + 2 * KD + h * DV, CD, beta + h, g + h, NV, Q, DK,
+                   DV, sts[0]->S.data() + h * DK * DV, true, core + h * DV, VD, w);
   }
 
   // Per-head RMSNorm (weight over head_v_dim) gated by SiLU(z), then out_proj.
-  ops::rmsnorm(core, w_.norm, float(s_.norm_eps), Q * NV, DV, core);
-  for (int64_t i = 0; i < Q * VD; ++i) core[i] *= z[i] * ops::sigmoid(z[i]);
-  for (int64_t i = 0; i < nseq; ++i) sts[i]->pos += nseq == 1 ? Q : 1;
+  for (int64_t th = 0; th < Q * NV; ++th) gated_norm(core + th * DV, z + th * DV);
+  sts[0]->pos += Q;
   ops::linear(core, Q, VD, w_.out_proj, d_, nullptr, y);
 }
 

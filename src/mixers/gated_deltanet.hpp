@@ -80,6 +80,13 @@ class GatedDeltaNetMixer final : public Mixer {
   // and the log decay g = A softplus(alpha + dt_bias).
   void unpack(const float* proj, const float* ba, int64_t Q, float* mixed, float* z, float* beta,
               float* g) const;
+  // The same for token t's key head kh: its q, k and value heads' v, z, beta and g.
+  void unpack_head(const float* proj, const float* ba, int64_t t, int64_t kh, float* mixed, float* z,
+                   float* beta, float* g) const;
+  // RMSNorm of one value head's output o (weight over head_v_dim), gated by SiLU(z), in place.
+  void gated_norm(float* o, const float* z) const;
+  // One token of each of B sequences in a single parallel region.
+  void step(const float* x, int64_t B, GatedDeltaNetState* const* sts, float* y, Workspace& ws) const;
   void chunk(const float* x, int64_t Q, GatedDeltaNetState* const* sts, int64_t nseq, float* y,
              Workspace& ws) const;
   GatedDeltaNetSpec s_;
