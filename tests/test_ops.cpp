@@ -338,6 +338,39 @@ TEST(Ops, RooflineProbesGiveRates) {
   EXPECT_TRUE(std::isfinite(peak) && peak > 0);
 }
 
+// The delta-rule decode step against the recurrence in double, for value widths around the
+// kernel's groups of 64 and 16 columns (and the 64 and 128 of real models), several steps.
+TEST(Ops, DeltaRuleStepMatchesReference) {
+  for (int64_t dv : {1, 15, 16, 17, 64, 80, 100, 128})
+    for (int64_t dk : {1, 8, 37}) {
+      const int64_t T = 3;
+      auto S = randn(size_t(dk * dv), 30, 0.5), q = randn(size_t(T * dk), 31), k = randn(size_t(T * dk), 32),
+           v = randn(size_t(T * dv), 33);
+      std::vector<double> S2(S.begin(), S.end());
+      std::vector<float> o(static_cast<size_t>(dv));
+      for (int64_t t = 0; t < T; ++t) {
+        const float a = 0.8f, b = 0.6f;
+        const float *qt = q.data() + t * dk, *kt = k.data() + t * dk, *vt = v.data() + t * dv;
+        ops::delta_rule_step(S.data(), dk, dv, a, b, qt, kt, vt, o.data());
+        for (int64_t j = 0; j < dv; ++j) {
+          double e = 0;
+          for (int64_t i = 0; i < dk; ++i) e += double(a) * S2[size_t(i * dv + j)] * kt[i];
+          const double delta = double(b) * (vt[j] - e);
+          double want = 0, mag = 0;
+          for (int64_t i = 0; i < dk; ++i) {
+            double& s = S2[size_t(i * dv + j)];
+            s = double(a) * s + double(kt[i]) * delta;
+            want += s * qt[i];
+            mag += std::fabs(s * qt[i]);
+          }
+          EXPECT_NEAR(o[size_t(j)], want, 1e-5 * (1 + mag)) << "dv " << dv << " dk " << dk << " t " << t;
+        }
+      }
+      for (size_t i = 0; i < S.size(); ++i)
+        EXPECT_NEAR(S[i], S2[i], 1e-5 * (1 + std::fabs(S2[i]))) << "dv " << dv << " dk " << dk;
+    }
+}
+
 // The fused decode state updates against the recurrence in double, for state widths around
 // the 16-lane step (and the 16 and 128 of real models), several steps in a row; 37 rows take
 // the scan's groups of 16 channels and the ones left after them.

@@ -9,6 +9,7 @@
 #include "ops/cpu/conv.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
+#include "ops/cpu/recurrence.hpp"
 
 namespace braid {
 
@@ -127,28 +128,6 @@ void GatedDeltaNetMixer::gated_norm(float* o, const float* z) const {
   for (int64_t i = 0; i < DV; ++i) o[i] *= z[i] * ops::sigmoid(z[i]);
 }
 
-namespace {
-
-// One value head's decode step on its state S [DK][DV]: S <- a S; S += k (b (v - a S^T k))^T;
-// o = S^T q, two passes over the state. DV <= 1024 (the spec checks it).
-void gdn_step_head(float* S, int64_t DK, int64_t DV, float a, float b, const float* q, const float* k,
-                   const float* v, float* o) {
-  float delta[1024];
-  for (int64_t j = 0; j < DV; ++j) delta[j] = 0.0f, o[j] = 0.0f;
-  for (int64_t i = 0; i < DK; ++i)
-    for (int64_t j = 0; j < DV; ++j) delta[j] += S[i * DV + j] * k[i];
-  for (int64_t j = 0; j < DV; ++j) delta[j] = b * (v[j] - a * delta[j]);
-  for (int64_t i = 0; i < DK; ++i) {
-    float* Si = S + i * DV;
-    for (int64_t j = 0; j < DV; ++j) {
-      Si[j] = a * Si[j] + k[i] * delta[j];
-      o[j] += Si[j] * q[i];
-    }
-  }
-}
-
-}  // namespace
-
 void GatedDeltaNetMixer::step(const float* x, int64_t B, GatedDeltaNetState* const* sts, float* y,
                               Workspace& ws) const {
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
@@ -188,8 +167,8 @@ void GatedDeltaNetMixer::step(const float* x, int64_t B, GatedDeltaNetState* con
       // S <- a S; S += k (b (v - S^T k))^T; o = S^T q, two passes over each state.
       for (int64_t h = kh * R; h < (kh + 1) * R; ++h) {
         float* o = core + b * VD + h * DV;
-        gdn_step_head(sts[b]->S.data() + h * DK * DV, DK, DV, std::exp(g[b * NV + h]), beta[b * NV + h], q, k,
-                      qkv + b * CD + 2 * KD + h * DV, o);
+        ops::delta_rule_step(sts[b]->S.data() + h * DK * DV, DK, DV, std::exp(g[b * NV + h]),
+                             beta[b * NV + h], q, k, qkv + b * CD + 2 * KD + h * DV, o);
         gated_norm(o, z + b * VD + h * DV);
       }
     }

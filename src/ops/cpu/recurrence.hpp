@@ -1,4 +1,4 @@
-// The decode-time state updates of the diagonal state-space mixers, fused with their
+// The decode-time state updates of the state-space and delta-rule mixers, fused with their
 // readout: each state row is decayed, given its rank-one input and read against the output
 // vector in one pass, so the state (megabytes per token at decode) is streamed once.
 #pragma once
@@ -10,6 +10,12 @@ namespace braid::ops {
 //   S_r = a S_r + (d x_r) b;   y_r = S_r . c.
 void decay_update_readout(float* S, int64_t rows, int64_t n, float a, float d, const float* x, const float* b,
                           const float* c, float* y);
+
+// Gated DeltaNet, one value head, on its state S [dk][dv] (the right side's S the old state):
+//   S = a S + k (b (v - a S^T k))^T;   o = S^T q,
+// two passes over S. dv <= 1024.
+void delta_rule_step(float* S, int64_t dk, int64_t dv, float a, float b, const float* q, const float* k,
+                     const float* v, float* o);
 
 // Mamba-1 selective scan of `channels` channels through T tokens: channel i has the state
 // h[i * n ...] and log-decay rates A[i * n ...]; at token t, with d = dt[t * ld + i] and
