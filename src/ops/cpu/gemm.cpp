@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/gemv_f32.hpp"
+#include "ops/cpu/vec16.hpp"
 #include "ops/cpu/wdot.hpp"
 
 namespace braid::ops {
@@ -72,12 +73,31 @@ void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64
     matvec_batch_generic(A, x, B, rows, cols, accumulate, y, ldy);
 }
 
+namespace {
+
+// Columns [c, c + 16 W) of p . A, the sums in registers, each column's over the rows in order.
+template <int W>
+inline void vecmat_columns(const float* p, const float* A, int64_t rows, int64_t cols, int64_t c, float* y) {
+  F32x16 acc[W] = {};
+  for (int64_t r = 0; r < rows; ++r)
+    for (int w = 0; w < W; ++w) {
+      F32x16 a;
+      load16(a, A + r * cols + c + 16 * w);
+      acc[w] += p[r] * a;
+    }
+  for (int w = 0; w < W; ++w) store16(y + c + 16 * w, acc[w]);
+}
+
+}  // namespace
+
 BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y) {
-  for (int64_t c = 0; c < cols; ++c) y[c] = 0.0f;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float w = p[r];
-    const float* a = A + r * cols;
-    for (int64_t c = 0; c < cols; ++c) y[c] += w * a[c];
+  int64_t c = 0;
+  for (; c + 64 <= cols; c += 64) vecmat_columns<4>(p, A, rows, cols, c, y);
+  for (; c + 16 <= cols; c += 16) vecmat_columns<1>(p, A, rows, cols, c, y);
+  for (; c < cols; ++c) {
+    float acc = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) acc += p[r] * A[r * cols + c];
+    y[c] = acc;
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/elementwise.hpp"
+#include "ops/cpu/vec16.hpp"
 
 namespace braid::ops {
 
@@ -39,10 +40,6 @@ inline float update_dot(float* s, int64_t n, const float* c, const Next& next) {
   return r;
 }
 
-// Sixteen floats as one value (a GCC / Clang vector extension, lowered to each dispatch
-// clone's instructions).
-typedef float F32x16 __attribute__((vector_size(64)));
-
 // The readouts of 16 states of 16 values each at once: out[j] = the sum of p[j]'s lanes added
 // in update_dot's order (lanes k and k + 8, then those sums k and k + 4, then (0 + 2) + (1 + 3)),
 // each level pairing two channels' vectors, so one add serves many channels (alone, the last
@@ -74,8 +71,8 @@ inline void readouts16(const F32x16* p, float* out) {
 
 }  // namespace
 
-// Written with vector values: through update_dot the compiler kept the 16 partial sums in
-// memory, a store and a reload in each step's chain of additions (half the speed).
+// Written with vector values (through update_dot the compiler kept the 16 partial sums in
+// memory, at half the speed).
 BRAID_DISPATCH void decay_update_readout(float* S, int64_t rows, int64_t n, float a, float d, const float* x,
                                          const float* b, const float* c, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -85,11 +82,9 @@ BRAID_DISPATCH void decay_update_readout(float* S, int64_t rows, int64_t n, floa
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
       F32x16 sv, bv, cv;
-      std::memcpy(&sv, s + i, sizeof sv);
-      std::memcpy(&bv, b + i, sizeof bv);
-      std::memcpy(&cv, c + i, sizeof cv);
+      load16(sv, s + i), load16(bv, b + i), load16(cv, c + i);
       sv = a * sv + ur * bv;
-      std::memcpy(s + i, &sv, sizeof sv);
+      store16(s + i, sv);
       acc += sv * cv;
     }
     float lanes[16];
@@ -113,7 +108,7 @@ inline void column_dots(const float* S, int64_t dk, int64_t dv, int64_t j, const
   for (int64_t i = 0; i < dk; ++i)
     for (int w = 0; w < W; ++w) {
       F32x16 s;
-      std::memcpy(&s, S + i * dv + j + 16 * w, sizeof s);
+      load16(s, S + i * dv + j + 16 * w);
       e[w] += s * k[i];
     }
 }
@@ -123,17 +118,17 @@ template <int W>
 inline void column_update(float* S, int64_t dk, int64_t dv, int64_t j, float a, const float* q,
                           const float* k, const float* delta, float* o) {
   F32x16 dl[W], acc[W];
-  for (int w = 0; w < W; ++w) std::memcpy(&dl[w], delta + j + 16 * w, sizeof dl[w]), acc[w] = F32x16{};
+  for (int w = 0; w < W; ++w) load16(dl[w], delta + j + 16 * w), acc[w] = F32x16{};
   for (int64_t i = 0; i < dk; ++i)
     for (int w = 0; w < W; ++w) {
-      F32x16 s;
       float* p = S + i * dv + j + 16 * w;
-      std::memcpy(&s, p, sizeof s);
+      F32x16 s;
+      load16(s, p);
       s = a * s + k[i] * dl[w];
-      std::memcpy(p, &s, sizeof s);
+      store16(p, s);
       acc[w] += s * q[i];
     }
-  for (int w = 0; w < W; ++w) std::memcpy(o + j + 16 * w, &acc[w], sizeof acc[w]);
+  for (int w = 0; w < W; ++w) store16(o + j + 16 * w, acc[w]);
 }
 
 }  // namespace
@@ -147,12 +142,12 @@ BRAID_DISPATCH void delta_rule_step(float* S, int64_t dk, int64_t dv, float a, f
   for (; j + 64 <= dv; j += 64) {
     F32x16 e[4];
     column_dots<4>(S, dk, dv, j, k, e);
-    for (int w = 0; w < 4; ++w) std::memcpy(delta + j + 16 * w, &e[w], sizeof e[w]);
+    for (int w = 0; w < 4; ++w) store16(delta + j + 16 * w, e[w]);
   }
   for (; j + 16 <= dv; j += 16) {
     F32x16 e;
     column_dots<1>(S, dk, dv, j, k, &e);
-    std::memcpy(delta + j, &e, sizeof e);
+    store16(delta + j, e);
   }
   for (; j < dv; ++j) {
     float e = 0.0f;
