@@ -84,6 +84,20 @@ TEST(Ops, SoftmaxMatchesReferenceAndHandlesLargeValues) {
   for (size_t i = 0; i < x.size(); ++i) s += e[i] = std::exp(double(x[i]) - 1000.0);
   ops::softmax_inplace(x.data(), int64_t(x.size()));
   for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(x[i], e[i] / s, 1e-7);
+  // Rows long enough for the vector passes, the maximum in the 16-lane part or in the tail,
+  // some entries masked.
+  for (int64_t n : {37, 1000, 1013}) {
+    std::vector<float> v = randn(size_t(n), 40, 4.0);
+    v[size_t(n - 1)] = 30.0f;
+    if (n == 1000) v[3] = 31.0f;
+    for (int64_t i = 5; i < n; i += 9) v[size_t(i)] = -INFINITY;
+    std::vector<double> want(v.size());
+    double m = -INFINITY, sum = 0;
+    for (float f : v) m = std::max(m, double(f));
+    for (size_t i = 0; i < v.size(); ++i) sum += want[i] = std::exp(double(v[i]) - m);
+    ops::softmax_inplace(v.data(), n);
+    for (size_t i = 0; i < v.size(); ++i) EXPECT_NEAR(v[i], want[i] / sum, 1e-6 * want[i] / sum + 1e-12) << n;
+  }
 }
 
 TEST(Ops, ActivationsMatchReference) {
@@ -218,25 +232,30 @@ TEST(DType, HalfPrecisionConversions) {
 
 namespace {
 
+// matvec takes rows in groups of 16 (37 rows: two groups and five left), vecmat columns in
+// groups of 64 and 16; a row's value must not depend on the rows grouped with it.
 TEST(Ops, VectorKernelsMatchReference) {
-  for (int64_t cols : {1, 15, 16, 17, 64, 100}) {
-    const int64_t rows = 9;
-    auto A = randn(size_t(rows * cols), 9), x = randn(size_t(cols), 10), p = randn(size_t(rows), 11);
-    std::vector<float> y(static_cast<size_t>(rows), 1.0f), z(static_cast<size_t>(cols));
-    ops::matvec(A.data(), x.data(), rows, cols, 0.5f, true, y.data());
-    ops::vecmat(p.data(), A.data(), rows, cols, z.data());
-    for (int64_t r = 0; r < rows; ++r) {
-      double d = 0;
-      for (int64_t c = 0; c < cols; ++c) d += double(A[size_t(r * cols + c)]) * x[size_t(c)];
-      EXPECT_NEAR(y[size_t(r)], 1.0 + 0.5 * d, 1e-5);
-      EXPECT_NEAR(ops::dot(A.data() + r * cols, x.data(), cols), d, 1e-5);
+  for (int64_t cols : {1, 15, 16, 17, 64, 100})
+    for (int64_t rows : {9, 37}) {
+      auto A = randn(size_t(rows * cols), 9), x = randn(size_t(cols), 10), p = randn(size_t(rows), 11);
+      std::vector<float> y(static_cast<size_t>(rows), 1.0f), z(static_cast<size_t>(cols));
+      ops::matvec(A.data(), x.data(), rows, cols, 0.5f, true, y.data());
+      ops::vecmat(p.data(), A.data(), rows, cols, z.data());
+      std::vector<float> later(static_cast<size_t>(rows - 3));  // from row 3: other groups
+      ops::matvec(A.data() + 3 * cols, x.data(), rows - 3, cols, 0.5f, false, later.data());
+      for (int64_t r = 3; r < rows; ++r) EXPECT_EQ(later[size_t(r - 3)] + 1.0f, y[size_t(r)]) << r;
+      for (int64_t r = 0; r < rows; ++r) {
+        double d = 0;
+        for (int64_t c = 0; c < cols; ++c) d += double(A[size_t(r * cols + c)]) * x[size_t(c)];
+        EXPECT_NEAR(y[size_t(r)], 1.0 + 0.5 * d, 1e-5);
+        EXPECT_NEAR(ops::dot(A.data() + r * cols, x.data(), cols), d, 1e-5);
+      }
+      for (int64_t c = 0; c < cols; ++c) {
+        double d = 0;
+        for (int64_t r = 0; r < rows; ++r) d += double(p[size_t(r)]) * A[size_t(r * cols + c)];
+        EXPECT_NEAR(z[size_t(c)], d, 1e-5);
+      }
     }
-    for (int64_t c = 0; c < cols; ++c) {
-      double d = 0;
-      for (int64_t r = 0; r < rows; ++r) d += double(p[size_t(r)]) * A[size_t(r * cols + c)];
-      EXPECT_NEAR(z[size_t(c)], d, 1e-5);
-    }
-  }
 }
 
 // The causal convolution one step at a time (decoding's vectorised path), also with the

@@ -39,11 +39,39 @@ inline float dot16(const float* a, const float* b, int64_t n) {
 
 BRAID_DISPATCH float dot(const float* a, const float* b, int64_t n) { return dot16(a, b, n); }
 
+namespace {
+
+// The 16 lane sums of a . x over the first n values (n a multiple of 16): four accumulators
+// over 64-value steps, then 16-value steps, as dot16 forms them.
+inline void lane_products(const float* a, const float* x, int64_t n, F32x16& p) {
+  F32x16 acc[4] = {}, u, v;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int j = 0; j < 4; ++j) load16(u, a + i + 16 * j), load16(v, x + i + 16 * j), acc[j] += u * v;
+  for (; i < n; i += 16) load16(u, a + i), load16(v, x + i), acc[0] += u * v;
+  p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+}  // namespace
+
+// Rows in groups of 16 whose lane sums are reduced together (lane_sums16), then each row's
+// tail of fewer than 16 columns in order: a row's value does not depend on its group.
 BRAID_DISPATCH void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha,
                            bool accumulate, float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float d = alpha * dot16(A + r * cols, x, cols);
-    y[r] = accumulate ? y[r] + d : d;
+  const int64_t whole = cols / 16 * 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t m = std::min<int64_t>(16, rows - r0);
+    F32x16 p[16] = {};
+    for (int64_t j = 0; j < m; ++j) lane_products(A + (r0 + j) * cols, x, whole, p[j]);
+    float sums[16];
+    lane_sums16(p, sums);
+    for (int64_t j = 0; j < m; ++j) {
+      const float* a = A + (r0 + j) * cols;
+      float s = sums[j];
+      for (int64_t i = whole; i < cols; ++i) s += a[i] * x[i];
+      const float d = alpha * s;
+      y[r0 + j] = accumulate ? y[r0 + j] + d : d;
+    }
   }
 }
 
