@@ -15,6 +15,27 @@ TEST(Sampling, GreedyIsArgmaxWithLowestIndexOnTies) {
   EXPECT_EQ(argmax(l.data(), 4), 1);
 }
 
+// The vectorised argmax against the one-pass loop (strictly greater replaces the best), for
+// lengths around its 16-lane steps and a vocabulary's, with repeated maxima, zeros of both
+// signs and NaNs.
+TEST(Sampling, ArgmaxMatchesTheOnePassLoop) {
+  uint64_t r = 12345;
+  auto next = [&] { return r = r * 6364136223846793005ull + 1442695040888963407ull; };
+  for (int64_t n : {1, 2, 15, 16, 17, 31, 33, 100, 50280})
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& v : x) v = float(int64_t(next() >> 59) - 16);  // few distinct values: many ties
+      if (trial % 4 == 1) x[size_t(next() % uint64_t(n))] = NAN;
+      if (trial % 4 == 2) x[0] = NAN;
+      if (trial % 4 == 3)
+        for (float& v : x) v = (next() >> 63) ? 0.0f : -0.0f;
+      int64_t want = 0;
+      for (int64_t i = 1; i < n; ++i)
+        if (x[size_t(i)] > x[size_t(want)]) want = i;
+      EXPECT_EQ(argmax(x.data(), n), want) << "n " << n << " trial " << trial;
+    }
+}
+
 TEST(Sampling, TopKOneAndTinyTopPAreGreedy) {
   std::vector<float> l = {0.5f, 0.1f, 2.0f, 1.9f, -3.0f};
   Sampler k({1.0f, 1, 1.0f, 7});
