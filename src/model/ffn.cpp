@@ -1,5 +1,7 @@
 #include "model/ffn.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -74,19 +76,18 @@ void route(const MoeSpec& s, const float* x, int64_t T, int64_t D, const float* 
 
 }  // namespace
 
-void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w, float* y,
-                 Workspace& ws) {
-  const int64_t F = spec.hidden, n = T * F;
-  const bool gated = spec.gated;
-  float* up = ws.get(Workspace::kMlpA, size_t(n));
-  float* gate = gated ? ws.get(Workspace::kMlpB, size_t(n)) : nullptr;
-  const ops::Projection proj[2] = {{w.up, F, w.up_b, up}, {w.gate, F, w.gate_b, gate}};
-  ops::linear_multi(x, T, D, proj, gated ? 2 : 1);
-  if (gated && spec.gate_multiplier != 1.0) {
+namespace {
+
+// The hidden activations in place over n values: act(gate) * up, or act(up) without a gate
+// (gate multiplier applied first). Elementwise; a caller splitting it among threads starts
+// each share at a multiple of 64 values, so every value takes the same vector lane or scalar
+// tail as in one call.
+void hidden_activations(const MlpSpec& spec, float* up, float* gate, int64_t n) {
+  if (gate && spec.gate_multiplier != 1.0) {
     const float m = float(spec.gate_multiplier);
     for (int64_t i = 0; i < n; ++i) gate[i] *= m;
   }
-  if (!gated) {
+  if (!gate) {
     activate(spec.act, up, n);
   } else if (spec.act == Activation::SiLU) {
     ops::swiglu(gate, up, n, up);
@@ -94,11 +95,40 @@ void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, cons
     activate(spec.act, gate, n);
     for (int64_t i = 0; i < n; ++i) up[i] *= gate[i];
   }
-  ops::linear(up, T, F, w.down, D, w.down_b, y);
-  if (spec.down_multiplier != 1.0) {
-    const float m = float(spec.down_multiplier);
-    for (int64_t i = 0; i < T * D; ++i) y[i] *= m;
+}
+
+}  // namespace
+
+void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, const FfnWeights& w, float* y,
+                 Workspace& ws) {
+  const int64_t F = spec.hidden, n = T * F;
+  const bool gated = spec.gated;
+  float* up = ws.get(Workspace::kMlpA, size_t(n));
+  float* gate = gated ? ws.get(Workspace::kMlpB, size_t(n)) : nullptr;
+  const ops::Projection proj[2] = {{w.up, F, w.up_b, up}, {w.gate, F, w.gate_b, gate}};
+  const float dm = float(spec.down_multiplier);
+  if (ops::decodes_by_rows(T, w.up.dtype) && (!gated || ops::decodes_by_rows(T, w.gate.dtype)) &&
+      ops::decodes_by_rows(T, w.down.dtype)) {
+    // Decoding: one parallel region, the projections' rows shared among the threads and the
+    // activations split between them in shares of 64 values; each value is what it is alone.
+#pragma omp parallel if (F * D * (gated ? 3 : 2) * T >= (int64_t(1) << 15))
+    {
+      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num(), blocks = (n + 63) / 64;
+      ops::linear_multi_in_team(x, T, D, proj, gated ? 2 : 1);
+      const int64_t b = std::min(n, blocks * id / nt * 64), e = std::min(n, blocks * (id + 1) / nt * 64);
+      hidden_activations(spec, up + b, gated ? gate + b : nullptr, e - b);
+#pragma omp barrier
+      ops::linear_in_team(up, T, F, w.down, D, w.down_b, y);
+      if (dm != 1.0f)
+        for (int64_t i = T * D * id / nt; i < T * D * (id + 1) / nt; ++i) y[i] *= dm;
+    }
+    return;
   }
+  ops::linear_multi(x, T, D, proj, gated ? 2 : 1);
+  hidden_activations(spec, up, gate, n);
+  ops::linear(up, T, F, w.down, D, w.down_b, y);
+  if (dm != 1.0f)
+    for (int64_t i = 0; i < T * D; ++i) y[i] *= dm;
 }
 
 void moe_forward(const MoeSpec& s, const MoeWeights& w, const float* x, int64_t T, int64_t D, float* y,

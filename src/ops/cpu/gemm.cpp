@@ -254,12 +254,16 @@ MatRef MatRef::from_row(int64_t r, int64_t in) const {
   return {static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(dtype, in), dtype};
 }
 
-void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y) {
-  if (T == 0) return;
+bool decodes_by_rows(int64_t T, DType dtype) {
   // A compact matrix meets a few rows (memory as context decodes two per token) by reading its
   // codes once for all of them, not by converting the whole matrix for SGEMM.
   constexpr int64_t kFewRows = 4;
-  if (T == 1 || t_decode_rows || (W.dtype != DType::F32 && T <= kFewRows)) {
+  return T == 1 || t_decode_rows || (dtype != DType::F32 && T <= kFewRows);
+}
+
+void linear(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y) {
+  if (T == 0) return;
+  if (decodes_by_rows(T, W.dtype)) {
     const Projection p{W, out, bias, y};
     decode_rows(x, T, in, &p, 1);
     return;

@@ -66,6 +66,9 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
 // calling thread alone.
 void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias,
                     float* y);
+// Whether linear() takes its decode path (the rows linear_in_team shares) for T rows of a
+// matrix stored as `dtype`: one row, DecodeRows active, or a compact matrix and a few rows.
+bool decodes_by_rows(int64_t T, DType dtype);
 void linear_multi_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n);
 
 // C[M, N] = alpha * A[M, K] . op(B) + beta * C, row-major; op(B) = B[K, N] or, when
