@@ -153,7 +153,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionForms,
                                            Case{4, 1, 16, 16, 37, false, false},  // MQA, sliding window
                                            Case{2, 2, 32, 16, 64, true, true},
                                            Case{4, 1, 16, 16, 37, false, false, 4},  // window and sinks
-                                           Case{2, 2, 8, 8, 5, false, false, 7}),    // more sinks than window
+                                           Case{2, 2, 8, 8, 5, false, false, 7},     // more sinks than window
+                                           Case{8, 4, 48, 32, 0, true, true}),       // decodes on a team
                          [](const ::testing::TestParamInfo<Case>& i) {
                            const Case& c = i.param;
                            char buf[96];

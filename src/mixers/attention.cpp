@@ -114,12 +114,22 @@ std::unique_ptr<State> AttentionMixer::make_state() const {
 void AttentionMixer::project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v,
                                  float* gate, float* qg, float* q_pre, float* k_pre,
                                  const int64_t* pos) const {
+  const Projections p = projections(q, k, v, qg);
+  ops::linear_multi(x, T, d_, p.p, 3);
+  shape_qk(T, p0, q, k, gate, qg, q_pre, k_pre, pos);
+}
+
+AttentionMixer::Projections AttentionMixer::projections(float* q, float* k, float* v, float* qg) const {
+  const int64_t qd = spec_.n_heads * spec_.head_dim, kd = spec_.n_kv_heads * spec_.head_dim;
+  if (!spec_.output_gate) qg = q;
+  return {
+      {{w_.wq, spec_.output_gate ? 2 * qd : qd, w_.bq, qg}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}}};
+}
+
+void AttentionMixer::shape_qk(int64_t T, int64_t p0, float* q, float* k, float* gate, const float* qg,
+                              float* q_pre, float* k_pre, const int64_t* pos) const {
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
   const int64_t qd = H * hd, kd = KV * hd;
-  if (!spec_.output_gate) qg = q;
-  const ops::Projection qkv[3] = {
-      {w_.wq, spec_.output_gate ? 2 * qd : qd, w_.bq, qg}, {w_.wk, kd, w_.bk, k}, {w_.wv, kd, w_.bv, v}};
-  ops::linear_multi(x, T, d_, qkv, 3);
   if (spec_.output_gate)
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < H; ++h) {
@@ -166,6 +176,7 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
   check(kv != nullptr, "attention layer was given a state of another mixer");
   const int64_t H = spec_.n_heads, KV = spec_.n_kv_heads, hd = spec_.head_dim;
   const int64_t qd = H * hd, kd = KV * hd, p0 = kv->length();
+  if (T == 1) return step(x, 1, &kv, &p0, y, ws);
   float* q = ws.get(Workspace::kQ, size_t(T * qd));
   float* k = ws.get(Workspace::kK, size_t(T * kd));
   float* v = ws.get(Workspace::kV, size_t(T * kd));
@@ -180,8 +191,6 @@ void AttentionMixer::forward(const float* x, int64_t T, State& state, float* y, 
 
 void AttentionMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
                                   Workspace& ws) const {
-  ops::DecodeRows rows;  // the projections read their weights once for all B rows
-  const int64_t qd = spec_.n_heads * spec_.head_dim, kd = spec_.n_kv_heads * spec_.head_dim;
   std::vector<KVState*> kvs(static_cast<size_t>(B));
   std::vector<int64_t> pos(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
@@ -189,29 +198,45 @@ void AttentionMixer::decode_batch(const float* x, int64_t B, int64_t, State* con
     check(kvs[size_t(b)] != nullptr, "attention layer was given a state of another mixer");
     pos[size_t(b)] = kvs[size_t(b)]->length();
   }
+  step(x, B, kvs.data(), pos.data(), y, ws);
+}
+
+void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const int64_t* pos, float* y,
+                          Workspace& ws) const {
+  const int64_t H = spec_.n_heads, hd = spec_.head_dim, qd = H * hd, kd = spec_.n_kv_heads * hd;
   float* q = ws.get(Workspace::kQ, size_t(B * qd));
   float* k = ws.get(Workspace::kK, size_t(B * kd));
   float* v = ws.get(Workspace::kV, size_t(B * kd));
+  // With an output gate, q_proj yields [query | gate] per head: gate, then the raw rows.
   float* gate = spec_.output_gate ? ws.get(Workspace::kGate, size_t(3 * B * qd)) : nullptr;
-  project_qkv(x, B, 0, q, k, v, gate, gate ? gate + B * qd : nullptr, nullptr, nullptr, pos.data());
   float* out = ws.get(Workspace::kAttnOut, size_t(B * qd));
   int64_t L_max = 1;
-  for (int64_t b = 0; b < B; ++b) {
-    append_kv(k + b * kd, v + b * kd, 1, *kvs[size_t(b)]);
-    L_max = std::max(L_max, pos[size_t(b)] + 1);
-  }
-  // Every (sequence, head) pair is one task of one parallel region, each row computed as
-  // attend() computes a sequence's single row.
-  const int64_t H = spec_.n_heads, hd = spec_.head_dim;
+  for (int64_t b = 0; b < B; ++b) L_max = std::max(L_max, pos[b] + 1);
   float* scores = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * size_t(L_max));
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t job = 0; job < B * H; ++job) {
-    const int64_t b = job / H, h = job % H;
-    attend_row(q + b * qd + h * hd, h, pos[size_t(b)], *kvs[size_t(b)], out + b * qd + h * hd,
-               scores + size_t(omp_get_thread_num()) * size_t(L_max));
+  const Projections p = projections(q, k, v, gate ? gate + B * qd : nullptr);
+  const int64_t rows = p.p[0].out + 2 * kd;
+  // One parallel region: the projections' rows shared by the team, the shaping of q / k and
+  // the cache appends on one thread, every (sequence, head) pair a task (each row computed as
+  // attend() computes a sequence's single row), then o_proj. Row b is sequence b's token.
+#pragma omp parallel if (rows * d_ * B >= (int64_t(1) << 15))
+  {
+    ops::linear_multi_in_team(x, B, d_, p.p, 3);
+#pragma omp single
+    {
+      shape_qk(B, 0, q, k, gate, gate ? gate + B * qd : nullptr, nullptr, nullptr, pos);
+      for (int64_t b = 0; b < B; ++b) append_kv(k + b * kd, v + b * kd, 1, *kvs[b]);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t job = 0; job < B * H; ++job) {
+      const int64_t b = job / H, h = job % H;
+      float* o = out + b * qd + h * hd;
+      attend_row(q + b * qd + h * hd, h, pos[b], *kvs[b], o,
+                 scores + size_t(omp_get_thread_num()) * size_t(L_max));
+      if (gate) gate_output(o, gate + b * qd + h * hd, hd);
+    }
+    ops::linear_in_team(out, B, qd, w_.wo, d_, w_.bo, y);
   }
-  finish(out, gate, B, y, ws);
-  for (KVState* kv : kvs) trim(*kv);
+  for (int64_t b = 0; b < B; ++b) trim(*kvs[b]);
 }
 
 // Appends T rows of k, v to the cache and writes the attention of q's T rows over it.
@@ -307,9 +332,12 @@ void AttentionMixer::attend_row(const float* qr, int64_t h, int64_t pos, KVState
 // The output gate and o_proj over T rows of attention output.
 void AttentionMixer::finish(float* out, const float* gate, int64_t T, float* y, Workspace&) const {
   const int64_t qd = spec_.n_heads * spec_.head_dim;
-  if (spec_.output_gate)
-    for (int64_t i = 0; i < T * qd; ++i) out[i] *= ops::sigmoid(gate[i]);
+  if (spec_.output_gate) gate_output(out, gate, T * qd);
   ops::linear(out, T, qd, w_.wo, d_, w_.bo, y);
+}
+
+void AttentionMixer::gate_output(float* out, const float* gate, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] *= ops::sigmoid(gate[i]);
 }
 
 // A sliding-window cache keeps the last window - 1 positions (all the next token can see),

@@ -82,6 +82,20 @@ class AttentionMixer final : public Mixer {
   // position instead (batched decoding: rows of different sequences).
   void project_qkv(const float* x, int64_t T, int64_t p0, float* q, float* k, float* v, float* gate,
                    float* qg, float* q_pre, float* k_pre, const int64_t* pos = nullptr) const;
+  // The q (or [query | gate] rows qg), k and v projections as one linear_multi.
+  struct Projections {
+    ops::Projection p[3];
+  };
+  Projections projections(float* q, float* k, float* v, float* qg) const;
+  // project_qkv after the projections: the gate split, the key multiplier, the q/k norm and
+  // the rotation.
+  void shape_qk(int64_t T, int64_t p0, float* q, float* k, float* gate, const float* qg, float* q_pre,
+                float* k_pre, const int64_t* pos) const;
+  // One token of each of B sequences (row b at position pos[b] of kvs[b]) in a single
+  // parallel region.
+  void step(const float* x, int64_t B, KVState* const* kvs, const int64_t* pos, float* y,
+            Workspace& ws) const;
+  static void gate_output(float* out, const float* gate, int64_t n);  // out *= sigmoid(gate)
   // Rotary embedding of q and k rows for positions p0.. or pos[t] (inverse: rotate back).
   void rotate(float* q, float* k, int64_t T, int64_t p0, bool inverse, const int64_t* pos = nullptr) const;
   // Appends T rows of k, v to the cache; out[T, H*hd] = attention of q's rows over it.
