@@ -211,7 +211,7 @@ void Mamba2Mixer::scale_sections(float* from, float* to, const float* rows, int6
 }
 
 void Mamba2Mixer::gate(float* v, const float* z, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) v[i] *= ops::silu(z[i]);
+  ops::swiglu(z, v, n, v);  // silu(z) * v, through the dispatched kernel
 }
 
 void Mamba2Mixer::norm_group(float* v, const float* z, int64_t g0, int64_t gs) const {
