@@ -150,24 +150,22 @@ WInputs prepared_for(MatRef W, const float* x, int64_t B, int64_t cols) {
 constexpr int64_t kRowBlock = 16;
 constexpr int kMaxProjections = 8;
 
-// The rows of n projections of x[T, in] as one range, shared by the threads of the
-// enclosing team (a worksharing loop; a team of one outside a parallel region), each
-// streaming contiguous blocks of the matrices: decode is bound by reading W once. Every
-// thread prepares the inputs itself (the same values, into its own scratch), so none waits
-// for another's; returns after the loop's barrier.
-void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
-  check(n <= kMaxProjections, "linear_multi: at most ", kMaxProjections, " projections, not ", n);
-  WInputs prepared[kMaxProjections];
-  int64_t total = 0;
-  for (int i = 0; i < n; ++i) {
-    int j = 0;
-    while (j < i && p[j].W.dtype != p[i].W.dtype) ++j;
-    prepared[i] = j < i ? prepared[j] : prepared_for(p[i].W, x, T, in);
-    total += p[i].out;
+// The rows of n projections of x[T, in] as one range of blocks. Every caller prepares the
+// inputs itself (the same values, into its own scratch), so no thread waits for another's.
+struct RowBlocks {
+  RowBlocks(const float* x, int64_t T, int64_t in, const Projection* p, int n)
+      : x(x), T(T), in(in), p(p), n(n) {
+    check(n <= kMaxProjections, "linear_multi: at most ", kMaxProjections, " projections, not ", n);
+    for (int i = 0; i < n; ++i) {
+      int j = 0;
+      while (j < i && p[j].W.dtype != p[i].W.dtype) ++j;
+      prepared[i] = j < i ? prepared[j] : prepared_for(p[i].W, x, T, in);
+      total += p[i].out;
+    }
   }
-  const int64_t blocks = (total + kRowBlock - 1) / kRowBlock;
-#pragma omp for schedule(guided)
-  for (int64_t k = 0; k < blocks; ++k) {
+  int64_t count() const { return (total + kRowBlock - 1) / kRowBlock; }
+  // Block k: rows [16 k, 16 k + 16) of the combined range, each matrix's part contiguous.
+  void run(int64_t k) const {
     const int64_t b = k * kRowBlock, e = std::min(total, b + kRowBlock);
     int64_t base = 0;  // first combined row of matrix i
     for (int i = 0; i < n; base += p[i].out, ++i) {
@@ -180,14 +178,36 @@ void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, in
                   p[i].out);
     }
   }
+  const float* x;
+  int64_t T, in;
+  const Projection* p;
+  int n;
+  WInputs prepared[kMaxProjections];
+  int64_t total = 0;
+};
+
+// The blocks shared by the threads of the enclosing team (a worksharing loop), each
+// streaming contiguous blocks of the matrices: decode is bound by reading W once. Returns
+// after the loop's barrier.
+void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+  const RowBlocks rows(x, T, in, p, n);
+  const int64_t blocks = rows.count();
+#pragma omp for schedule(guided)
+  for (int64_t k = 0; k < blocks; ++k) rows.run(k);
 }
 
 // The decode path of linear() and linear_multi(): a parallel region over the rows unless
-// the matrices are small enough that one thread is quicker.
+// the matrices are small enough that one thread is quicker, or the caller is one thread of
+// a parallel region already (a task's own small product: no region, no worksharing).
 void decode_rows(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
   int64_t total = 0;
   for (int i = 0; i < n; ++i) total += p[i].out;
-#pragma omp parallel if (total * in >= (int64_t(1) << 15))
+  if (total * in < (int64_t(1) << 15) || omp_in_parallel()) {
+    const RowBlocks rows(x, T, in, p, n);
+    for (int64_t k = 0; k < rows.count(); ++k) rows.run(k);
+    return;
+  }
+#pragma omp parallel
   rows_in_team(x, T, in, p, n);
 }
 
