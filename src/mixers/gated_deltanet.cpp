@@ -128,20 +128,28 @@ void GatedDeltaNetMixer::gated_norm(float* o, const float* z) const {
   for (int64_t i = 0; i < DV; ++i) o[i] *= z[i] * ops::sigmoid(z[i]);
 }
 
+GatedDeltaNetMixer::Buffers GatedDeltaNetMixer::buffers(int64_t Q, Workspace& ws) const {
+  const int64_t NV = s_.n_v_heads, VD = s_.value_dim(), CD = s_.conv_dim(), E = 2 * s_.key_dim() + 2 * VD;
+  Buffers b;
+  b.proj = ws.get(Workspace::kQ, size_t(Q * (E + 2 * NV + 2 * CD + 2 * VD + 2 * NV)));
+  b.ba = b.proj + Q * E;
+  b.mixed = b.ba + Q * 2 * NV;
+  b.qkv = b.mixed + Q * CD;
+  b.z = b.qkv + Q * CD;
+  b.core = b.z + Q * VD;
+  b.beta = b.core + Q * VD;
+  b.g = b.beta + Q * NV;
+  return b;
+}
+
 void GatedDeltaNetMixer::step(const float* x, int64_t B, GatedDeltaNetState* const* sts, float* y,
                               Workspace& ws) const {
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
   const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
   const int64_t E = 2 * KD + 2 * VD, K = s_.d_conv;
-  // One buffer: projections, de-interleaved q|k|v, conv output, z, beta, log decay, core output.
-  float* proj = ws.get(Workspace::kQ, size_t(B * (E + 2 * NV + 2 * CD + 2 * VD + 2 * NV)));
-  float* ba = proj + B * E;
-  float* mixed = ba + B * 2 * NV;
-  float* qkv = mixed + B * CD;
-  float* z = qkv + B * CD;
-  float* core = z + B * VD;
-  float* beta = core + B * VD;
-  float* g = beta + B * NV;
+  const Buffers bf = buffers(B, ws);
+  float *proj = bf.proj, *ba = bf.ba, *mixed = bf.mixed, *qkv = bf.qkv, *z = bf.z, *core = bf.core,
+        *beta = bf.beta, *g = bf.g;
   const ops::Projection p[2] = {{w_.in_proj_qkvz, E, nullptr, proj}, {w_.in_proj_ba, 2 * NV, nullptr, ba}};
   const float qscale = float(1.0 / std::sqrt(double(DK)));
   // One parallel region for the step: the projections share their rows among the threads,
@@ -184,15 +192,9 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* co
   const int64_t NK = s_.n_k_heads, NV = s_.n_v_heads, DK = s_.head_k_dim, DV = s_.head_v_dim;
   const int64_t R = NV / NK, KD = s_.key_dim(), VD = s_.value_dim(), CD = s_.conv_dim();
   const int64_t E = 2 * KD + 2 * VD;
-  // One buffer: projections, de-interleaved q|k|v, conv output, z, beta, log decay, core output.
-  float* proj = ws.get(Workspace::kQ, size_t(Q * (E + 2 * NV + 2 * CD + 2 * VD + 2 * NV)));
-  float* ba = proj + Q * E;
-  float* mixed = ba + Q * 2 * NV;
-  float* qkv = mixed + Q * CD;
-  float* z = qkv + Q * CD;
-  float* core = z + Q * VD;
-  float* beta = core + Q * VD;
-  float* g = beta + Q * NV;
+  const Buffers bf = buffers(Q, ws);
+  float *proj = bf.proj, *ba = bf.ba, *mixed = bf.mixed, *qkv = bf.qkv, *z = bf.z, *core = bf.core,
+        *beta = bf.beta, *g = bf.g;
   const ops::Projection p[2] = {{w_.in_proj_qkvz, E, nullptr, proj}, {w_.in_proj_ba, 2 * NV, nullptr, ba}};
   ops::linear_multi(x, Q, d_, p, 2);
 

@@ -87,6 +87,12 @@ class GatedDeltaNetMixer final : public Mixer {
   void gated_norm(float* o, const float* z) const;
   // One token of each of B sequences in a single parallel region.
   void step(const float* x, int64_t B, GatedDeltaNetState* const* sts, float* y, Workspace& ws) const;
+  // One workspace buffer for Q rows: projections, de-interleaved q|k|v, conv output, z, beta,
+  // log decay, core output.
+  struct Buffers {
+    float *proj, *ba, *mixed, *qkv, *z, *core, *beta, *g;
+  };
+  Buffers buffers(int64_t Q, Workspace& ws) const;
   void chunk(const float* x, int64_t Q, GatedDeltaNetState* const* sts, int64_t nseq, float* y,
              Workspace& ws) const;
   GatedDeltaNetSpec s_;

@@ -4,22 +4,15 @@
 #include <cmath>
 
 #include "core/error.hpp"
-#include "ops/cpu/dispatch.hpp"
+#include "ops/cpu/elementwise.hpp"
 
 namespace braid {
 
-// The maximum in 16 lanes, then the first index holding it: two passes that vectorise, over a
+// The maximum (ops::max_value, vectorised), then the first index holding it: over a
 // vocabulary's logits at every greedy step. A NaN never wins (it compares false), as in the
 // one-pass loop, unless it is the first logit, which nothing then beats.
-BRAID_DISPATCH int32_t argmax(const float* x, int64_t n) {
-  float lanes[16];
-  for (float& l : lanes) l = x[0];
-  int64_t i = 1;
-  for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
-  float m = x[0];
-  for (float l : lanes) m = l > m ? l : m;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+int32_t argmax(const float* x, int64_t n) {
+  const float m = ops::max_value(x, n);
   if (!(m == m)) return 0;  // x[0] is NaN
   int64_t best = 0;
   while (!(x[best] == m)) ++best;

@@ -71,25 +71,31 @@ void relu2_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] * x[i] : 0.0f;
 }
 
-// The maximum in 16 lanes, the exponentials through exp_fast, the sum in 8 lanes of doubles
-// (as sum_squares): every pass vectorises.
-BRAID_DISPATCH void softmax_inplace(float* x, int64_t n) {
-  if (n <= 0) return;
+BRAID_DISPATCH float max_value(const float* x, int64_t n) {
   float lanes[16];
   for (float& l : lanes) l = x[0];
-  int64_t i = 0;
+  int64_t i = 1;
   for (; i + 16 <= n; i += 16)
     for (int k = 0; k < 16; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
   float m = x[0];
   for (float l : lanes) m = l > m ? l : m;
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// The maximum through max_value, the exponentials through exp_fast, the sum in 8 lanes of doubles
+// (as sum_squares): every pass vectorises.
+BRAID_DISPATCH void softmax_inplace(float* x, int64_t n) {
+  if (n <= 0) return;
+  const float m = max_value(x, n);
   if (m == -INFINITY) {  // every entry masked: define the result as uniform zero weight
     for (int64_t j = 0; j < n; ++j) x[j] = 0.0f;
     return;
   }
   for (int64_t j = 0; j < n; ++j) x[j] = exp_fast(x[j] - m);
   double acc[8] = {};
-  for (i = 0; i + 8 <= n; i += 8)
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
     for (int k = 0; k < 8; ++k) acc[k] += double(x[i + k]);
   double s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   for (; i < n; ++i) s += double(x[i]);

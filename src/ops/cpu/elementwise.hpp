@@ -104,6 +104,10 @@ void gelu_tanh_inplace(float* x, int64_t n);
 void gelu_erf_inplace(float* x, int64_t n);
 void relu2_inplace(float* x, int64_t n);  // max(x, 0)^2
 
+// The largest of x[0, n), n >= 1, in 16 lanes (vectorises); a NaN never wins unless it is
+// x[0], which nothing then beats (as a loop of `x[i] > m` would give).
+float max_value(const float* x, int64_t n);
+
 // Numerically stable softmax over the first n entries of x, in place.
 void softmax_inplace(float* x, int64_t n);
 
