@@ -77,6 +77,29 @@ TEST(QuantFormat, Q4LayoutIsAsDocumented) {
   EXPECT_EQ(back, x);
 }
 
+// The grouped Q4_0 layout, offsets worked out by hand for a row of 17 blocks (a group of 16
+// and a group of one): word k of block j of a group of m blocks at word k * m + j of the group.
+TEST(QuantFormat, Q4GroupedLayoutIsAsDocumented) {
+  const int64_t nb = 17, n = nb * 32;
+  auto code = [](int64_t b, int64_t e) { return e == 0 ? 0 : int((b * 3 + e) % 16); };
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t b = 0; b < nb; ++b)  // element 0 is -8: every scale is exactly 1
+    for (int64_t e = 0; e < 32; ++e) x[size_t(b * 32 + e)] = float(code(b, e) - 8);
+  std::vector<uint8_t> q(row_bytes(DType::Q4_0, n));
+  quantize_row(DType::Q4_0, x.data(), n, q.data());
+  const uint8_t* codes = q.data() + 2 * nb;
+  // (block, word, byte offset from the codes' start)
+  const int64_t cases[][3] = {{0, 0, 0}, {1, 0, 4}, {0, 1, 64}, {15, 1, 124}, {5, 3, 212}, {16, 0, 256}, {16, 3, 268}};
+  for (const auto& c : cases)
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t b = c[0], e = 4 * c[1] + i;
+      EXPECT_EQ(int(codes[c[2] + i]), code(b, e) | code(b, e + 16) << 4) << "block " << b << " word " << c[1];
+    }
+  std::vector<float> back(static_cast<size_t>(n));
+  dequantize_row(DType::Q4_0, q.data(), n, back.data());
+  EXPECT_EQ(back, x);
+}
+
 TEST(QuantFormat, Q8LayoutIsAsDocumented) {
   std::vector<float> x(64);
   for (int i = 0; i < 64; ++i) x[size_t(i)] = float((i * 37) % 255 - 127) * (i < 32 ? 1.0f : 0.5f);
@@ -266,12 +289,12 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 }
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
-// 16-block scale groups split at the end) match the reference of int8 activations on every
+// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end) match the reference of int8 activations on every
 // path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
   const int64_t rows = 6;
-  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 19}) {
+  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 19, 32}) {
     const int64_t cols = nb * 32;
     const std::vector<float> x = randn(size_t(cols), 70 + uint64_t(nb)),
                              w = randn(size_t(rows * cols), 90 + uint64_t(nb), 0.1f);
@@ -400,6 +423,41 @@ TEST(QuantSafetensors, RoundTripAndBadEncodings) {
             std::string::npos);
   EXPECT_NE(bad({{"braid.block_format.a.weight", "Q8_0"}}, Tensor::zeros(DType::F32, {3, 34}))
                 .find("must be stored as a 2-d U8 array"),
+            std::string::npos);
+}
+
+// Q4_0 files without the layout key hold each block's bytes in order: they load as the same
+// matrix in the grouped layout. Files written now name the layout; an unknown one is refused.
+TEST(QuantSafetensors, Q4BlocksInOrderFilesAreRewrittenOnLoad) {
+  TempDir dir;
+  const int64_t rows = 3, cols = 19 * 32, nb = cols / 32;
+  const size_t rb = row_bytes(DType::Q4_0, cols);
+  const std::vector<float> w = randn(size_t(rows * cols), 43);
+  Tensor q4 = Tensor::zeros(DType::Q4_0, {rows, cols});
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row(DType::Q4_0, w.data() + r * cols, cols, q4.data_mut<uint8_t>() + size_t(r) * rb);
+  Tensor in_order = Tensor::zeros(DType::U8, {rows, int64_t(rb)});
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* from = q4.data<uint8_t>() + size_t(r) * rb;
+    uint8_t* to = in_order.data_mut<uint8_t>() + size_t(r) * rb;
+    std::memcpy(to, from, size_t(2 * nb));
+    for (int64_t b = 0; b < nb; ++b) q4_block_bytes(from + 2 * nb, nb, b, to + 2 * nb + 16 * b);
+  }
+  ASSERT_NE(std::memcmp(in_order.raw(), q4.raw(), rb * rows), 0);
+  write_safetensors(dir / "old.safetensors", {{"a.weight", in_order}}, {{"braid.block_format.a.weight", "Q4_0"}});
+  Tensor back = SafetensorsFile::open(dir / "old.safetensors")->get("a.weight");
+  EXPECT_EQ(back.dtype(), DType::Q4_0);
+  EXPECT_EQ(back.shape(), (Shape{rows, cols}));
+  EXPECT_EQ(std::memcmp(back.raw(), q4.raw(), q4.nbytes()), 0);
+
+  write_safetensors(dir / "new.safetensors", {{"a.weight", q4}});
+  auto f = SafetensorsFile::open(dir / "new.safetensors");
+  EXPECT_EQ(f->metadata().at(kQ4LayoutKey), kQ4Layout);
+  EXPECT_EQ(std::memcmp(f->get("a.weight").raw(), q4.raw(), q4.nbytes()), 0);
+
+  write_safetensors(dir / "bad.safetensors", {{"a.weight", in_order}},
+                    {{"braid.block_format.a.weight", "Q4_0"}, {kQ4LayoutKey, "rows4"}});
+  EXPECT_NE(error_of([&] { SafetensorsFile::open(dir / "bad.safetensors"); }).find("Q4_0 layout 'rows4'"),
             std::string::npos);
 }
 

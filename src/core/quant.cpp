@@ -40,6 +40,13 @@ bool storable_as(DType t, int64_t cols) {
   }
 }
 
+void q4_row_from_blocks_in_order(const uint8_t* in, int64_t n, uint8_t* out) {
+  const int64_t nb = n / kQuantBlock;
+  std::memcpy(out, in, size_t(2 * nb));
+  for (int64_t b = 0; b < nb; ++b)
+    for (int k = 0; k < 4; ++k) std::memcpy(out + 2 * nb + q4_word_at(nb, b, k), in + 2 * nb + 16 * b + 4 * k, 4);
+}
+
 void quantize_row(DType t, const float* x, int64_t n, void* out) {
   check(storable_as(t, n), "cannot store a row of ", n, " values as ", dtype_name(t));
   uint8_t* o = static_cast<uint8_t*>(out);
@@ -81,12 +88,13 @@ void quantize_row(DType t, const float* x, int64_t n, void* out) {
         float d;
         const uint16_t h = block_scale(xb, -8.0f, true, &d);
         std::memcpy(o + 2 * b, &h, 2);
-        uint8_t* q = o + 2 * nb + b * (kQuantBlock / 2);
         auto code = [&](float v) {
           const float c = d == 0.0f ? 0.0f : std::nearbyint(v / d);
           return uint8_t(int(std::fmax(-8.0f, std::fmin(7.0f, c))) + 8);
         };
+        uint8_t q[kQuantBlock / 2];
         for (int64_t j = 0; j < kQuantBlock / 2; ++j) q[j] = uint8_t(code(xb[j]) | code(xb[j + 16]) << 4);
+        for (int k = 0; k < 4; ++k) std::memcpy(o + 2 * nb + q4_word_at(nb, b, k), q + 4 * k, 4);
       }
       return;
     default:
@@ -121,7 +129,8 @@ void dequantize_row(DType t, const void* row, int64_t n, float* out) {
       for (int64_t b = 0; b < nb; ++b) {
         std::memcpy(&h, r + 2 * b, 2);
         const float d = f16_to_f32(h);
-        const uint8_t* q = r + 2 * nb + b * (kQuantBlock / 2);
+        uint8_t q[kQuantBlock / 2];
+        q4_block_bytes(r + 2 * nb, nb, b, q);
         for (int64_t j = 0; j < kQuantBlock / 2; ++j) {
           out[b * kQuantBlock + j] = d * float(int(q[j] & 15) - 8);
           out[b * kQuantBlock + j + 16] = d * float(int(q[j] >> 4) - 8);

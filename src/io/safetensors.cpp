@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "core/quant.hpp"
 #include "io/json.hpp"
 
 namespace braid {
@@ -110,6 +111,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
   }
   check(at == data_size, path, ": data buffer is ", data_size, " bytes but tensors cover ", at);
   // Block-quantized matrices are stored as U8 [rows, row bytes] and named in the metadata.
+  const auto layout = f->metadata_.find(kQ4LayoutKey);
+  check(layout == f->metadata_.end() || layout->second == kQ4Layout, path, ": __metadata__ gives Q4_0 layout '",
+        layout == f->metadata_.end() ? "" : layout->second, "' (expected ", kQ4Layout, ")");
   for (const auto& [key, value] : f->metadata_) {
     if (key.rfind(kBlockFormatKey, 0) != 0) continue;
     const std::string name = key.substr(std::strlen(kBlockFormatKey));
@@ -129,6 +133,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
           value, " blocks (", block, " bytes each)");
     ti.dtype = q;
     ti.shape[1] = ti.shape[1] / block * 32;
+    ti.q4_blocks_in_order = q == DType::Q4_0 && layout == f->metadata_.end();
   }
   return f;
 }
@@ -143,7 +148,16 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   check(t != nullptr, path(), ": no tensor named '", name, "'");
   check(t->supported, path(), ": tensor '", name, "' has dtype ", t->dtype_name,
         ", which braid does not support");
-  return Tensor::view(t->dtype, t->shape, file_->data() + data_start_ + t->begin, file_);
+  const uint8_t* data = file_->data() + data_start_ + t->begin;
+  if (t->q4_blocks_in_order) {
+    Tensor out = Tensor::zeros(t->dtype, t->shape);
+    const int64_t cols = t->shape[1];
+    const size_t rb = row_bytes(DType::Q4_0, cols);
+    for (int64_t r = 0; r < t->shape[0]; ++r)
+      q4_row_from_blocks_in_order(data + size_t(r) * rb, cols, out.data_mut<uint8_t>() + size_t(r) * rb);
+    return out;
+  }
+  return Tensor::view(t->dtype, t->shape, data, file_);
 }
 
 Checkpoint Checkpoint::open_dir(const std::string& dir) {
@@ -225,6 +239,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
       const Shape stored = {t.dim(0), int64_t(row_bytes(t.dtype(), t.dim(1)))};
       h[name] = {{"dtype", "U8"}, {"shape", stored}, {"data_offsets", {off, off + t.nbytes()}}};
       meta[kBlockFormatKey + name] = dtype_name(t.dtype());
+      if (t.dtype() == DType::Q4_0) meta[kQ4LayoutKey] = kQ4Layout;
     } else {
       h[name] = {
           {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};

@@ -18,6 +18,12 @@ namespace braid {
 // "Q8_0" / "Q4_0". Such a tensor is stored as U8 [rows, row bytes] (core/quant.hpp has the
 // layout) and read back as that dtype with its logical shape [rows, cols].
 inline constexpr const char* kBlockFormatKey = "braid.block_format.";
+// Metadata key naming the layout of a file's Q4_0 codes: kQ4Layout, the grouped layout of
+// core/quant.hpp. A file with Q4_0 tensors and no such key holds each block's 16 bytes in
+// order (files written before the grouped layout); such tensors are read into memory and
+// rewritten in the grouped layout as they are loaded.
+inline constexpr const char* kQ4LayoutKey = "braid.q4_0_layout";
+inline constexpr const char* kQ4Layout = "groups16";
 
 struct TensorInfo {
   std::string name;
@@ -26,6 +32,7 @@ struct TensorInfo {
   DType dtype = DType::F32;
   Shape shape;
   size_t begin = 0, end = 0;  // byte offsets inside the data buffer
+  bool q4_blocks_in_order = false;  // Q4_0 in the layout of files without kQ4LayoutKey
 };
 
 class SafetensorsFile {
@@ -38,7 +45,8 @@ class SafetensorsFile {
   const std::string& path() const { return file_->path(); }
   const std::vector<TensorInfo>& tensors() const { return infos_; }
   const TensorInfo* find(const std::string& name) const;
-  // Zero-copy view of a tensor; throws when absent or of an unsupported dtype.
+  // Zero-copy view of a tensor (a converted copy for Q4_0 in the blocks-in-order layout);
+  // throws when absent or of an unsupported dtype.
   Tensor get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 

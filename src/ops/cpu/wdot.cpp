@@ -52,9 +52,10 @@ float dot_q8(const uint8_t* w, const float* x, int64_t n) {
 
 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* q = w + 2 * nb;
   float s = 0.0f;
-  for (int64_t b = 0; b < nb; ++b, q += kQuantBlock / 2, x += kQuantBlock) {
+  for (int64_t b = 0; b < nb; ++b, x += kQuantBlock) {
+    uint8_t q[kQuantBlock / 2];
+    q4_block_bytes(w + 2 * nb, nb, b, q);
     float sb = 0.0f;
     for (int64_t j = 0; j < kQuantBlock / 2; ++j)
       sb += float(int(q[j] & 15) - 8) * x[j] + float(int(q[j] >> 4) - 8) * x[j + 16];
@@ -68,17 +69,25 @@ void dequant(const uint8_t* w, int64_t n, float* out) {
   dequantize_row(T, w, n, out);
 }
 
-// Weight code i of a block: Q8_0 bytes as they are, Q4_0 nibbles less 8.
+// Weight code i of a block (its bytes in order): Q8_0 bytes as they are, Q4_0 nibbles less 8.
 inline int code_q8(const uint8_t* c, int i) { return int(int8_t(c[i])); }
 inline int code_q4(const uint8_t* c, int i) { return i < 16 ? int(c[i] & 15) - 8 : int(c[i - 16] >> 4) - 8; }
 
+// Block b's bytes in order: Q8_0's where they lie, Q4_0's gathered into tmp.
+inline const uint8_t* bytes_q8(const uint8_t* codes, int64_t, int64_t b, uint8_t*) { return codes + 32 * b; }
+inline const uint8_t* bytes_q4(const uint8_t* codes, int64_t nb, int64_t b, uint8_t* tmp) {
+  q4_block_bytes(codes, nb, b, tmp);
+  return tmp;
+}
+
 // Per block, the exact integer dot of the codes, scaled by d_w * d_x.
-template <int (*Code)(const uint8_t*, int), int64_t BlockBytes>
+template <int (*Code)(const uint8_t*, int), const uint8_t* (*Bytes)(const uint8_t*, int64_t, int64_t, uint8_t*)>
 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* c = w + 2 * nb;
   float s = 0.0f;
-  for (int64_t b = 0; b < nb; ++b, c += BlockBytes) {
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t tmp[kQuantBlock / 2];
+    const uint8_t* c = Bytes(w + 2 * nb, nb, b, tmp);
     const int8_t* q = x.q + b * kQuantBlock;
     int32_t isum = 0;
     for (int i = 0; i < kQuantBlock; ++i) isum += Code(c, i) * int32_t(q[i]);
@@ -111,7 +120,7 @@ Kernels scalar_kernels() {
           {dequant<DType::BF16>, dequant<DType::F16>, dequant<DType::Q8_0>, dequant<DType::Q4_0>},
           quantize_activations_scalar,
           false,
-          {dotq<code_q8, 32>, dotq<code_q4, 16>},
+          {dotq<code_q8, bytes_q8>, dotq<code_q4, bytes_q4>},
           {},
           {}};
 }

@@ -69,8 +69,9 @@ BRAID_AVX2 float dot_f16(const uint8_t* w, const float* x, int64_t n) {
   return dot_half<f16x8, f16_one>(w, x, n);
 }
 
-// One block's codes times x, unscaled: 32 products summed in 8 lanes.
-BRAID_AVX2 inline __m256 q8_block(const uint8_t* q, const float* x) {
+// Block b's codes (of a row's nb) times x, unscaled: 32 products summed in 8 lanes.
+BRAID_AVX2 inline __m256 q8_block(const uint8_t* codes, int64_t, int64_t b, const float* x) {
+  const uint8_t* q = codes + 32 * b;
   const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
   const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
   __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
@@ -79,17 +80,24 @@ BRAID_AVX2 inline __m256 q8_block(const uint8_t* q, const float* x) {
   return _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
 }
 
-// Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX2 inline void q4_codes(const uint8_t* q, __m128i* lo, __m128i* hi) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+// Block b's 16 bytes of Q4_0 codes, in order (its four words, core/quant.hpp).
+BRAID_AVX2 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) {
+  int32_t v[4];
+  for (int k = 0; k < 4; ++k) std::memcpy(&v[k], codes + q4_word_at(nb, b, k), 4);
+  return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
+}
+
+// Codes of Q4_0 block b as signed bytes: elements 0..15 and 16..31.
+BRAID_AVX2 inline void q4_codes(const uint8_t* codes, int64_t nb, int64_t b, __m128i* lo, __m128i* hi) {
+  const __m128i v = q4_bytes(codes, nb, b);
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
   *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
 }
 
-BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
+BRAID_AVX2 inline __m256 q4_block(const uint8_t* codes, int64_t nb, int64_t b, const float* x) {
   __m128i lo, hi;
-  q4_codes(q, &lo, &hi);
+  q4_codes(codes, nb, b, &lo, &hi);
   __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
   s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
   s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
@@ -97,29 +105,26 @@ BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
 }
 
 // Scaled block sums alternate between two accumulators.
-template <__m256 (*Block)(const uint8_t*, const float*), int64_t BlockBytes>
+template <__m256 (*Block)(const uint8_t*, int64_t, int64_t, const float*)>
 BRAID_AVX2 inline float dot_blocks(const uint8_t* w, const float* x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
   const uint8_t* q = w + 2 * nb;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
-    a0 =
-        _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q + b * BlockBytes, x + b * kQuantBlock), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)),
-                         Block(q + (b + 1) * BlockBytes, x + (b + 1) * kQuantBlock), a1);
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q, nb, b, x + b * kQuantBlock), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)), Block(q, nb, b + 1, x + (b + 1) * kQuantBlock),
+                         a1);
   }
-  if (b < nb)
-    a0 =
-        _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q + b * BlockBytes, x + b * kQuantBlock), a0);
+  if (b < nb) a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q, nb, b, x + b * kQuantBlock), a0);
   return hsum(_mm256_add_ps(a0, a1));
 }
 
 BRAID_AVX2 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
-  return dot_blocks<q8_block, 32>(w, x, n);
+  return dot_blocks<q8_block>(w, x, n);
 }
 BRAID_AVX2 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
-  return dot_blocks<q4_block, 16>(w, x, n);
+  return dot_blocks<q4_block>(w, x, n);
 }
 
 BRAID_AVX2 void dequant_bf16(const uint8_t* w, int64_t n, float* out) {
@@ -150,11 +155,10 @@ BRAID_AVX2 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
 
 BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* q = w + 2 * nb;
-  for (int64_t b = 0; b < nb; ++b, q += 16, out += 32) {
+  for (int64_t b = 0; b < nb; ++b, out += 32) {
     const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
     __m128i lo, hi;
-    q4_codes(q, &lo, &hi);
+    q4_codes(w + 2 * nb, nb, b, &lo, &hi);
     _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
     _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
     _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
@@ -170,24 +174,24 @@ BRAID_AVX2 inline __m256i codes_dot(__m256i w, __m256i q) {
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-BRAID_AVX2 inline __m256i q8_codes(const uint8_t* c) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c));
+BRAID_AVX2 inline __m256i q8_codes(const uint8_t* codes, int64_t, int64_t b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * b));
 }
 
-BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* c) {
+BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* codes, int64_t nb, int64_t b) {
   __m128i lo, hi;
-  q4_codes(c, &lo, &hi);
+  q4_codes(codes, nb, b, &lo, &hi);
   return _mm256_set_m128i(hi, lo);
 }
 
-template <__m256i (*Codes)(const uint8_t*), int64_t BlockBytes>
+template <__m256i (*Codes)(const uint8_t*, int64_t, int64_t)>
 BRAID_AVX2 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
   const uint8_t* c = w + 2 * nb;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   for (int64_t b = 0; b < nb; ++b) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
-    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(Codes(c + b * BlockBytes), q));
+    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(Codes(c, nb, b), q));
     __m256& a = b & 1 ? a1 : a0;
     a = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, a);
   }
@@ -202,12 +206,12 @@ Kernels avx2_kernels() {
           {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
           quantize_activations_scalar,
           false,
-          {dotq<q8_codes, 32>, dotq<q4_codes32, 16>},
+          {dotq<q8_codes>, dotq<q4_codes32>},
           {},
           {}};
 }
 
 // The AVX2 integer kernels, for AVX-512 machines without VNNI.
-DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes, 32> : dotq<q4_codes32, 16>; }
+DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes> : dotq<q4_codes32>; }
 
 }  // namespace braid::ops::wdot

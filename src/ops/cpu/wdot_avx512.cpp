@@ -143,31 +143,40 @@ BRAID_AVX512 void rows_f16(const uint8_t* w, size_t stride, const float* x, int6
   rows_half<f16x16, f16_one>(w, stride, x, n, rows, out);
 }
 
-BRAID_AVX512 inline __m512 q8_block(const uint8_t* q, const float* x) {
+// Block b's codes (of a row's nb) times x, unscaled: 32 products summed in 16 lanes.
+BRAID_AVX512 inline __m512 q8_block(const uint8_t* codes, int64_t, int64_t b, const float* x) {
+  const uint8_t* q = codes + 32 * b;
   const __m512 s =
       _mm512_mul_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))), _mm512_loadu_ps(x));
   return _mm512_fmadd_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))),
                          _mm512_loadu_ps(x + 16), s);
 }
 
-// Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX512 inline void q4_codes(const uint8_t* q, __m128i* lo, __m128i* hi) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+// Block b's 16 bytes of Q4_0 codes, in order (its four words, core/quant.hpp).
+BRAID_AVX512 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) {
+  int32_t v[4];
+  for (int k = 0; k < 4; ++k) std::memcpy(&v[k], codes + q4_word_at(nb, b, k), 4);
+  return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
+}
+
+// Codes of Q4_0 block b as signed bytes: elements 0..15 and 16..31.
+BRAID_AVX512 inline void q4_codes(const uint8_t* codes, int64_t nb, int64_t b, __m128i* lo, __m128i* hi) {
+  const __m128i v = q4_bytes(codes, nb, b);
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
   *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
 }
 
-BRAID_AVX512 inline __m512 q4_block(const uint8_t* q, const float* x) {
+BRAID_AVX512 inline __m512 q4_block(const uint8_t* codes, int64_t nb, int64_t b, const float* x) {
   __m128i lo, hi;
-  q4_codes(q, &lo, &hi);
+  q4_codes(codes, nb, b, &lo, &hi);
   return _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(x + 16), _mm512_mul_ps(i8x16(lo), _mm512_loadu_ps(x)));
 }
 
 // R rows at once (sharing the loads of x and keeping R streams of codes in flight), each
 // row with exactly the single-row arithmetic: its scaled block sums alternate between two
 // accumulators (even blocks, odd blocks), reduced at the end.
-template <__m512 (*Block)(const uint8_t*, const float*), int64_t BlockBytes, int R>
+template <__m512 (*Block)(const uint8_t*, int64_t, int64_t, const float*), int64_t BlockBytes, int R>
 BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
   __m512 acc[R][2];
@@ -183,8 +192,8 @@ BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float
         scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
       }
       prefetch_ahead<R>(q, stride);
-      acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), Block(q, x + b * kQuantBlock),
-                                      acc[r][b & 1]);
+      acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]),
+                                      Block(row + 2 * nb, nb, b, x + b * kQuantBlock), acc[r][b & 1]);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
@@ -232,11 +241,10 @@ BRAID_AVX512 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
 
 BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* q = w + 2 * nb;
-  for (int64_t b = 0; b < nb; ++b, q += 16, out += 32) {
+  for (int64_t b = 0; b < nb; ++b, out += 32) {
     const __m512 d = _mm512_set1_ps(scale(w + 2 * b));
     __m128i lo, hi;
-    q4_codes(q, &lo, &hi);
+    q4_codes(w + 2 * nb, nb, b, &lo, &hi);
     _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
     _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
   }
@@ -248,14 +256,15 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
 // activations' correction -k * (its codes' sum), so every lane holds an exact signed sum.
 //
 // Q8_0 steps take two blocks: lanes 0-7 hold block b's sums, 8-15 block b + 1's, the
-// activations in their natural order with one correction per 4 codes. Q4_0 steps take four
-// blocks from one 64-byte load of nibbles, whose low nibbles are elements 0..15 of each block
-// and high nibbles elements 16..31: the activations are stored to match, per group of four
-// blocks 64 codes [b0 0..15 | b1 0..15 | b2 0..15 | b3 0..15] then 64 codes of elements
-// 16..31, so lane l sums block l / 4 (its low and high codes). Q4_0 corrections are one per
-// block, in block order, and go into the first lane of their block, picked from the
-// corrections of a group of 16 blocks loaded with the scales (one load fewer per step). A group
-// past the last block is padded with zero codes and corrections.
+// activations in their natural order with one correction per 4 codes. Q4_0 takes a group of
+// 16 blocks (core/quant.hpp) at a time: its four 64-byte loads hold words 0..3 of the 16
+// blocks, lane j of each block j of the group, so lane j sums block j over the whole group
+// and the group's sums are scaled once, by one vector of 16 scales. The activations are
+// stored to match, per group of 16 blocks 512 codes: for each word k, 64 codes whose lane j
+// holds block j's elements 4k .. 4k + 3 (the low nibbles' partners), then 64 with its
+// elements 16 + 4k .. 16 + 4k + 3 (the high nibbles'). A row's last group of m < 16 blocks
+// holds its words at 4m-byte steps (core/quant.hpp); its activations keep lane j at the same
+// place, the lanes past m zero. Q4_0 corrections are one per block, in block order.
 
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
@@ -286,26 +295,22 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
     }
     return;
   }
-  const int32_t k = -8;
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int64_t g = 0; g < (nb + 3) / 4; ++g, q += 4 * kQuantBlock) {
-    __m128i lo[4], hi[4];
-    for (int j = 0; j < 4; ++j) {
-      const int64_t b = 4 * g + j;
-      const __m256i c = b < nb ? block_codes(x + b * kQuantBlock, &d[b]) : _mm256_setzero_si256();
-      lo[j] = _mm256_castsi256_si128(c), hi[j] = _mm256_extracti128_si256(c, 1);
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int64_t g = 0; g * kQ4Group < nb; ++g, q += kQ4Group * kQuantBlock) {
+    const int64_t m = std::min(kQ4Group, nb - g * kQ4Group);
+    if (m < kQ4Group) std::memset(q, 0, kQ4Group * kQuantBlock);
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t b = g * kQ4Group + j;
+      alignas(32) int32_t words[8];  // words 0..3: elements 0..15; 4..7: elements 16..31
+      const __m256i c = block_codes(x + b * kQuantBlock, &d[b]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(words), c);
+      for (int k = 0; k < 4; ++k) {
+        std::memcpy(q + 128 * k + 4 * j, &words[k], 4);
+        std::memcpy(q + 128 * k + 64 + 4 * j, &words[4 + k], 4);
+      }
+      const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, c);
+      corr[b] = -8 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(sums));
     }
-    const __m512i l = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(lo[1], lo[0])),
-                                         _mm256_set_m128i(lo[3], lo[2]), 1);
-    const __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(hi[1], hi[0])),
-                                         _mm256_set_m128i(hi[3], hi[2]), 1);
-    _mm512_storeu_si512(q, l);
-    _mm512_storeu_si512(q + 64, h);
-    alignas(64) int32_t sums[16];  // lanes 4j .. 4j + 3: block 4g + j
-    _mm512_store_si512(sums,
-                       _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, l), ones, h));
-    for (int j = 0; j < 4; ++j)
-      corr[4 * g + j] = k * (sums[4 * j] + sums[4 * j + 1] + sums[4 * j + 2] + sums[4 * j + 3]);
   }
 }
 
@@ -317,12 +322,6 @@ BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float
   const __m512 x = _mm512_maskz_loadu_ps(k, dx + b);
   for (int r = 0; r < R; ++r)
     scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), x);
-}
-
-// Q4_0's corrections of blocks b .. b + 15 (zero past the row's end).
-BRAID_VNNI inline __m512i block_corrections(const int32_t* corr, int64_t nb, int64_t b) {
-  const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-  return _mm512_maskz_loadu_epi32(k, corr + b);
 }
 
 // One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
@@ -345,81 +344,90 @@ BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks
   }
 }
 
-// One Q4_0 step of R rows: the four blocks from b (Full) or the 1-3 left at the row's end
-// (the codes past it masked to zero; their activations are zero padding).
-template <int R, bool Full>
-BRAID_VNNI inline void dotq4_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                  __m512* acc, const __m512* scales, __m512i lane, __m512i corr16) {
-  const __m512i xl = _mm512_loadu_si512(x.q + b * kQuantBlock),
-                xh = _mm512_loadu_si512(x.q + b * kQuantBlock + 64);
-  const __m512i c0 = _mm512_maskz_permutexvar_epi32(0x1111, lane, corr16);
-  const __mmask64 k = Full ? ~__mmask64(0) : (__mmask64(1) << (16 * (nb - b))) - 1;
-  const __m512i m = _mm512_set1_epi8(15);
-  for (int r = 0; r < R; ++r) {
-    const uint8_t* c = w + r * stride + 2 * nb + b * 16;
-    prefetch_ahead<R>(c, stride);
-    __m512i z = Full ? _mm512_loadu_si512(c) : _mm512_maskz_loadu_epi8(k, c);
-    __asm__("" : "+v"(z));  // one load for both nibbles (the compiler would fold it into each use)
-    __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_and_si512(z, m), xl);
-    sums = _mm512_dpbusd_epi32(sums, _mm512_and_si512(_mm512_srli_epi16(z, 4), m), xh);
-    acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
-  }
-}
-
-// The scale lanes of a step at block b: lane l holds block b + l / (16 / blocks per step)
-// (vpermps reads the low four bits, the block's place in its group of 16).
-template <bool Q4>
+// The scale lanes of a Q8_0 step at block b: lanes 0-7 block b, 8-15 block b + 1 (vpermps
+// reads the low four bits, the block's place in its group of 16).
 BRAID_VNNI inline __m512i step_lanes(int64_t b) {
-  const __m512i base = Q4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
-                          : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  return _mm512_add_epi32(base, _mm512_set1_epi32(int(b & 15)));
+  return _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                          _mm512_set1_epi32(int(b & 15)));
 }
 
-template <bool Q4, int R, bool Full>
-BRAID_VNNI inline void dotq_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                 __m512* acc, const __m512* scales, __m512i lane, __m512i corr16) {
-  if constexpr (Q4)
-    dotq4_step<R, Full>(w, stride, x, nb, b, acc, scales, lane, corr16);
-  else
-    dotq8_step<R, Full>(w, stride, x, nb, b, acc, scales, lane);
-}
-
-// R rows through all their blocks, each row's products summed into sums[r] (16 lanes):
-// Q4_0 four blocks a step, Q8_0 two; whole groups of 16 blocks (one load of scales, the steps'
-// lanes constant), then the steps left and the 1-3 blocks after them. Steps alternate between
-// two accumulators per row (one chain of additions would bound a row by the latency of its
-// adds), added at the end.
-template <bool Q4, int R>
-BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
-  constexpr int64_t kPerStep = Q4 ? 4 : 2;
+// R Q8_0 rows through all their blocks, each row's products summed into sums[r] (16 lanes),
+// two blocks a step: whole groups of 16 blocks (one load of scales, the steps' lanes
+// constant), then the steps left and the block after them. Steps alternate between two
+// accumulators per row (one chain of additions would bound a row by the latency of its adds),
+// added at the end.
+template <int R>
+BRAID_VNNI inline void q8_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
   const int64_t nb = n / kQuantBlock;
   __m512 even[R], odd[R], scales[R];
-  __m512i corr16 = _mm512_setzero_si512();  // Q4_0: the corrections of blocks b .. b + 15
   for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
   int64_t b = 0;
   for (; b + 16 <= nb; b += 16) {
     block_scales<R>(w, stride, x.d, nb, b, scales);
-    if constexpr (Q4) corr16 = block_corrections(x.corr, nb, b);
 #pragma GCC unroll 4
-    for (int j = 0; j < 16 / kPerStep; j += 2) {
-      dotq_step<Q4, R, true>(w, stride, x, nb, b + j * kPerStep, even, scales, step_lanes<Q4>(j * kPerStep),
-                             corr16);
-      dotq_step<Q4, R, true>(w, stride, x, nb, b + (j + 1) * kPerStep, odd, scales,
-                             step_lanes<Q4>((j + 1) * kPerStep), corr16);
+    for (int j = 0; j < 8; j += 2) {
+      dotq8_step<R, true>(w, stride, x, nb, b + 2 * j, even, scales, step_lanes(2 * j));
+      dotq8_step<R, true>(w, stride, x, nb, b + 2 * j + 2, odd, scales, step_lanes(2 * j + 2));
     }
   }
-  if (b < nb) {
-    block_scales<R>(w, stride, x.d, nb, b, scales);
-    if constexpr (Q4) corr16 = block_corrections(x.corr, nb, b);
+  if (b < nb) block_scales<R>(w, stride, x.d, nb, b, scales);
+  for (; b + 4 <= nb; b += 4) {
+    dotq8_step<R, true>(w, stride, x, nb, b, even, scales, step_lanes(b));
+    dotq8_step<R, true>(w, stride, x, nb, b + 2, odd, scales, step_lanes(b + 2));
   }
-  for (; b + 2 * kPerStep <= nb; b += 2 * kPerStep) {
-    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b), corr16);
-    dotq_step<Q4, R, true>(w, stride, x, nb, b + kPerStep, odd, scales, step_lanes<Q4>(b + kPerStep), corr16);
-  }
-  if (b + kPerStep <= nb)
-    dotq_step<Q4, R, true>(w, stride, x, nb, b, even, scales, step_lanes<Q4>(b), corr16), b += kPerStep;
-  if (b < nb) dotq_step<Q4, R, false>(w, stride, x, nb, b, odd, scales, step_lanes<Q4>(b), corr16);
+  if (b + 2 <= nb) dotq8_step<R, true>(w, stride, x, nb, b, even, scales, step_lanes(b)), b += 2;
+  if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, odd, scales, step_lanes(b));
   for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
+}
+
+// Q4_0 group g of R rows (Full: 16 blocks; otherwise the row's last m): per row two chains of
+// integer sums (words 0-1 from the corrections, words 2-3 from zero), their total scaled and
+// added into acc[r].
+template <int R, bool Full>
+BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
+                                __m512* acc) {
+  const int64_t b = g * kQ4Group, m = Full ? kQ4Group : nb - b;
+  const __mmask16 k16 = Full ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
+  const __mmask64 k64 = Full ? ~__mmask64(0) : (__mmask64(1) << (4 * m)) - 1;
+  const int8_t* xq = x.q + b * kQuantBlock;
+  const __m512i corr = _mm512_maskz_loadu_epi32(k16, x.corr + b);
+  const __m512 dx = _mm512_maskz_loadu_ps(k16, x.d + b);
+  const __m512i low = _mm512_set1_epi8(15);
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* row = w + r * stride;
+    const uint8_t* c = row + 2 * nb + b * 16;
+    __m512i s[2] = {corr, _mm512_setzero_si512()};
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      prefetch_ahead<R>(c + 64 * k, stride);
+      __m512i z = Full ? _mm512_loadu_si512(c + 64 * k) : _mm512_maskz_loadu_epi8(k64, c + 4 * m * k);
+      __asm__("" : "+v"(z));  // one load for both nibbles (the compiler would fold it into each use)
+      __m512i& t = s[k / 2];
+      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(z, low), _mm512_loadu_si512(xq + 128 * k));
+      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(_mm512_srli_epi16(z, 4), low),
+                              _mm512_loadu_si512(xq + 128 * k + 64));
+    }
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), dx);
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])), scale, acc[r]);
+  }
+}
+
+// R Q4_0 rows through all their groups, each row's products summed into sums[r] (16 lanes).
+template <int R>
+BRAID_VNNI inline void q4_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
+  const int64_t nb = n / kQuantBlock;
+  for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; (g + 1) * kQ4Group <= nb; ++g) q4_group<R, true>(w, stride, x, nb, g, sums);
+  if (g * kQ4Group < nb) q4_group<R, false>(w, stride, x, nb, g, sums);
+}
+
+template <bool Q4, int R>
+BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
+  if constexpr (Q4)
+    q4_sums<R>(w, stride, x, n, sums);
+  else
+    q8_sums<R>(w, stride, x, n, sums);
 }
 
 template <bool Q4>
@@ -436,12 +444,21 @@ BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t
   dotq_sums<Q4, 4>(w, stride, x, n, sums);
   reduce_rows<4>(sums, out);
 }
-// Rows one after another (one stream of weights), their lane sums reduced four at a time.
+// Rows one after another (one stream of weights): Q8_0's lane sums reduced four at a time,
+// Q4_0's row by row (its rows are short in steps, and four vectors of sums held across them
+// cost more than the reductions they share).
 template <bool Q4>
 BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, int64_t rows,
                       float* out) {
   __m512 sums[4];
   int64_t r = 0;
+  if constexpr (Q4) {
+    for (; r < rows; ++r) {
+      q4_sums<1>(w + r * stride, 0, x, n, sums);
+      reduce_rows<1>(sums, out + r);
+    }
+    return;
+  }
   for (; r + 4 <= rows; r += 4) {
     for (int i = 0; i < 4; ++i) dotq_sums<Q4, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
     reduce_rows<4>(sums, out + r);

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "core/dtype.hpp"
+#include "core/quant.hpp"
 
 namespace braid::ops::wdot {
 
@@ -24,7 +25,7 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 // them (the VNNI path: one per 4 codes for Q8_0, one per block for Q4_0); the scales are
 // always in block order.
 enum QFormat { kQ8, kQ4, kQFormats };
-constexpr int64_t kActivationGroup = 128;
+constexpr int64_t kActivationGroup = kQ4Group * kQuantBlock;  // the VNNI path's Q4_0 group of 16 blocks
 // The codes an input of n values may take (n rounded up to whole groups).
 inline int64_t activation_codes(int64_t n) {
   return (n + kActivationGroup - 1) / kActivationGroup * kActivationGroup;
