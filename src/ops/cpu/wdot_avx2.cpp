@@ -2,6 +2,7 @@
 // instructions only inside the functions marked BRAID_AVX2; called only when the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/quant.hpp"
@@ -69,9 +70,8 @@ BRAID_AVX2 float dot_f16(const uint8_t* w, const float* x, int64_t n) {
   return dot_half<f16x8, f16_one>(w, x, n);
 }
 
-// Block b's codes (of a row's nb) times x, unscaled: 32 products summed in 8 lanes.
-BRAID_AVX2 inline __m256 q8_block(const uint8_t* codes, int64_t, int64_t b, const float* x) {
-  const uint8_t* q = codes + 32 * b;
+// A block's codes times x, unscaled: 32 products summed in 8 lanes.
+BRAID_AVX2 inline __m256 q8_block(const uint8_t* q, const float* x) {
   const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
   const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
   __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
@@ -87,17 +87,45 @@ BRAID_AVX2 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) 
   return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
 }
 
-// Codes of Q4_0 block b as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX2 inline void q4_codes(const uint8_t* codes, int64_t nb, int64_t b, __m128i* lo, __m128i* hi) {
-  const __m128i v = q4_bytes(codes, nb, b);
+// Blocks j0 .. j0 + 7 of a Q4_0 group of m blocks (core/quant.hpp: word k of block j at word
+// k * m + j) as four vectors of two blocks' 16 bytes in order each: (j0 | j0 + 4),
+// (j0 + 1 | j0 + 5), (j0 + 2 | j0 + 6), (j0 + 3 | j0 + 7). The four loads hold word k of the
+// eight blocks; a 4 x 4 transpose of words in each 128-bit half puts each block's together.
+BRAID_AVX2 inline void q4_bytes8(const uint8_t* group, int64_t m, int64_t j0, __m256i* out) {
+  __m256i w[4];
+  for (int k = 0; k < 4; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + 4 * (k * m + j0)));
+  const __m256i t0 = _mm256_unpacklo_epi32(w[0], w[1]), t1 = _mm256_unpackhi_epi32(w[0], w[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(w[2], w[3]), t3 = _mm256_unpackhi_epi32(w[2], w[3]);
+  out[0] = _mm256_unpacklo_epi64(t0, t2), out[1] = _mm256_unpackhi_epi64(t0, t2);
+  out[2] = _mm256_unpacklo_epi64(t1, t3), out[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// Q4_0 group g of a row's codes (nb blocks) as its blocks' bytes in order, 16 per block, into
+// out (256 bytes): eight blocks at a time where the group has them, the rest one by one.
+BRAID_AVX2 inline void q4_group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
+  const int64_t b0 = g * kQ4Group, m = std::min(kQ4Group, nb - b0);
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8) {
+    __m256i v[4];
+    q4_bytes8(codes + b0 * 16, m, j, v);
+    for (int p = 0; p < 4; ++p) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (j + p)), _mm256_castsi256_si128(v[p]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (j + p + 4)), _mm256_extracti128_si256(v[p], 1));
+    }
+  }
+  for (; j < m; ++j) q4_block_bytes(codes, nb, b0 + j, out + 16 * j);
+}
+
+// Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
+BRAID_AVX2 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
   *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
 }
 
-BRAID_AVX2 inline __m256 q4_block(const uint8_t* codes, int64_t nb, int64_t b, const float* x) {
+BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
   __m128i lo, hi;
-  q4_codes(codes, nb, b, &lo, &hi);
+  q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)), &lo, &hi);
   __m256 s = _mm256_mul_ps(i8x8(lo), _mm256_loadu_ps(x));
   s = _mm256_fmadd_ps(i8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
   s = _mm256_fmadd_ps(i8x8(hi), _mm256_loadu_ps(x + 16), s);
@@ -105,26 +133,33 @@ BRAID_AVX2 inline __m256 q4_block(const uint8_t* codes, int64_t nb, int64_t b, c
 }
 
 // Scaled block sums alternate between two accumulators.
-template <__m256 (*Block)(const uint8_t*, int64_t, int64_t, const float*)>
+template <__m256 (*Block)(const uint8_t*, const float*), int64_t BlockBytes>
 BRAID_AVX2 inline float dot_blocks(const uint8_t* w, const float* x, int64_t n) {
+  constexpr bool Q4 = BlockBytes == 16;  // Q4_0: each group's bytes put in block order first
   const int64_t nb = n / kQuantBlock;
   const uint8_t* q = w + 2 * nb;
+  alignas(32) uint8_t ordered[Q4 ? kQ4Group * 16 : 1];
+  auto block = [&](int64_t b) {  // block b's bytes in order (blocks are asked for in order)
+    if (!Q4) return q + BlockBytes * b;
+    if ((b & 15) == 0) q4_group_in_order(q, nb, b / 16, ordered);
+    return static_cast<const uint8_t*>(ordered) + 16 * (b & 15);
+  };
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
-    a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q, nb, b, x + b * kQuantBlock), a0);
-    a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)), Block(q, nb, b + 1, x + (b + 1) * kQuantBlock),
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(block(b), x + b * kQuantBlock), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)), Block(block(b + 1), x + (b + 1) * kQuantBlock),
                          a1);
   }
-  if (b < nb) a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(q, nb, b, x + b * kQuantBlock), a0);
+  if (b < nb) a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(block(b), x + b * kQuantBlock), a0);
   return hsum(_mm256_add_ps(a0, a1));
 }
 
 BRAID_AVX2 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
-  return dot_blocks<q8_block>(w, x, n);
+  return dot_blocks<q8_block, 32>(w, x, n);
 }
 BRAID_AVX2 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
-  return dot_blocks<q4_block>(w, x, n);
+  return dot_blocks<q4_block, 16>(w, x, n);
 }
 
 BRAID_AVX2 void dequant_bf16(const uint8_t* w, int64_t n, float* out) {
@@ -155,10 +190,12 @@ BRAID_AVX2 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
 
 BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
+  alignas(32) uint8_t ordered[kQ4Group * 16];
   for (int64_t b = 0; b < nb; ++b, out += 32) {
+    if ((b & 15) == 0) q4_group_in_order(w + 2 * nb, nb, b / 16, ordered);
     const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
     __m128i lo, hi;
-    q4_codes(w + 2 * nb, nb, b, &lo, &hi);
+    q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b & 15))), &lo, &hi);
     _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
     _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
     _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
@@ -180,7 +217,7 @@ BRAID_AVX2 inline __m256i q8_codes(const uint8_t* codes, int64_t, int64_t b) {
 
 BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* codes, int64_t nb, int64_t b) {
   __m128i lo, hi;
-  q4_codes(codes, nb, b, &lo, &hi);
+  q4_codes(q4_bytes(codes, nb, b), &lo, &hi);
   return _mm256_set_m128i(hi, lo);
 }
 
@@ -198,6 +235,49 @@ BRAID_AVX2 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   return hsum(_mm256_add_ps(a0, a1));
 }
 
+// Two Q4_0 blocks a (low half of v's bytes) and b (high half) against their activation codes:
+// lanes 0-3 sum block a, lanes 4-7 block b (each exact).
+BRAID_AVX2 inline __m256i q4_pair_dot(__m256i v, const int8_t* qa, const int8_t* qb) {
+  const __m256i m = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
+  const __m256i lo = _mm256_sub_epi8(_mm256_and_si256(v, m), eight);
+  const __m256i hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), eight);
+  const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qa));
+  const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
+  return _mm256_add_epi32(codes_dot(lo, _mm256_permute2x128_si256(xa, xb, 0x20)),
+                          codes_dot(hi, _mm256_permute2x128_si256(xa, xb, 0x31)));
+}
+
+// Q4_0 with int8 activations: the blocks of each group eight at a time (two per product),
+// the rest of a group one at a time.
+BRAID_AVX2 float dotq_q4(const uint8_t* w, const QBlocks& x, int64_t n) {
+  const int64_t nb = n / kQuantBlock;
+  const uint8_t* c = w + 2 * nb;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  for (int64_t g = 0; g * kQ4Group < nb; ++g) {
+    const int64_t m = std::min(kQ4Group, nb - g * kQ4Group), b0 = g * kQ4Group;
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      __m256i v[4];
+      q4_bytes8(c + b0 * 16, m, j, v);
+      for (int p = 0; p < 4; ++p) {
+        const int64_t a = b0 + j + p, b = a + 4;
+        const __m256 d = _mm256_set_m128(_mm_set1_ps(scale(w + 2 * b) * x.d[b]), _mm_set1_ps(scale(w + 2 * a) * x.d[a]));
+        const __m256i isum = q4_pair_dot(v[p], x.q + a * kQuantBlock, x.q + b * kQuantBlock);
+        __m256& acc = p & 1 ? a1 : a0;
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+      }
+    }
+    for (; j < m; ++j) {
+      const int64_t b = b0 + j;
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
+      const __m256 isum = _mm256_cvtepi32_ps(codes_dot(q4_codes32(c, nb, b), q));
+      __m256& acc = b & 1 ? a1 : a0;
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, acc);
+    }
+  }
+  return hsum(_mm256_add_ps(a0, a1));
+}
+
 }  // namespace
 
 Kernels avx2_kernels() {
@@ -206,12 +286,12 @@ Kernels avx2_kernels() {
           {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
           quantize_activations_scalar,
           false,
-          {dotq<q8_codes>, dotq<q4_codes32>},
+          {dotq<q8_codes>, dotq_q4},
           {},
           {}};
 }
 
 // The AVX2 integer kernels, for AVX-512 machines without VNNI.
-DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes> : dotq<q4_codes32>; }
+DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes> : dotq_q4; }
 
 }  // namespace braid::ops::wdot

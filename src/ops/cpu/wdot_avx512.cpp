@@ -143,42 +143,62 @@ BRAID_AVX512 void rows_f16(const uint8_t* w, size_t stride, const float* x, int6
   rows_half<f16x16, f16_one>(w, stride, x, n, rows, out);
 }
 
-// Block b's codes (of a row's nb) times x, unscaled: 32 products summed in 16 lanes.
-BRAID_AVX512 inline __m512 q8_block(const uint8_t* codes, int64_t, int64_t b, const float* x) {
-  const uint8_t* q = codes + 32 * b;
+// A block's codes times x, unscaled: 32 products summed in 16 lanes.
+BRAID_AVX512 inline __m512 q8_block(const uint8_t* q, const float* x) {
   const __m512 s =
       _mm512_mul_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))), _mm512_loadu_ps(x));
   return _mm512_fmadd_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))),
                          _mm512_loadu_ps(x + 16), s);
 }
 
-// Block b's 16 bytes of Q4_0 codes, in order (its four words, core/quant.hpp).
-BRAID_AVX512 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) {
-  int32_t v[4];
-  for (int k = 0; k < 4; ++k) std::memcpy(&v[k], codes + q4_word_at(nb, b, k), 4);
-  return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
+// Q4_0 group g of a row's codes (nb blocks) as its blocks' bytes in order, 16 per block, into
+// out (256 bytes). A whole group: its four loads hold word k of the 16 blocks, and a 4 x 4
+// transpose of words in each 128-bit lane puts each block's together.
+BRAID_AVX512 inline void q4_group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
+  const int64_t b0 = g * kQ4Group, m = std::min(kQ4Group, nb - b0);
+  if (m < kQ4Group) {
+    for (int64_t j = 0; j < m; ++j) q4_block_bytes(codes, nb, b0 + j, out + 16 * j);
+    return;
+  }
+  const uint8_t* group = codes + b0 * 16;
+  __m512i w[4];
+  for (int k = 0; k < 4; ++k) w[k] = _mm512_loadu_si512(group + 64 * k);
+  const __m512i t0 = _mm512_unpacklo_epi32(w[0], w[1]), t1 = _mm512_unpackhi_epi32(w[0], w[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(w[2], w[3]), t3 = _mm512_unpackhi_epi32(w[2], w[3]);
+  // o[p]'s 128-bit lane L: block 4L + p, stored 16 bytes at a time (the size they are read
+  // back in, so that each read takes its bytes straight from its store)
+  const __m512i o[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+                        _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+  for (int p = 0; p < 4; ++p) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * p), _mm512_castsi512_si128(o[p]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (4 + p)), _mm512_extracti32x4_epi32(o[p], 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (8 + p)), _mm512_extracti32x4_epi32(o[p], 2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (12 + p)), _mm512_extracti32x4_epi32(o[p], 3));
+  }
 }
 
-// Codes of Q4_0 block b as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX512 inline void q4_codes(const uint8_t* codes, int64_t nb, int64_t b, __m128i* lo, __m128i* hi) {
-  const __m128i v = q4_bytes(codes, nb, b);
+// Codes of a Q4_0 block (its 16 bytes in order) as signed bytes: elements 0..15 and 16..31.
+BRAID_AVX512 inline void q4_codes(const uint8_t* q, __m128i* lo, __m128i* hi) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
   *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
 }
 
-BRAID_AVX512 inline __m512 q4_block(const uint8_t* codes, int64_t nb, int64_t b, const float* x) {
+BRAID_AVX512 inline __m512 q4_block(const uint8_t* q, const float* x) {
   __m128i lo, hi;
-  q4_codes(codes, nb, b, &lo, &hi);
+  q4_codes(q, &lo, &hi);
   return _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(x + 16), _mm512_mul_ps(i8x16(lo), _mm512_loadu_ps(x)));
 }
 
 // R rows at once (sharing the loads of x and keeping R streams of codes in flight), each
 // row with exactly the single-row arithmetic: its scaled block sums alternate between two
 // accumulators (even blocks, odd blocks), reduced at the end.
-template <__m512 (*Block)(const uint8_t*, int64_t, int64_t, const float*), int64_t BlockBytes, int R>
+template <__m512 (*Block)(const uint8_t*, const float*), int64_t BlockBytes, int R>
 BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
+  constexpr bool Q4 = BlockBytes == 16;  // Q4_0: each group's bytes put in block order first
   const int64_t nb = n / kQuantBlock;
+  alignas(64) uint8_t ordered[R][Q4 ? kQ4Group * 16 : 1];
   __m512 acc[R][2];
   __m512 scales[R];  // the f32 scales of 16 consecutive blocks per row, converted at once
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -192,8 +212,10 @@ BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float
         scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
       }
       prefetch_ahead<R>(q, stride);
+      if (Q4 && (b & 15) == 0) q4_group_in_order(row + 2 * nb, nb, b / 16, ordered[r]);
       acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]),
-                                      Block(row + 2 * nb, nb, b, x + b * kQuantBlock), acc[r][b & 1]);
+                                      Block(Q4 ? ordered[r] + 16 * (b & 15) : q, x + b * kQuantBlock),
+                                      acc[r][b & 1]);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
@@ -241,10 +263,12 @@ BRAID_AVX512 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
 
 BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
+  alignas(64) uint8_t ordered[kQ4Group * 16];
   for (int64_t b = 0; b < nb; ++b, out += 32) {
+    if ((b & 15) == 0) q4_group_in_order(w + 2 * nb, nb, b / 16, ordered);
     const __m512 d = _mm512_set1_ps(scale(w + 2 * b));
     __m128i lo, hi;
-    q4_codes(w + 2 * nb, nb, b, &lo, &hi);
+    q4_codes(ordered + 16 * (b & 15), &lo, &hi);
     _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
     _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
   }
@@ -412,6 +436,39 @@ BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& 
   }
 }
 
+// A row's last group when it holds m <= 8 blocks (such as the 8 after the first 16 of a
+// 768-value row): q4_group's arithmetic in 256-bit vectors (lanes 0-7), half the work.
+template <int R>
+BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb,
+                                      int64_t g, __m512* acc) {
+  const int64_t b = g * kQ4Group, m = nb - b;
+  const __mmask8 k8 = __mmask8((1u << m) - 1);
+  const __mmask32 k32 = __mmask32((uint64_t(1) << (4 * m)) - 1);
+  const int8_t* xq = x.q + b * kQuantBlock;
+  const __m256i corr = _mm256_maskz_loadu_epi32(k8, x.corr + b);
+  const __m256 dx = _mm256_maskz_loadu_ps(k8, x.d + b);
+  const __m256i low = _mm256_set1_epi8(15);
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* row = w + r * stride;
+    const uint8_t* c = row + 2 * nb + b * 16;
+    __m256i s[2] = {corr, _mm256_setzero_si256()};
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      if (k % 2 == 0) prefetch_ahead<R>(c + 32 * k, stride);  // its at most 128 bytes
+      __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * k);
+      __asm__("" : "+v"(z));
+      __m256i& t = s[k / 2];
+      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(z, low),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k)));
+      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(_mm256_srli_epi16(z, 4), low),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k + 64)));
+    }
+    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), dx);
+    acc[r] = _mm512_add_ps(
+        acc[r], _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
+  }
+}
+
 // R Q4_0 rows through all their groups, each row's products summed into sums[r] (16 lanes).
 template <int R>
 BRAID_VNNI inline void q4_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
@@ -419,7 +476,10 @@ BRAID_VNNI inline void q4_sums(const uint8_t* w, size_t stride, const QBlocks& x
   for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_ps();
   int64_t g = 0;
   for (; (g + 1) * kQ4Group <= nb; ++g) q4_group<R, true>(w, stride, x, nb, g, sums);
-  if (g * kQ4Group < nb) q4_group<R, false>(w, stride, x, nb, g, sums);
+  if (nb - g * kQ4Group > 8)
+    q4_group<R, false>(w, stride, x, nb, g, sums);
+  else if (g * kQ4Group < nb)
+    q4_short_group<R>(w, stride, x, nb, g, sums);
 }
 
 template <bool Q4, int R>
