@@ -89,7 +89,8 @@ TEST(QuantFormat, Q4GroupedLayoutIsAsDocumented) {
   quantize_row(DType::Q4_0, x.data(), n, q.data());
   const uint8_t* codes = q.data() + 2 * nb;
   // (block, word, byte offset from the codes' start)
-  const int64_t cases[][3] = {{0, 0, 0}, {1, 0, 4}, {0, 1, 64}, {15, 1, 124}, {5, 3, 212}, {16, 0, 256}, {16, 3, 268}};
+  const int64_t cases[][3] = {{0, 0, 0},   {1, 0, 4},    {0, 1, 64},  {15, 1, 124},
+                              {5, 3, 212}, {16, 0, 256}, {16, 3, 268}};
   for (const auto& c : cases)
     for (int64_t i = 0; i < 4; ++i) {
       const int64_t b = c[0], e = 4 * c[1] + i;
@@ -289,8 +290,8 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 }
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
-// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end) match the reference of int8 activations on every
-// path, alone and four rows at a time (batched).
+// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end) match the reference of int8
+// activations on every path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
   const int64_t rows = 6;
@@ -444,7 +445,8 @@ TEST(QuantSafetensors, Q4BlocksInOrderFilesAreRewrittenOnLoad) {
     for (int64_t b = 0; b < nb; ++b) q4_block_bytes(from + 2 * nb, nb, b, to + 2 * nb + 16 * b);
   }
   ASSERT_NE(std::memcmp(in_order.raw(), q4.raw(), rb * rows), 0);
-  write_safetensors(dir / "old.safetensors", {{"a.weight", in_order}}, {{"braid.block_format.a.weight", "Q4_0"}});
+  write_safetensors(dir / "old.safetensors", {{"a.weight", in_order}},
+                    {{"braid.block_format.a.weight", "Q4_0"}});
   Tensor back = SafetensorsFile::open(dir / "old.safetensors")->get("a.weight");
   EXPECT_EQ(back.dtype(), DType::Q4_0);
   EXPECT_EQ(back.shape(), (Shape{rows, cols}));

@@ -44,7 +44,8 @@ void q4_row_from_blocks_in_order(const uint8_t* in, int64_t n, uint8_t* out) {
   const int64_t nb = n / kQuantBlock;
   std::memcpy(out, in, size_t(2 * nb));
   for (int64_t b = 0; b < nb; ++b)
-    for (int k = 0; k < 4; ++k) std::memcpy(out + 2 * nb + q4_word_at(nb, b, k), in + 2 * nb + 16 * b + 4 * k, 4);
+    for (int k = 0; k < 4; ++k)
+      std::memcpy(out + 2 * nb + q4_word_at(nb, b, k), in + 2 * nb + 16 * b + 4 * k, 4);
 }
 
 void quantize_row(DType t, const float* x, int64_t n, void* out) {

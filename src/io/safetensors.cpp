@@ -112,8 +112,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
   check(at == data_size, path, ": data buffer is ", data_size, " bytes but tensors cover ", at);
   // Block-quantized matrices are stored as U8 [rows, row bytes] and named in the metadata.
   const auto layout = f->metadata_.find(kQ4LayoutKey);
-  check(layout == f->metadata_.end() || layout->second == kQ4Layout, path, ": __metadata__ gives Q4_0 layout '",
-        layout == f->metadata_.end() ? "" : layout->second, "' (expected ", kQ4Layout, ")");
+  check(layout == f->metadata_.end() || layout->second == kQ4Layout, path,
+        ": __metadata__ gives Q4_0 layout '", layout == f->metadata_.end() ? "" : layout->second,
+        "' (expected ", kQ4Layout, ")");
   for (const auto& [key, value] : f->metadata_) {
     if (key.rfind(kBlockFormatKey, 0) != 0) continue;
     const std::string name = key.substr(std::strlen(kBlockFormatKey));

@@ -31,7 +31,7 @@ struct TensorInfo {
   bool supported = false;  // braid has a DType for it
   DType dtype = DType::F32;
   Shape shape;
-  size_t begin = 0, end = 0;  // byte offsets inside the data buffer
+  size_t begin = 0, end = 0;        // byte offsets inside the data buffer
   bool q4_blocks_in_order = false;  // Q4_0 in the layout of files without kQ4LayoutKey
 };
 

@@ -81,7 +81,8 @@ inline const uint8_t* bytes_q4(const uint8_t* codes, int64_t nb, int64_t b, uint
 }
 
 // Per block, the exact integer dot of the codes, scaled by d_w * d_x.
-template <int (*Code)(const uint8_t*, int), const uint8_t* (*Bytes)(const uint8_t*, int64_t, int64_t, uint8_t*)>
+template <int (*Code)(const uint8_t*, int),
+          const uint8_t* (*Bytes)(const uint8_t*, int64_t, int64_t, uint8_t*)>
 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
   float s = 0.0f;

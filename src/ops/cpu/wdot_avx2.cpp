@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/quant.hpp"
+#include "ops/cpu/q4_groups.hpp"
 #include "ops/cpu/wdot_impl.hpp"
 
 namespace braid::ops::wdot {
@@ -87,35 +88,6 @@ BRAID_AVX2 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) 
   return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
 }
 
-// Blocks j0 .. j0 + 7 of a Q4_0 group of m blocks (core/quant.hpp: word k of block j at word
-// k * m + j) as four vectors of two blocks' 16 bytes in order each: (j0 | j0 + 4),
-// (j0 + 1 | j0 + 5), (j0 + 2 | j0 + 6), (j0 + 3 | j0 + 7). The four loads hold word k of the
-// eight blocks; a 4 x 4 transpose of words in each 128-bit half puts each block's together.
-BRAID_AVX2 inline void q4_bytes8(const uint8_t* group, int64_t m, int64_t j0, __m256i* out) {
-  __m256i w[4];
-  for (int k = 0; k < 4; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + 4 * (k * m + j0)));
-  const __m256i t0 = _mm256_unpacklo_epi32(w[0], w[1]), t1 = _mm256_unpackhi_epi32(w[0], w[1]);
-  const __m256i t2 = _mm256_unpacklo_epi32(w[2], w[3]), t3 = _mm256_unpackhi_epi32(w[2], w[3]);
-  out[0] = _mm256_unpacklo_epi64(t0, t2), out[1] = _mm256_unpackhi_epi64(t0, t2);
-  out[2] = _mm256_unpacklo_epi64(t1, t3), out[3] = _mm256_unpackhi_epi64(t1, t3);
-}
-
-// Q4_0 group g of a row's codes (nb blocks) as its blocks' bytes in order, 16 per block, into
-// out (256 bytes): eight blocks at a time where the group has them, the rest one by one.
-BRAID_AVX2 inline void q4_group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
-  const int64_t b0 = g * kQ4Group, m = std::min(kQ4Group, nb - b0);
-  int64_t j = 0;
-  for (; j + 8 <= m; j += 8) {
-    __m256i v[4];
-    q4_bytes8(codes + b0 * 16, m, j, v);
-    for (int p = 0; p < 4; ++p) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (j + p)), _mm256_castsi256_si128(v[p]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (j + p + 4)), _mm256_extracti128_si256(v[p], 1));
-    }
-  }
-  for (; j < m; ++j) q4_block_bytes(codes, nb, b0 + j, out + 16 * j);
-}
-
 // Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
 BRAID_AVX2 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
@@ -151,7 +123,8 @@ BRAID_AVX2 inline float dot_blocks(const uint8_t* w, const float* x, int64_t n) 
     a1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b + 2)), Block(block(b + 1), x + (b + 1) * kQuantBlock),
                          a1);
   }
-  if (b < nb) a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(block(b), x + b * kQuantBlock), a0);
+  if (b < nb)
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b)), Block(block(b), x + b * kQuantBlock), a0);
   return hsum(_mm256_add_ps(a0, a1));
 }
 
@@ -261,7 +234,8 @@ BRAID_AVX2 float dotq_q4(const uint8_t* w, const QBlocks& x, int64_t n) {
       q4_bytes8(c + b0 * 16, m, j, v);
       for (int p = 0; p < 4; ++p) {
         const int64_t a = b0 + j + p, b = a + 4;
-        const __m256 d = _mm256_set_m128(_mm_set1_ps(scale(w + 2 * b) * x.d[b]), _mm_set1_ps(scale(w + 2 * a) * x.d[a]));
+        const __m256 d =
+            _mm256_set_m128(_mm_set1_ps(scale(w + 2 * b) * x.d[b]), _mm_set1_ps(scale(w + 2 * a) * x.d[a]));
         const __m256i isum = q4_pair_dot(v[p], x.q + a * kQuantBlock, x.q + b * kQuantBlock);
         __m256& acc = p & 1 ? a1 : a0;
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);

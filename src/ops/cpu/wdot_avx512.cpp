@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "core/quant.hpp"
+#include "ops/cpu/q4_groups.hpp"
 #include "ops/cpu/wdot_impl.hpp"
 
 namespace braid::ops::wdot {
@@ -151,44 +152,23 @@ BRAID_AVX512 inline __m512 q8_block(const uint8_t* q, const float* x) {
                          _mm512_loadu_ps(x + 16), s);
 }
 
-// Q4_0 group g of a row's codes (nb blocks) as its blocks' bytes in order, 16 per block, into
-// out (256 bytes). A whole group: its four loads hold word k of the 16 blocks, and a 4 x 4
-// transpose of words in each 128-bit lane puts each block's together.
-BRAID_AVX512 inline void q4_group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
-  const int64_t b0 = g * kQ4Group, m = std::min(kQ4Group, nb - b0);
-  if (m < kQ4Group) {
-    for (int64_t j = 0; j < m; ++j) q4_block_bytes(codes, nb, b0 + j, out + 16 * j);
-    return;
-  }
-  const uint8_t* group = codes + b0 * 16;
+// A whole Q4_0 group (16 blocks from `group`) as four vectors, block 4L + p in 128-bit lane L
+// of o[p]: its four loads hold word k of the 16 blocks, and a 4 x 4 transpose of words in each
+// 128-bit lane puts each block's together.
+BRAID_AVX512 inline void q4_group_regs(const uint8_t* group, __m512i* o) {
   __m512i w[4];
   for (int k = 0; k < 4; ++k) w[k] = _mm512_loadu_si512(group + 64 * k);
   const __m512i t0 = _mm512_unpacklo_epi32(w[0], w[1]), t1 = _mm512_unpackhi_epi32(w[0], w[1]);
   const __m512i t2 = _mm512_unpacklo_epi32(w[2], w[3]), t3 = _mm512_unpackhi_epi32(w[2], w[3]);
-  // o[p]'s 128-bit lane L: block 4L + p, stored 16 bytes at a time (the size they are read
-  // back in, so that each read takes its bytes straight from its store)
-  const __m512i o[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
-                        _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
-  for (int p = 0; p < 4; ++p) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * p), _mm512_castsi512_si128(o[p]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (4 + p)), _mm512_extracti32x4_epi32(o[p], 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (8 + p)), _mm512_extracti32x4_epi32(o[p], 2));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * (12 + p)), _mm512_extracti32x4_epi32(o[p], 3));
-  }
+  o[0] = _mm512_unpacklo_epi64(t0, t2), o[1] = _mm512_unpackhi_epi64(t0, t2);
+  o[2] = _mm512_unpacklo_epi64(t1, t3), o[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
 // Codes of a Q4_0 block (its 16 bytes in order) as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX512 inline void q4_codes(const uint8_t* q, __m128i* lo, __m128i* hi) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+BRAID_AVX512 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
   const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
   *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
-}
-
-BRAID_AVX512 inline __m512 q4_block(const uint8_t* q, const float* x) {
-  __m128i lo, hi;
-  q4_codes(q, &lo, &hi);
-  return _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(x + 16), _mm512_mul_ps(i8x16(lo), _mm512_loadu_ps(x)));
 }
 
 // R rows at once (sharing the loads of x and keeping R streams of codes in flight), each
@@ -196,9 +176,7 @@ BRAID_AVX512 inline __m512 q4_block(const uint8_t* q, const float* x) {
 // accumulators (even blocks, odd blocks), reduced at the end.
 template <__m512 (*Block)(const uint8_t*, const float*), int64_t BlockBytes, int R>
 BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
-  constexpr bool Q4 = BlockBytes == 16;  // Q4_0: each group's bytes put in block order first
   const int64_t nb = n / kQuantBlock;
-  alignas(64) uint8_t ordered[R][Q4 ? kQ4Group * 16 : 1];
   __m512 acc[R][2];
   __m512 scales[R];  // the f32 scales of 16 consecutive blocks per row, converted at once
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -212,11 +190,70 @@ BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float
         scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
       }
       prefetch_ahead<R>(q, stride);
-      if (Q4 && (b & 15) == 0) q4_group_in_order(row + 2 * nb, nb, b / 16, ordered[r]);
-      acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]),
-                                      Block(Q4 ? ordered[r] + 16 * (b & 15) : q, x + b * kQuantBlock),
+      acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), Block(q, x + b * kQuantBlock),
                                       acc[r][b & 1]);
     }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+// 128-bit lane L of v (L a constant once the loops around are unrolled).
+BRAID_AVX512 inline __m128i lane128(__m512i v, int L) {
+  switch (L) {
+    case 0:
+      return _mm512_castsi512_si128(v);
+    case 1:
+      return _mm512_extracti32x4_epi32(v, 1);
+    case 2:
+      return _mm512_extracti32x4_epi32(v, 2);
+    default:
+      return _mm512_extracti32x4_epi32(v, 3);
+  }
+}
+
+// One Q4_0 block b (its bytes in order) times x, scaled (scales: its group's) into acc[b & 1].
+BRAID_AVX512 inline void q4_step(__m128i bytes, const float* x, int64_t b, __m512 scales, __m512* acc) {
+  __m128i lo, hi;
+  q4_codes(bytes, &lo, &hi);
+  const float* xb = x + b * kQuantBlock;
+  const __m512 sum =
+      _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(xb + 16), _mm512_mul_ps(i8x16(lo), _mm512_loadu_ps(xb)));
+  acc[b & 1] =
+      _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(int(b & 15)), scales), sum, acc[b & 1]);
+}
+
+// Q4_0 rows times f32 x: dot_blocks' arithmetic with each group's bytes put in block order
+// first, a whole group's in registers (q4_group_regs: block 4L + p in 128-bit lane L of
+// vector p), a short one's through memory.
+template <int R>
+BRAID_AVX512 inline void q4_dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n,
+                                       float* out) {
+  const int64_t nb = n / kQuantBlock;
+  __m512 acc[R][2], scales[R];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t b0 = 0; b0 < nb; b0 += kQ4Group) {
+    const int64_t m = std::min(kQ4Group, nb - b0);
+    const __mmask16 k = m == kQ4Group ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
+    for (int r = 0; r < R; ++r)
+      scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b0));
+    if (m < kQ4Group) {
+      alignas(64) uint8_t ordered[kQ4Group * 16];
+      for (int r = 0; r < R; ++r) {
+        q4_group_in_order(w + r * stride + 2 * nb, nb, b0 / kQ4Group, ordered);
+        for (int64_t j = 0; j < m; ++j)
+          q4_step(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * j)), x, b0 + j, scales[r],
+                  acc[r]);
+      }
+      continue;
+    }
+    __m512i o[R][4];
+    for (int r = 0; r < R; ++r) q4_group_regs(w + r * stride + 2 * nb + 16 * b0, o[r]);
+#pragma GCC unroll 16
+    for (int j = 0; j < kQ4Group; ++j)
+      for (int r = 0; r < R; ++r) {
+        if (j % 4 == 0) prefetch_ahead<R>(w + r * stride + 2 * nb + 16 * (b0 + j), stride);
+        q4_step(lane128(o[r][j & 3], j >> 2), x, b0 + j, scales[r], acc[r]);
+      }
   }
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
@@ -228,14 +265,14 @@ BRAID_AVX512 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
 }
 BRAID_AVX512 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
   float out;
-  dot_blocks<q4_block, 16, 1>(w, 0, x, n, &out);
+  q4_dot_blocks<1>(w, 0, x, n, &out);
   return out;
 }
 BRAID_AVX512 void dot4_q8(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
   dot_blocks<q8_block, 32, 4>(w, stride, x, n, out);
 }
 BRAID_AVX512 void dot4_q4(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
-  dot_blocks<q4_block, 16, 4>(w, stride, x, n, out);
+  q4_dot_blocks<4>(w, stride, x, n, out);
 }
 
 BRAID_AVX512 void dequant_bf16(const uint8_t* w, int64_t n, float* out) {
@@ -268,7 +305,7 @@ BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
     if ((b & 15) == 0) q4_group_in_order(w + 2 * nb, nb, b / 16, ordered);
     const __m512 d = _mm512_set1_ps(scale(w + 2 * b));
     __m128i lo, hi;
-    q4_codes(ordered + 16 * (b & 15), &lo, &hi);
+    q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b & 15))), &lo, &hi);
     _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
     _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
   }
@@ -464,8 +501,8 @@ BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBl
                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k + 64)));
     }
     const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), dx);
-    acc[r] = _mm512_add_ps(
-        acc[r], _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
+    acc[r] = _mm512_add_ps(acc[r], _mm512_zextps256_ps512(_mm256_mul_ps(
+                                       _mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
   }
 }
 
