@@ -161,18 +161,37 @@ BRAID_AVX2 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
   }
 }
 
+// One Q4_0 block's values (its bytes in order, scale d) into out[0, 32).
+BRAID_AVX2 inline void dequant_q4_block(__m128i bytes, __m256 d, float* out) {
+  __m128i lo, hi;
+  q4_codes(bytes, &lo, &hi);
+  _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
+  _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
+  _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
+  _mm256_storeu_ps(out + 24, _mm256_mul_ps(d, i8x8(_mm_srli_si128(hi, 8))));
+}
+
+// Eight blocks of a group at a time from their registers (q4_bytes8), the rest one by one.
 BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
-  alignas(32) uint8_t ordered[kQ4Group * 16];
-  for (int64_t b = 0; b < nb; ++b, out += 32) {
-    if ((b & 15) == 0) q4_group_in_order(w + 2 * nb, nb, b / 16, ordered);
-    const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
-    __m128i lo, hi;
-    q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b & 15))), &lo, &hi);
-    _mm256_storeu_ps(out, _mm256_mul_ps(d, i8x8(lo)));
-    _mm256_storeu_ps(out + 8, _mm256_mul_ps(d, i8x8(_mm_srli_si128(lo, 8))));
-    _mm256_storeu_ps(out + 16, _mm256_mul_ps(d, i8x8(hi)));
-    _mm256_storeu_ps(out + 24, _mm256_mul_ps(d, i8x8(_mm_srli_si128(hi, 8))));
+  const uint8_t* codes = w + 2 * nb;
+  for (int64_t b0 = 0; b0 < nb; b0 += kQ4Group) {
+    const int64_t m = std::min(kQ4Group, nb - b0);
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      __m256i v[4];
+      q4_bytes8(codes + 16 * b0, m, j, v);
+      for (int p = 0; p < 4; ++p) {
+        const int64_t a = b0 + j + p;
+        dequant_q4_block(_mm256_castsi256_si128(v[p]), _mm256_set1_ps(scale(w + 2 * a)), out + 32 * a);
+        dequant_q4_block(_mm256_extracti128_si256(v[p], 1), _mm256_set1_ps(scale(w + 2 * (a + 4))),
+                         out + 32 * (a + 4));
+      }
+    }
+    for (; j < m; ++j) {
+      const int64_t b = b0 + j;
+      dequant_q4_block(q4_bytes(codes, nb, b), _mm256_set1_ps(scale(w + 2 * b)), out + 32 * b);
+    }
   }
 }
 

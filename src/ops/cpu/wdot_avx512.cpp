@@ -298,16 +298,33 @@ BRAID_AVX512 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
   }
 }
 
+// One Q4_0 block's values (its bytes in order, scale d) into out[0, 32).
+BRAID_AVX512 inline void dequant_q4_block(__m128i bytes, __m512 d, float* out) {
+  __m128i lo, hi;
+  q4_codes(bytes, &lo, &hi);
+  _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
+  _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
+}
+
+// A whole group from its registers (q4_group_regs), a short one through memory.
 BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
-  alignas(64) uint8_t ordered[kQ4Group * 16];
-  for (int64_t b = 0; b < nb; ++b, out += 32) {
-    if ((b & 15) == 0) q4_group_in_order(w + 2 * nb, nb, b / 16, ordered);
-    const __m512 d = _mm512_set1_ps(scale(w + 2 * b));
-    __m128i lo, hi;
-    q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b & 15))), &lo, &hi);
-    _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
-    _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
+  const uint8_t* codes = w + 2 * nb;
+  int64_t b0 = 0;
+  for (; b0 + kQ4Group <= nb; b0 += kQ4Group) {
+    __m512i o[4];
+    q4_group_regs(codes + 16 * b0, o);
+#pragma GCC unroll 16
+    for (int j = 0; j < kQ4Group; ++j)
+      dequant_q4_block(lane128(o[j & 3], j >> 2), _mm512_set1_ps(scale(w + 2 * (b0 + j))),
+                       out + 32 * (b0 + j));
+  }
+  if (b0 < nb) {
+    alignas(64) uint8_t ordered[kQ4Group * 16];
+    q4_group_in_order(codes, nb, b0 / kQ4Group, ordered);
+    for (int64_t b = b0; b < nb; ++b)
+      dequant_q4_block(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b - b0))),
+                       _mm512_set1_ps(scale(w + 2 * b)), out + 32 * b);
   }
 }
 
