@@ -474,6 +474,8 @@ BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& 
   for (int r = 0; r < R; ++r) {
     const uint8_t* row = w + r * stride;
     const uint8_t* c = row + 2 * nb + b * 16;
+    // the scales first: they lie before the codes, so the row is read in one ascending sweep
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), dx);
     __m512i s[2] = {corr, _mm512_setzero_si512()};
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
@@ -485,7 +487,6 @@ BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& 
       t = _mm512_dpbusd_epi32(t, _mm512_and_si512(_mm512_srli_epi16(z, 4), low),
                               _mm512_loadu_si512(xq + 128 * k + 64));
     }
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), dx);
     acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])), scale, acc[r]);
   }
 }
@@ -505,6 +506,7 @@ BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBl
   for (int r = 0; r < R; ++r) {
     const uint8_t* row = w + r * stride;
     const uint8_t* c = row + 2 * nb + b * 16;
+    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), dx);
     __m256i s[2] = {corr, _mm256_setzero_si256()};
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
@@ -517,7 +519,6 @@ BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBl
       t = _mm256_dpbusd_epi32(t, _mm256_and_si256(_mm256_srli_epi16(z, 4), low),
                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k + 64)));
     }
-    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), dx);
     acc[r] = _mm512_add_ps(acc[r], _mm512_zextps256_ps512(_mm256_mul_ps(
                                        _mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
   }
