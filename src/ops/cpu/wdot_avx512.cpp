@@ -510,7 +510,7 @@ BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBl
     __m256i s[2] = {corr, _mm256_setzero_si256()};
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      if (k % 2 == 0) prefetch_ahead<R>(c + 32 * k, stride);  // its at most 128 bytes
+      if (k % 2 == 0) prefetch_ahead<R>(c + 32 * k, stride);  // the group's codes: 128 bytes at most
       __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * k);
       __asm__("" : "+v"(z));
       __m256i& t = s[k / 2];
