@@ -1,5 +1,6 @@
 // Q4_0's grouped code layout (core/quant.hpp) put back in block order, for the kernels that
-// read a block's 16 bytes together (f32 activations, dequantization, AVX2's integer products).
+// read a block's 16 bytes together (f32 activations, dequantization, AVX2's integer products),
+// and a block's bytes as its signed codes.
 // Compiled for AVX2 inside the functions that include it (the AVX2 and AVX-512 kernels).
 #pragma once
 #include <immintrin.h>
@@ -12,6 +13,13 @@
 namespace braid::ops::wdot {
 
 #define BRAID_Q4_AVX2 __attribute__((target("avx2")))
+
+// Codes of a Q4_0 block (its 16 bytes in order) as signed bytes: elements 0..15 and 16..31.
+BRAID_Q4_AVX2 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
+  const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
+  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
+}
 
 // Blocks j0 .. j0 + 7 of a Q4_0 group of m blocks (word k of block j at word k * m + j) as four
 // vectors of two blocks' 16 bytes in order each: (j0 | j0 + 4), (j0 + 1 | j0 + 5),

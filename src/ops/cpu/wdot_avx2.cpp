@@ -88,13 +88,6 @@ BRAID_AVX2 inline __m128i q4_bytes(const uint8_t* codes, int64_t nb, int64_t b) 
   return _mm_setr_epi32(v[0], v[1], v[2], v[3]);
 }
 
-// Codes of a Q4_0 block as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX2 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
-  const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
-  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
-}
-
 BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
   __m128i lo, hi;
   q4_codes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)), &lo, &hi);

@@ -164,13 +164,6 @@ BRAID_AVX512 inline void q4_group_regs(const uint8_t* group, __m512i* o) {
   o[2] = _mm512_unpacklo_epi64(t1, t3), o[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
-// Codes of a Q4_0 block (its 16 bytes in order) as signed bytes: elements 0..15 and 16..31.
-BRAID_AVX512 inline void q4_codes(__m128i v, __m128i* lo, __m128i* hi) {
-  const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  *lo = _mm_sub_epi8(_mm_and_si128(v, m), eight);
-  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), eight);
-}
-
 // R rows at once (sharing the loads of x and keeping R streams of codes in flight), each
 // row with exactly the single-row arithmetic: its scaled block sums alternate between two
 // accumulators (even blocks, odd blocks), reduced at the end.
