@@ -234,13 +234,12 @@ struct QScratch {
 
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, each row's value exactly as
 // it alone would give. One input goes through the rows one at a time, a single stream of
-// weights (which `Prefetch(r)` keeps ahead of, asking for row r's lines, where the kernels do
-// not do so themselves); several go four rows at a time where the path can, the rows staying
-// in cache across the B inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four)
-// against input b.
-template <class Dot4, class Dot, class Prefetch>
-void rows_times_inputs(const wdot::Kernels& k, bool has_dot4, int64_t B, int64_t rows, bool accumulate,
-                       float* y, int64_t ldy, const Dot4& dot4, const Dot& dot, const Prefetch& prefetch) {
+// weights in address order (left to the hardware prefetcher); several go four rows at a time
+// where the path can, the rows staying in cache across the B inputs. `Dot4(r, b, out)` /
+// `Dot(r, b)` compute row r (of four) against input b.
+template <class Dot4, class Dot>
+void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
+                       const Dot4& dot4, const Dot& dot) {
   int64_t r = 0;
   if (has_dot4 && B > 1)
     for (; r + 4 <= rows; r += 4)
@@ -253,7 +252,6 @@ void rows_times_inputs(const wdot::Kernels& k, bool has_dot4, int64_t B, int64_t
         }
       }
   for (; r < rows; ++r) {
-    if (!k.streams && r + kGemvPrefetchRows < rows) prefetch(r + kGemvPrefetchRows);
     for (int64_t b = 0; b < B; ++b) {
       const float d = dot(r, b);
       y[b * ldy + r] = accumulate ? y[b * ldy + r] + d : d;
@@ -302,9 +300,6 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   const int64_t cols = in.cols;
   const size_t rb = row_bytes(in.t, cols);
   const uint8_t* w = static_cast<const uint8_t*>(W);
-  auto prefetch = [&](int64_t r) {
-    for (size_t c = 0; c < rb; c += 64) __builtin_prefetch(w + size_t(r) * rb + c);
-  };
   // One input: the rows through one kernel call per chunk (one stream of weights).
   auto one_stream = [&](const auto& rows_kernel) {
     float d[64];
@@ -322,9 +317,9 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
   if (in.fmt >= 0) {
     const int qf = in.fmt;
     rows_times_inputs(
-        k, k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
+        k.dot4q[qf] != nullptr, in.B, rows, accumulate, y, ldy,
         [&](int64_t r, int64_t b, float* d) { k.dot4q[qf](w + size_t(r) * rb, rb, blocks(in, b), cols, d); },
-        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); }, prefetch);
+        [&](int64_t r, int64_t b) { return k.dotq[qf](w + size_t(r) * rb, blocks(in, b), cols); });
     return;
   }
   const int f = format_index(in.t);
@@ -334,9 +329,9 @@ void matvec_w_rows(const WInputs& in, const void* W, int64_t rows, bool accumula
     return;
   }
   rows_times_inputs(
-      k, k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
+      k.dot4[f] != nullptr, in.B, rows, accumulate, y, ldy,
       [&](int64_t r, int64_t b, float* d) { k.dot4[f](w + size_t(r) * rb, rb, x + b * cols, cols, d); },
-      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); }, prefetch);
+      [&](int64_t r, int64_t b) { return k.dot[f](w + size_t(r) * rb, x + b * cols, cols); });
 }
 
 void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int64_t cols, bool accumulate,

@@ -26,11 +26,11 @@ void matvec_w(Isa isa, DType t, const void* W, const float* x, int64_t rows, int
 void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t rows, int64_t cols,
                     bool accumulate, float* y, int64_t ldy);
 
-// Rows ahead whose lines the one-row GEMV loops (f32 here and in gemm.cpp, compact formats on
-// paths whose kernels do not prefetch) ask for while multiplying the current row: the hardware
-// prefetcher alone leaves the stream short of the memory's bandwidth when its latency is high.
-// The AVX-512 compact kernels prefetch for themselves (one row: a fixed distance ahead in its
-// stream; four rows: the next group).
+// Rows ahead whose lines the generic f32 GEMV loop (gemm.cpp, CPUs without AVX-512) asks for
+// while multiplying the current row (about 5% faster decode there). The AVX-512 f32 GEMV and
+// every compact-format kernel read one input's rows as one stream in address order with no
+// software prefetch: the hardware prefetcher alone streams them faster (docs/benchmarks.md,
+// 2026-12-04); the AVX-512 compact kernels' groups of four rows ask for the next group.
 inline constexpr int64_t kGemvPrefetchRows = 2;
 
 // B inputs x[B, cols] made ready once for products with weights of format t, so that any

@@ -39,12 +39,13 @@ BRAID_AVX512 inline __m512 f16x16(const uint8_t* p) {
 // Sixteen signed bytes to floats.
 BRAID_AVX512 inline __m512 i8x16(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
 
-// The weight lines a step will need later: one row reads its stream kStreamAhead bytes ahead
-// (the rows of a matrix lie end to end, so the stream runs on into the next rows), a group of
-// rows the same place in the next group. No target of its own, so every kernel inlines it.
+// The weight lines a step of R > 1 rows will need next: the same place in the next group of
+// R rows. One row asks for nothing: its rows lie end to end, one stream in address order,
+// which the hardware prefetcher alone reads faster than with software prefetches ahead of it
+// (docs/benchmarks.md, 2026-12-04). No target of its own, so every kernel inlines it.
 template <int R>
 inline void prefetch_ahead(const uint8_t* c, size_t stride) {
-  _mm_prefetch(reinterpret_cast<const char*>(c) + (R == 1 ? kStreamAhead : R * stride), _MM_HINT_T0);
+  if constexpr (R > 1) _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
 }
 
 // The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
@@ -70,8 +71,6 @@ BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, const float* x, int64_t 
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    prefetch_ahead<1>(w + 2 * i, 0);
-    prefetch_ahead<1>(w + 2 * i + 64, 0);
     a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(Load(w + 2 * i + 32), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
@@ -103,21 +102,14 @@ BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) 
 }
 
 // Rows one after another (one stream of weights), their lane sums reduced four at a time.
-// The part of a row its 64-value steps do not prefetch (all of a short row, such as Mamba's
-// dt_proj of 48 columns) is prefetched here, as far ahead.
 template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
 BRAID_AVX512 void rows_half(const uint8_t* w, size_t stride, const float* x, int64_t n, int64_t rows,
                             float* out) {
-  const size_t unfetched = size_t(n / 64 * 128);
   __m512 sums[4];
   int64_t done[4];
   for (int64_t r = 0; r < rows; r += 4) {
     const int k = int(std::min<int64_t>(4, rows - r));
-    for (int i = 0; i < k; ++i) {
-      const uint8_t* row = w + (r + i) * stride;
-      for (size_t c = unfetched; c < stride; c += 64) prefetch_ahead<1>(row + c, 0);
-      done[i] = half_sums<Load>(row, x, n, &sums[i]);
-    }
+    for (int i = 0; i < k; ++i) done[i] = half_sums<Load>(w + (r + i) * stride, x, n, &sums[i]);
     if (k == 4)
       reduce_rows<4>(sums, out + r);
     else
@@ -587,14 +579,13 @@ Kernels avx512_kernels() {
             true,
             {dotq<false>, dotq<true>},
             {dot4q<false>, dot4q<true>},
-            {rowsq<false>, rowsq<true>},
-            true};
+            {rowsq<false>, rowsq<true>}};
   k.rows[kBF16] = rows_bf16, k.rows[kF16] = rows_f16;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
     k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),
     k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr,
-    k.rowsq[kQ8] = k.rowsq[kQ4] = nullptr, k.streams = false;
+    k.rowsq[kQ8] = k.rowsq[kQ4] = nullptr;
   return k;
 }
 

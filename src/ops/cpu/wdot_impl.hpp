@@ -45,12 +45,6 @@ using RowsFn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 using RowsQFn = void (*)(const uint8_t* rows, size_t stride, const QBlocks& x, int64_t n, int64_t count,
                          float* out);
 
-// How far ahead of its reading the AVX-512 one-row kernels prefetch their stream of weights
-// (the rows of a matrix lie end to end). One stream with a far prefetch is what reaches the
-// memory's bandwidth from one core: row groups, which read several streams at once, fall
-// well short of it however they prefetch.
-inline constexpr size_t kStreamAhead = 8192;
-
 struct Kernels {
   DotFn dot[kFormats];
   Dot4Fn dot4[kFormats];  // null where the path has none (then rows go one at a time)
@@ -60,7 +54,6 @@ struct Kernels {
   DotQFn dotq[kQFormats];
   Dot4QFn dot4q[kQFormats];    // null where the path has none
   RowsQFn rowsq[kQFormats];    // null where the path has none
-  bool streams = false;        // whether the one-row kernels prefetch their own stream
   RowsFn rows[kFormats] = {};  // null where the path has none (then rows go one at a time)
 };
 
