@@ -290,12 +290,14 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 }
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
-// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end) match the reference of int8
-// activations on every path, alone and four rows at a time (batched).
+// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end: a last group of
+// at most 8 blocks or of 9 to 15, after none, one, two or three whole groups, the shapes of
+// the AVX-512 Q4_0 loop that keeps two groups' activations in registers) match the reference
+// of int8 activations on every path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
   const int64_t rows = 6;
-  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 19, 32}) {
+  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 19, 24, 28, 32, 40, 44, 48, 60}) {
     const int64_t cols = nb * 32;
     const std::vector<float> x = randn(size_t(cols), 70 + uint64_t(nb)),
                              w = randn(size_t(rows * cols), 90 + uint64_t(nb), 0.1f);

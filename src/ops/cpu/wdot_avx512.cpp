@@ -443,83 +443,148 @@ BRAID_VNNI inline void q8_sums(const uint8_t* w, size_t stride, const QBlocks& x
   for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
 }
 
-// Q4_0 group g of R rows (Full: 16 blocks; otherwise the row's last m): per row two chains of
-// integer sums (words 0-1 from the corrections, words 2-3 from zero), their total scaled and
-// added into acc[r].
-template <int R, bool Full>
-BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
-                                __m512* acc) {
-  const int64_t b = g * kQ4Group, m = Full ? kQ4Group : nb - b;
-  const __mmask16 k16 = Full ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
-  const __mmask64 k64 = Full ? ~__mmask64(0) : (__mmask64(1) << (4 * m)) - 1;
-  const int8_t* xq = x.q + b * kQuantBlock;
-  const __m512i corr = _mm512_maskz_loadu_epi32(k16, x.corr + b);
-  const __m512 dx = _mm512_maskz_loadu_ps(k16, x.d + b);
-  const __m512i low = _mm512_set1_epi8(15);
-  for (int r = 0; r < R; ++r) {
-    const uint8_t* row = w + r * stride;
-    const uint8_t* c = row + 2 * nb + b * 16;
+// The activations of Q4_0 group g (blocks b .. b + m - 1): its codes in the kernel's order,
+// the blocks' corrections and scales, and the masks of its blocks and code words. Loaded once
+// for every row that multiplies them. Wide: 512-bit vectors (a whole group, or a last one of
+// m > 8 blocks); otherwise 256-bit ones, lanes 0-7 (a last group of m <= 8, such as the 8
+// after the first 16 of a 768-value row: half the work).
+template <bool Wide>
+struct Q4GroupX {
+  __m512i q[8], corr;
+  __m512 dx;
+  int64_t b, m;
+};
+template <>
+struct Q4GroupX<false> {
+  __m256i q[8], corr;
+  __m256 dx;
+  int64_t b, m;
+};
+
+template <bool Wide>
+BRAID_VNNI inline Q4GroupX<Wide> q4_group_x(const QBlocks& x, int64_t nb, int64_t g) {
+  Q4GroupX<Wide> gx;
+  gx.b = g * kQ4Group, gx.m = std::min(kQ4Group, nb - gx.b);
+  const int8_t* xq = x.q + gx.b * kQuantBlock;
+  if constexpr (Wide) {
+    const __mmask16 k16 = __mmask16((uint32_t(1) << gx.m) - 1);
+    for (int i = 0; i < 8; ++i) gx.q[i] = _mm512_loadu_si512(xq + 64 * i);
+    gx.corr = _mm512_maskz_loadu_epi32(k16, x.corr + gx.b);
+    gx.dx = _mm512_maskz_loadu_ps(k16, x.d + gx.b);
+  } else {
+    const __mmask8 k8 = __mmask8((1u << gx.m) - 1);
+    for (int i = 0; i < 8; ++i) gx.q[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * i));
+    gx.corr = _mm256_maskz_loadu_epi32(k8, x.corr + gx.b);
+    gx.dx = _mm256_maskz_loadu_ps(k8, x.d + gx.b);
+  }
+  return gx;
+}
+
+// One row's part of a Q4_0 group (Full: 16 blocks, known at compile time; otherwise gx.m):
+// two chains of integer sums (words 0-1 from the corrections, words 2-3 from zero), their
+// total scaled and added into acc. R > 1: one of R rows, which asks for the next group of rows.
+template <int R, bool Full, bool Wide>
+BRAID_VNNI inline void q4_group_row(const uint8_t* row, size_t stride, int64_t nb, const Q4GroupX<Wide>& gx,
+                                    __m512* acc) {
+  const int64_t b = gx.b, m = Full ? kQ4Group : gx.m;
+  const uint8_t* c = row + 2 * nb + b * 16;
+  if constexpr (Wide) {
+    const __mmask16 k16 = Full ? __mmask16(0xffff) : __mmask16((uint32_t(1) << m) - 1);
+    const __mmask64 k64 = Full ? ~__mmask64(0) : (__mmask64(1) << (4 * m)) - 1;
+    const __m512i low = _mm512_set1_epi8(15);
     // the scales first: they lie before the codes, so the row is read in one ascending sweep
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), dx);
-    __m512i s[2] = {corr, _mm512_setzero_si512()};
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), gx.dx);
+    __m512i s[2] = {gx.corr, _mm512_setzero_si512()};
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       prefetch_ahead<R>(c + 64 * k, stride);
       __m512i z = Full ? _mm512_loadu_si512(c + 64 * k) : _mm512_maskz_loadu_epi8(k64, c + 4 * m * k);
       __asm__("" : "+v"(z));  // one load for both nibbles (the compiler would fold it into each use)
       __m512i& t = s[k / 2];
-      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(z, low), _mm512_loadu_si512(xq + 128 * k));
-      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(_mm512_srli_epi16(z, 4), low),
-                              _mm512_loadu_si512(xq + 128 * k + 64));
+      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(z, low), gx.q[2 * k]);
+      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(_mm512_srli_epi16(z, 4), low), gx.q[2 * k + 1]);
     }
-    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])), scale, acc[r]);
-  }
-}
-
-// A row's last group when it holds m <= 8 blocks (such as the 8 after the first 16 of a
-// 768-value row): q4_group's arithmetic in 256-bit vectors (lanes 0-7), half the work.
-template <int R>
-BRAID_VNNI inline void q4_short_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb,
-                                      int64_t g, __m512* acc) {
-  const int64_t b = g * kQ4Group, m = nb - b;
-  const __mmask8 k8 = __mmask8((1u << m) - 1);
-  const __mmask32 k32 = __mmask32((uint64_t(1) << (4 * m)) - 1);
-  const int8_t* xq = x.q + b * kQuantBlock;
-  const __m256i corr = _mm256_maskz_loadu_epi32(k8, x.corr + b);
-  const __m256 dx = _mm256_maskz_loadu_ps(k8, x.d + b);
-  const __m256i low = _mm256_set1_epi8(15);
-  for (int r = 0; r < R; ++r) {
-    const uint8_t* row = w + r * stride;
-    const uint8_t* c = row + 2 * nb + b * 16;
-    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), dx);
-    __m256i s[2] = {corr, _mm256_setzero_si256()};
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])), scale, *acc);
+  } else {
+    const __mmask8 k8 = __mmask8((1u << m) - 1);
+    const __mmask32 k32 = __mmask32((uint64_t(1) << (4 * m)) - 1);
+    const __m256i low = _mm256_set1_epi8(15);
+    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), gx.dx);
+    __m256i s[2] = {gx.corr, _mm256_setzero_si256()};
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       if (k % 2 == 0) prefetch_ahead<R>(c + 32 * k, stride);  // the group's codes: 128 bytes at most
       __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * k);
       __asm__("" : "+v"(z));
       __m256i& t = s[k / 2];
-      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(z, low),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k)));
-      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(_mm256_srli_epi16(z, 4), low),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * k + 64)));
+      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(z, low), gx.q[2 * k]);
+      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(_mm256_srli_epi16(z, 4), low), gx.q[2 * k + 1]);
     }
-    acc[r] = _mm512_add_ps(acc[r], _mm512_zextps256_ps512(_mm256_mul_ps(
-                                       _mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
+    *acc = _mm512_add_ps(
+        *acc, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
   }
+}
+
+// Q4_0 group g of R rows, added into acc[r].
+template <int R, bool Full, bool Wide>
+BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
+                                __m512* acc) {
+  const Q4GroupX<Wide> gx = q4_group_x<Wide>(x, nb, g);
+  for (int r = 0; r < R; ++r) q4_group_row<R, Full, Wide>(w + r * stride, stride, nb, gx, &acc[r]);
+}
+
+// R Q4_0 rows through their groups from g on, each row's products added into sums[r].
+template <int R>
+BRAID_VNNI inline void q4_groups_from(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb,
+                                      int64_t g, __m512* sums) {
+  for (; (g + 1) * kQ4Group <= nb; ++g) q4_group<R, true, true>(w, stride, x, nb, g, sums);
+  if (nb - g * kQ4Group > 8)
+    q4_group<R, false, true>(w, stride, x, nb, g, sums);
+  else if (g * kQ4Group < nb)
+    q4_group<R, false, false>(w, stride, x, nb, g, sums);
 }
 
 // R Q4_0 rows through all their groups, each row's products summed into sums[r] (16 lanes).
 template <int R>
 BRAID_VNNI inline void q4_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
-  const int64_t nb = n / kQuantBlock;
   for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_ps();
-  int64_t g = 0;
-  for (; (g + 1) * kQ4Group <= nb; ++g) q4_group<R, true>(w, stride, x, nb, g, sums);
-  if (nb - g * kQ4Group > 8)
-    q4_group<R, false>(w, stride, x, nb, g, sums);
-  else if (g * kQ4Group < nb)
-    q4_short_group<R>(w, stride, x, nb, g, sums);
+  q4_groups_from<R>(w, stride, x, n / kQuantBlock, 0, sums);
+}
+
+// Rows one after another with the activations of their first two groups in registers across
+// the rows (Full whole groups, then Tail: 0 none, 1 a last group of <= 8 blocks, 2 one of
+// 9 .. 15; More: groups beyond the first two, which each row takes as q4_sums does), each
+// row's sums exactly q4_sums' (the same steps in the same order).
+template <int Full, int Tail, bool More>
+BRAID_VNNI void q4_rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
+                                 float* out) {
+  static_assert(Full + (Tail > 0) <= 2 && (!More || (Full == 2 && Tail == 0)), "two groups in registers");
+  Q4GroupX<true> whole[Full > 0 ? Full : 1];
+  for (int i = 0; i < Full; ++i) whole[i] = q4_group_x<true>(x, nb, i);
+  const Q4GroupX<true> partial = Tail == 2 ? q4_group_x<true>(x, nb, Full) : Q4GroupX<true>{};
+  const Q4GroupX<false> last = Tail == 1 ? q4_group_x<false>(x, nb, Full) : Q4GroupX<false>{};
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w + r * stride;
+    __m512 sums = _mm512_setzero_ps();
+    for (int i = 0; i < Full; ++i) q4_group_row<1, true, true>(row, 0, nb, whole[i], &sums);
+    if constexpr (Tail == 2) q4_group_row<1, false, true>(row, 0, nb, partial, &sums);
+    if constexpr (Tail == 1) q4_group_row<1, false, false>(row, 0, nb, last, &sums);
+    if constexpr (More) q4_groups_from<1>(row, 0, x, nb, 2, &sums);
+    reduce_rows<1>(&sums, out + r);
+  }
+}
+
+// The loop of q4_rows_resident for rows of nb blocks.
+using Q4RowsFn = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
+BRAID_VNNI inline Q4RowsFn q4_rows_for(int64_t nb) {
+  const int64_t full = nb / kQ4Group, left = nb % kQ4Group;
+  const int tail = left == 0 ? 0 : left <= 8 ? 1 : 2;
+  if (full == 0) return tail == 1 ? q4_rows_resident<0, 1, false> : q4_rows_resident<0, 2, false>;
+  if (full == 1)
+    return tail == 0   ? q4_rows_resident<1, 0, false>
+           : tail == 1 ? q4_rows_resident<1, 1, false>
+                       : q4_rows_resident<1, 2, false>;
+  return full == 2 && tail == 0 ? q4_rows_resident<2, 0, false> : q4_rows_resident<2, 0, true>;
 }
 
 template <bool Q4, int R>
@@ -553,11 +618,7 @@ BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t
   __m512 sums[4];
   int64_t r = 0;
   if constexpr (Q4) {
-    for (; r < rows; ++r) {
-      q4_sums<1>(w + r * stride, 0, x, n, sums);
-      reduce_rows<1>(sums, out + r);
-    }
-    return;
+    return q4_rows_for(n / kQuantBlock)(w, stride, x, n / kQuantBlock, rows, out);
   }
   for (; r + 4 <= rows; r += 4) {
     for (int i = 0; i < 4; ++i) dotq_sums<Q4, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
