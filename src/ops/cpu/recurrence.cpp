@@ -40,6 +40,32 @@ inline float update_dot(float* s, int64_t n, const float* c, const Next& next) {
   return r;
 }
 
+// One token through m <= 16 channels of state width 16 (h, A: the first channel's 16 values;
+// dt, u, y: per channel), their readouts reduced together. Full (m == 16, known at compile
+// time): the loop unrolls, so the 16 readout vectors stay in registers.
+template <bool Full>
+[[gnu::always_inline]] inline void scan16(float* __restrict h, const float* __restrict A, int64_t m,
+                                          const float* __restrict dt, const float* __restrict u,
+                                          const float* __restrict Bt, const float* __restrict Ct,
+                                          float* __restrict y) {
+  F32x16 c, p[16];
+  load16(c, Ct);
+  const int64_t count = Full ? 16 : m;
+#pragma GCC unroll 16
+  for (int64_t j = 0; j < count; ++j) {
+    float* hc = h + j * 16;
+    const float* Ac = A + j * 16;
+    const float d = dt[j], x = u[j];
+    for (int64_t i = 0; i < 16; ++i) hc[i] = exp_fast(Ac[i] * d) * hc[i] + (d * Bt[i]) * x;
+    load16(p[j], hc);
+    p[j] *= c;
+  }
+  for (int64_t j = count; j < 16; ++j) p[j] = F32x16{};
+  float out[16];
+  lane_sums16(p, out);
+  std::memcpy(y, out, size_t(count) * sizeof(float));
+}
+
 }  // namespace
 
 // Written with vector values (through update_dot the compiler kept the 16 partial sums in
@@ -147,20 +173,13 @@ BRAID_DISPATCH void selective_scan(float* h, const float* A, int64_t channels, i
     for (; ch < channels; ch += 16) {
       const int64_t m = std::min<int64_t>(16, channels - ch);
       for (int64_t t = 0; t < T; ++t) {
-        const float* Bt = B + t * ldbc;
-        F32x16 c, p[16] = {};
-        std::memcpy(&c, C + t * ldbc, sizeof c);
-        for (int64_t j = 0; j < m; ++j) {
-          float* hc = h + (ch + j) * 16;
-          const float* Ac = A + (ch + j) * 16;
-          const float d = dt[t * ld + ch + j], x = u[t * ld + ch + j];
-          for (int64_t i = 0; i < 16; ++i) hc[i] = exp_fast(Ac[i] * d) * hc[i] + (d * Bt[i]) * x;
-          std::memcpy(&p[j], hc, sizeof c);
-          p[j] *= c;
-        }
-        float out[16];
-        lane_sums16(p, out);
-        std::memcpy(y + t * ld + ch, out, size_t(m) * sizeof(float));
+        float* yt = y + t * ld + ch;
+        if (m == 16)
+          scan16<true>(h + ch * 16, A + ch * 16, 16, dt + t * ld + ch, u + t * ld + ch, B + t * ldbc,
+                       C + t * ldbc, yt);
+        else
+          scan16<false>(h + ch * 16, A + ch * 16, m, dt + t * ld + ch, u + t * ld + ch, B + t * ldbc,
+                        C + t * ldbc, yt);
       }
     }
   for (; ch < channels; ++ch) {
