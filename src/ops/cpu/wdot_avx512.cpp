@@ -610,8 +610,7 @@ BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t
   reduce_rows<4>(sums, out);
 }
 // Rows one after another (one stream of weights): Q8_0's lane sums reduced four at a time,
-// Q4_0's row by row (its rows are short in steps, and four vectors of sums held across them
-// cost more than the reductions they share).
+// Q4_0's through q4_rows_resident (row by row, the first two groups' activations in registers).
 template <bool Q4>
 BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, int64_t rows,
                       float* out) {
