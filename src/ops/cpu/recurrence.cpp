@@ -173,13 +173,12 @@ BRAID_DISPATCH void selective_scan(float* h, const float* A, int64_t channels, i
     for (; ch < channels; ch += 16) {
       const int64_t m = std::min<int64_t>(16, channels - ch);
       for (int64_t t = 0; t < T; ++t) {
+        const float *dtt = dt + t * ld + ch, *ut = u + t * ld + ch, *Bt = B + t * ldbc, *Ct = C + t * ldbc;
         float* yt = y + t * ld + ch;
         if (m == 16)
-          scan16<true>(h + ch * 16, A + ch * 16, 16, dt + t * ld + ch, u + t * ld + ch, B + t * ldbc,
-                       C + t * ldbc, yt);
+          scan16<true>(h + ch * 16, A + ch * 16, 16, dtt, ut, Bt, Ct, yt);
         else
-          scan16<false>(h + ch * 16, A + ch * 16, m, dt + t * ld + ch, u + t * ld + ch, B + t * ldbc,
-                        C + t * ldbc, yt);
+          scan16<false>(h + ch * 16, A + ch * 16, m, dtt, ut, Bt, Ct, yt);
       }
     }
   for (; ch < channels; ++ch) {

@@ -443,9 +443,9 @@ BRAID_VNNI inline void q8_sums(const uint8_t* w, size_t stride, const QBlocks& x
   for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
 }
 
-// The activations of Q4_0 group g (blocks b .. b + m - 1): its codes in the kernel's order,
-// the blocks' corrections and scales, and the masks of its blocks and code words. Loaded once
-// for every row that multiplies them. Wide: 512-bit vectors (a whole group, or a last one of
+// The activations of Q4_0 group g (its first block b and block count m): its codes in the
+// kernel's order and the blocks' corrections and scales. Loaded once for every row that
+// multiplies them. Wide: 512-bit vectors (a whole group, or a last one of
 // m > 8 blocks); otherwise 256-bit ones, lanes 0-7 (a last group of m <= 8, such as the 8
 // after the first 16 of a 768-value row: half the work).
 template <bool Wide>
@@ -614,11 +614,9 @@ BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t
 template <bool Q4>
 BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, int64_t rows,
                       float* out) {
+  if constexpr (Q4) return q4_rows_for(n / kQuantBlock)(w, stride, x, n / kQuantBlock, rows, out);
   __m512 sums[4];
   int64_t r = 0;
-  if constexpr (Q4) {
-    return q4_rows_for(n / kQuantBlock)(w, stride, x, n / kQuantBlock, rows, out);
-  }
   for (; r + 4 <= rows; r += 4) {
     for (int i = 0; i < 4; ++i) dotq_sums<Q4, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
     reduce_rows<4>(sums, out + r);
