@@ -5,8 +5,8 @@
 
 namespace braid::ops {
 
-// Bytes per second reading a buffer of `bytes` (much larger than the caches) with all
-// threads; median of `reps` passes.
+// Bytes per second reading a buffer of `bytes` with all threads: the best of a few read
+// loops, each the median of `reps` passes.
 double measure_read_bandwidth(size_t bytes = size_t(1) << 30, int reps = 5);
 // FLOP/s of a square SGEMM of size n through the same BLAS the model uses; median.
 double measure_sgemm_peak(int n = 1024, int reps = 5);
