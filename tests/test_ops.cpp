@@ -260,10 +260,10 @@ TEST(Ops, VectorKernelsMatchReference) {
 
 // The causal convolution one step at a time (decoding's vectorised path), also with the
 // channels split into ranges, gives, bit for bit, what the whole sequence at once gives, and
-// the same carried window; both match a direct
-// evaluation of the sum.
+// the same carried window; both match a direct evaluation of the sum. Also with more taps
+// than a sequence's weights are laid out for (12 > 8).
 TEST(Ops, CausalConvStepsEqualTheWholeSequence) {
-  for (const auto& [C, K] : {std::pair<int64_t, int64_t>{5, 4}, {300, 4}, {513, 3}, {7, 1}}) {
+  for (const auto& [C, K] : {std::pair<int64_t, int64_t>{5, 4}, {300, 4}, {513, 3}, {7, 1}, {600, 12}}) {
     const int64_t T = 9;
     const auto in = randn(size_t(T * C), 40 + uint64_t(C)), w = randn(size_t(C * K), 41),
                b = randn(size_t(C), 42), win0 = randn(size_t((K - 1) * C), 43);

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -87,7 +88,8 @@ void GatedDeltaNetMixer::forward(const float* x, int64_t T, State& state, float*
   auto* st = dynamic_cast<GatedDeltaNetState*>(&state);
   check(st != nullptr, "gated_deltanet layer was given a state of another mixer");
   GatedDeltaNetState* one[1] = {st};
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, one, 1, y + t0 * d_, ws); });
+  for_each_chunk(T, prefill_pass(s_.chunk),
+                 [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, one, 1, y + t0 * d_, ws); });
 }
 
 void GatedDeltaNetMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
@@ -207,14 +209,20 @@ void GatedDeltaNetMixer::chunk(const float* x, int64_t Q, GatedDeltaNetState* co
       gdn_l2_normalize(qkv + t * CD + KD + kh * DK, DK, 1.0f);
     }
 
-  const size_t per_thread = GdnChunkWork::floats(Q, DK, DV);
+  // Per value head, WY chunk by chunk from the carried state.
+  const int64_t C = std::min(Q, s_.chunk);
+  const size_t per_thread = GdnChunkWork::floats(C, DK, DV);
   float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < NV; ++h) {
-    const GdnChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, DK, DV);
+    float* own = scratch + size_t(omp_get_thread_num()) * per_thread;
     const int64_t kh = h / R;
-    gdn_chunk_head(qkv + kh * DK, qkv + KD + kh * DK, qkv + 2 * KD + h * DV, CD, beta + h, g + h, NV, Q, DK,
-                   DV, sts[0]->S.data() + h * DK * DV, true, core + h * DV, VD, w);
+    for_each_chunk(Q, C, [&](int64_t t0, int64_t n) {
+      const float* row = qkv + t0 * CD;
+      gdn_chunk_head(row + kh * DK, row + KD + kh * DK, row + 2 * KD + h * DV, CD, beta + t0 * NV + h,
+                     g + t0 * NV + h, NV, n, DK, DV, sts[0]->S.data() + h * DK * DV, true,
+                     core + t0 * VD + h * DV, VD, GdnChunkWork(own, n, DK, DV));
+    });
   }
 
   // Per-head RMSNorm (weight over head_v_dim) gated by SiLU(z), then out_proj.

@@ -79,7 +79,8 @@ void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, 
 void Mamba2Mixer::forward(const float* x, int64_t T, State& state, float* y, Workspace& ws) const {
   auto* st = dynamic_cast<Mamba2State*>(&state);
   check(st != nullptr, "mamba2 layer was given a state of another mixer");
-  for_each_chunk(T, s_.chunk, [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, &st, 1, y + t0 * d_, ws); });
+  for_each_chunk(T, prefill_pass(s_.chunk),
+                 [&](int64_t t0, int64_t n) { chunk(x + t0 * d_, n, &st, 1, y + t0 * d_, ws); });
 }
 
 void Mamba2Mixer::decode_batch(const float* x, int64_t B, int64_t, State* const* states, float* y,
@@ -166,16 +167,22 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int6
       la[t * H + h] = dt[t * H + h] * A_[size_t(h)];
     }
 
-  // Per head: intra-chunk dual form + contribution of the carried state, then the new state.
+  // Per head, SSD chunk by chunk: intra-chunk dual form + contribution of the carried state,
+  // then the new state.
   float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
-  const size_t per_thread = SsdChunkWork::floats(Q, P, N);
+  const int64_t C = std::min(Q, s_.chunk);
+  const size_t per_thread = SsdChunkWork::floats(C, P, N);
   float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < H; ++h) {
-    const SsdChunkWork w(scratch + size_t(omp_get_thread_num()) * per_thread, Q, P, N);
+    float* own = scratch + size_t(omp_get_thread_num()) * per_thread;
     const int64_t g = h / hpg;
-    ssd_chunk_head(xbc + h * P, xbc + Di + g * N, xbc + Di + GN + g * N, conv_dim, dt + h, la + h, H, Q, P, N,
-                   w_.D[h], st.ssm.data() + h * P * N, true, out + h * P, Di, w);
+    for_each_chunk(Q, C, [&](int64_t t0, int64_t n) {
+      const float* row = xbc + t0 * conv_dim;
+      ssd_chunk_head(row + h * P, row + Di + g * N, row + Di + GN + g * N, conv_dim, dt + t0 * H + h,
+                     la + t0 * H + h, H, n, P, N, w_.D[h], st.ssm.data() + h * P * N, true,
+                     out + t0 * Di + h * P, Di, SsdChunkWork(own, n, P, N));
+    });
   }
 
   // Output gate and norm: rmsnorm(y * silu(z)), rmsnorm(y) * silu(z) or y * silu(z); the

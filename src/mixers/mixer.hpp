@@ -107,6 +107,16 @@ void for_each_chunk(int64_t T, int64_t chunk, F&& f) {
   for (int64_t t0 = 0; t0 < T; t0 += chunk) f(t0, T - t0 < chunk ? T - t0 : chunk);
 }
 
+// Tokens per prefill pass of a mixer whose chunk belongs to its algorithm (the SSD or WY
+// chunk, 64 tokens or so): the most whole chunks within kPrefillRows, at least one. The pass
+// projects all its tokens at once, then runs the algorithm chunk by chunk: a projection of
+// 64 rows runs at about 70% of the speed of one of 512 (docs/benchmarks.md), and the pass's
+// activations stay bounded.
+inline constexpr int64_t kPrefillRows = 512;
+inline int64_t prefill_pass(int64_t chunk) {
+  return chunk >= kPrefillRows ? chunk : kPrefillRows / chunk * chunk;
+}
+
 // For backward passes that keep a recurrent state only at chunk starts: writes the state
 // at a chunk's start (`start`, `size` floats) to states[0] and, for each of the chunk's n
 // tokens, the state after it to states[j + 1], computed in place by step(j, state).

@@ -15,25 +15,36 @@ namespace {
 // Outputs t of channels [c0, c0 + n) for t in [0, T): the channels in the inner loop, so it
 // vectorises. A token's taps come from the inputs or, before the first, from the window;
 // decoding (T = 1) and a whole sequence take the same path, so each value is the same sum,
-// in the same order, whichever way the tokens arrive.
+// in the same order, whichever way the tokens arrive. For more than one token a block's
+// weights (up to kTaps taps) are first laid out tap by tap, so the loop reads them in order.
 BRAID_DISPATCH void conv_block(const float* in, int64_t ld, int64_t T, int64_t C, int64_t c0, int64_t n,
                                const float* w, const float* bias, int64_t K, bool silu, const float* window,
                                float* out) {
-  constexpr int64_t kBlock = 256;
-  float acc[kBlock];
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t b0 = c0; b0 < c0 + n; b0 += kBlock) {
-      const int64_t m = std::min(kBlock, c0 + n - b0);
+  constexpr int64_t kBlock = 256, kTaps = 8;
+  float acc[kBlock], taps[kTaps * kBlock];
+  const bool laid_out = T > 1 && K <= kTaps;
+  for (int64_t b0 = c0; b0 < c0 + n; b0 += kBlock) {
+    const int64_t m = std::min(kBlock, c0 + n - b0);
+    if (laid_out)
+      for (int64_t c = 0; c < m; ++c)
+        for (int64_t k = 0; k < K; ++k) taps[k * kBlock + c] = w[(b0 + c) * K + k];
+    for (int64_t t = 0; t < T; ++t) {
       for (int64_t c = 0; c < m; ++c) acc[c] = bias ? bias[b0 + c] : 0.0f;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t s = t + k - (K - 1);
         const float* src = (s >= 0 ? in + s * ld : window + (K - 1 + s) * C) + b0;
-        const float* wk = w + b0 * K + k;
-        for (int64_t c = 0; c < m; ++c) acc[c] += wk[c * K] * src[c];
+        if (laid_out) {
+          const float* wk = taps + k * kBlock;
+          for (int64_t c = 0; c < m; ++c) acc[c] += wk[c] * src[c];
+        } else {
+          const float* wk = w + b0 * K + k;
+          for (int64_t c = 0; c < m; ++c) acc[c] += wk[c * K] * src[c];
+        }
       }
       float* o = out + t * C + b0;
       for (int64_t c = 0; c < m; ++c) o[c] = silu ? ops::silu(acc[c]) : acc[c];
     }
+  }
 }
 
 // Channels [c0, c0 + n) of the window after T more inputs: its last K-1 inputs.
