@@ -210,6 +210,23 @@ void set_active_isa(Isa isa) {
   active().store(isa, std::memory_order_relaxed);
 }
 
+int64_t stream_prefetch_bytes() {
+  static const int64_t bytes = [] {
+    __builtin_cpu_init();
+    const int64_t fallback = __builtin_cpu_is("intel") ? kIntelStreamPrefetch : 0;
+    const char* e = std::getenv("BRAID_STREAM_PREFETCH");
+    if (!e || !*e) return fallback;
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (*end == '\0' && v >= 0 && v <= (1 << 20) && v % 64 == 0) return int64_t(v);
+    std::fprintf(stderr,
+                 "braid: BRAID_STREAM_PREFETCH=%s is not a multiple of 64 from 0 to 1048576; using %lld\n", e,
+                 static_cast<long long>(fallback));
+    return fallback;
+  }();
+  return bytes;
+}
+
 namespace {
 
 // The setting: on unless BRAID_INT8_ACTIVATIONS=0.
@@ -234,7 +251,8 @@ struct QScratch {
 
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, each row's value exactly as
 // it alone would give. One input goes through the rows one at a time, a single stream of
-// weights in address order (left to the hardware prefetcher); several go four rows at a time
+// weights in address order (asked for ahead where the CPU wants it: stream_prefetch_bytes);
+// several go four rows at a time
 // where the path can, the rows staying in cache across the B inputs. `Dot4(r, b, out)` /
 // `Dot(r, b)` compute row r (of four) against input b.
 template <class Dot4, class Dot>

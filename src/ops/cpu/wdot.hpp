@@ -28,10 +28,19 @@ void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t r
 
 // Rows ahead whose lines the generic f32 GEMV loop (gemm.cpp, CPUs without AVX-512) asks for
 // while multiplying the current row (about 5% faster decode there). The AVX-512 f32 GEMV and
-// every compact-format kernel read one input's rows as one stream in address order with no
-// software prefetch: the hardware prefetcher alone streams them faster (docs/benchmarks.md,
-// 2026-12-04); the AVX-512 compact kernels' groups of four rows ask for the next group.
+// every compact-format kernel read one input's rows as one stream in address order; the
+// AVX-512 compact kernels' groups of four rows ask for the next group.
 inline constexpr int64_t kGemvPrefetchRows = 2;
+
+// How far ahead of the stream of one input's rows the AVX-512 compact-format kernels ask for
+// lines (one prefetcht2 per 64 bytes they read), in bytes; 0: none. Chosen per CPU at
+// start-up: kIntelStreamPrefetch on Intel, where the hardware prefetcher alone left these
+// kernels at 73-78% of the read probe from memory and this distance brings them to 92-97%;
+// none elsewhere, as on AMD Zen 4, where every software prefetch ahead of the stream made it
+// slower (docs/benchmarks.md, 2026-12-04 and 2026-12-07). BRAID_STREAM_PREFETCH=BYTES (a
+// multiple of 64, at most 1 MiB; 0 for none) sets it.
+inline constexpr int64_t kIntelStreamPrefetch = 8192;
+int64_t stream_prefetch_bytes();
 
 // B inputs x[B, cols] made ready once for products with weights of format t, so that any
 // thread can then multiply any rows by them: quantized to 8-bit blocks when int8 activations

@@ -13,6 +13,7 @@
 
 #include "core/quant.hpp"
 #include "ops/cpu/q4_groups.hpp"
+#include "ops/cpu/wdot.hpp"
 #include "ops/cpu/wdot_impl.hpp"
 
 namespace braid::ops::wdot {
@@ -40,12 +41,16 @@ BRAID_AVX512 inline __m512 f16x16(const uint8_t* p) {
 BRAID_AVX512 inline __m512 i8x16(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
 
 // The weight lines a step of R > 1 rows will need next: the same place in the next group of
-// R rows. One row asks for nothing: its rows lie end to end, one stream in address order,
-// which the hardware prefetcher alone reads faster than with software prefetches ahead of it
-// (docs/benchmarks.md, 2026-12-04). No target of its own, so every kernel inlines it.
+// R rows. One row's step at c (its rows lie end to end, one stream in address order) asks for
+// the line stream_prefetch_bytes() ahead of c, where the CPU wants it. No target of its own,
+// so every kernel inlines it.
+const int64_t kStreamAhead = ops::stream_prefetch_bytes();
 template <int R>
 inline void prefetch_ahead(const uint8_t* c, size_t stride) {
-  if constexpr (R > 1) _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
+  if constexpr (R > 1)
+    _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
+  else if (kStreamAhead > 0)
+    _mm_prefetch(reinterpret_cast<const char*>(c) + kStreamAhead, _MM_HINT_T2);
 }
 
 // The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
@@ -71,6 +76,8 @@ BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, const float* x, int64_t 
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
+    prefetch_ahead<1>(w + 2 * i, 0);
+    prefetch_ahead<1>(w + 2 * i + 64, 0);
     a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(Load(w + 2 * i + 32), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
