@@ -19,6 +19,9 @@ namespace {
 
 #define BRAID_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
+// How far ahead one input's stream of rows asks for lines (wdot.hpp).
+const int64_t kStreamAhead = stream_prefetch_bytes();
+
 // acc[r][b] += A[r, at .. at + 16) * x[b, at .. at + 16), lane by lane.
 template <int R, int NB>
 BRAID_AVX512 inline void lane_step(const float* a, int64_t lda, const float* x, int64_t ldx, int64_t at,
@@ -66,7 +69,11 @@ BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int6
   int64_t i = 0;
   for (; i + 64 <= n; i += 64)
 #pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) lane_step<R, NB>(a, lda, x, ldx, i + 16 * j, acc[j]);
+    for (int j = 0; j < 4; ++j) {
+      if (R == 1 && NB == 1 && kStreamAhead > 0)
+        _mm_prefetch(reinterpret_cast<const char*>(a + i + 16 * j) + kStreamAhead, _MM_HINT_T2);
+      lane_step<R, NB>(a, lda, x, ldx, i + 16 * j, acc[j]);
+    }
   for (; i + 16 <= n; i += 16) lane_step<R, NB>(a, lda, x, ldx, i, acc[0]);
   finish<R, NB>(acc, a, lda, x, ldx, i, n, out);
 }
@@ -167,8 +174,8 @@ BRAID_AVX512 inline void all_rows(const float* A, const float* x, int64_t B, int
 BRAID_AVX512 void rows_avx512(const float* A, const float* x, int64_t B, int64_t rows, int64_t cols,
                               bool accumulate, float* y, int64_t ldy) {
   if (B == 1) {
-    // One input: the matrix streams from memory, so a row at a time in address order, left
-    // to the hardware prefetcher (faster than asking for rows ahead: wdot.hpp).
+    // One input: the matrix streams from memory, so a row at a time in address order, its
+    // lines asked for stream_prefetch_bytes() ahead where the CPU wants it (wdot.hpp).
     for (int64_t r = 0; r < rows; ++r) {
       rows_block<1, 1, false>(A, x, 1, r, cols, accumulate, y, ldy);
     }
