@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "ops/cpu/conv.hpp"
+#include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/gemm.hpp"
 #include "ops/cpu/recurrence.hpp"
@@ -37,21 +38,30 @@ std::unique_ptr<State> Mamba2Mixer::make_state() const {
 }
 
 SsdChunkWork::SsdChunkWork(float* p, int64_t n, int64_t P, int64_t N)
-    : M(p), cum(M + n * n), Bw(cum + n), Xs(Bw + n * N) {
+    : M(p), cum(M + n * n), dt(cum + n), Bw(dt + n), Xs(Bw + n * N) {
   (void)P;
 }
 
+namespace {
+
+// M[t][j] = cb[t][j] * exp(cum_t - cum_j) * dt_j for j <= t, else 0 (cb may be M).
+BRAID_DISPATCH void decay_mask(const float* cb, const float* cum, const float* dt, int64_t n, float* M) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float ct = cum[t];
+    for (int64_t j = 0; j <= t; ++j) M[t * n + j] = cb[t * n + j] * (ops::exp_fast(ct - cum[j]) * dt[j]);
+    for (int64_t j = t + 1; j < n; ++j) M[t * n + j] = 0.0f;
+  }
+}
+
+}  // namespace
+
 void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, const float* dt,
                     const float* la, int64_t hld, int64_t n, int64_t P, int64_t N, float D, float* S,
-                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w) {
+                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w, const float* CB) {
   float acc = 0.0f;
-  for (int64_t t = 0; t < n; ++t) w.cum[t] = acc += la[t * hld];
-  // M[t][j] = (C_t . B_j) * exp(cum_t - cum_j) * dt_j for j <= t, else 0.
-  ops::gemm(n, n, N, 1.0f, C, ld, B, ld, true, 0.0f, w.M, n);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t j = 0; j <= t; ++j) w.M[t * n + j] *= std::exp(w.cum[t] - w.cum[j]) * dt[j * hld];
-    for (int64_t j = t + 1; j < n; ++j) w.M[t * n + j] = 0.0f;
-  }
+  for (int64_t t = 0; t < n; ++t) w.cum[t] = acc += la[t * hld], w.dt[t] = dt[t * hld];
+  if (!CB) ops::gemm(n, n, N, 1.0f, C, ld, B, ld, true, 0.0f, w.M, n);
+  decay_mask(CB ? CB : w.M, w.cum, w.dt, n, w.M);
   if (Y) {
     // Y = M X (intra-chunk) + diag(exp(cum)) C S^T (carried state) + D X (skip).
     ops::gemm(n, P, n, 1.0f, w.M, n, X, ld, false, 0.0f, Y, ldy);
@@ -167,10 +177,20 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int6
       la[t * H + h] = dt[t * H + h] * A_[size_t(h)];
     }
 
+  // C_t . B_j within each chunk, per group (its heads share them).
+  const int64_t C = std::min(Q, s_.chunk), chunks = (Q + C - 1) / C;
+  float* cb = ws.get(Workspace::kChunkProducts, size_t(G * chunks * C * C));
+#pragma omp parallel for schedule(static)
+  for (int64_t gc = 0; gc < G * chunks; ++gc) {
+    const int64_t g = gc / chunks, t0 = gc % chunks * C, n = std::min(C, Q - t0);
+    const float* row = xbc + t0 * conv_dim + Di;
+    ops::gemm(n, n, N, 1.0f, row + GN + g * N, conv_dim, row + g * N, conv_dim, true, 0.0f, cb + gc * C * C,
+              n);
+  }
+
   // Per head, SSD chunk by chunk: intra-chunk dual form + contribution of the carried state,
   // then the new state.
   float* out = ws.get(Workspace::kAttnOut, size_t(Q * Di));
-  const int64_t C = std::min(Q, s_.chunk);
   const size_t per_thread = SsdChunkWork::floats(C, P, N);
   float* scratch = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * per_thread);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -181,13 +201,15 @@ void Mamba2Mixer::chunk(const float* x, int64_t Q, Mamba2State* const* sts, int6
       const float* row = xbc + t0 * conv_dim;
       ssd_chunk_head(row + h * P, row + Di + g * N, row + Di + GN + g * N, conv_dim, dt + t0 * H + h,
                      la + t0 * H + h, H, n, P, N, w_.D[h], st.ssm.data() + h * P * N, true,
-                     out + t0 * Di + h * P, Di, SsdChunkWork(own, n, P, N));
+                     out + t0 * Di + h * P, Di, SsdChunkWork(own, n, P, N),
+                     cb + (g * chunks + t0 / C) * C * C);
     });
   }
 
   // Output gate and norm: rmsnorm(y * silu(z)), rmsnorm(y) * silu(z) or y * silu(z); the
   // norm works per group of channels.
   const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
+#pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < Q; ++t) {
     float* v = out + t * Di;
     const float* z = zxbcdt + t * E;

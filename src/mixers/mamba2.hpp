@@ -13,19 +13,22 @@
 namespace braid {
 
 // Scratch of one head's SSD chunk of n tokens: M [n][n] ((C_t . B_j) exp(cum_t - cum_j) dt_j,
-// j <= t, else 0), cum [n] (cumulative log decay from the chunk start), Bw [n][N], Xs [n][P].
+// j <= t, else 0), cum [n] (cumulative log decay from the chunk start), dt [n] (the head's dt
+// in a row), Bw [n][N], Xs [n][P].
 struct SsdChunkWork {
   SsdChunkWork(float* p, int64_t n, int64_t P, int64_t N);
-  static size_t floats(int64_t n, int64_t P, int64_t N) { return size_t(n * n + n + n * N + n * P); }
-  float *M, *cum, *Bw, *Xs;
+  static size_t floats(int64_t n, int64_t P, int64_t N) { return size_t(n * n + 2 * n + n * N + n * P); }
+  float *M, *cum, *dt, *Bw, *Xs;
 };
 
 // One head's chunk in the state-space dual form, from the state S [P][N]: X, B, C rows have
 // stride ld; dt and la (= dt A) stride hld. Writes y = M X + exp(cum) C S^T + D X (rows ldy;
-// skipped when Y is null), fills w, and when `advance` carries S to the chunk's end.
+// skipped when Y is null), fills w, and when `advance` carries S to the chunk's end. CB: the
+// chunk's products C_t . B_j [n][n], which the heads of a group share, or null to compute
+// them here.
 void ssd_chunk_head(const float* X, const float* B, const float* C, int64_t ld, const float* dt,
                     const float* la, int64_t hld, int64_t n, int64_t P, int64_t N, float D, float* S,
-                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w);
+                    bool advance, float* Y, int64_t ldy, const SsdChunkWork& w, const float* CB = nullptr);
 
 class Mamba2State final : public State {
  public:

@@ -84,6 +84,7 @@ class Workspace {
     kBranchOut,
     kMoeWeight,
     kLoopInput,
+    kChunkProducts,
     kNumSlots
   };
   float* get(Slot s, size_t n) { return buf_[s].reserve(n); }
