@@ -188,8 +188,8 @@ TEST(Cli, QuantizeAndVerifyQuality) {
   EXPECT_EQ(scalar.rc, 0) << scalar.err;
   EXPECT_EQ(bogus.rc, 0) << bogus.err;
   EXPECT_NE(bogus.err.find("BRAID_ISA=sse9 is not scalar, avx2 or avx512"), std::string::npos) << bogus.err;
-  // The distance the compact kernels prefetch their weights ahead changes no value; one that is
-  // not a distance is reported, not fatal.
+  // How far ahead the weight kernels ask for lines changes no value; a setting that is not a
+  // distance is reported, not fatal.
   const std::string ids = "run --model " + (d / "q8") + " --prompt-ids 1,2,3 -n 4";
   const Result plain = braid(ids);
   ASSERT_EQ(plain.rc, 0) << plain.err;

@@ -81,8 +81,8 @@ double read_rate(SumLoop sum, const uint64_t* p, size_t n, volatile uint64_t& si
 }  // namespace
 
 // The best of several read loops (each the median of its passes, the loops taking turns
-// so each sees the same minutes of a drifting machine): a limit is what some plain read
-// reaches, and no one loop reaches it on every CPU.
+// so each sees the same minutes of a drifting machine): a limit is what some way of reading
+// the buffer reaches, and no one loop reaches it on every CPU.
 double measure_read_bandwidth(size_t bytes, int reps) {
   const size_t n =
       std::max<size_t>(bytes / sizeof(uint64_t) / 256, 1) * 256;  // whole 32-word steps per thread

@@ -252,9 +252,8 @@ struct QScratch {
 // y[b * ldy + r] (+)= W[r, :] . x[b, :] for rows of a compact W, each row's value exactly as
 // it alone would give. One input goes through the rows one at a time, a single stream of
 // weights in address order (asked for ahead where the CPU wants it: stream_prefetch_bytes);
-// several go four rows at a time
-// where the path can, the rows staying in cache across the B inputs. `Dot4(r, b, out)` /
-// `Dot(r, b)` compute row r (of four) against input b.
+// several go four rows at a time where the path can, the rows staying in cache across the B
+// inputs. `Dot4(r, b, out)` / `Dot(r, b)` compute row r (of four) against input b.
 template <class Dot4, class Dot>
 void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, float* y, int64_t ldy,
                        const Dot4& dot4, const Dot& dot) {

@@ -34,12 +34,11 @@ inline constexpr int64_t kGemvPrefetchRows = 2;
 
 // How far ahead of the stream of one input's rows the AVX-512 f32 GEMV and compact-format
 // kernels ask for lines (one prefetcht2 per 64 bytes they read), in bytes; 0: none. Chosen
-// per CPU at start-up: kIntelStreamPrefetch on Intel, where the hardware prefetcher alone
-// left the compact kernels at 73-78% of the read probe from memory (f32 at 93%) and this
-// distance brings them to 84-97% (f32 99-104%); none elsewhere, as on AMD Zen 4, where every
-// software prefetch ahead of the stream made it slower (docs/benchmarks.md, 2026-12-04 and
-// 2026-12-07). BRAID_STREAM_PREFETCH=BYTES (a multiple of 64, at most 1 MiB; 0 for none)
-// sets it.
+// per CPU at start-up: kIntelStreamPrefetch on Intel, where from memory the compact kernels
+// read 18-20 GB/s with the hardware prefetcher alone and 22.5-26 with this distance (the f32
+// GEMV 26 and 29); none elsewhere, as on AMD Zen 4, where every software prefetch ahead of
+// the stream made it slower (docs/benchmarks.md, 2026-12-04 and 2026-12-07).
+// BRAID_STREAM_PREFETCH=BYTES (a multiple of 64, at most 1 MiB; 0 for none) sets it.
 inline constexpr int64_t kIntelStreamPrefetch = 8192;
 int64_t stream_prefetch_bytes();
 
