@@ -70,8 +70,7 @@ BRAID_AVX512 inline void block(const float* a, int64_t lda, const float* x, int6
   for (; i + 64 <= n; i += 64)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      if (R == 1 && NB == 1 && kStreamAhead > 0)
-        _mm_prefetch(reinterpret_cast<const char*>(a + i + 16 * j) + kStreamAhead, _MM_HINT_T2);
+      if (R == 1 && NB == 1) prefetch_stream(a + i + 16 * j, kStreamAhead);
       lane_step<R, NB>(a, lda, x, ldx, i + 16 * j, acc[j]);
     }
   for (; i + 16 <= n; i += 16) lane_step<R, NB>(a, lda, x, ldx, i, acc[0]);

@@ -22,32 +22,23 @@ static double median(std::vector<double> v) {
 namespace {
 
 // Sums of p[0, n), n a multiple of 32, in L independent lanes, each word first mixed with
-// itself M times. Which loop reads fastest depends on the CPU and the moment: the widest
-// vectors at full rate can run ahead of the hardware prefetcher, and a few instructions
-// between loads, or narrower vectors, sometimes read more (seen: 20-30% more on one host).
-template <int L, int M>
+// itself M times; Ahead > 0: each 64 bytes read asks for the line Ahead bytes further on, as
+// the weight kernels read where the hardware prefetcher alone falls short (wdot.hpp). Which
+// loop reads fastest depends on the CPU and the moment: the widest vectors at full rate can
+// run ahead of the hardware prefetcher, and a few instructions between loads, narrower
+// vectors, or the request ahead sometimes read more (seen: 20-30% more on one host, 5-10% for
+// the request ahead on another).
+template <int L, int M, int64_t Ahead = 0>
 inline uint64_t sum_lanes(const uint64_t* p, size_t n) {
   uint64_t acc[L] = {};
-  for (size_t i = 0; i < n; i += L)
+  for (size_t i = 0; i < n; i += L) {
+    if constexpr (Ahead > 0)
+      for (int k = 0; k < L; k += 8) prefetch_stream(p + i + k, Ahead);
     for (int k = 0; k < L; ++k) {
       uint64_t v = p[i + k];
       for (int m = 0; m < M; ++m) v ^= v >> 1;
       acc[k] += v;
     }
-  uint64_t s = 0;
-  for (uint64_t a : acc) s += a;
-  return s;
-}
-
-// The 32-lane sum asking, for each 64 bytes it reads, for the line kIntelStreamPrefetch bytes
-// ahead (prefetcht2), as the weight kernels read where the hardware prefetcher alone falls
-// short (wdot.hpp): there such a stream reads more than any plain loop.
-inline uint64_t sum_ahead(const uint64_t* p, size_t n) {
-  constexpr size_t kAhead = size_t(kIntelStreamPrefetch) / sizeof(uint64_t);
-  uint64_t acc[32] = {};
-  for (size_t i = 0; i < n; i += 32) {
-    for (size_t k = 0; k < 32; k += 8) __builtin_prefetch(p + i + k + kAhead, 0, 1);
-    for (int k = 0; k < 32; ++k) acc[k] += p[i + k];
   }
   uint64_t s = 0;
   for (uint64_t a : acc) s += a;
@@ -55,7 +46,9 @@ inline uint64_t sum_ahead(const uint64_t* p, size_t n) {
 }
 
 BRAID_DISPATCH uint64_t sum_wide(const uint64_t* p, size_t n) { return sum_lanes<32, 0>(p, n); }
-BRAID_DISPATCH uint64_t sum_prefetched(const uint64_t* p, size_t n) { return sum_ahead(p, n); }
+BRAID_DISPATCH uint64_t sum_prefetched(const uint64_t* p, size_t n) {
+  return sum_lanes<32, 0, kIntelStreamPrefetch>(p, n);
+}
 BRAID_DISPATCH uint64_t sum_mixed(const uint64_t* p, size_t n) { return sum_lanes<16, 1>(p, n); }
 __attribute__((target("avx2"))) uint64_t sum_256(const uint64_t* p, size_t n) {
   return sum_lanes<16, 0>(p, n);

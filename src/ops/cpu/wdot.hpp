@@ -41,6 +41,10 @@ inline constexpr int64_t kGemvPrefetchRows = 2;
 // BRAID_STREAM_PREFETCH=BYTES (a multiple of 64, at most 1 MiB; 0 for none) sets it.
 inline constexpr int64_t kIntelStreamPrefetch = 8192;
 int64_t stream_prefetch_bytes();
+// The stream's request: the line `ahead` bytes past p (prefetcht2), nothing when ahead is 0.
+inline void prefetch_stream(const void* p, int64_t ahead) {
+  if (ahead > 0) __builtin_prefetch(static_cast<const char*>(p) + ahead, 0, 1);
+}
 
 // B inputs x[B, cols] made ready once for products with weights of format t, so that any
 // thread can then multiply any rows by them: quantized to 8-bit blocks when int8 activations

@@ -49,8 +49,8 @@ template <int R>
 inline void prefetch_ahead(const uint8_t* c, size_t stride) {
   if constexpr (R > 1)
     _mm_prefetch(reinterpret_cast<const char*>(c) + R * stride, _MM_HINT_T0);
-  else if (kStreamAhead > 0)
-    _mm_prefetch(reinterpret_cast<const char*>(c) + kStreamAhead, _MM_HINT_T2);
+  else
+    ops::prefetch_stream(c, kStreamAhead);
 }
 
 // The lane sums of R accumulators: out[r] = sum of acc[r]'s lanes, added in one fixed order
