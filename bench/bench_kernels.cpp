@@ -1,7 +1,9 @@
-// Matrix-vector kernel ceilings per weight format: bench_kernels [THREADS] [IN] [OUT] [RUNS]
+// Matrix-vector kernel ceilings per weight format:
+// bench_kernels [THREADS] [IN] [OUT] [RUNS] [STREAM_MIB]
 // For each format, one [OUT, IN] matrix times one input through ops::linear (the decode GEMV),
 // timed with the matrix in cache (the same copy each time: the arithmetic's limit) and
-// streamed from memory (copies totalling at least 512 MiB, read in turn), against the read
+// streamed (copies totalling at least STREAM_MIB, default 512 MiB, read in turn: from memory,
+// or from a large last-level cache when STREAM_MIB fits in it), against the read
 // probe of the same minutes. Prints one JSON object per format: medians of RUNS passes.
 #include <algorithm>
 #include <cstdio>
@@ -32,17 +34,19 @@ int main(int argc, char** argv) {
     const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
     const int64_t in = argc > 2 ? std::atoll(argv[2]) : 768, out = argc > 3 ? std::atoll(argv[3]) : 3072;
     const int runs = argc > 4 ? std::max(1, std::atoi(argv[4])) : 15;
-    check(threads >= 0 && in > 0 && out > 0 && in % kQuantBlock == 0,
-          "usage: bench_kernels [THREADS] [IN (a multiple of 32)] [OUT] [RUNS]");
+    const int64_t stream_mib = argc > 5 ? std::atoll(argv[5]) : 512;
+    check(threads >= 0 && in > 0 && out > 0 && in % kQuantBlock == 0 && stream_mib > 0,
+          "usage: bench_kernels [THREADS] [IN (a multiple of 32)] [OUT] [RUNS] [STREAM_MIB (> 0)]");
     set_num_threads(threads);
     Rng rng(1);
     std::vector<float> w(size_t(in * out)), x(static_cast<size_t>(in)), y(static_cast<size_t>(out));
     for (float& v : w) v = float(rng.normal()) * 0.05f;
     for (float& v : x) v = float(rng.normal());
-    const double bw = ops::measure_read_bandwidth(size_t(1) << 30, 5);
+    const double bw =
+        ops::measure_read_bandwidth(std::max<size_t>(size_t(stream_mib) << 20, size_t(64) << 20), 5);
     for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
       const size_t bytes = row_bytes(t, in) * size_t(out);
-      const int64_t copies = std::max<int64_t>(1, int64_t((size_t(512) << 20) / bytes));
+      const int64_t copies = std::max<int64_t>(1, int64_t((size_t(stream_mib) << 20) / bytes));
       std::vector<uint8_t> buf(bytes * size_t(copies));
       for (int64_t r = 0; r < out; ++r)
         quantize_row(t, w.data() + r * in, in, buf.data() + size_t(r) * row_bytes(t, in));

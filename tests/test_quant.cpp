@@ -109,8 +109,33 @@ TEST(QuantFormat, Q8LayoutIsAsDocumented) {
   quantize_row(DType::Q8_0, x.data(), 64, q.data());
   EXPECT_EQ(scale_of(q.data(), 0), 1.0f);
   EXPECT_EQ(scale_of(q.data(), 1), 0.5f);
-  for (int i = 0; i < 64; ++i)
-    EXPECT_EQ(int(int8_t(q[size_t(4 + i)])), int(x[size_t(i)] / (i < 32 ? 1 : 0.5f)));
+  std::vector<float> back(64);
+  dequantize_row(DType::Q8_0, q.data(), 64, back.data());
+  EXPECT_EQ(back, x);
+}
+
+// The grouped Q8_0 layout, offsets worked out by hand for a row of 19 blocks (a group of 16
+// and a group of 3): word s of block j of a group of m blocks at word s * m + j of the group,
+// word s holding elements 4k .. 4k + 3 for k = s / 2 + 4 * (s % 2), each code as q + 128.
+TEST(QuantFormat, Q8GroupedLayoutIsAsDocumented) {
+  const int64_t nb = 19, n = nb * 32;
+  auto code = [](int64_t b, int64_t e) { return e == 0 ? 127 : int((b * 29 + e * 7) % 255) - 127; };
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t b = 0; b < nb; ++b)  // element 0 is 127: every scale is exactly 1
+    for (int64_t e = 0; e < 32; ++e) x[size_t(b * 32 + e)] = float(code(b, e));
+  std::vector<uint8_t> q(row_bytes(DType::Q8_0, n));
+  quantize_row(DType::Q8_0, x.data(), n, q.data());
+  const uint8_t* codes = q.data() + 2 * nb;
+  // (block, first element, byte offset from the codes' start)
+  const int64_t cases[][3] = {{0, 0, 0},    {1, 0, 4},    {0, 16, 64},   {15, 4, 188},
+                              {5, 28, 468}, {16, 0, 512}, {17, 20, 552}, {18, 28, 604}};
+  for (const auto& c : cases)
+    for (int64_t i = 0; i < 4; ++i)
+      EXPECT_EQ(int(codes[c[2] + i]), code(c[0], c[1] + i) + 128)
+          << "block " << c[0] << " element " << c[1] + i;
+  std::vector<float> back(static_cast<size_t>(n));
+  dequantize_row(DType::Q8_0, q.data(), n, back.data());
+  EXPECT_EQ(back, x);
 }
 
 // Round to nearest: each value within half a step of its block's scale (Q4_0's positive
@@ -168,7 +193,7 @@ TEST(WeightKernels, EveryPathMatchesTheReference) {
     if (!ops::isa_supported(isa)) continue;
     ++paths;
     for (DType t : kCompact)
-      for (int64_t cols : {32, 64, 96, 160, 768, 37, 100}) {
+      for (int64_t cols : {32, 64, 96, 160, 768, 800, 37, 100}) {
         if (!storable_as(t, cols)) continue;
         const int64_t rows = 5;
         const std::vector<float> w = randn(size_t(rows * cols), 7 + uint64_t(cols), 0.1f),
@@ -290,9 +315,9 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 }
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
-// 16-block scale groups, Q4_0's 16-block groups, whole or split at the end: a last group of
+// 16-block scale groups, the 16-block code groups of both formats, whole or split at the end: a last group of
 // at most 8 blocks or of 9 to 15, after none, one, two or three whole groups, the shapes of
-// the AVX-512 Q4_0 loop that keeps two groups' activations in registers) match the reference
+// the AVX-512 loop that keeps two groups' activations in registers) match the reference
 // of int8 activations on every path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
@@ -429,40 +454,53 @@ TEST(QuantSafetensors, RoundTripAndBadEncodings) {
             std::string::npos);
 }
 
-// Q4_0 files without the layout key hold each block's bytes in order: they load as the same
-// matrix in the grouped layout. Files written now name the layout; an unknown one is refused.
-TEST(QuantSafetensors, Q4BlocksInOrderFilesAreRewrittenOnLoad) {
+// Q4_0 / Q8_0 files without their layout key hold each block's codes in order (Q8_0's as
+// signed bytes): they load as the same matrix in the grouped layout. Files written now name
+// the layout; an unknown one is refused.
+TEST(QuantSafetensors, BlocksInOrderFilesAreRewrittenOnLoad) {
   TempDir dir;
   const int64_t rows = 3, cols = 19 * 32, nb = cols / 32;
-  const size_t rb = row_bytes(DType::Q4_0, cols);
   const std::vector<float> w = randn(size_t(rows * cols), 43);
-  Tensor q4 = Tensor::zeros(DType::Q4_0, {rows, cols});
-  for (int64_t r = 0; r < rows; ++r)
-    quantize_row(DType::Q4_0, w.data() + r * cols, cols, q4.data_mut<uint8_t>() + size_t(r) * rb);
-  Tensor in_order = Tensor::zeros(DType::U8, {rows, int64_t(rb)});
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* from = q4.data<uint8_t>() + size_t(r) * rb;
-    uint8_t* to = in_order.data_mut<uint8_t>() + size_t(r) * rb;
-    std::memcpy(to, from, size_t(2 * nb));
-    for (int64_t b = 0; b < nb; ++b) q4_block_bytes(from + 2 * nb, nb, b, to + 2 * nb + 16 * b);
+  for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    const std::string name = dtype_name(t);
+    const bool q4 = t == DType::Q4_0;
+    const char* key = q4 ? kQ4LayoutKey : kQ8LayoutKey;
+    const size_t rb = row_bytes(t, cols), block = q4 ? 16 : 32;
+    Tensor grouped = Tensor::zeros(t, {rows, cols});
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row(t, w.data() + r * cols, cols, grouped.data_mut<uint8_t>() + size_t(r) * rb);
+    Tensor in_order = Tensor::zeros(DType::U8, {rows, int64_t(rb)});
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* from = grouped.data<uint8_t>() + size_t(r) * rb;
+      uint8_t* to = in_order.data_mut<uint8_t>() + size_t(r) * rb;
+      std::memcpy(to, from, size_t(2 * nb));
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* out = to + 2 * nb + block * size_t(b);
+        if (q4)
+          q4_block_bytes(from + 2 * nb, nb, b, out);
+        else
+          q8_block_codes(from + 2 * nb, nb, b, reinterpret_cast<int8_t*>(out));
+      }
+    }
+    ASSERT_NE(std::memcmp(in_order.raw(), grouped.raw(), rb * rows), 0) << name;
+    write_safetensors(dir / "old.safetensors", {{"a.weight", in_order}},
+                      {{"braid.block_format.a.weight", name}});
+    Tensor back = SafetensorsFile::open(dir / "old.safetensors")->get("a.weight");
+    EXPECT_EQ(back.dtype(), t);
+    EXPECT_EQ(back.shape(), (Shape{rows, cols}));
+    EXPECT_EQ(std::memcmp(back.raw(), grouped.raw(), grouped.nbytes()), 0) << name;
+
+    write_safetensors(dir / "new.safetensors", {{"a.weight", grouped}});
+    auto f = SafetensorsFile::open(dir / "new.safetensors");
+    EXPECT_EQ(f->metadata().at(key), q4 ? kQ4Layout : kQ8Layout);
+    EXPECT_EQ(std::memcmp(f->get("a.weight").raw(), grouped.raw(), grouped.nbytes()), 0) << name;
+
+    write_safetensors(dir / "bad.safetensors", {{"a.weight", in_order}},
+                      {{"braid.block_format.a.weight", name}, {key, "rows4"}});
+    EXPECT_NE(
+        error_of([&] { SafetensorsFile::open(dir / "bad.safetensors"); }).find(name + " layout 'rows4'"),
+        std::string::npos);
   }
-  ASSERT_NE(std::memcmp(in_order.raw(), q4.raw(), rb * rows), 0);
-  write_safetensors(dir / "old.safetensors", {{"a.weight", in_order}},
-                    {{"braid.block_format.a.weight", "Q4_0"}});
-  Tensor back = SafetensorsFile::open(dir / "old.safetensors")->get("a.weight");
-  EXPECT_EQ(back.dtype(), DType::Q4_0);
-  EXPECT_EQ(back.shape(), (Shape{rows, cols}));
-  EXPECT_EQ(std::memcmp(back.raw(), q4.raw(), q4.nbytes()), 0);
-
-  write_safetensors(dir / "new.safetensors", {{"a.weight", q4}});
-  auto f = SafetensorsFile::open(dir / "new.safetensors");
-  EXPECT_EQ(f->metadata().at(kQ4LayoutKey), kQ4Layout);
-  EXPECT_EQ(std::memcmp(f->get("a.weight").raw(), q4.raw(), q4.nbytes()), 0);
-
-  write_safetensors(dir / "bad.safetensors", {{"a.weight", in_order}},
-                    {{"braid.block_format.a.weight", "Q4_0"}, {kQ4LayoutKey, "rows4"}});
-  EXPECT_NE(error_of([&] { SafetensorsFile::open(dir / "bad.safetensors"); }).find("Q4_0 layout 'rows4'"),
-            std::string::npos);
 }
 
 }  // namespace

@@ -48,6 +48,17 @@ void q4_row_from_blocks_in_order(const uint8_t* in, int64_t n, uint8_t* out) {
       std::memcpy(out + 2 * nb + q4_word_at(nb, b, k), in + 2 * nb + 16 * b + 4 * k, 4);
 }
 
+void q8_row_from_blocks_in_order(const uint8_t* in, int64_t n, uint8_t* out) {
+  const int64_t nb = n / kQuantBlock;
+  std::memcpy(out, in, size_t(2 * nb));
+  for (int64_t b = 0; b < nb; ++b)
+    for (int k = 0; k < 8; ++k) {
+      const uint8_t* from = in + 2 * nb + 32 * b + 4 * k;
+      uint8_t* to = out + 2 * nb + block_word_at(nb, 32, b, q8_word_of(k));
+      for (int i = 0; i < 4; ++i) to[i] = uint8_t(from[i] ^ 0x80);  // q as a signed byte -> q + 128
+    }
+}
+
 void quantize_row(DType t, const float* x, int64_t n, void* out) {
   check(storable_as(t, n), "cannot store a row of ", n, " values as ", dtype_name(t));
   uint8_t* o = static_cast<uint8_t*>(out);
@@ -74,10 +85,12 @@ void quantize_row(DType t, const float* x, int64_t n, void* out) {
         float d;
         const uint16_t h = block_scale(xb, 127.0f, false, &d);
         std::memcpy(o + 2 * b, &h, 2);
-        int8_t* q = reinterpret_cast<int8_t*>(o + 2 * nb + b * kQuantBlock);
-        for (int64_t i = 0; i < kQuantBlock; ++i) {
-          const float v = d == 0.0f ? 0.0f : std::nearbyint(xb[i] / d);
-          q[i] = int8_t(std::fmax(-127.0f, std::fmin(127.0f, v)));
+        for (int k = 0; k < 8; ++k) {
+          uint8_t* w = o + 2 * nb + block_word_at(nb, 32, b, q8_word_of(k));
+          for (int i = 0; i < 4; ++i) {
+            const float v = d == 0.0f ? 0.0f : std::nearbyint(xb[4 * k + i] / d);
+            w[i] = uint8_t(int(std::fmax(-127.0f, std::fmin(127.0f, v))) + 128);
+          }
         }
       }
       return;
@@ -122,7 +135,8 @@ void dequantize_row(DType t, const void* row, int64_t n, float* out) {
       for (int64_t b = 0; b < nb; ++b) {
         std::memcpy(&h, r + 2 * b, 2);
         const float d = f16_to_f32(h);
-        const int8_t* q = reinterpret_cast<const int8_t*>(r + 2 * nb + b * kQuantBlock);
+        int8_t q[kQuantBlock];
+        q8_block_codes(r + 2 * nb, nb, b, q);
         for (int64_t i = 0; i < kQuantBlock; ++i) out[b * kQuantBlock + i] = d * float(q[i]);
       }
       return;

@@ -111,10 +111,15 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
   }
   check(at == data_size, path, ": data buffer is ", data_size, " bytes but tensors cover ", at);
   // Block-quantized matrices are stored as U8 [rows, row bytes] and named in the metadata.
-  const auto layout = f->metadata_.find(kQ4LayoutKey);
-  check(layout == f->metadata_.end() || layout->second == kQ4Layout, path,
-        ": __metadata__ gives Q4_0 layout '", layout == f->metadata_.end() ? "" : layout->second,
-        "' (expected ", kQ4Layout, ")");
+  // Whether the file names the grouped layout of a block format (an unknown layout is refused).
+  auto grouped = [&](const char* key, const char* expected, const char* format) {
+    const auto layout = f->metadata_.find(key);
+    check(layout == f->metadata_.end() || layout->second == expected, path, ": __metadata__ gives ", format,
+          " layout '", layout == f->metadata_.end() ? "" : layout->second, "' (expected ", expected, ")");
+    return layout != f->metadata_.end();
+  };
+  const bool q4_grouped = grouped(kQ4LayoutKey, kQ4Layout, "Q4_0");
+  const bool q8_grouped = grouped(kQ8LayoutKey, kQ8Layout, "Q8_0");
   for (const auto& [key, value] : f->metadata_) {
     if (key.rfind(kBlockFormatKey, 0) != 0) continue;
     const std::string name = key.substr(std::strlen(kBlockFormatKey));
@@ -134,7 +139,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_memory(std::shared_ptr<Ma
           value, " blocks (", block, " bytes each)");
     ti.dtype = q;
     ti.shape[1] = ti.shape[1] / block * 32;
-    ti.q4_blocks_in_order = q == DType::Q4_0 && layout == f->metadata_.end();
+    ti.blocks_in_order = !(q == DType::Q4_0 ? q4_grouped : q8_grouped);
   }
   return f;
 }
@@ -150,12 +155,13 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   check(t->supported, path(), ": tensor '", name, "' has dtype ", t->dtype_name,
         ", which braid does not support");
   const uint8_t* data = file_->data() + data_start_ + t->begin;
-  if (t->q4_blocks_in_order) {
+  if (t->blocks_in_order) {
     Tensor out = Tensor::zeros(t->dtype, t->shape);
     const int64_t cols = t->shape[1];
-    const size_t rb = row_bytes(DType::Q4_0, cols);
+    const size_t rb = row_bytes(t->dtype, cols);
+    const auto rewrite = t->dtype == DType::Q4_0 ? q4_row_from_blocks_in_order : q8_row_from_blocks_in_order;
     for (int64_t r = 0; r < t->shape[0]; ++r)
-      q4_row_from_blocks_in_order(data + size_t(r) * rb, cols, out.data_mut<uint8_t>() + size_t(r) * rb);
+      rewrite(data + size_t(r) * rb, cols, out.data_mut<uint8_t>() + size_t(r) * rb);
     return out;
   }
   return Tensor::view(t->dtype, t->shape, data, file_);
@@ -241,6 +247,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
       h[name] = {{"dtype", "U8"}, {"shape", stored}, {"data_offsets", {off, off + t.nbytes()}}};
       meta[kBlockFormatKey + name] = dtype_name(t.dtype());
       if (t.dtype() == DType::Q4_0) meta[kQ4LayoutKey] = kQ4Layout;
+      if (t.dtype() == DType::Q8_0) meta[kQ8LayoutKey] = kQ8Layout;
     } else {
       h[name] = {
           {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};

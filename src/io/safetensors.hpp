@@ -18,12 +18,15 @@ namespace braid {
 // "Q8_0" / "Q4_0". Such a tensor is stored as U8 [rows, row bytes] (core/quant.hpp has the
 // layout) and read back as that dtype with its logical shape [rows, cols].
 inline constexpr const char* kBlockFormatKey = "braid.block_format.";
-// Metadata key naming the layout of a file's Q4_0 codes: kQ4Layout, the grouped layout of
-// core/quant.hpp. A file with Q4_0 tensors and no such key holds each block's 16 bytes in
-// order (files written before the grouped layout); such tensors are read into memory and
-// rewritten in the grouped layout as they are loaded.
+// Metadata keys naming the layout of a file's Q4_0 and Q8_0 codes: kQ4Layout / kQ8Layout,
+// the grouped layouts of core/quant.hpp. A file with such tensors and no key for their format
+// holds each block's bytes in order (files written before the grouped layouts; Q8_0 codes as
+// signed bytes); such tensors are read into memory and rewritten in the grouped layout as
+// they are loaded.
 inline constexpr const char* kQ4LayoutKey = "braid.q4_0_layout";
 inline constexpr const char* kQ4Layout = "groups16";
+inline constexpr const char* kQ8LayoutKey = "braid.q8_0_layout";
+inline constexpr const char* kQ8Layout = "groups16_u8";
 
 struct TensorInfo {
   std::string name;
@@ -31,8 +34,8 @@ struct TensorInfo {
   bool supported = false;  // braid has a DType for it
   DType dtype = DType::F32;
   Shape shape;
-  size_t begin = 0, end = 0;        // byte offsets inside the data buffer
-  bool q4_blocks_in_order = false;  // Q4_0 in the layout of files without kQ4LayoutKey
+  size_t begin = 0, end = 0;     // byte offsets inside the data buffer
+  bool blocks_in_order = false;  // Q4_0 / Q8_0 in the layout of files without their layout key
 };
 
 class SafetensorsFile {

@@ -40,9 +40,10 @@ float dot_f16(const uint8_t* w, const float* x, int64_t n) {
 
 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
-  const int8_t* q = reinterpret_cast<const int8_t*>(w + 2 * nb);
   float s = 0.0f;
-  for (int64_t b = 0; b < nb; ++b, q += kQuantBlock, x += kQuantBlock) {
+  for (int64_t b = 0; b < nb; ++b, x += kQuantBlock) {
+    int8_t q[kQuantBlock];
+    q8_block_codes(w + 2 * nb, nb, b, q);
     float sb = 0.0f;
     for (int64_t i = 0; i < kQuantBlock; ++i) sb += float(q[i]) * x[i];
     s += f16_to_f32(half_at(w + 2 * b)) * sb;
@@ -69,26 +70,27 @@ void dequant(const uint8_t* w, int64_t n, float* out) {
   dequantize_row(T, w, n, out);
 }
 
-// Weight code i of a block (its bytes in order): Q8_0 bytes as they are, Q4_0 nibbles less 8.
+// Weight code i of a block gathered by Bytes: Q8_0 codes as signed bytes, Q4_0 bytes' nibbles
+// less 8.
 inline int code_q8(const uint8_t* c, int i) { return int(int8_t(c[i])); }
 inline int code_q4(const uint8_t* c, int i) { return i < 16 ? int(c[i] & 15) - 8 : int(c[i - 16] >> 4) - 8; }
 
-// Block b's bytes in order: Q8_0's where they lie, Q4_0's gathered into tmp.
-inline const uint8_t* bytes_q8(const uint8_t* codes, int64_t, int64_t b, uint8_t*) { return codes + 32 * b; }
-inline const uint8_t* bytes_q4(const uint8_t* codes, int64_t nb, int64_t b, uint8_t* tmp) {
+// Block b gathered into tmp, in element order: Q8_0's codes, Q4_0's bytes.
+inline void bytes_q8(const uint8_t* codes, int64_t nb, int64_t b, uint8_t* tmp) {
+  q8_block_codes(codes, nb, b, reinterpret_cast<int8_t*>(tmp));
+}
+inline void bytes_q4(const uint8_t* codes, int64_t nb, int64_t b, uint8_t* tmp) {
   q4_block_bytes(codes, nb, b, tmp);
-  return tmp;
 }
 
 // Per block, the exact integer dot of the codes, scaled by d_w * d_x.
-template <int (*Code)(const uint8_t*, int),
-          const uint8_t* (*Bytes)(const uint8_t*, int64_t, int64_t, uint8_t*)>
+template <int (*Code)(const uint8_t*, int), void (*Bytes)(const uint8_t*, int64_t, int64_t, uint8_t*)>
 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
   float s = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
-    uint8_t tmp[kQuantBlock / 2];
-    const uint8_t* c = Bytes(w + 2 * nb, nb, b, tmp);
+    uint8_t c[kQuantBlock];
+    Bytes(w + 2 * nb, nb, b, c);
     const int8_t* q = x.q + b * kQuantBlock;
     int32_t isum = 0;
     for (int i = 0; i < kQuantBlock; ++i) isum += Code(c, i) * int32_t(q[i]);
@@ -109,9 +111,11 @@ void quantize_activations_scalar(const float* x, int64_t n, int fmt, int8_t* q, 
     float inv;
     activation_scale(amax, finite, &d[b], &inv);
     for (int i = 0; i < kQuantBlock; ++i) q[i] = finite ? int8_t(std::nearbyint(x[i] * inv)) : int8_t(0);
-    if (corr)
-      for (int j = 0; j < kQuantBlock / 4; ++j)
-        *corr++ = -k * (int32_t(q[4 * j]) + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+    if (corr) {
+      int32_t sum = 0;
+      for (int i = 0; i < kQuantBlock; ++i) sum += q[i];
+      corr[b] = -k * sum;
+    }
   }
 }
 
@@ -120,6 +124,7 @@ Kernels scalar_kernels() {
           {},
           {dequant<DType::BF16>, dequant<DType::F16>, dequant<DType::Q8_0>, dequant<DType::Q4_0>},
           quantize_activations_scalar,
+          false,
           false,
           {dotq<code_q8, bytes_q8>, dotq<code_q4, bytes_q4>},
           {},
@@ -279,7 +284,7 @@ void rows_times_inputs(bool has_dot4, int64_t B, int64_t rows, bool accumulate, 
 // Input b's quantized blocks.
 wdot::QBlocks blocks(const WInputs& in, int64_t b) {
   return {in.q + b * in.stride, in.d + b * in.stride / kQuantBlock,
-          in.corr ? in.corr + b * in.stride / 4 : nullptr};
+          in.corr ? in.corr + b * in.stride / kQuantBlock : nullptr};
 }
 
 }  // namespace
@@ -299,11 +304,11 @@ WInputs prepare_inputs(Isa isa, DType t, const float* x, int64_t B, int64_t cols
   QScratch& s = scratch[in.fmt];
   in.stride = wdot::activation_codes(cols);
   const size_t n = size_t(B * in.stride);
-  if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / 4);
+  if (s.q.size() < n) s.q.resize(n), s.d.resize(n / kQuantBlock), s.corr.resize(n / kQuantBlock);
   for (int64_t b = 0; b < B; ++b)
     k.quantize(x + b * cols, cols, in.fmt, s.q.data() + b * in.stride,
                s.d.data() + b * in.stride / kQuantBlock,
-               k.corrections ? s.corr.data() + b * in.stride / 4 : nullptr);
+               k.corrections ? s.corr.data() + b * in.stride / kQuantBlock : nullptr);
   in.q = s.q.data(), in.d = s.d.data(), in.corr = k.corrections ? s.corr.data() : nullptr;
   return in;
 }
@@ -368,8 +373,13 @@ void matvec_w_batch(DType t, const void* W, const float* x, int64_t B, int64_t r
 void quantize_activations(Isa isa, const float* x, int64_t cols, int8_t* q, float* d) {
   check(cols % kQuantBlock == 0, "activations are quantized in whole blocks of 32, not ", cols);
   const wdot::Kernels& k = kernels(isa);
-  std::vector<int32_t> corr(size_t(wdot::activation_codes(cols) / 4));
-  k.quantize(x, cols, wdot::kQ8, q, d, k.corrections ? corr.data() : nullptr);
+  const int64_t n = wdot::activation_codes(cols);
+  std::vector<int8_t> codes(static_cast<size_t>(n));
+  std::vector<int32_t> corr(size_t(n / kQuantBlock));
+  k.quantize(x, cols, wdot::kQ8, codes.data(), d, k.corrections ? corr.data() : nullptr);
+  for (int64_t b = 0; b < cols / kQuantBlock; ++b)
+    for (int e = 0; e < kQuantBlock; ++e)
+      q[b * kQuantBlock + e] = codes[size_t(k.grouped ? wdot::grouped_code_at(b, e) : b * kQuantBlock + e)];
 }
 
 void dequantize_rows(Isa isa, DType t, const void* W, int64_t rows, int64_t cols, float* out) {

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/quant.hpp"
-#include "ops/cpu/q4_groups.hpp"
+#include "ops/cpu/block_groups.hpp"
 #include "ops/cpu/wdot_impl.hpp"
 
 namespace braid::ops::wdot {
@@ -97,17 +97,25 @@ BRAID_AVX2 inline __m256 q4_block(const uint8_t* q, const float* x) {
   return _mm256_fmadd_ps(i8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
 }
 
-// Scaled block sums alternate between two accumulators.
+// Group g of a row's codes in block order (Q4_0 bytes, Q8_0 signed codes; block_groups.hpp).
+template <int64_t BlockBytes>
+BRAID_AVX2 inline void group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
+  if constexpr (BlockBytes == 16)
+    q4_group_in_order(codes, nb, g, out);
+  else
+    q8_group_in_order(codes, nb, g, reinterpret_cast<int8_t*>(out));
+}
+
+// Scaled block sums alternate between two accumulators. Each group's codes are put in block
+// order first.
 template <__m256 (*Block)(const uint8_t*, const float*), int64_t BlockBytes>
 BRAID_AVX2 inline float dot_blocks(const uint8_t* w, const float* x, int64_t n) {
-  constexpr bool Q4 = BlockBytes == 16;  // Q4_0: each group's bytes put in block order first
   const int64_t nb = n / kQuantBlock;
   const uint8_t* q = w + 2 * nb;
-  alignas(32) uint8_t ordered[Q4 ? kQ4Group * 16 : 1];
-  auto block = [&](int64_t b) {  // block b's bytes in order (blocks are asked for in order)
-    if (!Q4) return q + BlockBytes * b;
-    if ((b & 15) == 0) q4_group_in_order(q, nb, b / 16, ordered);
-    return static_cast<const uint8_t*>(ordered) + 16 * (b & 15);
+  alignas(32) uint8_t ordered[kBlockGroup * BlockBytes];
+  auto block = [&](int64_t b) {  // block b's codes in order (blocks are asked for in order)
+    if ((b & 15) == 0) group_in_order<BlockBytes>(q, nb, b / 16, ordered);
+    return static_cast<const uint8_t*>(ordered) + BlockBytes * (b & 15);
   };
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   int64_t b = 0;
@@ -140,10 +148,13 @@ BRAID_AVX2 void dequant_f16(const uint8_t* w, int64_t n, float* out) {
   if (i < n) dequantize_row(DType::F16, w + 2 * i, n - i, out + i);
 }
 
+// Each group's codes put in block order first.
 BRAID_AVX2 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* q = w + 2 * nb;
-  for (int64_t b = 0; b < nb; ++b, q += 32, out += 32) {
+  alignas(32) int8_t ordered[kBlockGroup * 32];
+  for (int64_t b = 0; b < nb; ++b, out += 32) {
+    if ((b & 15) == 0) q8_group_in_order(w + 2 * nb, nb, b / 16, ordered);
+    const int8_t* q = ordered + 32 * (b & 15);
     const __m256 d = _mm256_set1_ps(scale(w + 2 * b));
     const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
     const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16));
@@ -168,8 +179,8 @@ BRAID_AVX2 inline void dequant_q4_block(__m128i bytes, __m256 d, float* out) {
 BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   const int64_t nb = n / kQuantBlock;
   const uint8_t* codes = w + 2 * nb;
-  for (int64_t b0 = 0; b0 < nb; b0 += kQ4Group) {
-    const int64_t m = std::min(kQ4Group, nb - b0);
+  for (int64_t b0 = 0; b0 < nb; b0 += kBlockGroup) {
+    const int64_t m = std::min(kBlockGroup, nb - b0);
     int64_t j = 0;
     for (; j + 8 <= m; j += 8) {
       __m256i v[4];
@@ -196,24 +207,22 @@ BRAID_AVX2 inline __m256i codes_dot(__m256i w, __m256i q) {
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-BRAID_AVX2 inline __m256i q8_codes(const uint8_t* codes, int64_t, int64_t b) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * b));
-}
-
 BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* codes, int64_t nb, int64_t b) {
   __m128i lo, hi;
   q4_codes(q4_bytes(codes, nb, b), &lo, &hi);
   return _mm256_set_m128i(hi, lo);
 }
 
-template <__m256i (*Codes)(const uint8_t*, int64_t, int64_t)>
-BRAID_AVX2 float dotq(const uint8_t* w, const QBlocks& x, int64_t n) {
+// Q8_0 with int8 activations: each group's codes put in block order first.
+BRAID_AVX2 float dotq_q8(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
-  const uint8_t* c = w + 2 * nb;
+  alignas(32) int8_t ordered[kBlockGroup * 32];
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   for (int64_t b = 0; b < nb; ++b) {
+    if ((b & 15) == 0) q8_group_in_order(w + 2 * nb, nb, b / 16, ordered);
+    const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(ordered + 32 * (b & 15)));
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
-    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(Codes(c, nb, b), q));
+    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(c, q));
     __m256& a = b & 1 ? a1 : a0;
     a = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, a);
   }
@@ -238,8 +247,8 @@ BRAID_AVX2 float dotq_q4(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
   const uint8_t* c = w + 2 * nb;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  for (int64_t g = 0; g * kQ4Group < nb; ++g) {
-    const int64_t m = std::min(kQ4Group, nb - g * kQ4Group), b0 = g * kQ4Group;
+  for (int64_t g = 0; g * kBlockGroup < nb; ++g) {
+    const int64_t m = std::min(kBlockGroup, nb - g * kBlockGroup), b0 = g * kBlockGroup;
     int64_t j = 0;
     for (; j + 8 <= m; j += 8) {
       __m256i v[4];
@@ -272,12 +281,13 @@ Kernels avx2_kernels() {
           {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
           quantize_activations_scalar,
           false,
-          {dotq<q8_codes>, dotq_q4},
+          false,
+          {dotq_q8, dotq_q4},
           {},
           {}};
 }
 
 // The AVX2 integer kernels, for AVX-512 machines without VNNI.
-DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq<q8_codes> : dotq_q4; }
+DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq_q8 : dotq_q4; }
 
 }  // namespace braid::ops::wdot

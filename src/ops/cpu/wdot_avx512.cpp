@@ -12,7 +12,7 @@
 #include <cstring>
 
 #include "core/quant.hpp"
-#include "ops/cpu/q4_groups.hpp"
+#include "ops/cpu/block_groups.hpp"
 #include "ops/cpu/wdot.hpp"
 #include "ops/cpu/wdot_impl.hpp"
 
@@ -143,50 +143,16 @@ BRAID_AVX512 void rows_f16(const uint8_t* w, size_t stride, const float* x, int6
   rows_half<f16x16, f16_one>(w, stride, x, n, rows, out);
 }
 
-// A block's codes times x, unscaled: 32 products summed in 16 lanes.
-BRAID_AVX512 inline __m512 q8_block(const uint8_t* q, const float* x) {
-  const __m512 s =
-      _mm512_mul_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))), _mm512_loadu_ps(x));
-  return _mm512_fmadd_ps(i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))),
-                         _mm512_loadu_ps(x + 16), s);
-}
-
-// A whole Q4_0 group (16 blocks from `group`) as four vectors, block 4L + p in 128-bit lane L
-// of o[p]: its four loads hold word k of the 16 blocks, and a 4 x 4 transpose of words in each
-// 128-bit lane puts each block's together.
-BRAID_AVX512 inline void q4_group_regs(const uint8_t* group, __m512i* o) {
+// Four words of 16 blocks each (word k of the 16 at first + k * step, block i's at 4i) as four
+// vectors, block 4L + p's four words in order in 128-bit lane L of o[p]: a 4 x 4 transpose of
+// words in each 128-bit lane.
+BRAID_AVX512 inline void words16(const uint8_t* first, int64_t step, __m512i* o) {
   __m512i w[4];
-  for (int k = 0; k < 4; ++k) w[k] = _mm512_loadu_si512(group + 64 * k);
+  for (int k = 0; k < 4; ++k) w[k] = _mm512_loadu_si512(first + k * step);
   const __m512i t0 = _mm512_unpacklo_epi32(w[0], w[1]), t1 = _mm512_unpackhi_epi32(w[0], w[1]);
   const __m512i t2 = _mm512_unpacklo_epi32(w[2], w[3]), t3 = _mm512_unpackhi_epi32(w[2], w[3]);
   o[0] = _mm512_unpacklo_epi64(t0, t2), o[1] = _mm512_unpackhi_epi64(t0, t2);
   o[2] = _mm512_unpacklo_epi64(t1, t3), o[3] = _mm512_unpackhi_epi64(t1, t3);
-}
-
-// R rows at once (sharing the loads of x and keeping R streams of codes in flight), each
-// row with exactly the single-row arithmetic: its scaled block sums alternate between two
-// accumulators (even blocks, odd blocks), reduced at the end.
-template <__m512 (*Block)(const uint8_t*, const float*), int64_t BlockBytes, int R>
-BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
-  const int64_t nb = n / kQuantBlock;
-  __m512 acc[R][2];
-  __m512 scales[R];  // the f32 scales of 16 consecutive blocks per row, converted at once
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m512i lane = _mm512_set1_epi32(int(b & 15));
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* row = w + r * stride;
-      const uint8_t* q = row + 2 * nb + b * BlockBytes;
-      if ((b & 15) == 0) {  // the scales of blocks b .. b + 15 (masked at the row's last block)
-        const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-        scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, row + 2 * b));
-      }
-      prefetch_ahead<R>(q, stride);
-      acc[r][b & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), Block(q, x + b * kQuantBlock),
-                                      acc[r][b & 1]);
-    }
-  }
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
 // 128-bit lane L of v (L a constant once the loops around are unrolled).
@@ -203,10 +169,58 @@ BRAID_AVX512 inline __m128i lane128(__m512i v, int L) {
   }
 }
 
-// One Q4_0 block b (its bytes in order) times x, scaled (scales: its group's) into acc[b & 1].
-BRAID_AVX512 inline void q4_step(__m128i bytes, const float* x, int64_t b, __m512 scales, __m512* acc) {
-  __m128i lo, hi;
-  q4_codes(bytes, &lo, &hi);
+// A whole group of 16 blocks (from `group`, its first code byte) in registers, block
+// 4L + p's codes in 128-bit lane L of vectors p: Q4_0's 16 bytes in o[p]; Q8_0's code
+// bytes of elements 0 .. 15 in o[p], of elements 16 .. 31 in o[4 + p].
+template <bool Q4>
+BRAID_AVX512 inline void group_regs(const uint8_t* group, __m512i* o) {
+  if constexpr (Q4) {
+    words16(group, 64, o);
+  } else {
+    words16(group, 128, o);           // words 0, 2, 4, 6
+    words16(group + 64, 128, o + 4);  // words 1, 3, 5, 7
+  }
+}
+// Block j of a group in registers: its codes' lanes.
+struct BlockCodes {
+  __m128i a, b;  // Q4_0: the 16 bytes (b unused); Q8_0: code bytes of elements 0 .. 15, 16 .. 31
+};
+template <bool Q4>
+BRAID_AVX512 inline BlockCodes block_of(const __m512i* o, int j) {
+  if constexpr (Q4) return {lane128(o[j & 3], j >> 2), _mm_setzero_si128()};
+  return {lane128(o[j & 3], j >> 2), lane128(o[4 + (j & 3)], j >> 2)};
+}
+// Block j of a group put in block order in memory (q4_group_in_order / q8_group_in_order).
+template <bool Q4>
+BRAID_AVX512 inline BlockCodes block_at(const uint8_t* ordered, int64_t j) {
+  const __m128i* p = reinterpret_cast<const __m128i*>(ordered + (Q4 ? 16 : 32) * j);
+  if constexpr (Q4) return {_mm_loadu_si128(p), _mm_setzero_si128()};
+  return {_mm_loadu_si128(p), _mm_loadu_si128(p + 1)};
+}
+// A group (g) put in block order, through memory: out holds 512 bytes.
+template <bool Q4>
+BRAID_AVX512 inline void group_in_order(const uint8_t* codes, int64_t nb, int64_t g, uint8_t* out) {
+  if constexpr (Q4)
+    q4_group_in_order(codes, nb, g, out);
+  else
+    q8_group_in_order(codes, nb, g, reinterpret_cast<int8_t*>(out));
+}
+// Q8_0 blocks gathered in memory are signed codes already; in registers they are still q + 128.
+template <bool Q4, bool InOrder>
+BRAID_AVX512 inline void signed_codes(const BlockCodes& c, __m128i* lo, __m128i* hi) {
+  if constexpr (Q4) {
+    q4_codes(c.a, lo, hi);
+  } else if constexpr (InOrder) {
+    *lo = c.a, *hi = c.b;
+  } else {
+    *lo = q8_codes16(c.a), *hi = q8_codes16(c.b);
+  }
+}
+
+// One block b (its signed codes lo: elements 0 .. 15, hi: 16 .. 31) times x, scaled (scales:
+// its group's 16) into acc[b & 1].
+BRAID_AVX512 inline void block_step(__m128i lo, __m128i hi, const float* x, int64_t b, __m512 scales,
+                                    __m512* acc) {
   const float* xb = x + b * kQuantBlock;
   const __m512 sum =
       _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(xb + 16), _mm512_mul_ps(i8x16(lo), _mm512_loadu_ps(xb)));
@@ -214,37 +228,43 @@ BRAID_AVX512 inline void q4_step(__m128i bytes, const float* x, int64_t b, __m51
       _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_set1_epi32(int(b & 15)), scales), sum, acc[b & 1]);
 }
 
-// Q4_0 rows times f32 x: dot_blocks' arithmetic with each group's bytes put in block order
-// first, a whole group's in registers (q4_group_regs: block 4L + p in 128-bit lane L of
-// vector p), a short one's through memory.
-template <int R>
-BRAID_AVX512 inline void q4_dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n,
-                                       float* out) {
+// R Q8_0 / Q4_0 rows times f32 x (sharing the loads of x and keeping R streams of codes in
+// flight), each row with exactly the single-row arithmetic: its scaled block sums alternate
+// between two accumulators (even blocks, odd blocks), reduced at the end. Each group's codes
+// are put in block order first, a whole group's in registers (group_regs), a short one's
+// through memory.
+template <bool Q4, int R>
+BRAID_AVX512 inline void dot_blocks(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
+  constexpr int64_t kBytes = Q4 ? 16 : 32;  // code bytes per block
+  constexpr int kRegs = Q4 ? 4 : 8;
   const int64_t nb = n / kQuantBlock;
   __m512 acc[R][2], scales[R];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t b0 = 0; b0 < nb; b0 += kQ4Group) {
-    const int64_t m = std::min(kQ4Group, nb - b0);
-    const __mmask16 k = m == kQ4Group ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
+  for (int64_t b0 = 0; b0 < nb; b0 += kBlockGroup) {
+    const int64_t m = std::min(kBlockGroup, nb - b0);
+    const __mmask16 k = m == kBlockGroup ? __mmask16(0xffff) : __mmask16((1u << m) - 1);
     for (int r = 0; r < R; ++r)
       scales[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b0));
-    if (m < kQ4Group) {
-      alignas(64) uint8_t ordered[kQ4Group * 16];
+    __m128i lo, hi;
+    if (m < kBlockGroup) {
+      alignas(64) uint8_t ordered[kBlockGroup * kBytes];
       for (int r = 0; r < R; ++r) {
-        q4_group_in_order(w + r * stride + 2 * nb, nb, b0 / kQ4Group, ordered);
-        for (int64_t j = 0; j < m; ++j)
-          q4_step(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * j)), x, b0 + j, scales[r],
-                  acc[r]);
+        group_in_order<Q4>(w + r * stride + 2 * nb, nb, b0 / kBlockGroup, ordered);
+        for (int64_t j = 0; j < m; ++j) {
+          signed_codes<Q4, true>(block_at<Q4>(ordered, j), &lo, &hi);
+          block_step(lo, hi, x, b0 + j, scales[r], acc[r]);
+        }
       }
       continue;
     }
-    __m512i o[R][4];
-    for (int r = 0; r < R; ++r) q4_group_regs(w + r * stride + 2 * nb + 16 * b0, o[r]);
+    __m512i o[R][kRegs];
+    for (int r = 0; r < R; ++r) group_regs<Q4>(w + r * stride + 2 * nb + kBytes * b0, o[r]);
 #pragma GCC unroll 16
-    for (int j = 0; j < kQ4Group; ++j)
+    for (int j = 0; j < kBlockGroup; ++j)
       for (int r = 0; r < R; ++r) {
-        if (j % 4 == 0) prefetch_ahead<R>(w + r * stride + 2 * nb + 16 * (b0 + j), stride);
-        q4_step(lane128(o[r][j & 3], j >> 2), x, b0 + j, scales[r], acc[r]);
+        if (j % (64 / kBytes) == 0) prefetch_ahead<R>(w + r * stride + 2 * nb + kBytes * (b0 + j), stride);
+        signed_codes<Q4, false>(block_of<Q4>(o[r], j), &lo, &hi);
+        block_step(lo, hi, x, b0 + j, scales[r], acc[r]);
       }
   }
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
@@ -252,19 +272,19 @@ BRAID_AVX512 inline void q4_dot_blocks(const uint8_t* w, size_t stride, const fl
 
 BRAID_AVX512 float dot_q8(const uint8_t* w, const float* x, int64_t n) {
   float out;
-  dot_blocks<q8_block, 32, 1>(w, 0, x, n, &out);
+  dot_blocks<false, 1>(w, 0, x, n, &out);
   return out;
 }
 BRAID_AVX512 float dot_q4(const uint8_t* w, const float* x, int64_t n) {
   float out;
-  q4_dot_blocks<1>(w, 0, x, n, &out);
+  dot_blocks<true, 1>(w, 0, x, n, &out);
   return out;
 }
 BRAID_AVX512 void dot4_q8(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
-  dot_blocks<q8_block, 32, 4>(w, stride, x, n, out);
+  dot_blocks<false, 4>(w, stride, x, n, out);
 }
 BRAID_AVX512 void dot4_q4(const uint8_t* w, size_t stride, const float* x, int64_t n, float* out) {
-  q4_dot_blocks<4>(w, stride, x, n, out);
+  dot_blocks<true, 4>(w, stride, x, n, out);
 }
 
 BRAID_AVX512 void dequant_bf16(const uint8_t* w, int64_t n, float* out) {
@@ -279,62 +299,56 @@ BRAID_AVX512 void dequant_f16(const uint8_t* w, int64_t n, float* out) {
   if (i < n) dequantize_row(DType::F16, w + 2 * i, n - i, out + i);
 }
 
-BRAID_AVX512 void dequant_q8(const uint8_t* w, int64_t n, float* out) {
-  const int64_t nb = n / kQuantBlock;
-  const uint8_t* q = w + 2 * nb;
-  for (int64_t b = 0; b < nb; ++b, q += 32, out += 32) {
-    const __m512 d = _mm512_set1_ps(scale(w + 2 * b));
-    _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)))));
-    _mm512_storeu_ps(out + 16,
-                     _mm512_mul_ps(d, i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16)))));
-  }
-}
-
-// One Q4_0 block's values (its bytes in order, scale d) into out[0, 32).
-BRAID_AVX512 inline void dequant_q4_block(__m128i bytes, __m512 d, float* out) {
-  __m128i lo, hi;
-  q4_codes(bytes, &lo, &hi);
+// One block's values (its signed codes lo: elements 0 .. 15, hi: 16 .. 31; scale d) into
+// out[0, 32).
+BRAID_AVX512 inline void dequant_block(__m128i lo, __m128i hi, __m512 d, float* out) {
   _mm512_storeu_ps(out, _mm512_mul_ps(d, i8x16(lo)));
   _mm512_storeu_ps(out + 16, _mm512_mul_ps(d, i8x16(hi)));
 }
 
-// A whole group from its registers (q4_group_regs), a short one through memory.
-BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
+// A whole group from its registers (group_regs), a short one through memory.
+template <bool Q4>
+BRAID_AVX512 void dequant_blocks(const uint8_t* w, int64_t n, float* out) {
+  constexpr int64_t kBytes = Q4 ? 16 : 32;
   const int64_t nb = n / kQuantBlock;
   const uint8_t* codes = w + 2 * nb;
+  __m128i lo, hi;
   int64_t b0 = 0;
-  for (; b0 + kQ4Group <= nb; b0 += kQ4Group) {
-    __m512i o[4];
-    q4_group_regs(codes + 16 * b0, o);
+  for (; b0 + kBlockGroup <= nb; b0 += kBlockGroup) {
+    __m512i o[Q4 ? 4 : 8];
+    group_regs<Q4>(codes + kBytes * b0, o);
 #pragma GCC unroll 16
-    for (int j = 0; j < kQ4Group; ++j)
-      dequant_q4_block(lane128(o[j & 3], j >> 2), _mm512_set1_ps(scale(w + 2 * (b0 + j))),
-                       out + 32 * (b0 + j));
+    for (int j = 0; j < kBlockGroup; ++j) {
+      signed_codes<Q4, false>(block_of<Q4>(o, j), &lo, &hi);
+      dequant_block(lo, hi, _mm512_set1_ps(scale(w + 2 * (b0 + j))), out + 32 * (b0 + j));
+    }
   }
   if (b0 < nb) {
-    alignas(64) uint8_t ordered[kQ4Group * 16];
-    q4_group_in_order(codes, nb, b0 / kQ4Group, ordered);
-    for (int64_t b = b0; b < nb; ++b)
-      dequant_q4_block(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ordered + 16 * (b - b0))),
-                       _mm512_set1_ps(scale(w + 2 * b)), out + 32 * b);
+    alignas(64) uint8_t ordered[kBlockGroup * kBytes];
+    group_in_order<Q4>(codes, nb, b0 / kBlockGroup, ordered);
+    for (int64_t b = b0; b < nb; ++b) {
+      signed_codes<Q4, true>(block_at<Q4>(ordered, b - b0), &lo, &hi);
+      dequant_block(lo, hi, _mm512_set1_ps(scale(w + 2 * b)), out + 32 * b);
+    }
   }
 }
+BRAID_AVX512 void dequant_q8(const uint8_t* w, int64_t n, float* out) { dequant_blocks<false>(w, n, out); }
+BRAID_AVX512 void dequant_q4(const uint8_t* w, int64_t n, float* out) { dequant_blocks<true>(w, n, out); }
 
 // Int8 activations with VNNI (vpdpbusd: unsigned bytes times signed bytes, four products
-// summed into each int32 lane). Weight codes are made unsigned (Q8_0: code + 128 by flipping
-// the sign bit; Q4_0: the stored nibbles, code + 8), and each lane starts from the
-// activations' correction -k * (its codes' sum), so every lane holds an exact signed sum.
+// summed into each int32 lane). The weights' stored codes are unsigned (Q8_0: q + 128; Q4_0:
+// the nibbles, q + 8), and each block's sum starts from the activations' correction
+// -k * (the block's codes' sum), so it is an exact signed sum.
 //
-// Q8_0 steps take two blocks: lanes 0-7 hold block b's sums, 8-15 block b + 1's, the
-// activations in their natural order with one correction per 4 codes. Q4_0 takes a group of
-// 16 blocks (core/quant.hpp) at a time: its four 64-byte loads hold words 0..3 of the 16
-// blocks, lane j of each block j of the group, so lane j sums block j over the whole group
-// and the group's sums are scaled once, by one vector of 16 scales. The activations are
-// stored to match, per group of 16 blocks 512 codes: for each word k, 64 codes whose lane j
-// holds block j's elements 4k .. 4k + 3 (the low nibbles' partners), then 64 with its
-// elements 16 + 4k .. 16 + 4k + 3 (the high nibbles'). A row's last group of m < 16 blocks
-// holds its words at 4m-byte steps (core/quant.hpp); its activations keep lane j at the same
-// place, the lanes past m zero. Q4_0 corrections are one per block, in block order.
+// Both formats take a group of 16 blocks (core/quant.hpp) at a time: its 64-byte loads (Q8_0
+// eight, Q4_0 four) hold one word of each of the 16 blocks, lane j of each block j of the
+// group, so lane j sums block j over the whole group and the group's sums are scaled once, by
+// one vector of 16 scales. The activations are stored to match, per group of 16 blocks 512
+// codes in eight vectors of 64: vector 2k's lane j holds block j's elements 4k .. 4k + 3,
+// vector 2k + 1's its elements 16 + 4k .. 16 + 4k + 3 (Q8_0's words 2k and 2k + 1; Q4_0 word
+// k's low and high nibbles). A row's last group of m < 16 blocks holds its words at 4m-byte
+// steps (core/quant.hpp); its activations keep lane j at the same place, the lanes past m
+// zero. Corrections are one per block, in block order.
 
 #define BRAID_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
@@ -355,123 +369,48 @@ BRAID_VNNI inline __m256i block_codes(const float* x, float* d) {
 
 BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
   const int64_t nb = n / kQuantBlock;
-  if (fmt == kQ8) {
-    const __m256i k = _mm256_set1_epi32(-128), ones = _mm256_set1_epi8(1);
-    for (int64_t b = 0; b < nb; ++b, x += kQuantBlock, q += kQuantBlock) {
-      const __m256i codes = block_codes(x, &d[b]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), codes);
-      const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, codes);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(corr + 8 * b), _mm256_mullo_epi32(sums, k));
-    }
-    return;
-  }
+  const int32_t k = fmt == kQ8 ? -128 : -8;
   const __m256i ones = _mm256_set1_epi8(1);
-  for (int64_t g = 0; g * kQ4Group < nb; ++g, q += kQ4Group * kQuantBlock) {
-    const int64_t m = std::min(kQ4Group, nb - g * kQ4Group);
-    if (m < kQ4Group) std::memset(q, 0, kQ4Group * kQuantBlock);
+  for (int64_t g = 0; g * kBlockGroup < nb; ++g, q += kActivationGroup) {
+    const int64_t m = std::min(kBlockGroup, nb - g * kBlockGroup);
+    if (m < kBlockGroup) std::memset(q, 0, kActivationGroup);
     for (int64_t j = 0; j < m; ++j) {
-      const int64_t b = g * kQ4Group + j;
+      const int64_t b = g * kBlockGroup + j;
       alignas(32) int32_t words[8];  // words 0..3: elements 0..15; 4..7: elements 16..31
       const __m256i c = block_codes(x + b * kQuantBlock, &d[b]);
       _mm256_store_si256(reinterpret_cast<__m256i*>(words), c);
-      for (int k = 0; k < 4; ++k) {
-        std::memcpy(q + 128 * k + 4 * j, &words[k], 4);
-        std::memcpy(q + 128 * k + 64 + 4 * j, &words[4 + k], 4);
+      for (int w = 0; w < 4; ++w) {
+        std::memcpy(q + 128 * w + 4 * j, &words[w], 4);
+        std::memcpy(q + 128 * w + 64 + 4 * j, &words[4 + w], 4);
       }
       const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, c);
-      corr[b] = -8 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(sums));
+      corr[b] = k * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(sums));
     }
   }
 }
 
-// The scales d_w * d_x of blocks b .. b + 15 (masked at the row's end) for R rows.
-template <int R>
-BRAID_VNNI inline void block_scales(const uint8_t* w, size_t stride, const float* dx, int64_t nb, int64_t b,
-                                    __m512* scales) {
-  const __mmask16 k = nb - b >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - b)) - 1);
-  const __m512 x = _mm512_maskz_loadu_ps(k, dx + b);
-  for (int r = 0; r < R; ++r)
-    scales[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, w + r * stride + 2 * b)), x);
-}
-
-// One Q8_0 step of R rows: blocks b and b + 1 (Two) or block b alone (upper halves zero).
-template <int R, bool Two>
-BRAID_VNNI inline void dotq8_step(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t b,
-                                  __m512* acc, const __m512* scales, __m512i lane) {
-  const int8_t* q = x.q + b * kQuantBlock;
-  const int32_t* corr = x.corr + 8 * b;
-  const __m512i xq =
-      Two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)q));
-  const __m512i c0 =
-      Two ? _mm512_loadu_si512(corr) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)corr));
-  for (int r = 0; r < R; ++r) {
-    const uint8_t* c = w + r * stride + 2 * nb + b * 32;
-    prefetch_ahead<R>(c, stride);
-    const __m512i wc =
-        Two ? _mm512_loadu_si512(c) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)c));
-    const __m512i sums = _mm512_dpbusd_epi32(c0, _mm512_xor_si512(wc, _mm512_set1_epi8(char(0x80))), xq);
-    acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(lane, scales[r]), _mm512_cvtepi32_ps(sums), acc[r]);
-  }
-}
-
-// The scale lanes of a Q8_0 step at block b: lanes 0-7 block b, 8-15 block b + 1 (vpermps
-// reads the low four bits, the block's place in its group of 16).
-BRAID_VNNI inline __m512i step_lanes(int64_t b) {
-  return _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                          _mm512_set1_epi32(int(b & 15)));
-}
-
-// R Q8_0 rows through all their blocks, each row's products summed into sums[r] (16 lanes),
-// two blocks a step: whole groups of 16 blocks (one load of scales, the steps' lanes
-// constant), then the steps left and the block after them. Steps alternate between two
-// accumulators per row (one chain of additions would bound a row by the latency of its adds),
-// added at the end.
-template <int R>
-BRAID_VNNI inline void q8_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
-  const int64_t nb = n / kQuantBlock;
-  __m512 even[R], odd[R], scales[R];
-  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
-  int64_t b = 0;
-  for (; b + 16 <= nb; b += 16) {
-    block_scales<R>(w, stride, x.d, nb, b, scales);
-#pragma GCC unroll 4
-    for (int j = 0; j < 8; j += 2) {
-      dotq8_step<R, true>(w, stride, x, nb, b + 2 * j, even, scales, step_lanes(2 * j));
-      dotq8_step<R, true>(w, stride, x, nb, b + 2 * j + 2, odd, scales, step_lanes(2 * j + 2));
-    }
-  }
-  if (b < nb) block_scales<R>(w, stride, x.d, nb, b, scales);
-  for (; b + 4 <= nb; b += 4) {
-    dotq8_step<R, true>(w, stride, x, nb, b, even, scales, step_lanes(b));
-    dotq8_step<R, true>(w, stride, x, nb, b + 2, odd, scales, step_lanes(b + 2));
-  }
-  if (b + 2 <= nb) dotq8_step<R, true>(w, stride, x, nb, b, even, scales, step_lanes(b)), b += 2;
-  if (b < nb) dotq8_step<R, false>(w, stride, x, nb, b, odd, scales, step_lanes(b));
-  for (int r = 0; r < R; ++r) sums[r] = _mm512_add_ps(even[r], odd[r]);
-}
-
-// The activations of Q4_0 group g (its first block b and block count m): its codes in the
+// The activations of group g (its first block b and block count m): its codes in the
 // kernel's order and the blocks' corrections and scales. Loaded once for every row that
-// multiplies them. Wide: 512-bit vectors (a whole group, or a last one of
-// m > 8 blocks); otherwise 256-bit ones, lanes 0-7 (a last group of m <= 8, such as the 8
-// after the first 16 of a 768-value row: half the work).
+// multiplies them. Wide: 512-bit vectors (a whole group, or a last one of m > 8 blocks);
+// otherwise 256-bit ones, lanes 0-7 (a last group of m <= 8, such as the 8 after the first 16
+// of a 768-value row: half the work).
 template <bool Wide>
-struct Q4GroupX {
+struct GroupX {
   __m512i q[8], corr;
   __m512 dx;
   int64_t b, m;
 };
 template <>
-struct Q4GroupX<false> {
+struct GroupX<false> {
   __m256i q[8], corr;
   __m256 dx;
   int64_t b, m;
 };
 
 template <bool Wide>
-BRAID_VNNI inline Q4GroupX<Wide> q4_group_x(const QBlocks& x, int64_t nb, int64_t g) {
-  Q4GroupX<Wide> gx;
-  gx.b = g * kQ4Group, gx.m = std::min(kQ4Group, nb - gx.b);
+BRAID_VNNI inline GroupX<Wide> group_x(const QBlocks& x, int64_t nb, int64_t g) {
+  GroupX<Wide> gx;
+  gx.b = g * kBlockGroup, gx.m = std::min(kBlockGroup, nb - gx.b);
   const int8_t* xq = x.q + gx.b * kQuantBlock;
   if constexpr (Wide) {
     const __mmask16 k16 = __mmask16((uint32_t(1) << gx.m) - 1);
@@ -487,119 +426,134 @@ BRAID_VNNI inline Q4GroupX<Wide> q4_group_x(const QBlocks& x, int64_t nb, int64_
   return gx;
 }
 
-// One row's part of a Q4_0 group (Full: 16 blocks, known at compile time; otherwise gx.m):
-// two chains of integer sums (words 0-1 from the corrections, words 2-3 from zero), their
-// total scaled and added into acc. R > 1: one of R rows, which asks for the next group of rows.
-template <int R, bool Full, bool Wide>
-BRAID_VNNI inline void q4_group_row(const uint8_t* row, size_t stride, int64_t nb, const Q4GroupX<Wide>& gx,
-                                    __m512* acc) {
-  const int64_t b = gx.b, m = Full ? kQ4Group : gx.m;
-  const uint8_t* c = row + 2 * nb + b * 16;
+// One row's part of a group (Full: 16 blocks, known at compile time; otherwise gx.m): its
+// integer sums, lane j block j's, scaled and added into acc. Q8_0's eight word vectors go
+// into two chains (even words from the corrections, odd from zero); Q4_0's four each put
+// their low nibbles into one chain (from the corrections) and their high nibbles, left in
+// place (16 times their value), into the other, shifted back at the end (exact: a sum of
+// multiples of 16). R > 1: one of R rows, which asks for the next group of rows.
+template <bool Q4, int R, bool Full, bool Wide>
+BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, const GroupX<Wide>& gx,
+                                 __m512* acc) {
+  constexpr int64_t kBytes = Q4 ? 16 : 32;  // code bytes per block
+  const int64_t b = gx.b, m = Full ? kBlockGroup : gx.m;
+  const uint8_t* c = row + 2 * nb + b * kBytes;
   if constexpr (Wide) {
     const __mmask16 k16 = Full ? __mmask16(0xffff) : __mmask16((uint32_t(1) << m) - 1);
     const __mmask64 k64 = Full ? ~__mmask64(0) : (__mmask64(1) << (4 * m)) - 1;
-    const __m512i low = _mm512_set1_epi8(15);
     // the scales first: they lie before the codes, so the row is read in one ascending sweep
     const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), gx.dx);
-    __m512i s[2] = {gx.corr, _mm512_setzero_si512()};
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      prefetch_ahead<R>(c + 64 * k, stride);
-      __m512i z = Full ? _mm512_loadu_si512(c + 64 * k) : _mm512_maskz_loadu_epi8(k64, c + 4 * m * k);
-      __asm__("" : "+v"(z));  // one load for both nibbles (the compiler would fold it into each use)
-      __m512i& t = s[k / 2];
-      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(z, low), gx.q[2 * k]);
-      t = _mm512_dpbusd_epi32(t, _mm512_and_si512(_mm512_srli_epi16(z, 4), low), gx.q[2 * k + 1]);
+    __m512i s0 = gx.corr, s1 = _mm512_setzero_si512();
+    const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8(char(0xf0));
+#pragma GCC unroll 8
+    for (int p = 0; p < (Q4 ? 4 : 8); ++p) {
+      prefetch_ahead<R>(c + 64 * p, stride);
+      const __m512i z = Full ? _mm512_loadu_si512(c + 64 * p) : _mm512_maskz_loadu_epi8(k64, c + 4 * m * p);
+      if constexpr (Q4) {
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(z, low), gx.q[2 * p]);
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(z, high), gx.q[2 * p + 1]);
+      } else if (p % 2 == 0) {
+        s0 = _mm512_dpbusd_epi32(s0, z, gx.q[p]);
+      } else {
+        s1 = _mm512_dpbusd_epi32(s1, z, gx.q[p]);
+      }
     }
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s[0], s[1])), scale, *acc);
+    const __m512i isum = _mm512_add_epi32(s0, Q4 ? _mm512_srai_epi32(s1, 4) : s1);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
   } else {
     const __mmask8 k8 = __mmask8((1u << m) - 1);
     const __mmask32 k32 = __mmask32((uint64_t(1) << (4 * m)) - 1);
-    const __m256i low = _mm256_set1_epi8(15);
     const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(k8, row + 2 * b)), gx.dx);
-    __m256i s[2] = {gx.corr, _mm256_setzero_si256()};
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      if (k % 2 == 0) prefetch_ahead<R>(c + 32 * k, stride);  // the group's codes: 128 bytes at most
-      __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * k);
-      __asm__("" : "+v"(z));
-      __m256i& t = s[k / 2];
-      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(z, low), gx.q[2 * k]);
-      t = _mm256_dpbusd_epi32(t, _mm256_and_si256(_mm256_srli_epi16(z, 4), low), gx.q[2 * k + 1]);
+    __m256i s0 = gx.corr, s1 = _mm256_setzero_si256();
+    const __m256i low = _mm256_set1_epi8(0x0f), high = _mm256_set1_epi8(char(0xf0));
+#pragma GCC unroll 8
+    for (int p = 0; p < (Q4 ? 4 : 8); ++p) {
+      if (p % 2 == 0) prefetch_ahead<R>(c + 32 * p, stride);  // at most 32 bytes per word vector
+      const __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * p);
+      if constexpr (Q4) {
+        s0 = _mm256_dpbusd_epi32(s0, _mm256_and_si256(z, low), gx.q[2 * p]);
+        s1 = _mm256_dpbusd_epi32(s1, _mm256_and_si256(z, high), gx.q[2 * p + 1]);
+      } else if (p % 2 == 0) {
+        s0 = _mm256_dpbusd_epi32(s0, z, gx.q[p]);
+      } else {
+        s1 = _mm256_dpbusd_epi32(s1, z, gx.q[p]);
+      }
     }
-    *acc = _mm512_add_ps(
-        *acc, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])), scale)));
+    const __m256i isum = _mm256_add_epi32(s0, Q4 ? _mm256_srai_epi32(s1, 4) : s1);
+    *acc = _mm512_add_ps(*acc, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale)));
   }
 }
 
-// Q4_0 group g of R rows, added into acc[r].
-template <int R, bool Full, bool Wide>
-BRAID_VNNI inline void q4_group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
-                                __m512* acc) {
-  const Q4GroupX<Wide> gx = q4_group_x<Wide>(x, nb, g);
-  for (int r = 0; r < R; ++r) q4_group_row<R, Full, Wide>(w + r * stride, stride, nb, gx, &acc[r]);
+// Group g of R rows, added into acc[r].
+template <bool Q4, int R, bool Full, bool Wide>
+BRAID_VNNI inline void group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
+                             __m512* acc) {
+  const GroupX<Wide> gx = group_x<Wide>(x, nb, g);
+  for (int r = 0; r < R; ++r) group_row<Q4, R, Full, Wide>(w + r * stride, stride, nb, gx, &acc[r]);
 }
 
-// R Q4_0 rows through their groups from g on, each row's products added into sums[r].
-template <int R>
-BRAID_VNNI inline void q4_groups_from(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb,
-                                      int64_t g, __m512* sums) {
-  for (; (g + 1) * kQ4Group <= nb; ++g) q4_group<R, true, true>(w, stride, x, nb, g, sums);
-  if (nb - g * kQ4Group > 8)
-    q4_group<R, false, true>(w, stride, x, nb, g, sums);
-  else if (g * kQ4Group < nb)
-    q4_group<R, false, false>(w, stride, x, nb, g, sums);
+// R rows through their groups from g on, each row's products added into sums[r].
+template <bool Q4, int R>
+BRAID_VNNI inline void groups_from(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
+                                   __m512* sums) {
+  for (; (g + 1) * kBlockGroup <= nb; ++g) group<Q4, R, true, true>(w, stride, x, nb, g, sums);
+  if (nb - g * kBlockGroup > 8)
+    group<Q4, R, false, true>(w, stride, x, nb, g, sums);
+  else if (g * kBlockGroup < nb)
+    group<Q4, R, false, false>(w, stride, x, nb, g, sums);
 }
 
-// R Q4_0 rows through all their groups, each row's products summed into sums[r] (16 lanes).
-template <int R>
-BRAID_VNNI inline void q4_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
+// R rows through all their groups, each row's products summed into sums[r] (16 lanes).
+template <bool Q4, int R>
+BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
   for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_ps();
-  q4_groups_from<R>(w, stride, x, n / kQuantBlock, 0, sums);
+  groups_from<Q4, R>(w, stride, x, n / kQuantBlock, 0, sums);
 }
 
 // Rows one after another with the activations of their first two groups in registers across
 // the rows (Full whole groups, then Tail: 0 none, 1 a last group of <= 8 blocks, 2 one of
-// 9 .. 15; More: groups beyond the first two, which each row takes as q4_sums does), each
-// row's sums exactly q4_sums' (the same steps in the same order).
-template <int Full, int Tail, bool More>
-BRAID_VNNI void q4_rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
-                                 float* out) {
+// 9 .. 15; More: groups beyond the first two, which each row takes as dotq_sums does), each
+// row's sums exactly dotq_sums' (the same steps in the same order).
+template <bool Q4, int Full, int Tail, bool More>
+BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
+                              float* out) {
   static_assert(Full + (Tail > 0) <= 2 && (!More || (Full == 2 && Tail == 0)), "two groups in registers");
-  Q4GroupX<true> whole[Full > 0 ? Full : 1];
-  for (int i = 0; i < Full; ++i) whole[i] = q4_group_x<true>(x, nb, i);
-  const Q4GroupX<true> partial = Tail == 2 ? q4_group_x<true>(x, nb, Full) : Q4GroupX<true>{};
-  const Q4GroupX<false> last = Tail == 1 ? q4_group_x<false>(x, nb, Full) : Q4GroupX<false>{};
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* row = w + r * stride;
+  GroupX<true> whole[Full > 0 ? Full : 1];
+  for (int i = 0; i < Full; ++i) whole[i] = group_x<true>(x, nb, i);
+  const GroupX<true> partial = Tail == 2 ? group_x<true>(x, nb, Full) : GroupX<true>{};
+  const GroupX<false> last = Tail == 1 ? group_x<false>(x, nb, Full) : GroupX<false>{};
+  auto row_sums = [&](const uint8_t* row) BRAID_VNNI {
     __m512 sums = _mm512_setzero_ps();
-    for (int i = 0; i < Full; ++i) q4_group_row<1, true, true>(row, 0, nb, whole[i], &sums);
-    if constexpr (Tail == 2) q4_group_row<1, false, true>(row, 0, nb, partial, &sums);
-    if constexpr (Tail == 1) q4_group_row<1, false, false>(row, 0, nb, last, &sums);
-    if constexpr (More) q4_groups_from<1>(row, 0, x, nb, 2, &sums);
-    reduce_rows<1>(&sums, out + r);
+    for (int i = 0; i < Full; ++i) group_row<Q4, 1, true, true>(row, 0, nb, whole[i], &sums);
+    if constexpr (Tail == 2) group_row<Q4, 1, false, true>(row, 0, nb, partial, &sums);
+    if constexpr (Tail == 1) group_row<Q4, 1, false, false>(row, 0, nb, last, &sums);
+    if constexpr (More) groups_from<Q4, 1>(row, 0, x, nb, 2, &sums);
+    return sums;
+  };
+  __m512 sums[4];
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {  // lane sums reduced four rows at a time
+    for (int i = 0; i < 4; ++i) sums[i] = row_sums(w + (r + i) * stride);
+    reduce_rows<4>(sums, out + r);
+  }
+  for (; r < rows; ++r) {
+    sums[0] = row_sums(w + r * stride);
+    reduce_rows<1>(sums, out + r);
   }
 }
 
-// The loop of q4_rows_resident for rows of nb blocks.
-using Q4RowsFn = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
-BRAID_VNNI inline Q4RowsFn q4_rows_for(int64_t nb) {
-  const int64_t full = nb / kQ4Group, left = nb % kQ4Group;
+// The loop of rows_resident for rows of nb blocks.
+using RowsQLoop = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
+template <bool Q4>
+BRAID_VNNI inline RowsQLoop rows_for(int64_t nb) {
+  const int64_t full = nb / kBlockGroup, left = nb % kBlockGroup;
   const int tail = left == 0 ? 0 : left <= 8 ? 1 : 2;
-  if (full == 0) return tail == 1 ? q4_rows_resident<0, 1, false> : q4_rows_resident<0, 2, false>;
+  if (full == 0) return tail == 1 ? rows_resident<Q4, 0, 1, false> : rows_resident<Q4, 0, 2, false>;
   if (full == 1)
-    return tail == 0   ? q4_rows_resident<1, 0, false>
-           : tail == 1 ? q4_rows_resident<1, 1, false>
-                       : q4_rows_resident<1, 2, false>;
-  return full == 2 && tail == 0 ? q4_rows_resident<2, 0, false> : q4_rows_resident<2, 0, true>;
-}
-
-template <bool Q4, int R>
-BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, __m512* sums) {
-  if constexpr (Q4)
-    q4_sums<R>(w, stride, x, n, sums);
-  else
-    q8_sums<R>(w, stride, x, n, sums);
+    return tail == 0   ? rows_resident<Q4, 1, 0, false>
+           : tail == 1 ? rows_resident<Q4, 1, 1, false>
+                       : rows_resident<Q4, 1, 2, false>;
+  return full == 2 && tail == 0 ? rows_resident<Q4, 2, 0, false> : rows_resident<Q4, 2, 0, true>;
 }
 
 template <bool Q4>
@@ -616,22 +570,12 @@ BRAID_VNNI void dot4q(const uint8_t* w, size_t stride, const QBlocks& x, int64_t
   dotq_sums<Q4, 4>(w, stride, x, n, sums);
   reduce_rows<4>(sums, out);
 }
-// Rows one after another (one stream of weights): Q8_0's lane sums reduced four at a time,
-// Q4_0's through q4_rows_resident (row by row, the first two groups' activations in registers).
+// Rows one after another (one stream of weights), through rows_resident (row by row, the
+// first two groups' activations in registers).
 template <bool Q4>
 BRAID_VNNI void rowsq(const uint8_t* w, size_t stride, const QBlocks& x, int64_t n, int64_t rows,
                       float* out) {
-  if constexpr (Q4) return q4_rows_for(n / kQuantBlock)(w, stride, x, n / kQuantBlock, rows, out);
-  __m512 sums[4];
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    for (int i = 0; i < 4; ++i) dotq_sums<Q4, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
-    reduce_rows<4>(sums, out + r);
-  }
-  for (; r < rows; ++r) {
-    dotq_sums<Q4, 1>(w + r * stride, 0, x, n, sums);
-    reduce_rows<1>(sums, out + r);
-  }
+  rows_for<Q4>(n / kQuantBlock)(w, stride, x, n / kQuantBlock, rows, out);
 }
 
 }  // namespace
@@ -642,14 +586,15 @@ Kernels avx512_kernels() {
             {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
             quantize_vnni,
             true,
+            true,
             {dotq<false>, dotq<true>},
             {dot4q<false>, dot4q<true>},
             {rowsq<false>, rowsq<true>}};
   k.rows[kBF16] = rows_bf16, k.rows[kF16] = rows_f16;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
-    k.quantize = quantize_activations_scalar, k.corrections = false, k.dotq[kQ8] = avx2_dotq(kQ8),
-    k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr,
+    k.quantize = quantize_activations_scalar, k.corrections = false, k.grouped = false,
+    k.dotq[kQ8] = avx2_dotq(kQ8), k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr,
     k.rowsq[kQ8] = k.rowsq[kQ4] = nullptr;
   return k;
 }

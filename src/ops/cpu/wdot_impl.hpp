@@ -18,17 +18,23 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 
 // Activations quantized to 8-bit blocks (wdot.hpp's int8 activations): per block of 32 values
 // the codes q and the f32 scale d. Paths whose kernels multiply unsigned by signed bytes
-// (VNNI) also take int32 corrections -k * (sum of the codes they stand for) that make the
-// products signed again (k = 128 for Q8_0 codes read offset by 128, 8 for Q4_0 nibbles).
-// A path may order the codes of a group of blocks as its kernel reads them and pad the last
-// group, within kActivationGroup codes per group, and lay out at most one correction per 4 of
-// them (the VNNI path: one per 4 codes for Q8_0, one per block for Q4_0); the scales are
-// always in block order.
+// (VNNI) also take one int32 correction per block, -k * (the sum of its codes), that makes
+// the products signed again (k = 128 for Q8_0 codes stored as q + 128, 8 for Q4_0 nibbles).
+// A path may order the codes of each group of kBlockGroup blocks as its kernels read them
+// (grouped_code_at), padding the last group to kActivationGroup codes; the scales and
+// corrections are always in block order.
 enum QFormat { kQ8, kQ4, kQFormats };
-constexpr int64_t kActivationGroup = kQ4Group * kQuantBlock;  // the VNNI path's Q4_0 group of 16 blocks
+constexpr int64_t kActivationGroup = kBlockGroup * kQuantBlock;  // 512 codes
 // The codes an input of n values may take (n rounded up to whole groups).
 inline int64_t activation_codes(int64_t n) {
   return (n + kActivationGroup - 1) / kActivationGroup * kActivationGroup;
+}
+// The grouped order: per group, eight vectors of 64 codes; lane j (4 codes) of vector 2k holds
+// block j's elements 4k .. 4k + 3, of vector 2k + 1 its elements 16 + 4k .. 16 + 4k + 3 (the
+// order of both formats' grouped weight words, core/quant.hpp). Where element e of block b is.
+inline int64_t grouped_code_at(int64_t b, int e) {
+  const int64_t vector = 2 * ((e % 16) / 4) + e / 16;
+  return b / kBlockGroup * kActivationGroup + 64 * vector + 4 * (b % kBlockGroup) + e % 4;
 }
 struct QBlocks {
   const int8_t* q;
@@ -51,6 +57,7 @@ struct Kernels {
   DequantFn dequant[kFormats];
   QuantizeFn quantize;  // activations to 8-bit blocks: identical codes and scales on every path
   bool corrections;     // whether `quantize` is to fill QBlocks::corr
+  bool grouped;         // whether `quantize` lays the codes out in the grouped order
   DotQFn dotq[kQFormats];
   Dot4QFn dot4q[kQFormats];    // null where the path has none
   RowsQFn rowsq[kQFormats];    // null where the path has none
