@@ -355,6 +355,14 @@ TEST(Ops, RooflineProbesGiveRates) {
   }
   const double peak = ops::measure_sgemm_peak(64, 2);
   EXPECT_TRUE(std::isfinite(peak) && peak > 0);
+  // Bytes read in place: ranges at odd offsets and of odd lengths are read only inside
+  // (the address sanitizer build checks it); ranges with no whole 256-byte step give 0.
+  std::vector<uint8_t> a(size_t(3) << 20, 1), b(5000, 2);
+  const double in_place = ops::measure_read_bandwidth_in_place(
+      {{a.data() + 3, a.size() - 70}, {b.data() + 1, b.size() - 1}, {b.data(), 10}}, 2);
+  EXPECT_TRUE(std::isfinite(in_place) && in_place > 0);
+  EXPECT_EQ(ops::measure_read_bandwidth_in_place({{b.data() + 1, 300}, {b.data(), 0}}, 2), 0.0);
+  EXPECT_EQ(ops::measure_read_bandwidth_in_place({}, 2), 0.0);
 }
 
 // The delta-rule decode step against the recurrence in double, for value widths around the
