@@ -361,7 +361,8 @@ TEST(Ops, RooflineProbesGiveRates) {
   const double in_place = ops::measure_read_bandwidth_in_place(
       {{a.data() + 3, a.size() - 70}, {b.data() + 1, b.size() - 1}, {b.data(), 10}}, 2);
   EXPECT_TRUE(std::isfinite(in_place) && in_place > 0);
-  EXPECT_EQ(ops::measure_read_bandwidth_in_place({{b.data() + 1, 300}, {b.data(), 0}}, 2), 0.0);
+  const uint8_t* line = b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
+  EXPECT_EQ(ops::measure_read_bandwidth_in_place({{line + 1, 300}, {b.data(), 0}}, 2), 0.0);
   EXPECT_EQ(ops::measure_read_bandwidth_in_place({}, 2), 0.0);
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/quant.hpp"
 #include "ops/cpu/block_groups.hpp"
@@ -199,95 +200,102 @@ BRAID_AVX2 void dequant_q4(const uint8_t* w, int64_t n, float* out) {
   }
 }
 
-// Int8 activations: a block's 32 signed weight codes against its 32 activation codes, as 8
-// int32 lanes of exact sums (|w| <= 128 and |q| <= 127, so maddubs's 16-bit pair sums,
-// at most 32512, never saturate).
-BRAID_AVX2 inline __m256i codes_dot(__m256i w, __m256i q) {
+// Int8 activations, in the grouped order of wdot_impl.hpp (quantize_grouped), against the
+// grouped weight words (core/quant.hpp): a group of 16 blocks as two halves of eight, lane j
+// of a 256-bit vector summing block 8h + j over its words, the half's sums scaled once.
+// Q8_0: each word vector's codes made signed (|w| <= 128, |q| <= 127, so maddubs's 16-bit
+// pair sums, at most 32512, never saturate; the sign moved onto q) and summed into int32
+// lanes at once. Q4_0: the nibbles (0 .. 15) times the activations as they are (pair sums at
+// most 3810, eight of them 30480, so they add in 16 bits), one int32 step per half, and the
+// block's correction -8 * (the sum of its activation codes) makes the sums signed.
+BRAID_AVX2 inline __m256i signed_dot(__m256i w, __m256i q) {
   const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-BRAID_AVX2 inline __m256i q4_codes32(const uint8_t* codes, int64_t nb, int64_t b) {
-  __m128i lo, hi;
-  q4_codes(q4_bytes(codes, nb, b), &lo, &hi);
-  return _mm256_set_m128i(hi, lo);
+// Word vector p of half h of a group of m blocks (c: the group's first code byte), its lanes
+// past the group's blocks zero.
+BRAID_AVX2 inline __m256i half_words(const uint8_t* c, int64_t m, int p, int h, __m256i lanes) {
+  const auto* at = reinterpret_cast<const int*>(c + 4 * (p * m + 8 * h));
+  if (m == kBlockGroup) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at));
+  return _mm256_maskload_epi32(at, lanes);
 }
 
-// Q8_0 with int8 activations: each group's codes put in block order first.
-BRAID_AVX2 float dotq_q8(const uint8_t* w, const QBlocks& x, int64_t n) {
+template <bool Q4>
+BRAID_AVX2 float dotq_grouped(const uint8_t* w, const QBlocks& x, int64_t n) {
   const int64_t nb = n / kQuantBlock;
-  alignas(32) int8_t ordered[kBlockGroup * 32];
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  for (int64_t b = 0; b < nb; ++b) {
-    if ((b & 15) == 0) q8_group_in_order(w + 2 * nb, nb, b / 16, ordered);
-    const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(ordered + 32 * (b & 15)));
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
-    const __m256 isum = _mm256_cvtepi32_ps(codes_dot(c, q));
-    __m256& a = b & 1 ? a1 : a0;
-    a = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, a);
-  }
-  return hsum(_mm256_add_ps(a0, a1));
-}
-
-// Two Q4_0 blocks a (low half of v's bytes) and b (high half) against their activation codes:
-// lanes 0-3 sum block a, lanes 4-7 block b (each exact).
-BRAID_AVX2 inline __m256i q4_pair_dot(__m256i v, const int8_t* qa, const int8_t* qb) {
-  const __m256i m = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
-  const __m256i lo = _mm256_sub_epi8(_mm256_and_si256(v, m), eight);
-  const __m256i hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), eight);
-  const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qa));
-  const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
-  return _mm256_add_epi32(codes_dot(lo, _mm256_permute2x128_si256(xa, xb, 0x20)),
-                          codes_dot(hi, _mm256_permute2x128_si256(xa, xb, 0x31)));
-}
-
-// Q4_0 with int8 activations: the blocks of each group eight at a time (two per product),
-// the rest of a group one at a time.
-BRAID_AVX2 float dotq_q4(const uint8_t* w, const QBlocks& x, int64_t n) {
-  const int64_t nb = n / kQuantBlock;
-  const uint8_t* c = w + 2 * nb;
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-  for (int64_t g = 0; g * kBlockGroup < nb; ++g) {
-    const int64_t m = std::min(kBlockGroup, nb - g * kBlockGroup), b0 = g * kBlockGroup;
-    int64_t j = 0;
-    for (; j + 8 <= m; j += 8) {
-      __m256i v[4];
-      q4_bytes8(c + b0 * 16, m, j, v);
-      for (int p = 0; p < 4; ++p) {
-        const int64_t a = b0 + j + p, b = a + 4;
-        const __m256 d =
-            _mm256_set_m128(_mm_set1_ps(scale(w + 2 * b) * x.d[b]), _mm_set1_ps(scale(w + 2 * a) * x.d[a]));
-        const __m256i isum = q4_pair_dot(v[p], x.q + a * kQuantBlock, x.q + b * kQuantBlock);
-        __m256& acc = p & 1 ? a1 : a0;
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc);
+  const uint8_t* codes = w + 2 * nb;
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m256i low = _mm256_set1_epi8(0x0f), high = _mm256_set1_epi8(char(0x80));
+  for (int64_t b0 = 0; b0 < nb; b0 += kBlockGroup) {
+    const int64_t m = std::min(kBlockGroup, nb - b0);
+    const uint8_t* c = codes + b0 * (Q4 ? 16 : 32);
+    const int8_t* xq = x.q + b0 * kQuantBlock;
+    for (int h = 0; 8 * h < m; ++h) {
+      const int64_t first = b0 + 8 * h, count = std::min<int64_t>(8, m - 8 * h);
+      const __m256i lanes =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(int(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      auto xv = [&](int p) BRAID_AVX2 {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * p + 32 * h));
+      };
+      __m256i isum;
+      if constexpr (Q4) {
+        __m256i s16 = _mm256_setzero_si256();
+        for (int k = 0; k < 4; ++k) {
+          const __m256i z = half_words(c, m, k, h, lanes);
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(_mm256_and_si256(z, low), xv(2 * k)));
+          s16 = _mm256_add_epi16(
+              s16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(z, 4), low), xv(2 * k + 1)));
+        }
+        isum = _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)),
+                                _mm256_maskload_epi32(x.corr + first, lanes));
+      } else {
+        isum = _mm256_setzero_si256();
+        for (int p = 0; p < 8; ++p)
+          isum = _mm256_add_epi32(isum,
+                                  signed_dot(_mm256_xor_si256(half_words(c, m, p, h, lanes), high), xv(p)));
       }
-    }
-    for (; j < m; ++j) {
-      const int64_t b = b0 + j;
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kQuantBlock));
-      const __m256 isum = _mm256_cvtepi32_ps(codes_dot(q4_codes32(c, nb, b), q));
-      __m256& acc = b & 1 ? a1 : a0;
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(scale(w + 2 * b) * x.d[b]), isum, acc);
+      alignas(16) uint16_t half_scales[8] = {};
+      std::memcpy(half_scales, w + 2 * first, size_t(2 * count));
+      const __m256 scale =
+          _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(half_scales))),
+                        _mm256_maskload_ps(x.d + first, lanes));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[h]);
     }
   }
-  return hsum(_mm256_add_ps(a0, a1));
+  return hsum(_mm256_add_ps(acc[0], acc[1]));
 }
 
 }  // namespace
+
+// The scalar quantizer's codes and scales laid out in the grouped order (the last group
+// padded with zero codes), one correction per block when asked for.
+void quantize_grouped(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr) {
+  thread_local std::vector<int8_t> in_order;
+  in_order.resize(size_t(n));
+  quantize_activations_scalar(x, n, fmt, in_order.data(), d, corr);
+  const int64_t nb = n / kQuantBlock;
+  std::memset(q + nb / kBlockGroup * kActivationGroup, 0,
+              size_t(activation_codes(n) - nb / kBlockGroup * kActivationGroup));
+  for (int64_t b = 0; b < nb; ++b)
+    for (int e = 0; e < kQuantBlock; e += 4)
+      std::memcpy(q + grouped_code_at(b, e), &in_order[size_t(b * kQuantBlock + e)], 4);
+}
+
+namespace {}  // namespace
 
 Kernels avx2_kernels() {
   return {{dot_bf16, dot_f16, dot_q8, dot_q4},
           {},
           {dequant_bf16, dequant_f16, dequant_q8, dequant_q4},
-          quantize_activations_scalar,
-          false,
-          false,
-          {dotq_q8, dotq_q4},
+          quantize_grouped,
+          true,
+          true,
+          {dotq_grouped<false>, dotq_grouped<true>},
           {},
           {}};
 }
 
 // The AVX2 integer kernels, for AVX-512 machines without VNNI.
-DotQFn avx2_dotq(int fmt) { return fmt == kQ8 ? dotq_q8 : dotq_q4; }
 
 }  // namespace braid::ops::wdot

@@ -592,10 +592,12 @@ Kernels avx512_kernels() {
             {rowsq<false>, rowsq<true>}};
   k.rows[kBF16] = rows_bf16, k.rows[kF16] = rows_f16;
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512vnni"))  // AVX-512 without VNNI: the AVX2 integer kernels
-    k.quantize = quantize_activations_scalar, k.corrections = false, k.grouped = false,
-    k.dotq[kQ8] = avx2_dotq(kQ8), k.dotq[kQ4] = avx2_dotq(kQ4), k.dot4q[kQ8] = k.dot4q[kQ4] = nullptr,
-    k.rowsq[kQ8] = k.rowsq[kQ4] = nullptr;
+  if (!__builtin_cpu_supports("avx512vnni")) {  // AVX-512 without VNNI: the AVX2 integer kernels
+    const Kernels a = avx2_kernels();
+    k.quantize = a.quantize, k.corrections = a.corrections, k.grouped = a.grouped;
+    for (int f = 0; f < kQFormats; ++f)
+      k.dotq[f] = a.dotq[f], k.dot4q[f] = a.dot4q[f], k.rowsq[f] = a.rowsq[f];
+  }
   return k;
 }
 

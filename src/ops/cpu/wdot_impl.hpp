@@ -76,12 +76,13 @@ inline void activation_scale(float amax, bool finite, float* d, float* inv) {
   *inv = amax > 0.0f ? 1.0f / *d : 0.0f;
 }
 
-// The scalar quantizer (also the AVX2 path's): codes round-to-nearest-even of x / d.
+// The scalar quantizer: codes round-to-nearest-even of x / d, in block order.
 void quantize_activations_scalar(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
+// The AVX2 path's: the scalar quantizer's codes in the grouped order.
+void quantize_grouped(const float* x, int64_t n, int fmt, int8_t* q, float* d, int32_t* corr);
 
 Kernels scalar_kernels();
 Kernels avx2_kernels();
-DotQFn avx2_dotq(int fmt);
 Kernels avx512_kernels();
 
 }  // namespace braid::ops::wdot
