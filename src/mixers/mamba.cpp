@@ -67,14 +67,17 @@ void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* 
   float* dbc = ws.get(Workspace::kV, size_t(B * P));      // [dt_in (R) | B (N) | C (N)]
   float* dt = ws.get(Workspace::kAttnOut, size_t(B * Di));
   float* g = ws.get(Workspace::kScores, size_t(B * Di));  // gated scan output
-  // One parallel region for the step: the projections share their rows among the threads,
-  // the work between them splits by channel, and barriers order the phases. Token b runs
-  // against sequence b's state; each token's values are what it gets alone.
+  // One parallel region for the step: each thread owns a range of channels, for which it
+  // computes in_proj's x-branch and gate rows and then the convolution (no barrier between:
+  // nothing it reads is another thread's); the other projections share their rows among the
+  // threads, the work between them splits by the same channels, and barriers order the
+  // phases. Token b runs against sequence b's state; each token's values are what it gets
+  // alone.
 #pragma omp parallel if (Di * N * B >= 8192)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt, n = c1 - c0;
-    ops::linear_in_team(x, B, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz);
+    ops::linear_rows(x, B, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz, {{c0, c1}, {Di + c0, Di + c1}});
     for (int64_t b = 0; b < B; ++b)
       ops::causal_conv1d_channels(xz + b * 2 * Di, 2 * Di, 1, Di, c0, n, w_.conv_w, w_.conv_b, K, true,
                                   sts[b]->conv.data(), u + b * Di);
@@ -101,7 +104,7 @@ void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* 
         g[b * Di + c] = (g[b * Di + c] + u[b * Di + c] * w_.D[c]) * ops::silu(xz[b * 2 * Di + Di + c]);
     }
 #pragma omp barrier
-    ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y);
+    ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y, /*barrier=*/false);
   }
   for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
 }

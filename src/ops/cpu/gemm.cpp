@@ -165,8 +165,9 @@ struct RowBlocks {
   }
   int64_t count() const { return (total + kRowBlock - 1) / kRowBlock; }
   // Block k: rows [16 k, 16 k + 16) of the combined range, each matrix's part contiguous.
-  void run(int64_t k) const {
-    const int64_t b = k * kRowBlock, e = std::min(total, b + kRowBlock);
+  void run(int64_t k) const { run_rows(k * kRowBlock, std::min(total, k * kRowBlock + kRowBlock)); }
+  // Rows [b, e) of the combined range.
+  void run_rows(int64_t b, int64_t e) const {
     int64_t base = 0;  // first combined row of matrix i
     for (int i = 0; i < n; base += p[i].out, ++i) {
       const int64_t lo = std::max(b, base) - base, hi = std::min(e, base + p[i].out) - base;
@@ -188,12 +189,17 @@ struct RowBlocks {
 
 // The blocks shared by the threads of the enclosing team (a worksharing loop), each
 // streaming contiguous blocks of the matrices: decode is bound by reading W once. Returns
-// after the loop's barrier.
-void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {
+// after the loop's barrier, or at once without it (`barrier` false).
+void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n, bool barrier = true) {
   const RowBlocks rows(x, T, in, p, n);
   const int64_t blocks = rows.count();
+  if (barrier) {
 #pragma omp for schedule(guided)
-  for (int64_t k = 0; k < blocks; ++k) rows.run(k);
+    for (int64_t k = 0; k < blocks; ++k) rows.run(k);
+  } else {
+#pragma omp for schedule(guided) nowait
+    for (int64_t k = 0; k < blocks; ++k) rows.run(k);
+  }
 }
 
 // The decode path of linear() and linear_multi(): a parallel region over the rows unless
@@ -308,10 +314,20 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
   decode_rows(x, T, in, p, n);
 }
 
-void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias,
-                    float* y) {
+void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y,
+                    bool barrier) {
   const Projection p{W, out, bias, y};
-  rows_in_team(x, T, in, &p, 1);
+  rows_in_team(x, T, in, &p, 1, barrier);
+}
+
+void linear_rows(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y,
+                 std::initializer_list<std::pair<int64_t, int64_t>> ranges) {
+  const Projection p{W, out, bias, y};
+  const RowBlocks rows(x, T, in, &p, 1);
+  for (const auto& [r0, r1] : ranges) {
+    check(0 <= r0 && r0 <= r1 && r1 <= out, "linear_rows: rows [", r0, ", ", r1, ") of ", out);
+    rows.run_rows(r0, r1);
+  }
 }
 
 void linear_multi_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n) {

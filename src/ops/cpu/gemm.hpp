@@ -2,6 +2,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "core/dtype.hpp"
 
@@ -62,10 +64,16 @@ void linear_multi(const float* x, int64_t T, int64_t in, const Projection* p, in
 // them split across the same threads, so the team forks once per step): every thread of the
 // enclosing region calls these with the same arguments, the rows are shared among the team,
 // each of the T rows is what linear() gives it as one token, and they return after a
-// barrier, so every thread then sees all of y. Outside a parallel region they run on the
-// calling thread alone.
-void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias,
-                    float* y);
+// barrier, so every thread then sees all of y (`barrier` false: at once, for a region's last
+// product, whose end is a barrier). Outside a parallel region they run on the calling thread
+// alone.
+void linear_in_team(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y,
+                    bool barrier = true);
+// Ranges [r0, r1) of the rows of linear()'s y (T rows of `out`) on the calling thread alone
+// (its input prepared once), no barrier, each value what linear() gives it: for decode steps
+// whose threads own fixed rows.
+void linear_rows(const float* x, int64_t T, int64_t in, MatRef W, int64_t out, const float* bias, float* y,
+                 std::initializer_list<std::pair<int64_t, int64_t>> ranges);
 // Whether linear() takes its decode path (the rows linear_in_team shares) for T rows of a
 // matrix stored as `dtype`: one row, DecodeRows active, or a compact matrix and a few rows.
 bool decodes_by_rows(int64_t T, DType dtype);
