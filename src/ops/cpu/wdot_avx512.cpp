@@ -426,6 +426,34 @@ BRAID_VNNI inline GroupX<Wide> group_x(const QBlocks& x, int64_t nb, int64_t g) 
   return gx;
 }
 
+// The integer steps of a group's sums at either width (V: __m512i or __m256i).
+BRAID_VNNI inline __m512i vand(__m512i a, __m512i b) { return _mm512_and_si512(a, b); }
+BRAID_VNNI inline __m256i vand(__m256i a, __m256i b) { return _mm256_and_si256(a, b); }
+BRAID_VNNI inline __m512i vdot(__m512i s, __m512i u, __m512i q) { return _mm512_dpbusd_epi32(s, u, q); }
+BRAID_VNNI inline __m256i vdot(__m256i s, __m256i u, __m256i q) { return _mm256_dpbusd_epi32(s, u, q); }
+BRAID_VNNI inline __m512i vadd(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+BRAID_VNNI inline __m256i vadd(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+BRAID_VNNI inline __m512i vshift4(__m512i a) { return _mm512_srai_epi32(a, 4); }
+BRAID_VNNI inline __m256i vshift4(__m256i a) { return _mm256_srai_epi32(a, 4); }
+
+// Word vector p (z) of a row's group against the activations q into the two chains.
+template <bool Q4, class V>
+BRAID_VNNI inline void word_sums(V z, const V* q, int p, V low, V high, V* s0, V* s1) {
+  if constexpr (Q4) {
+    *s0 = vdot(*s0, vand(z, low), q[2 * p]);
+    *s1 = vdot(*s1, vand(z, high), q[2 * p + 1]);
+  } else if (p % 2 == 0) {
+    *s0 = vdot(*s0, z, q[p]);
+  } else {
+    *s1 = vdot(*s1, z, q[p]);
+  }
+}
+// The group's integer sums from the two chains (Q4_0's second holds 16 times its value).
+template <bool Q4, class V>
+BRAID_VNNI inline V group_isum(V s0, V s1) {
+  return vadd(s0, Q4 ? vshift4(s1) : s1);
+}
+
 // One row's part of a group (Full: 16 blocks, known at compile time; otherwise gx.m): its
 // integer sums, lane j block j's, scaled and added into acc. Q8_0's eight word vectors go
 // into two chains (even words from the corrections, odd from zero); Q4_0's four each put
@@ -449,16 +477,9 @@ BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, 
     for (int p = 0; p < (Q4 ? 4 : 8); ++p) {
       prefetch_ahead<R>(c + 64 * p, stride);
       const __m512i z = Full ? _mm512_loadu_si512(c + 64 * p) : _mm512_maskz_loadu_epi8(k64, c + 4 * m * p);
-      if constexpr (Q4) {
-        s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(z, low), gx.q[2 * p]);
-        s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(z, high), gx.q[2 * p + 1]);
-      } else if (p % 2 == 0) {
-        s0 = _mm512_dpbusd_epi32(s0, z, gx.q[p]);
-      } else {
-        s1 = _mm512_dpbusd_epi32(s1, z, gx.q[p]);
-      }
+      word_sums<Q4>(z, gx.q, p, low, high, &s0, &s1);
     }
-    const __m512i isum = _mm512_add_epi32(s0, Q4 ? _mm512_srai_epi32(s1, 4) : s1);
+    const __m512i isum = group_isum<Q4>(s0, s1);
     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, *acc);
   } else {
     const __mmask8 k8 = __mmask8((1u << m) - 1);
@@ -470,16 +491,9 @@ BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, 
     for (int p = 0; p < (Q4 ? 4 : 8); ++p) {
       if (p % 2 == 0) prefetch_ahead<R>(c + 32 * p, stride);  // at most 32 bytes per word vector
       const __m256i z = _mm256_maskz_loadu_epi8(k32, c + 4 * m * p);
-      if constexpr (Q4) {
-        s0 = _mm256_dpbusd_epi32(s0, _mm256_and_si256(z, low), gx.q[2 * p]);
-        s1 = _mm256_dpbusd_epi32(s1, _mm256_and_si256(z, high), gx.q[2 * p + 1]);
-      } else if (p % 2 == 0) {
-        s0 = _mm256_dpbusd_epi32(s0, z, gx.q[p]);
-      } else {
-        s1 = _mm256_dpbusd_epi32(s1, z, gx.q[p]);
-      }
+      word_sums<Q4>(z, gx.q, p, low, high, &s0, &s1);
     }
-    const __m256i isum = _mm256_add_epi32(s0, Q4 ? _mm256_srai_epi32(s1, 4) : s1);
+    const __m256i isum = group_isum<Q4>(s0, s1);
     *acc = _mm512_add_ps(*acc, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale)));
   }
 }
