@@ -83,7 +83,11 @@ BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, const float* x, int64_t 
     a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
     a3 = _mm512_fmadd_ps(Load(w + 2 * i + 96), _mm512_loadu_ps(x + i + 48), a3);
   }
-  for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
+  // at most three 16-value steps left, one into each accumulator (no chain: short rows, such
+  // as Mamba's dt_proj of 48 values, are all tail)
+  if (i + 16 <= n) a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0), i += 16;
+  if (i + 16 <= n) a1 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a1), i += 16;
+  if (i + 16 <= n) a2 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a2), i += 16;
   *sums = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
   return i;
 }
