@@ -1,6 +1,6 @@
 // The grouped code layout of Q8_0 and Q4_0 rows (core/quant.hpp) put back in block order, for
-// the kernels that read a block's codes together (f32 activations, dequantization, AVX2's
-// integer products), and a block's bytes as its signed codes.
+// the kernels that read a block's codes together (f32 activations, dequantization), and a
+// block's bytes as its signed codes.
 // Compiled for AVX2 inside the functions that include it (the AVX2 and AVX-512 kernels).
 #pragma once
 #include <immintrin.h>

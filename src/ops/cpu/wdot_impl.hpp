@@ -18,8 +18,9 @@ using Dot4Fn = void (*)(const uint8_t* rows, size_t stride, const float* x, int6
 
 // Activations quantized to 8-bit blocks (wdot.hpp's int8 activations): per block of 32 values
 // the codes q and the f32 scale d. Paths whose kernels multiply unsigned by signed bytes
-// (VNNI) also take one int32 correction per block, -k * (the sum of its codes), that makes
-// the products signed again (k = 128 for Q8_0 codes stored as q + 128, 8 for Q4_0 nibbles).
+// (VNNI, and AVX2's Q4_0) also take one int32 correction per block, -k * (the sum of its
+// codes), that makes the products signed again (k = 128 for Q8_0 codes stored as q + 128,
+// 8 for Q4_0 nibbles).
 // A path may order the codes of each group of kBlockGroup blocks as its kernels read them
 // (grouped_code_at), padding the last group to kActivationGroup codes; the scales and
 // corrections are always in block order.
