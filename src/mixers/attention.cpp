@@ -234,7 +234,7 @@ void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const 
                  scores + size_t(omp_get_thread_num()) * size_t(L_max));
       if (gate) gate_output(o, gate + b * qd + h * hd, hd);
     }
-    ops::linear_in_team(out, B, qd, w_.wo, d_, w_.bo, y);
+    ops::linear_in_team(out, B, qd, w_.wo, d_, w_.bo, y, /*barrier=*/false);  // the region ends on one
   }
   for (int64_t b = 0; b < B; ++b) trim(*kvs[b]);
 }

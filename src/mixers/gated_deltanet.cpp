@@ -182,7 +182,8 @@ void GatedDeltaNetMixer::step(const float* x, int64_t B, GatedDeltaNetState* con
         gated_norm(o, z + b * VD + h * DV);
       }
     }
-    ops::linear_in_team(core, B, VD, w_.out_proj, d_, nullptr, y);
+    ops::linear_in_team(core, B, VD, w_.out_proj, d_, nullptr, y,
+                        /*barrier=*/false);  // the region ends on one
   }
   for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
 }

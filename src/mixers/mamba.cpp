@@ -104,7 +104,8 @@ void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* 
         g[b * Di + c] = (g[b * Di + c] + u[b * Di + c] * w_.D[c]) * ops::silu(xz[b * 2 * Di + Di + c]);
     }
 #pragma omp barrier
-    ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y, /*barrier=*/false);
+    ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y,
+                        /*barrier=*/false);  // the region ends on one
   }
   for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
 }

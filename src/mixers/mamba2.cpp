@@ -150,7 +150,8 @@ void Mamba2Mixer::step(const float* x, int64_t B, Mamba2State* const* sts, float
         norm_group(out + b * Di + g0, zxbcdt + b * E + g0, g0, gs);
       }
     }
-    ops::linear_in_team(out, B, Di, w_.out_proj, d_, w_.out_proj_b, y);
+    ops::linear_in_team(out, B, Di, w_.out_proj, d_, w_.out_proj_b, y,
+                        /*barrier=*/false);  // the region ends on one
   }
   for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
 }
