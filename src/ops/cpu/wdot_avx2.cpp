@@ -275,14 +275,10 @@ void quantize_grouped(const float* x, int64_t n, int fmt, int8_t* q, float* d, i
   in_order.resize(size_t(n));
   quantize_activations_scalar(x, n, fmt, in_order.data(), d, corr);
   const int64_t nb = n / kQuantBlock;
-  std::memset(q + nb / kBlockGroup * kActivationGroup, 0,
-              size_t(activation_codes(n) - nb / kBlockGroup * kActivationGroup));
-  for (int64_t b = 0; b < nb; ++b)
-    for (int e = 0; e < kQuantBlock; e += 4)
-      std::memcpy(q + grouped_code_at(b, e), &in_order[size_t(b * kQuantBlock + e)], 4);
+  if (nb % kBlockGroup)  // the last group's lanes past its blocks stay zero
+    std::memset(q + nb / kBlockGroup * kActivationGroup, 0, kActivationGroup);
+  for (int64_t b = 0; b < nb; ++b) put_grouped_block(&in_order[size_t(b * kQuantBlock)], b, q);
 }
-
-namespace {}  // namespace
 
 Kernels avx2_kernels() {
   return {{dot_bf16, dot_f16, dot_q8, dot_q4},

@@ -375,21 +375,15 @@ BRAID_VNNI void quantize_vnni(const float* x, int64_t n, int fmt, int8_t* q, flo
   const int64_t nb = n / kQuantBlock;
   const int32_t k = fmt == kQ8 ? -128 : -8;
   const __m256i ones = _mm256_set1_epi8(1);
-  for (int64_t g = 0; g * kBlockGroup < nb; ++g, q += kActivationGroup) {
-    const int64_t m = std::min(kBlockGroup, nb - g * kBlockGroup);
-    if (m < kBlockGroup) std::memset(q, 0, kActivationGroup);
-    for (int64_t j = 0; j < m; ++j) {
-      const int64_t b = g * kBlockGroup + j;
-      alignas(32) int32_t words[8];  // words 0..3: elements 0..15; 4..7: elements 16..31
-      const __m256i c = block_codes(x + b * kQuantBlock, &d[b]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(words), c);
-      for (int w = 0; w < 4; ++w) {
-        std::memcpy(q + 128 * w + 4 * j, &words[w], 4);
-        std::memcpy(q + 128 * w + 64 + 4 * j, &words[4 + w], 4);
-      }
-      const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, c);
-      corr[b] = k * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(sums));
-    }
+  if (nb % kBlockGroup)  // the last group's lanes past its blocks stay zero
+    std::memset(q + nb / kBlockGroup * kActivationGroup, 0, kActivationGroup);
+  for (int64_t b = 0; b < nb; ++b) {
+    alignas(32) int8_t codes[kQuantBlock];
+    const __m256i c = block_codes(x + b * kQuantBlock, &d[b]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(codes), c);
+    put_grouped_block(codes, b, q);
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, c);
+    corr[b] = k * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(sums));
   }
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
@@ -36,6 +37,10 @@ inline int64_t activation_codes(int64_t n) {
 inline int64_t grouped_code_at(int64_t b, int e) {
   const int64_t vector = 2 * ((e % 16) / 4) + e / 16;
   return b / kBlockGroup * kActivationGroup + 64 * vector + 4 * (b % kBlockGroup) + e % 4;
+}
+// Block b's 32 codes (in element order) put at their places in the grouped order of q.
+inline void put_grouped_block(const int8_t* codes, int64_t b, int8_t* q) {
+  for (int e = 0; e < kQuantBlock; e += 4) std::memcpy(q + grouped_code_at(b, e), codes + e, 4);
 }
 struct QBlocks {
   const int8_t* q;
