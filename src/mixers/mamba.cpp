@@ -57,11 +57,6 @@ void MambaMixer::decode_batch(const float* x, int64_t B, int64_t, State* const* 
 void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* y, Workspace& ws) const {
   const int64_t Di = s_.d_inner, N = s_.d_state, K = s_.d_conv, R = s_.dt_rank, P = R + 2 * N;
   const size_t f = sizeof(float);
-  for (int64_t b = 0; b < B; ++b) ops::prefetch(sts[b]->conv.data(), sts[b]->conv.size() * f);
-  ops::prefetch(w_.conv_w, size_t(Di * K) * f);
-  ops::prefetch(w_.conv_b, size_t(Di) * f);
-  ops::prefetch(w_.D, size_t(Di) * f);
-  ops::prefetch(w_.dt_proj_b, size_t(Di) * f);
   float* xz = ws.get(Workspace::kQ, size_t(B * 2 * Di));  // [x-branch (Di) | gate z (Di)] per token
   float* u = ws.get(Workspace::kK, size_t(B * Di));       // conv + SiLU
   float* dbc = ws.get(Workspace::kV, size_t(B * P));      // [dt_in (R) | B (N) | C (N)]
@@ -77,6 +72,14 @@ void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* 
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
     const int64_t c0 = Di * id / nt, c1 = Di * (id + 1) / nt, n = c1 - c0;
+    // This thread's channels' small operands (convolution window and weights, gate vectors),
+    // asked for before its first projection, into its own cache, while the projection streams.
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k + 1 < K; ++k) ops::prefetch(sts[b]->conv.data() + k * Di + c0, size_t(n) * f);
+    ops::prefetch(w_.conv_w + c0 * K, size_t(n * K) * f);
+    ops::prefetch(w_.conv_b ? w_.conv_b + c0 : nullptr, size_t(n) * f);
+    ops::prefetch(w_.D + c0, size_t(n) * f);
+    ops::prefetch(w_.dt_proj_b ? w_.dt_proj_b + c0 : nullptr, size_t(n) * f);
     ops::linear_rows(x, B, d_, w_.in_proj, 2 * Di, w_.in_proj_b, xz, {{c0, c1}, {Di + c0, Di + c1}});
     for (int64_t b = 0; b < B; ++b)
       ops::causal_conv1d_channels(xz + b * 2 * Di, 2 * Di, 1, Di, c0, n, w_.conv_w, w_.conv_b, K, true,
@@ -100,8 +103,7 @@ void MambaMixer::step(const float* x, int64_t B, MambaState* const* sts, float* 
       ops::softplus_inplace(d, n);
       ops::selective_scan(sts[b]->ssm.data() + c0 * N, A_.data() + c0 * N, n, N, 1, d, u + b * Di + c0, Di,
                           dbc + b * P + R, dbc + b * P + R + N, P, g + b * Di + c0);
-      for (int64_t c = c0; c < c1; ++c)
-        g[b * Di + c] = (g[b * Di + c] + u[b * Di + c] * w_.D[c]) * ops::silu(xz[b * 2 * Di + Di + c]);
+      ops::skip_silu_gate(g + b * Di + c0, u + b * Di + c0, w_.D + c0, xz + b * 2 * Di + Di + c0, n);
     }
 #pragma omp barrier
     ops::linear_in_team(g, B, Di, w_.out_proj, d_, w_.out_proj_b, y,
@@ -157,8 +159,7 @@ void MambaMixer::chunk(const float* x, int64_t T, MambaState& st, float* y, Work
     ops::selective_scan(st.ssm.data() + c0 * N, A_.data() + c0 * N, c1 - c0, N, T, dt + c0, u + c0, Di, B,
                         B + N, P, g + c0);
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = c0; c < c1; ++c)
-        g[t * Di + c] = (g[t * Di + c] + u[t * Di + c] * w_.D[c]) * ops::silu(xz[t * 2 * Di + Di + c]);
+      ops::skip_silu_gate(g + t * Di + c0, u + t * Di + c0, w_.D + c0, xz + t * 2 * Di + Di + c0, c1 - c0);
   }
   st.pos += T;
   ops::linear(g, T, Di, w_.out_proj, d_, w_.out_proj_b, y);

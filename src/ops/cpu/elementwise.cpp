@@ -55,6 +55,10 @@ BRAID_DISPATCH void softplus_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = softplus(x[i]);
 }
 
+BRAID_DISPATCH void skip_silu_gate(float* y, const float* u, const float* D, const float* z, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = (y[i] + u[i] * D[i]) * silu(z[i]);
+}
+
 void gelu_tanh_inplace(float* x, int64_t n) {
   const float k = 0.7978845608028654f;  // sqrt(2 / pi)
   for (int64_t i = 0; i < n; ++i) {

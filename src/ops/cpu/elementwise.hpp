@@ -100,6 +100,8 @@ void layernorm(const float* x, const float* w, const float* b, float eps, int64_
 void swiglu(const float* gate, const float* up, int64_t n, float* y);
 void silu_inplace(float* x, int64_t n);
 void softplus_inplace(float* x, int64_t n);
+// y[i] = (y[i] + u[i] * D[i]) * SiLU(z[i]): Mamba's skip connection and output gate.
+void skip_silu_gate(float* y, const float* u, const float* D, const float* z, int64_t n);
 void gelu_tanh_inplace(float* x, int64_t n);
 void gelu_erf_inplace(float* x, int64_t n);
 void relu2_inplace(float* x, int64_t n);  // max(x, 0)^2
