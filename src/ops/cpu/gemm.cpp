@@ -144,10 +144,12 @@ WInputs prepared_for(MatRef W, const float* x, int64_t B, int64_t cols) {
   return W.dtype == DType::F32 ? WInputs{} : prepare_inputs(W.dtype, x, B, cols);
 }
 
-// Threads take blocks of this many rows as they free up (a guided schedule: large blocks
-// first, then smaller), so a thread the host slows down does not hold the other at the join.
-// A multiple of 4, the row kernels' group; no value depends on the split.
-constexpr int64_t kRowBlock = 16;
+// Threads take blocks of rows as they free up (a guided schedule: large runs of blocks first,
+// then smaller), so a thread the host slows down does not hold the other at the join: about
+// kBlocksPerThread blocks per thread, of at least kRowBlock rows (each block is one pass
+// through the row kernels, whose per-call cost 16-row blocks paid a dozen times over for a
+// 3072-row matrix). A multiple of 4, the row kernels' group; no value depends on the split.
+constexpr int64_t kRowBlock = 16, kBlocksPerThread = 16;
 constexpr int kMaxProjections = 8;
 
 // The rows of n projections of x[T, in] as one range of blocks. Every caller prepares the
@@ -163,9 +165,13 @@ struct RowBlocks {
       total += p[i].out;
     }
   }
-  int64_t count() const { return (total + kRowBlock - 1) / kRowBlock; }
-  // Block k: rows [16 k, 16 k + 16) of the combined range, each matrix's part contiguous.
-  void run(int64_t k) const { run_rows(k * kRowBlock, std::min(total, k * kRowBlock + kRowBlock)); }
+  // Rows per block for a team of `threads`.
+  int64_t block_for(int64_t threads) const {
+    const int64_t b = (total + kBlocksPerThread * threads - 1) / (kBlocksPerThread * threads);
+    return std::max(kRowBlock, (b + kRowBlock - 1) / kRowBlock * kRowBlock);
+  }
+  // Block k of `block` rows of the combined range, each matrix's part contiguous.
+  void run(int64_t k, int64_t block) const { run_rows(k * block, std::min(total, k * block + block)); }
   // Rows [b, e) of the combined range.
   void run_rows(int64_t b, int64_t e) const {
     int64_t base = 0;  // first combined row of matrix i
@@ -192,13 +198,13 @@ struct RowBlocks {
 // after the loop's barrier, or at once without it (`barrier` false).
 void rows_in_team(const float* x, int64_t T, int64_t in, const Projection* p, int n, bool barrier = true) {
   const RowBlocks rows(x, T, in, p, n);
-  const int64_t blocks = rows.count();
+  const int64_t block = rows.block_for(omp_get_num_threads()), blocks = (rows.total + block - 1) / block;
   if (barrier) {
 #pragma omp for schedule(guided)
-    for (int64_t k = 0; k < blocks; ++k) rows.run(k);
+    for (int64_t k = 0; k < blocks; ++k) rows.run(k, block);
   } else {
 #pragma omp for schedule(guided) nowait
-    for (int64_t k = 0; k < blocks; ++k) rows.run(k);
+    for (int64_t k = 0; k < blocks; ++k) rows.run(k, block);
   }
 }
 
@@ -210,7 +216,7 @@ void decode_rows(const float* x, int64_t T, int64_t in, const Projection* p, int
   for (int i = 0; i < n; ++i) total += p[i].out;
   if (total * in < (int64_t(1) << 15) || omp_in_parallel()) {
     const RowBlocks rows(x, T, in, p, n);
-    for (int64_t k = 0; k < rows.count(); ++k) rows.run(k);
+    rows.run_rows(0, rows.total);  // one pass: no per-block calls
     return;
   }
 #pragma omp parallel
