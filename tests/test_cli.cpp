@@ -117,6 +117,36 @@ TEST(Cli, InitInspectRunOnANewModel) {
   expect_usage_error(braid("init --spec " + spec + " --out " + (d / "m2")), "unknown mixer type 'lstm'");
 }
 
+// braid bench --json: the bytes a token writes (each recurrent state in full, one position of
+// KV cache) on top of those it reads, and the fraction of the same limit they give.
+TEST(Cli, BenchCountsTheStatesWriteBack) {
+  TempDir d;
+  const std::string spec = d / "spec.json";
+  braid::write_json_file(
+      spec, {{"vocab_size", 260},
+             {"d_model", 32},
+             {"layers",
+              {{{"mixer", {{"type", "attention"}, {"n_heads", 2}, {"head_dim", 16}}}},
+               {{"mixer", {{"type", "mamba2"}, {"n_heads", 4}, {"head_dim", 16}, {"d_state", 8}}}}}}});
+  Result r = braid("init --spec " + spec + " --out " + (d / "m") + " --seed 5 --byte-tokenizer");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = braid("inspect --model " + (d / "m") + " --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const braid::json info = braid::json::parse(r.out);
+  r = braid("bench --model " + (d / "m") + " --prompt-len 4 --decode 2 --runs 1 --threads 1 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const braid::json j = braid::json::parse(r.out);
+  const double reads = j["decode_bytes_per_token"].get<double>();
+  const double traffic = j["decode_traffic_bytes_per_token"].get<double>();
+  // state_bytes_per_sequence: the recurrent states, whose size does not grow with the context
+  const double kv = info["kv_bytes_per_token"].get<double>(), state = info["state_bytes_per_sequence"].get<double>();
+  ASSERT_GT(kv, 0);
+  ASSERT_GT(state, 0);
+  EXPECT_DOUBLE_EQ(traffic - reads, state + kv);
+  EXPECT_NEAR(j["decode_traffic_fraction"].get<double>() / j["decode_roofline_fraction"].get<double>(),
+              traffic / reads, 1e-9);
+}
+
 // braid quantize writes a model that loads and runs; braid verify --against reports what
 // it costs on a text (nothing for a model against itself); bad requests are one-line errors.
 TEST(Cli, QuantizeAndVerifyQuality) {

@@ -178,6 +178,10 @@ void bench(const BenchArgs& a) {
   const size_t per_token_state = model->state_bytes_per_token(), fixed_state = model->fixed_state_bytes();
   const double avg_ctx = double(a.prompt_len) + double(a.decode) / 2.0;
   const double decode_bytes = double(weights_read) + double(fixed_state) + avg_ctx * double(per_token_state);
+  // What a token also writes: each recurrent state in full, and one position of KV cache. A
+  // second, stricter bound counts these bytes too, at the read rate (the headline fraction
+  // stays decode_bytes', the reads).
+  const double decode_traffic = decode_bytes + double(fixed_state) + double(per_token_state);
   // FLOPs per prefill token: 2 per weight multiply-add, plus attention scores and values.
   double attn_flops = 0;
   for (const BlockSpec& b : s.blocks)
@@ -188,7 +192,7 @@ void bench(const BenchArgs& a) {
   // Each run measures its own limits just before it, so a fraction compares numbers
   // taken seconds apart even when the machine's bandwidth drifts; medians are reported.
   std::vector<double> prefill_tps, decode_tps, bws, buffer_bws, in_place_bws, drams, peaks, decode_fracs,
-      prefill_fracs;
+      traffic_fracs, prefill_fracs;
   const size_t probe_bytes = std::max(size_t(decode_bytes), size_t(64) << 20);
   size_t state_bytes = 0, rss = 0;  // RSS sampled after prefill and decode (the limit
                                     // probes' buffers are freed by then)
@@ -218,6 +222,7 @@ void bench(const BenchArgs& a) {
     state_bytes = sess.state_bytes();
     rss = std::max(rss, current_rss_bytes());
     decode_fracs.push_back(decode_tps.back() * decode_bytes / bws.back());
+    traffic_fracs.push_back(decode_tps.back() * decode_traffic / bws.back());
     prefill_fracs.push_back(prefill_tps.back() * prefill_flops / peaks.back());
   }
   const double prefill = median(prefill_tps), decode = median(decode_tps);
@@ -250,6 +255,8 @@ void bench(const BenchArgs& a) {
             {"in_place_read_bandwidth_bytes_per_s", median(in_place_bws)},
             {"dram_bandwidth_bytes_per_s", median(drams)},
             {"decode_roofline_fraction", decode_frac},
+            {"decode_traffic_bytes_per_token", decode_traffic},
+            {"decode_traffic_fraction", median(traffic_fracs)},
             {"prefill_flops_per_token", prefill_flops},
             {"sgemm_peak_flops", peak},
             {"prefill_peak_fraction", prefill_frac},
@@ -282,6 +289,8 @@ void bench(const BenchArgs& a) {
       "%.2f, DRAM %.2f): %.1f%% of the bound\n",
       decode_bytes / 1e6, bw / 1e9, double(probe_bytes) / 1e6, median(buffer_bws) / 1e9,
       median(in_place_bws) / 1e9, median(drams) / 1e9, 100 * decode_frac);
+  std::printf("decode traffic   %.1f MB/token with the states' write-back: %.1f%% of the bound at that rate\n",
+              decode_traffic / 1e6, 100 * median(traffic_fracs));
   std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
               (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
