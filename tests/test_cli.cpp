@@ -139,7 +139,8 @@ TEST(Cli, BenchCountsTheStatesWriteBack) {
   const double reads = j["decode_bytes_per_token"].get<double>();
   const double traffic = j["decode_traffic_bytes_per_token"].get<double>();
   // state_bytes_per_sequence: the recurrent states, whose size does not grow with the context
-  const double kv = info["kv_bytes_per_token"].get<double>(), state = info["state_bytes_per_sequence"].get<double>();
+  const double kv = info["kv_bytes_per_token"].get<double>(),
+               state = info["state_bytes_per_sequence"].get<double>();
   ASSERT_GT(kv, 0);
   ASSERT_GT(state, 0);
   EXPECT_DOUBLE_EQ(traffic - reads, state + kv);

@@ -289,8 +289,9 @@ void bench(const BenchArgs& a) {
       "%.2f, DRAM %.2f): %.1f%% of the bound\n",
       decode_bytes / 1e6, bw / 1e9, double(probe_bytes) / 1e6, median(buffer_bws) / 1e9,
       median(in_place_bws) / 1e9, median(drams) / 1e9, 100 * decode_frac);
-  std::printf("decode traffic   %.1f MB/token with the states' write-back: %.1f%% of the bound at that rate\n",
-              decode_traffic / 1e6, 100 * median(traffic_fracs));
+  std::printf(
+      "decode traffic   %.1f MB/token with the states' write-back: %.1f%% of the bound at that rate\n",
+      decode_traffic / 1e6, 100 * median(traffic_fracs));
   std::printf("state            %.2f MiB for %lld tokens; RSS %.1f MiB\n", double(state_bytes) / (1 << 20),
               (long long)(a.prompt_len + a.decode), double(rss) / (1 << 20));
 }
