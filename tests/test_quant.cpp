@@ -316,13 +316,16 @@ TEST(WeightKernels, Int8ActivationsOnEveryPath) {
 
 // Rows of every block count from 1 to 9 (each tail of the two- and four-block steps, and
 // 16-block scale groups, the 16-block code groups of both formats, whole or split at the end: a last group of
-// at most 8 blocks or of 9 to 15, after none, one, two or three whole groups, the shapes of
-// the AVX-512 loop that keeps two groups' activations in registers) match the reference
-// of int8 activations on every path, alone and four rows at a time (batched).
+// at most 8 blocks or of 9 to 15, after none, one, two, three, four or more whole groups: the
+// shapes of the AVX-512 row loops, which hold a row's one group's activations in registers
+// or read two or more groups' at each use, their group count fixed at compile time up to
+// four and counted at run time past that) match the reference of int8 activations on every
+// path, alone and four rows at a time (batched).
 TEST(WeightKernels, Int8ProductsForEveryBlockCount) {
   const ops::Int8Activations on(true);
   const int64_t rows = 6;
-  for (int64_t nb : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 19, 24, 28, 32, 40, 44, 48, 60}) {
+  for (int64_t nb :
+       {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 19, 24, 28, 32, 40, 44, 48, 60, 64, 72, 76, 80, 90, 100}) {
     const int64_t cols = nb * 32;
     const std::vector<float> x = randn(size_t(cols), 70 + uint64_t(nb)),
                              w = randn(size_t(rows * cols), 90 + uint64_t(nb), 0.1f);

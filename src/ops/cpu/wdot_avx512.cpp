@@ -405,19 +405,76 @@ struct GroupX<false> {
   int64_t b, m;
 };
 
-template <bool Wide>
+// A 512-bit group's corrections and scales (m blocks from b; whole: 16, plain loads, as
+// the compiler keeps a mask of all ones as a masked load).
+BRAID_VNNI inline void load_wide_scales(const QBlocks& x, int64_t b, int64_t m, bool whole, __m512i* corr,
+                                        __m512* dx) {
+  if (whole) {
+    *corr = _mm512_loadu_si512(x.corr + b);
+    *dx = _mm512_loadu_ps(x.d + b);
+  } else {
+    const __mmask16 k16 = __mmask16((uint32_t(1) << m) - 1);
+    *corr = _mm512_maskz_loadu_epi32(k16, x.corr + b);
+    *dx = _mm512_maskz_loadu_ps(k16, x.d + b);
+  }
+}
+
+template <bool Wide, bool Full = false>
 BRAID_VNNI inline GroupX<Wide> group_x(const QBlocks& x, int64_t nb, int64_t g) {
   GroupX<Wide> gx;
-  gx.b = g * kBlockGroup, gx.m = std::min(kBlockGroup, nb - gx.b);
+  gx.b = g * kBlockGroup, gx.m = Full ? kBlockGroup : std::min(kBlockGroup, nb - gx.b);
   const int8_t* xq = x.q + gx.b * kQuantBlock;
   if constexpr (Wide) {
-    const __mmask16 k16 = __mmask16((uint32_t(1) << gx.m) - 1);
     for (int i = 0; i < 8; ++i) gx.q[i] = _mm512_loadu_si512(xq + 64 * i);
-    gx.corr = _mm512_maskz_loadu_epi32(k16, x.corr + gx.b);
-    gx.dx = _mm512_maskz_loadu_ps(k16, x.d + gx.b);
+    load_wide_scales(x, gx.b, gx.m, Full, &gx.corr, &gx.dx);
   } else {
     const __mmask8 k8 = __mmask8((1u << gx.m) - 1);
     for (int i = 0; i < 8; ++i) gx.q[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * i));
+    gx.corr = _mm256_maskz_loadu_epi32(k8, x.corr + gx.b);
+    gx.dx = _mm256_maskz_loadu_ps(k8, x.d + gx.b);
+  }
+  return gx;
+}
+
+// The same group with its activation codes read where they lie, at each use (rows_direct):
+// q[i] loads vector i of the group's codes; corr and dx as group_x loads them.
+template <bool Wide>
+struct CodesAt;
+template <>
+struct CodesAt<true> {
+  const int8_t* p;
+  BRAID_VNNI __m512i operator[](int i) const { return _mm512_loadu_si512(p + 64 * i); }
+};
+template <>
+struct CodesAt<false> {
+  const int8_t* p;
+  BRAID_VNNI __m256i operator[](int i) const {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * i));
+  }
+};
+template <bool Wide>
+struct GroupAt {
+  CodesAt<true> q;
+  __m512i corr;
+  __m512 dx;
+  int64_t b, m;
+};
+template <>
+struct GroupAt<false> {
+  CodesAt<false> q;
+  __m256i corr;
+  __m256 dx;
+  int64_t b, m;
+};
+template <bool Wide, bool Full = false>
+BRAID_VNNI inline GroupAt<Wide> group_at(const QBlocks& x, int64_t nb, int64_t g) {
+  GroupAt<Wide> gx;
+  gx.b = g * kBlockGroup, gx.m = Full ? kBlockGroup : std::min(kBlockGroup, nb - gx.b);
+  gx.q.p = x.q + gx.b * kQuantBlock;
+  if constexpr (Wide) {
+    load_wide_scales(x, gx.b, gx.m, Full, &gx.corr, &gx.dx);
+  } else {
+    const __mmask8 k8 = __mmask8((1u << gx.m) - 1);
     gx.corr = _mm256_maskz_loadu_epi32(k8, x.corr + gx.b);
     gx.dx = _mm256_maskz_loadu_ps(k8, x.d + gx.b);
   }
@@ -435,8 +492,8 @@ BRAID_VNNI inline __m512i vshift4(__m512i a) { return _mm512_srai_epi32(a, 4); }
 BRAID_VNNI inline __m256i vshift4(__m256i a) { return _mm256_srai_epi32(a, 4); }
 
 // Word vector p (z) of a row's group against the activations q into the two chains.
-template <bool Q4, class V>
-BRAID_VNNI inline void word_sums(V z, const V* q, int p, V low, V high, V* s0, V* s1) {
+template <bool Q4, class V, class Q>
+BRAID_VNNI inline void word_sums(V z, const Q& q, int p, V low, V high, V* s0, V* s1) {
   if constexpr (Q4) {
     *s0 = vdot(*s0, vand(z, low), q[2 * p]);
     *s1 = vdot(*s1, vand(z, high), q[2 * p + 1]);
@@ -458,9 +515,8 @@ BRAID_VNNI inline V group_isum(V s0, V s1) {
 // their low nibbles into one chain (from the corrections) and their high nibbles, left in
 // place (16 times their value), into the other, shifted back at the end (exact: a sum of
 // multiples of 16). R > 1: one of R rows, which asks for the next group of rows.
-template <bool Q4, int R, bool Full, bool Wide>
-BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, const GroupX<Wide>& gx,
-                                 __m512* acc) {
+template <bool Q4, int R, bool Full, bool Wide, class GX>
+BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, const GX& gx, __m512* acc) {
   constexpr int64_t kBytes = Q4 ? 16 : 32;  // code bytes per block
   const int64_t b = gx.b, m = Full ? kBlockGroup : gx.m;
   const uint8_t* c = row + 2 * nb + b * kBytes;
@@ -468,7 +524,9 @@ BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, 
     const __mmask16 k16 = Full ? __mmask16(0xffff) : __mmask16((uint32_t(1) << m) - 1);
     const __mmask64 k64 = Full ? ~__mmask64(0) : (__mmask64(1) << (4 * m)) - 1;
     // the scales first: they lie before the codes, so the row is read in one ascending sweep
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k16, row + 2 * b)), gx.dx);
+    const __m256i h = Full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * b))
+                           : _mm256_maskz_loadu_epi16(k16, row + 2 * b);
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(h), gx.dx);
     __m512i s0 = gx.corr, s1 = _mm512_setzero_si512();
     const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8(char(0xf0));
 #pragma GCC unroll 8
@@ -500,7 +558,7 @@ BRAID_VNNI inline void group_row(const uint8_t* row, size_t stride, int64_t nb, 
 template <bool Q4, int R, bool Full, bool Wide>
 BRAID_VNNI inline void group(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t g,
                              __m512* acc) {
-  const GroupX<Wide> gx = group_x<Wide>(x, nb, g);
+  const GroupX<Wide> gx = group_x<Wide, Full>(x, nb, g);
   for (int r = 0; r < R; ++r) group_row<Q4, R, Full, Wide>(w + r * stride, stride, nb, gx, &acc[r]);
 }
 
@@ -522,29 +580,14 @@ BRAID_VNNI inline void dotq_sums(const uint8_t* w, size_t stride, const QBlocks&
   groups_from<Q4, R>(w, stride, x, n / kQuantBlock, 0, sums);
 }
 
-// Rows one after another with the activations of their first two groups in registers across
-// the rows (Full whole groups, then Tail: 0 none, 1 a last group of <= 8 blocks, 2 one of
-// 9 .. 15; More: groups beyond the first two, which each row takes as dotq_sums does), each
-// row's sums exactly dotq_sums' (the same steps in the same order).
-template <bool Q4, int Full, int Tail, bool More>
-BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
-                              float* out) {
-  static_assert(Full + (Tail > 0) <= 2 && (!More || (Full == 2 && Tail == 0)), "two groups in registers");
-  GroupX<true> whole[Full > 0 ? Full : 1];
-  for (int i = 0; i < Full; ++i) whole[i] = group_x<true>(x, nb, i);
-  const GroupX<true> partial = Tail == 2 ? group_x<true>(x, nb, Full) : GroupX<true>{};
-  const GroupX<false> last = Tail == 1 ? group_x<false>(x, nb, Full) : GroupX<false>{};
-  auto row_sums = [&](const uint8_t* row) BRAID_VNNI {
-    __m512 sums = _mm512_setzero_ps();
-    for (int i = 0; i < Full; ++i) group_row<Q4, 1, true, true>(row, 0, nb, whole[i], &sums);
-    if constexpr (Tail == 2) group_row<Q4, 1, false, true>(row, 0, nb, partial, &sums);
-    if constexpr (Tail == 1) group_row<Q4, 1, false, false>(row, 0, nb, last, &sums);
-    if constexpr (More) groups_from<Q4, 1>(row, 0, x, nb, 2, &sums);
-    return sums;
-  };
+// `rows` rows from w (stride apart) through row_sums (a row's 16 lane sums), their lane sums
+// reduced four rows at a time.
+template <class RowSums>
+BRAID_VNNI inline void rows_loop(const uint8_t* w, size_t stride, int64_t rows, float* out,
+                                 const RowSums& row_sums) {
   __m512 sums[4];
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {  // lane sums reduced four rows at a time
+  for (; r + 4 <= rows; r += 4) {
     for (int i = 0; i < 4; ++i) sums[i] = row_sums(w + (r + i) * stride);
     reduce_rows<4>(sums, out + r);
   }
@@ -554,18 +597,73 @@ BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x,
   }
 }
 
-// The loop of rows_resident for rows of nb blocks.
+// Rows one after another with the activations of their groups in registers across the rows:
+// rows of at most one whole group (Full 0 or 1) and a last short one (Tail: 0 none, 1 a group
+// of <= 8 blocks, 2 one of 9 .. 15), each row's sums exactly dotq_sums' (the same steps in
+// the same order). Held in registers, a second whole group leaves too few of them: longer
+// rows take rows_direct.
+template <bool Q4, int Full, int Tail>
+BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
+                              float* out) {
+  static_assert(Full <= 1 && Full + (Tail > 0) <= 2, "at most one whole group and a tail");
+  const GroupX<true> whole = Full == 1 ? group_x<true, true>(x, nb, 0) : GroupX<true>{};
+  const GroupX<true> partial = Tail == 2 ? group_x<true>(x, nb, Full) : GroupX<true>{};
+  const GroupX<false> last = Tail == 1 ? group_x<false>(x, nb, Full) : GroupX<false>{};
+  rows_loop(w, stride, rows, out, [&](const uint8_t* row) BRAID_VNNI {
+    __m512 sums = _mm512_setzero_ps();
+    if constexpr (Full == 1) group_row<Q4, 1, true, true>(row, 0, nb, whole, &sums);
+    if constexpr (Tail == 2) group_row<Q4, 1, false, true>(row, 0, nb, partial, &sums);
+    if constexpr (Tail == 1) group_row<Q4, 1, false, false>(row, 0, nb, last, &sums);
+    return sums;
+  });
+}
+
+// Rows one after another, each through its groups in order (Full whole groups, known at
+// compile time where Full >= 0, else nb / 16 at run time; then Tail as above), each row's
+// sums exactly dotq_sums'. The activations are loaded at each use, from L1 (memory operands
+// of the products): for rows of two groups or more, 1.2-1.5x the speed of holding them in
+// registers, where the loop spilled. A group count known at compile time unrolls the row.
+template <bool Q4, int Full, int Tail>
+BRAID_VNNI void rows_direct(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
+                            float* out) {
+  const int64_t full = Full >= 0 ? Full : nb / kBlockGroup;
+  rows_loop(w, stride, rows, out, [&](const uint8_t* row) BRAID_VNNI {
+    __m512 sums = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int64_t g = 0; g < full; ++g)
+      group_row<Q4, 1, true, true>(row, 0, nb, group_at<true, true>(x, nb, g), &sums);
+    if constexpr (Tail == 2) group_row<Q4, 1, false, true>(row, 0, nb, group_at<true>(x, nb, full), &sums);
+    if constexpr (Tail == 1) group_row<Q4, 1, false, false>(row, 0, nb, group_at<false>(x, nb, full), &sums);
+    return sums;
+  });
+}
+
+// The loop of rows_resident / rows_direct for rows of nb blocks: whole groups counted at
+// compile time up to four (rows of up to 2560 values), at run time past that.
 using RowsQLoop = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
+template <bool Q4, int Tail>
+BRAID_VNNI inline RowsQLoop rows_with_tail(int64_t full) {
+  switch (full) {
+    case 0:
+      return rows_resident<Q4, 0, Tail>;
+    case 1:
+      return rows_resident<Q4, 1, Tail>;
+    case 2:
+      return rows_direct<Q4, 2, Tail>;
+    case 3:
+      return rows_direct<Q4, 3, Tail>;
+    case 4:
+      return rows_direct<Q4, 4, Tail>;
+    default:
+      return rows_direct<Q4, -1, Tail>;
+  }
+}
 template <bool Q4>
 BRAID_VNNI inline RowsQLoop rows_for(int64_t nb) {
   const int64_t full = nb / kBlockGroup, left = nb % kBlockGroup;
-  const int tail = left == 0 ? 0 : left <= 8 ? 1 : 2;
-  if (full == 0) return tail == 1 ? rows_resident<Q4, 0, 1, false> : rows_resident<Q4, 0, 2, false>;
-  if (full == 1)
-    return tail == 0   ? rows_resident<Q4, 1, 0, false>
-           : tail == 1 ? rows_resident<Q4, 1, 1, false>
-                       : rows_resident<Q4, 1, 2, false>;
-  return full == 2 && tail == 0 ? rows_resident<Q4, 2, 0, false> : rows_resident<Q4, 2, 0, true>;
+  return left == 0   ? rows_with_tail<Q4, 0>(full)
+         : left <= 8 ? rows_with_tail<Q4, 1>(full)
+                     : rows_with_tail<Q4, 2>(full);
 }
 
 template <bool Q4>
