@@ -118,7 +118,8 @@ void ffn_forward(const MlpSpec& spec, const float* x, int64_t T, int64_t D, cons
       const int64_t b = std::min(n, blocks * id / nt * 64), e = std::min(n, blocks * (id + 1) / nt * 64);
       hidden_activations(spec, up + b, gated ? gate + b : nullptr, e - b);
 #pragma omp barrier
-      ops::linear_in_team(up, T, F, w.down, D, w.down_b, y);
+      // the region ends on a barrier; only the scaling below needs one before it
+      ops::linear_in_team(up, T, F, w.down, D, w.down_b, y, /*barrier=*/dm != 1.0f);
       if (dm != 1.0f)
         for (int64_t i = T * D * id / nt; i < T * D * (id + 1) / nt; ++i) y[i] *= dm;
     }
