@@ -621,7 +621,7 @@ BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x,
 // Rows one after another, each through its groups in order (Full whole groups, known at
 // compile time where Full >= 0, else nb / 16 at run time; then Tail as above), each row's
 // sums exactly dotq_sums'. The activations are loaded at each use, from L1 (memory operands
-// of the products): for rows of two groups or more, 1.2-1.5x the speed of holding them in
+// of the products): for rows of two groups or more, 1.1-1.65x the speed of holding them in
 // registers, where the loop spilled. A group count known at compile time unrolls the row.
 template <bool Q4, int Full, int Tail>
 BRAID_VNNI void rows_direct(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
@@ -639,7 +639,7 @@ BRAID_VNNI void rows_direct(const uint8_t* w, size_t stride, const QBlocks& x, i
 }
 
 // The loop of rows_resident / rows_direct for rows of nb blocks: whole groups counted at
-// compile time up to four (rows of up to 2560 values), at run time past that.
+// compile time up to four (rows shorter than 2560 values), at run time past that.
 using RowsQLoop = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
 template <bool Q4, int Tail>
 BRAID_VNNI inline RowsQLoop rows_with_tail(int64_t full) {
