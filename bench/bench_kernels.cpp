@@ -4,7 +4,10 @@
 // timed with the matrix in cache (the same copy each time: the arithmetic's limit) and
 // streamed (copies totalling at least STREAM_MIB, default 512 MiB, read in turn: from memory,
 // or from a large last-level cache when STREAM_MIB fits in it), against the read
-// probe of the same minutes. Prints one JSON object per format: medians of RUNS passes.
+// probe of the same minutes; and, for the compact formats, the row loop alone on the calling
+// thread (the matrix in cache, its input prepared once: `matvec_w_rows`, without the per-call
+// input quantisation and thread hand-out; null for F32). Prints one JSON object per format:
+// medians of RUNS passes.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +21,7 @@
 #include "core/timer.hpp"
 #include "ops/cpu/gemm.hpp"
 #include "ops/cpu/roofline.hpp"
+#include "ops/cpu/wdot.hpp"
 
 namespace {
 
@@ -58,17 +62,29 @@ int main(int argc, char** argv) {
                       y.data());
         return tm.seconds() / double(n);
       };
-      std::vector<double> hot, cold;
+      auto row_loop = [&](const ops::WInputs& prepared) {  // seconds per product, 20 timed together
+        Timer tm;
+        for (int k = 0; k < 20; ++k) ops::matvec_w_rows(prepared, buf.data(), out, false, y.data(), out);
+        return tm.seconds() / 20;
+      };
+      std::vector<double> hot, cold, loop;
       pass(1);
       for (int r = 0; r < runs; ++r) hot.push_back(pass(1));
       for (int r = 0; r < runs; ++r) cold.push_back(pass(copies));
+      char loop_rate[32] = "null";
+      if (t != DType::F32) {
+        const ops::WInputs prepared = ops::prepare_inputs(t, x.data(), 1, in);
+        row_loop(prepared);
+        for (int r = 0; r < runs; ++r) loop.push_back(row_loop(prepared));
+        std::snprintf(loop_rate, sizeof loop_rate, "%.4g", double(bytes) / median(loop));
+      }
       const double h = median(hot), c = median(cold);
       std::printf(
           "{\"format\": \"%s\", \"threads\": %d, \"in\": %lld, \"out\": %lld, \"matrix_bytes\": %zu, "
           "\"cache_bytes_per_s\": %.4g, \"memory_bytes_per_s\": %.4g, \"read_bandwidth_bytes_per_s\": %.4g, "
-          "\"memory_fraction_of_read\": %.3f}\n",
+          "\"memory_fraction_of_read\": %.3f, \"row_loop_bytes_per_s\": %s}\n",
           dtype_name(t), num_threads(), static_cast<long long>(in), static_cast<long long>(out), bytes,
-          double(bytes) / h, double(bytes) / c, bw, double(bytes) / c / bw);
+          double(bytes) / h, double(bytes) / c, bw, double(bytes) / c / bw, loop_rate);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_kernels: %s\n", e.what());

@@ -597,23 +597,25 @@ BRAID_VNNI inline void rows_loop(const uint8_t* w, size_t stride, int64_t rows, 
   }
 }
 
-// Rows one after another with the activations of their groups in registers across the rows:
-// rows of at most one whole group (Full 0 or 1) and a last short one (Tail: 0 none, 1 a group
-// of <= 8 blocks, 2 one of 9 .. 15), each row's sums exactly dotq_sums' (the same steps in
-// the same order). Held in registers, a second whole group leaves too few of them: longer
-// rows take rows_direct.
-template <bool Q4, int Full, int Tail>
+// Rows one after another with the activations of their first two groups in registers across
+// the rows (Full whole groups, then Tail: 0 none, 1 a last group of <= 8 blocks, 2 one of
+// 9 .. 15; More: groups beyond the first two, which each row takes as dotq_sums does), each
+// row's sums exactly dotq_sums' (the same steps in the same order). Q4_0 rows of three whole
+// groups or more, and Q8_0 rows of three or four, take rows_direct.
+template <bool Q4, int Full, int Tail, bool More>
 BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
                               float* out) {
-  static_assert(Full <= 1 && Full + (Tail > 0) <= 2, "at most one whole group and a tail");
-  const GroupX<true> whole = Full == 1 ? group_x<true, true>(x, nb, 0) : GroupX<true>{};
+  static_assert(Full + (Tail > 0) <= 2 && (!More || (Full == 2 && Tail == 0)), "two groups in registers");
+  GroupX<true> whole[Full > 0 ? Full : 1];
+  for (int i = 0; i < Full; ++i) whole[i] = group_x<true>(x, nb, i);
   const GroupX<true> partial = Tail == 2 ? group_x<true>(x, nb, Full) : GroupX<true>{};
   const GroupX<false> last = Tail == 1 ? group_x<false>(x, nb, Full) : GroupX<false>{};
   rows_loop(w, stride, rows, out, [&](const uint8_t* row) BRAID_VNNI {
     __m512 sums = _mm512_setzero_ps();
-    if constexpr (Full == 1) group_row<Q4, 1, true, true>(row, 0, nb, whole, &sums);
+    for (int i = 0; i < Full; ++i) group_row<Q4, 1, true, true>(row, 0, nb, whole[i], &sums);
     if constexpr (Tail == 2) group_row<Q4, 1, false, true>(row, 0, nb, partial, &sums);
     if constexpr (Tail == 1) group_row<Q4, 1, false, false>(row, 0, nb, last, &sums);
+    if constexpr (More) groups_from<Q4, 1>(row, 0, x, nb, 2, &sums);
     return sums;
   });
 }
@@ -621,8 +623,10 @@ BRAID_VNNI void rows_resident(const uint8_t* w, size_t stride, const QBlocks& x,
 // Rows one after another, each through its groups in order (Full whole groups, known at
 // compile time where Full >= 0, else nb / 16 at run time; then Tail as above), each row's
 // sums exactly dotq_sums'. The activations are loaded at each use, from L1 (memory operands
-// of the products): for rows of two groups or more, 1.1-1.65x the speed of holding them in
-// registers, where the loop spilled. A group count known at compile time unrolls the row.
+// of the products), rather than two groups' held in registers, which spilled: from cache on
+// one thread, Q4_0 rows of 1536-4096 values 1.1-1.35x as fast, Q8_0 rows of 1536 and 2048
+// 1.05-1.3x (of 3072 and 4096, 3-5% slower: those keep rows_resident). A group count known at
+// compile time unrolls the row.
 template <bool Q4, int Full, int Tail>
 BRAID_VNNI void rows_direct(const uint8_t* w, size_t stride, const QBlocks& x, int64_t nb, int64_t rows,
                             float* out) {
@@ -638,32 +642,30 @@ BRAID_VNNI void rows_direct(const uint8_t* w, size_t stride, const QBlocks& x, i
   });
 }
 
-// The loop of rows_resident / rows_direct for rows of nb blocks: whole groups counted at
-// compile time up to four (rows shorter than 2560 values), at run time past that.
+// The loop of rows_resident / rows_direct for rows of nb blocks (rows_direct's whole groups
+// counted at compile time for three and four, rows of 1536 to 2559 values, at run time past:
+// Q4_0 only).
 using RowsQLoop = void (*)(const uint8_t*, size_t, const QBlocks&, int64_t, int64_t, float*);
 template <bool Q4, int Tail>
-BRAID_VNNI inline RowsQLoop rows_with_tail(int64_t full) {
-  switch (full) {
-    case 0:
-      return rows_resident<Q4, 0, Tail>;
-    case 1:
-      return rows_resident<Q4, 1, Tail>;
-    case 2:
-      return rows_direct<Q4, 2, Tail>;
-    case 3:
-      return rows_direct<Q4, 3, Tail>;
-    case 4:
-      return rows_direct<Q4, 4, Tail>;
-    default:
-      return rows_direct<Q4, -1, Tail>;
-  }
+BRAID_VNNI inline RowsQLoop rows_direct_for(int64_t full) {
+  return full == 3   ? rows_direct<Q4, 3, Tail>
+         : full == 4 ? rows_direct<Q4, 4, Tail>
+                     : rows_direct<Q4, -1, Tail>;
 }
 template <bool Q4>
 BRAID_VNNI inline RowsQLoop rows_for(int64_t nb) {
   const int64_t full = nb / kBlockGroup, left = nb % kBlockGroup;
-  return left == 0   ? rows_with_tail<Q4, 0>(full)
-         : left <= 8 ? rows_with_tail<Q4, 1>(full)
-                     : rows_with_tail<Q4, 2>(full);
+  const int tail = left == 0 ? 0 : left <= 8 ? 1 : 2;
+  if (full == 0) return tail == 1 ? rows_resident<Q4, 0, 1, false> : rows_resident<Q4, 0, 2, false>;
+  if (full == 1)
+    return tail == 0   ? rows_resident<Q4, 1, 0, false>
+           : tail == 1 ? rows_resident<Q4, 1, 1, false>
+                       : rows_resident<Q4, 1, 2, false>;
+  if (full == 2 && tail == 0) return rows_resident<Q4, 2, 0, false>;
+  if (full == 2 || (!Q4 && full > 4)) return rows_resident<Q4, 2, 0, true>;
+  return tail == 0   ? rows_direct_for<Q4, 0>(full)
+         : tail == 1 ? rows_direct_for<Q4, 1>(full)
+                     : rows_direct_for<Q4, 2>(full);
 }
 
 template <bool Q4>
