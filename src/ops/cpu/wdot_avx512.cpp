@@ -69,13 +69,34 @@ BRAID_AVX512 inline void reduce_rows(const __m512* acc, float* out) {
   for (int r = 0; r < R; ++r) out[r] = o[r];
 }
 
-// R bf16 / f16 rows (stride apart) against x over their whole 16-value steps, each row with
-// four accumulators over 64 values a step, then 16 at a time, added into one vector of lane
-// sums (sums[r]); the loads of x are shared by the R rows, and each row's sums are the same
-// whatever R is. Returns the values consumed.
-template <__m512 (*Load)(const uint8_t*), int R>
-BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, size_t stride, const float* x, int64_t n,
-                                      __m512* sums) {
+// A bf16 / f16 row against x over its whole 16-value steps: four accumulators over 64 values
+// a step, then 16 at a time, added into one vector of lane sums. Returns the values consumed.
+template <__m512 (*Load)(const uint8_t*)>
+BRAID_AVX512 inline int64_t half_sums(const uint8_t* w, const float* x, int64_t n, __m512* sums) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    prefetch_ahead<1>(w + 2 * i, 0);
+    prefetch_ahead<1>(w + 2 * i + 64, 0);
+    a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(Load(w + 2 * i + 32), _mm512_loadu_ps(x + i + 16), a1);
+    a2 = _mm512_fmadd_ps(Load(w + 2 * i + 64), _mm512_loadu_ps(x + i + 32), a2);
+    a3 = _mm512_fmadd_ps(Load(w + 2 * i + 96), _mm512_loadu_ps(x + i + 48), a3);
+  }
+  // at most three 16-value steps left, one into each accumulator (no chain: short rows, such
+  // as Mamba's dt_proj of 48 values, are all tail)
+  if (i + 16 <= n) a0 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a0), i += 16;
+  if (i + 16 <= n) a1 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a1), i += 16;
+  if (i + 16 <= n) a2 = _mm512_fmadd_ps(Load(w + 2 * i), _mm512_loadu_ps(x + i), a2), i += 16;
+  *sums = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+  return i;
+}
+
+// Four rows (stride apart) at once, each row's sums exactly half_sums' (the same
+// accumulators in the same order), the loads of x shared: for short rows (rows_half).
+template <__m512 (*Load)(const uint8_t*), int R = 4>
+BRAID_AVX512 inline int64_t half_sums_rows(const uint8_t* w, size_t stride, const float* x, int64_t n,
+                                           __m512* sums) {
   __m512 a[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) a[r][j] = _mm512_setzero_ps();
@@ -117,7 +138,7 @@ inline float half_tail(const uint8_t* w, const float* x, int64_t i, int64_t n, f
 template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
 BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) {
   __m512 sums;
-  const int64_t i = half_sums<Load, 1>(w, 0, x, n, &sums);
+  const int64_t i = half_sums<Load>(w, x, n, &sums);
   float s;
   reduce_rows<1>(&sums, &s);
   return half_tail<One>(w, x, i, n, s);
@@ -138,14 +159,14 @@ BRAID_AVX512 void rows_half(const uint8_t* w, size_t stride, const float* x, int
   int64_t r = 0;
   if (n <= kShortHalfRow)
     for (; r + 4 <= rows; r += 4) {
-      const int64_t done = half_sums<Load, 4>(w + r * stride, stride, x, n, sums);
+      const int64_t done = half_sums_rows<Load>(w + r * stride, stride, x, n, sums);
       reduce_rows<4>(sums, out + r);
       for (int i = 0; i < 4; ++i) out[r + i] = half_tail<One>(w + (r + i) * stride, x, done, n, out[r + i]);
     }
   for (; r < rows; r += 4) {
     const int k = int(std::min<int64_t>(4, rows - r));
     int64_t done[4];
-    for (int i = 0; i < k; ++i) done[i] = half_sums<Load, 1>(w + (r + i) * stride, 0, x, n, &sums[i]);
+    for (int i = 0; i < k; ++i) done[i] = half_sums<Load>(w + (r + i) * stride, x, n, &sums[i]);
     if (k == 4)
       reduce_rows<4>(sums, out + r);
     else
