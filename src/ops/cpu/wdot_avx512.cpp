@@ -149,8 +149,8 @@ BRAID_AVX512 inline float dot_half(const uint8_t* w, const float* x, int64_t n) 
 // reduced together (alone, such a row's few products leave the vector units idle; four at a
 // time run 4.2x as fast from cache on one thread, and the four lie within 1 KB); longer rows
 // one at a time, since four of them read as four streams, which came from L3 20% slower
-// (768 values: 37-38 -> 30-33 GB/s on two threads) though 1.7x as fast from cache. Each row's
-// sums are the same either way.
+// (768 values: 37-38 -> 30-33 GB/s on two threads; bf16 decode 4-12% slower) though 1.7x as
+// fast from cache. Each row's sums are the same either way.
 constexpr int64_t kShortHalfRow = 128;
 template <__m512 (*Load)(const uint8_t*), float (*One)(uint16_t)>
 BRAID_AVX512 void rows_half(const uint8_t* w, size_t stride, const float* x, int64_t n, int64_t rows,
