@@ -465,6 +465,13 @@ BRAID_VNNI inline void load_wide_scales(const QBlocks& x, int64_t b, int64_t m, 
   }
 }
 
+// A 256-bit group's corrections and scales (m <= 8 blocks from b, the lanes past m zero).
+BRAID_VNNI inline void load_narrow_scales(const QBlocks& x, int64_t b, int64_t m, __m256i* corr, __m256* dx) {
+  const __mmask8 k8 = __mmask8((1u << m) - 1);
+  *corr = _mm256_maskz_loadu_epi32(k8, x.corr + b);
+  *dx = _mm256_maskz_loadu_ps(k8, x.d + b);
+}
+
 template <bool Wide, bool Full = false>
 BRAID_VNNI inline GroupX<Wide> group_x(const QBlocks& x, int64_t nb, int64_t g) {
   GroupX<Wide> gx;
@@ -474,10 +481,8 @@ BRAID_VNNI inline GroupX<Wide> group_x(const QBlocks& x, int64_t nb, int64_t g) 
     for (int i = 0; i < 8; ++i) gx.q[i] = _mm512_loadu_si512(xq + 64 * i);
     load_wide_scales(x, gx.b, gx.m, Full, &gx.corr, &gx.dx);
   } else {
-    const __mmask8 k8 = __mmask8((1u << gx.m) - 1);
     for (int i = 0; i < 8; ++i) gx.q[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * i));
-    gx.corr = _mm256_maskz_loadu_epi32(k8, x.corr + gx.b);
-    gx.dx = _mm256_maskz_loadu_ps(k8, x.d + gx.b);
+    load_narrow_scales(x, gx.b, gx.m, &gx.corr, &gx.dx);
   }
   return gx;
 }
@@ -520,9 +525,7 @@ BRAID_VNNI inline GroupAt<Wide> group_at(const QBlocks& x, int64_t nb, int64_t g
   if constexpr (Wide) {
     load_wide_scales(x, gx.b, gx.m, Full, &gx.corr, &gx.dx);
   } else {
-    const __mmask8 k8 = __mmask8((1u << gx.m) - 1);
-    gx.corr = _mm256_maskz_loadu_epi32(k8, x.corr + gx.b);
-    gx.dx = _mm256_maskz_loadu_ps(k8, x.d + gx.b);
+    load_narrow_scales(x, gx.b, gx.m, &gx.corr, &gx.dx);
   }
   return gx;
 }
