@@ -6,6 +6,7 @@
 #include "ops/cpu/dispatch.hpp"
 #include "ops/cpu/elementwise.hpp"
 #include "ops/cpu/vec16.hpp"
+#include "ops/cpu/wdot.hpp"
 
 namespace braid::ops {
 
@@ -70,6 +71,12 @@ template <bool Full>
 
 namespace {
 
+// How far ahead of a state being updated in one pass its lines are asked for (the weight
+// stream's distance, wdot.hpp): a decode step finds its state in the last-level cache, the
+// weights streamed since having pushed it out of L2, and with the request ahead a Mamba-2
+// step's update of 9.4 MB of state per thread took 0.42 ms instead of 0.56.
+const int64_t kStateAhead = stream_prefetch_bytes();
+
 // decay_update_readout for rows of 16 K values: b and c stay in registers across the rows,
 // and each row's 16 partial sums wait in p until 16 rows' are reduced together (lane_sums16,
 // the order of sum16). Loading b and c again for every row, the loop read a state streamed
@@ -89,6 +96,7 @@ template <int K>
       F32x16 acc = {};
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
+        prefetch_stream(s + 16 * k, kStateAhead);
         F32x16 sv;
         load16(sv, s + 16 * k);
         sv = a * sv + ur * bv[k];
@@ -123,6 +131,7 @@ BRAID_DISPATCH void decay_update_readout(float* S, int64_t rows, int64_t n, floa
     F32x16 acc = {};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+      prefetch_stream(s + i, kStateAhead);
       F32x16 sv, bv, cv;
       load16(sv, s + i), load16(bv, b + i), load16(cv, c + i);
       sv = a * sv + ur * bv;
