@@ -104,26 +104,35 @@ void Mamba2Mixer::step(const float* x, int64_t B, Mamba2State* const* sts, float
   const int64_t H = s_.n_heads, P = s_.head_dim, N = s_.d_state, G = s_.n_groups, Di = s_.d_inner();
   const int64_t GN = G * N, conv_dim = Di + 2 * GN, E = Di + conv_dim + H, hpg = H / G;
   const size_t f = sizeof(float);
-  for (int64_t b = 0; b < B; ++b) ops::prefetch(sts[b]->conv.data(), sts[b]->conv.size() * f);
-  ops::prefetch(w_.conv_w, size_t(conv_dim * s_.d_conv) * f);
-  ops::prefetch(w_.conv_b, size_t(conv_dim) * f);
-  if (w_.norm) ops::prefetch(w_.norm, size_t(Di) * f);
   float* zxbcdt = ws.get(Workspace::kQ, size_t(B * E));      // [z (Di) | x B C (conv_dim) | dt (H)]
   float* xbc = ws.get(Workspace::kK, size_t(B * conv_dim));  // after conv + SiLU
   float* out = ws.get(Workspace::kAttnOut, size_t(B * Di));
-  const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di, groups = Di / gs;
+  const bool normed = s_.norm != Mamba2Norm::GateOnly;
+  // the norm's output, one copy per thread
+  float* own_norm = normed ? ws.get(Workspace::kV, size_t(omp_get_max_threads() * B * Di)) : nullptr;
+  const int64_t gs = s_.norm_group_size > 0 ? s_.norm_group_size : Di;
   // One parallel region for the step: the projections share their rows among the threads,
   // the convolution splits by channel and the recurrence by (token, head); barriers order the
-  // phases. Token b runs against sequence b's state, and each value is what it is alone.
+  // phases. Every thread then normalizes the whole output into its own copy (the same values
+  // in each), so out_proj starts without a barrier after one thread's norm. Token b runs
+  // against sequence b's state, and each value is what it is alone.
 #pragma omp parallel if (E * d_ * B >= 32768)
   {
     const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t c0 = conv_dim * id / nt, c1 = conv_dim * (id + 1) / nt;
+    // This thread's convolution window and weights (and the norm's weights), asked for into
+    // its own cache while in_proj streams.
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k + 1 < s_.d_conv; ++k)
+        ops::prefetch(sts[b]->conv.data() + k * conv_dim + c0, size_t(c1 - c0) * f);
+    ops::prefetch(w_.conv_w + c0 * s_.d_conv, size_t((c1 - c0) * s_.d_conv) * f);
+    ops::prefetch(w_.conv_b ? w_.conv_b + c0 : nullptr, size_t(c1 - c0) * f);
+    ops::prefetch(normed ? w_.norm : nullptr, size_t(Di) * f);
     ops::linear_in_team(x, B, d_, w_.in_proj, E, w_.in_proj_b, zxbcdt);
     if (scaled_) {
       scale_sections(zxbcdt + B * E * id / nt, zxbcdt + B * E * (id + 1) / nt, zxbcdt, E);
 #pragma omp barrier
     }
-    const int64_t c0 = conv_dim * id / nt, c1 = conv_dim * (id + 1) / nt;
     for (int64_t b = 0; b < B; ++b)
       ops::causal_conv1d_channels(zxbcdt + b * E + Di, E, 1, conv_dim, c0, c1 - c0, w_.conv_w, w_.conv_b,
                                   s_.d_conv, true, sts[b]->conv.data(), xbc + b * conv_dim);
@@ -143,14 +152,14 @@ void Mamba2Mixer::step(const float* x, int64_t B, Mamba2State* const* sts, float
       for (int64_t p = 0; p < P; ++p) o[p] += w_.D[h] * X[p];
       if (s_.norm != Mamba2Norm::NormThenGate) gate(o, zxbcdt + b * E + h * P, P);
     }
-    if (s_.norm != Mamba2Norm::GateOnly) {
-#pragma omp for schedule(static)
-      for (int64_t bg = 0; bg < B * groups; ++bg) {
-        const int64_t b = bg / groups, g0 = bg % groups * gs;
-        norm_group(out + b * Di + g0, zxbcdt + b * E + g0, g0, gs);
-      }
+    float* o = out;
+    if (normed) {
+      o = own_norm + id * B * Di;
+      std::memcpy(o, out, size_t(B * Di) * f);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g0 = 0; g0 < Di; g0 += gs) norm_group(o + b * Di + g0, zxbcdt + b * E + g0, g0, gs);
     }
-    ops::linear_in_team(out, B, Di, w_.out_proj, d_, w_.out_proj_b, y,
+    ops::linear_in_team(o, B, Di, w_.out_proj, d_, w_.out_proj_b, y,
                         /*barrier=*/false);  // the region ends on one
   }
   for (int64_t b = 0; b < B; ++b) sts[b]->pos += 1;
