@@ -146,24 +146,26 @@ TEST_P(AttentionForms, ChunkedEqualsStepEqualsNaive) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, AttentionForms,
-                         ::testing::Values(Case{4, 2, 16, 16, 0, false, false},  // GQA, full rotary
-                                           Case{4, 4, 8, 4, 0, true, false},  // MHA, partial rotary, q/k norm
-                                           Case{6, 2, 12, 0, 0, false, true},     // no rotary, biases
-                                           Case{4, 1, 16, 16, 37, false, false},  // MQA, sliding window
-                                           Case{2, 2, 32, 16, 64, true, true},
-                                           Case{4, 1, 16, 16, 37, false, false, 4},  // window and sinks
-                                           Case{2, 2, 8, 8, 5, false, false, 7},     // more sinks than window
-                                           Case{8, 4, 48, 32, 0, true, true}),       // decodes on a team
-                         [](const ::testing::TestParamInfo<Case>& i) {
-                           const Case& c = i.param;
-                           char buf[96];
-                           std::snprintf(buf, sizeof(buf), "H%lld_KV%lld_hd%lld_rot%lld_win%lld_sink%lld%s%s",
-                                         (long long)c.H, (long long)c.KV, (long long)c.hd, (long long)c.rot,
-                                         (long long)c.window, (long long)c.sinks, c.qk_norm ? "_qknorm" : "",
-                                         c.bias ? "_bias" : "");
-                           return std::string(buf);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionForms,
+    ::testing::Values(Case{4, 2, 16, 16, 0, false, false},   // GQA, full rotary
+                      Case{4, 4, 8, 4, 0, true, false},      // MHA, partial rotary, q/k norm
+                      Case{6, 2, 12, 0, 0, false, true},     // no rotary, biases
+                      Case{4, 1, 16, 16, 37, false, false},  // MQA, sliding window
+                      Case{2, 2, 32, 16, 64, true, true},
+                      Case{4, 1, 16, 16, 37, false, false, 4},  // window and sinks
+                      Case{2, 2, 8, 8, 5, false, false, 7},     // more sinks than window
+                      Case{8, 4, 48, 32, 0, true, true},        // decodes on a team
+                      Case{10, 2, 16, 16, 0, false, false},     // 5 heads a group: tasks of 4 and 1
+                      Case{8, 1, 16, 16, 9, false, false, 2}),  // 8 a group, window, sinks
+    [](const ::testing::TestParamInfo<Case>& i) {
+      const Case& c = i.param;
+      char buf[96];
+      std::snprintf(buf, sizeof(buf), "H%lld_KV%lld_hd%lld_rot%lld_win%lld_sink%lld%s%s", (long long)c.H,
+                    (long long)c.KV, (long long)c.hd, (long long)c.rot, (long long)c.window,
+                    (long long)c.sinks, c.qk_norm ? "_qknorm" : "", c.bias ? "_bias" : "");
+      return std::string(buf);
+    });
 
 TEST(Attention, Llama3RopeScalingKeepsHighFrequencies) {
   RopeSpec r;

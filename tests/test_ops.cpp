@@ -258,6 +258,36 @@ TEST(Ops, VectorKernelsMatchReference) {
     }
 }
 
+// Several inputs through one pass over A give each input, bit for bit, what it gets alone
+// (1-7 inputs: one to four a pass, then the rest), for row and column counts across the
+// kernels' groups (16 rows, 64 and 16 columns) and outputs not packed together.
+TEST(Ops, MultiInputVectorKernelsEqualOneInputAtATime) {
+  for (int64_t cols : {1, 15, 16, 17, 64, 80, 100, 128})
+    for (int64_t rows : {1, 9, 16, 37})
+      for (int64_t n = 1; n <= 7; ++n) {
+        const int64_t xs = cols + 3, ps = rows + 5, ys = std::max(rows, cols) + 2;
+        auto A = randn(size_t(rows * cols), 12), x = randn(size_t(n * xs), 13), p = randn(size_t(n * ps), 14);
+        std::vector<float> y(size_t(n * ys), -7.0f), z(size_t(n * ys), -7.0f);
+        ops::matvec_multi(A.data(), x.data(), n, xs, rows, cols, 0.125f, y.data(), ys);
+        ops::vecmat_multi(p.data(), n, ps, A.data(), rows, cols, z.data(), ys);
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<float> one(static_cast<size_t>(rows)), col(static_cast<size_t>(cols));
+          ops::matvec(A.data(), x.data() + i * xs, rows, cols, 0.125f, false, one.data());
+          ops::vecmat(p.data() + i * ps, A.data(), rows, cols, col.data());
+          for (int64_t r = 0; r < rows; ++r)
+            ASSERT_EQ(y[size_t(i * ys + r)], one[size_t(r)])
+                << "cols " << cols << " rows " << rows << " n " << n;
+          for (int64_t c = 0; c < cols; ++c)
+            ASSERT_EQ(z[size_t(i * ys + c)], col[size_t(c)])
+                << "cols " << cols << " rows " << rows << " n " << n << " i " << i << " c " << c;
+          for (int64_t k = std::max(rows, cols); k < ys; ++k) {  // nothing past an output
+            ASSERT_EQ(y[size_t(i * ys + k)], -7.0f);
+            ASSERT_EQ(z[size_t(i * ys + k)], -7.0f);
+          }
+        }
+      }
+}
+
 // The causal convolution one step at a time (decoding's vectorised path), also with the
 // channels split into ranges, gives, bit for bit, what the whole sequence at once gives, and
 // the same carried window; both match a direct evaluation of the sum. Also with more taps

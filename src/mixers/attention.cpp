@@ -212,12 +212,15 @@ void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const 
   float* out = ws.get(Workspace::kAttnOut, size_t(B * qd));
   int64_t L_max = 1;
   for (int64_t b = 0; b < B; ++b) L_max = std::max(L_max, pos[b] + 1);
-  float* scores = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * size_t(L_max));
+  const int64_t G = spec_.n_heads / spec_.n_kv_heads, per = heads_per_task(), tasks = (G + per - 1) / per;
+  const size_t own = size_t(per) * size_t(L_max);  // a thread's scores
+  float* scores = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * own);
   const Projections p = projections(q, k, v, gate ? gate + B * qd : nullptr);
   const int64_t rows = p.p[0].out + 2 * kd;
   // One parallel region: the projections' rows shared by the team, the shaping of q / k and
-  // the cache appends on one thread, every (sequence, head) pair a task (each row computed as
-  // attend() computes a sequence's single row), then o_proj. Row b is sequence b's token.
+  // the cache appends on one thread, every (sequence, up to four query heads of one key-value
+  // group) a task that reads the group's cache once (each row computed as attend() computes a
+  // sequence's single row), then o_proj. Row b is sequence b's token.
 #pragma omp parallel if (rows * d_ * B >= (int64_t(1) << 15))
   {
     ops::linear_multi_in_team(x, B, d_, p.p, 3);
@@ -227,12 +230,13 @@ void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const 
       for (int64_t b = 0; b < B; ++b) append_kv(k + b * kd, v + b * kd, 1, *kvs[b]);
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t job = 0; job < B * H; ++job) {
-      const int64_t b = job / H, h = job % H;
-      float* o = out + b * qd + h * hd;
-      attend_row(q + b * qd + h * hd, h, pos[b], *kvs[b], o,
-                 scores + size_t(omp_get_thread_num()) * size_t(L_max));
-      if (gate) gate_output(o, gate + b * qd + h * hd, hd);
+    for (int64_t job = 0; job < B * spec_.n_kv_heads * tasks; ++job) {
+      const int64_t b = job / (spec_.n_kv_heads * tasks), t = job % (spec_.n_kv_heads * tasks);
+      const int64_t h0 = t / tasks * G + t % tasks * per, nh = std::min(per, (t / tasks + 1) * G - h0);
+      float* o = out + b * qd + h0 * hd;
+      attend_rows(q + b * qd + h0 * hd, h0, nh, pos[b], *kvs[b], o,
+                  scores + size_t(omp_get_thread_num()) * own);
+      if (gate) gate_output(o, gate + b * qd + h0 * hd, nh * hd);
     }
     ops::linear_in_team(out, B, qd, w_.wo, d_, w_.bo, y, /*barrier=*/false);  // the region ends on one
   }
@@ -267,7 +271,7 @@ void AttentionMixer::attend(const float* q, const float* k, const float* v, int6
     float* S = scores + size_t(omp_get_thread_num()) * size_t(TQ * L_max);
     if (nq <= kSmallQ) {
       for (int64_t r = 0; r < nq; ++r)
-        attend_row(q + (t0 + r) * qd + h * hd, h, p0 + t0 + r, *kv, out + (t0 + r) * qd + h * hd, S);
+        attend_rows(q + (t0 + r) * qd + h * hd, h, 1, p0 + t0 + r, *kv, out + (t0 + r) * qd + h * hd, S);
       continue;
     }
     const int64_t ns = std::min(N, kbeg), Lt = ns + L;
@@ -313,20 +317,22 @@ float AttentionMixer::score_scale() const {
 
 // One query row (few queries, as in decode): scores and weighted values as matrix-vector
 // products; GEMM packing would cost more than the arithmetic here.
-void AttentionMixer::attend_row(const float* qr, int64_t h, int64_t pos, KVState& kv, float* o,
-                                float* S) const {
-  const int64_t hd = spec_.head_dim, g = h / (spec_.n_heads / spec_.n_kv_heads), W = spec_.sliding_window;
+void AttentionMixer::attend_rows(const float* qr, int64_t h0, int64_t nh, int64_t pos, KVState& kv, float* o,
+                                 float* S) const {
+  const int64_t hd = spec_.head_dim, g = h0 / (spec_.n_heads / spec_.n_kv_heads), W = spec_.sliding_window;
   const int64_t N = W > 0 ? spec_.sink_tokens : 0;
   const int64_t lo = W > 0 ? std::max<int64_t>(0, pos - W + 1) : 0, ns = std::min(N, lo);
+  const int64_t L = ns + pos - lo + 1;  // scores per head: [sinks | window]
   const float scale = score_scale();
-  if (ns > 0) ops::matvec(kv.k_at(g, 0), qr, ns, hd, scale, false, S);
-  ops::matvec(kv.k_at(g, lo), qr, pos - lo + 1, hd, scale, false, S + ns);
-  ops::softmax_inplace(S, ns + pos - lo + 1);
-  ops::vecmat(S + ns, kv.v_at(g, lo), pos - lo + 1, hd, o);
-  for (int64_t j = 0; j < ns; ++j) {
-    const float* vj = kv.v_at(g, j);
-    for (int64_t c = 0; c < hd; ++c) o[c] += S[j] * vj[c];
-  }
+  if (ns > 0) ops::matvec_multi(kv.k_at(g, 0), qr, nh, hd, ns, hd, scale, S, L);
+  ops::matvec_multi(kv.k_at(g, lo), qr, nh, hd, pos - lo + 1, hd, scale, S + ns, L);
+  for (int64_t i = 0; i < nh; ++i) ops::softmax_inplace(S + i * L, L);
+  ops::vecmat_multi(S + ns, nh, L, kv.v_at(g, lo), pos - lo + 1, hd, o, hd);
+  for (int64_t i = 0; i < nh; ++i)
+    for (int64_t j = 0; j < ns; ++j) {
+      const float* vj = kv.v_at(g, j);
+      for (int64_t c = 0; c < hd; ++c) o[i * hd + c] += S[i * L + j] * vj[c];
+    }
 }
 
 // The output gate and o_proj over T rows of attention output.

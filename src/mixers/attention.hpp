@@ -105,9 +105,14 @@ class AttentionMixer final : public Mixer {
   float score_scale() const;
   // Appends T rows of k[T, KV*hd], v to the cache.
   void append_kv(const float* k, const float* v, int64_t T, KVState& kv) const;
-  // Attention of head h's query row qr at position pos over the cache (which holds pos) into
-  // o[hd]; S holds pos + 1 scores.
-  void attend_row(const float* qr, int64_t h, int64_t pos, KVState& kv, float* o, float* S) const;
+  // Attention of the query rows of heads [h0, h0 + nh) (one key-value group's; qr's rows and
+  // o's hd apart) at position pos over the cache (which holds pos) into o[nh][hd], the cache
+  // read once for all of them, each head's values what it gets alone; S holds nh x (pos + 1)
+  // scores.
+  void attend_rows(const float* qr, int64_t h0, int64_t nh, int64_t pos, KVState& kv, float* o,
+                   float* S) const;
+  // Query heads per task of a decode step: up to four of one key-value group.
+  int64_t heads_per_task() const { return std::min<int64_t>(4, spec_.n_heads / spec_.n_kv_heads); }
   // Output gate and o_proj: y[T, D] from out[T, H*hd].
   void finish(float* out, const float* gate, int64_t T, float* y, Workspace& ws) const;
   // Drops sliding-window positions no later token can see.

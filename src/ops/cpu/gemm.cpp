@@ -41,38 +41,129 @@ BRAID_DISPATCH float dot(const float* a, const float* b, int64_t n) { return dot
 
 namespace {
 
-// The 16 lane sums of a . x over the first n values (n a multiple of 16): four accumulators
-// over 64-value steps, then 16-value steps, as dot16 forms them.
-inline void lane_products(const float* a, const float* x, int64_t n, F32x16& p) {
-  F32x16 acc[4] = {}, u, v;
+// How far ahead matvec and vecmat ask for A's lines (the weight stream's distance, wdot.hpp):
+// decode attention streams each head's cache from the last-level cache or memory.
+const int64_t kRowsAhead = stream_prefetch_bytes();
+
+// The 16 lane sums of a . x over the first n values (n a multiple of 16) for G inputs x (xs
+// apart) at once, each vector of a loaded once for all of them: four accumulators over
+// 64-value steps, then 16-value steps, as dot16 forms them; p[g][j] gets input g's. N > 0:
+// n = 16 N known at compile time (head dims 64 and 128), the same steps unrolled.
+template <int G, int N>
+[[gnu::always_inline]] inline void lane_products(const float* a, const float* x, int64_t xs, int64_t n,
+                                                 F32x16 (*p)[16], int64_t j) {
+  if constexpr (N > 0) n = 16 * N;
+  F32x16 acc[G][4] = {}, u[4], v;
   int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-    for (int j = 0; j < 4; ++j) load16(u, a + i + 16 * j), load16(v, x + i + 16 * j), acc[j] += u * v;
-  for (; i < n; i += 16) load16(u, a + i), load16(v, x + i), acc[0] += u * v;
-  p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+#pragma GCC unroll 2
+  for (; i + 64 <= n; i += 64) {
+    for (int k = 0; k < 4; ++k) prefetch_stream(a + i + 16 * k, kRowsAhead), load16(u[k], a + i + 16 * k);
+    for (int g = 0; g < G; ++g)
+      for (int k = 0; k < 4; ++k) load16(v, x + g * xs + i + 16 * k), acc[g][k] += u[k] * v;
+  }
+#pragma GCC unroll 3
+  for (; i < n; i += 16) {
+    prefetch_stream(a + i, kRowsAhead), load16(u[0], a + i);
+    for (int g = 0; g < G; ++g) load16(v, x + g * xs + i), acc[g][0] += u[0] * v;
+  }
+  for (int g = 0; g < G; ++g) p[g][j] = (acc[g][0] + acc[g][1]) + (acc[g][2] + acc[g][3]);
+}
+
+// s plus a[i] x[i] for i in [from, cols), in order: a row's columns past its vectors.
+[[gnu::always_inline]] inline float row_tail(const float* a, const float* x, int64_t from, int64_t cols,
+                                             float s) {
+  for (int64_t i = from; i < cols; ++i) s += a[i] * x[i];
+  return s;
+}
+
+// matvec for G inputs, A's rows read once for all of them: rows in groups of 16 whose lane
+// sums are reduced together (lane_sums16), then each row's tail of fewer than 16 columns in
+// order, so a row's value depends neither on its group nor on the other inputs. Every helper
+// here is inlined into each dispatch clone (one compiled for the baseline would round
+// differently).
+template <int G, int N>
+[[gnu::always_inline]] inline void matvec_g(const float* A, const float* x, int64_t xs, int64_t rows,
+                                            int64_t cols, float alpha, bool accumulate, float* y,
+                                            int64_t ys) {
+  const int64_t whole = cols / 16 * 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t m = std::min<int64_t>(16, rows - r0);
+    F32x16 p[G][16];
+    for (int64_t j = 0; j < m; ++j) lane_products<G, N>(A + (r0 + j) * cols, x, xs, whole, p, j);
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = m; j < 16; ++j) p[g][j] = F32x16{};
+      float sums[16];
+      lane_sums16(p[g], sums);
+      for (int64_t j = 0; j < m; ++j) {
+        float* out = y + g * ys + r0 + j;
+        const float d = alpha * row_tail(A + (r0 + j) * cols, x + g * xs, whole, cols, sums[j]);
+        *out = accumulate ? *out + d : d;
+      }
+    }
+  }
+}
+
+// matvec_g with the column count fixed at compile time where it is a head dim's 64 or 128.
+template <int G>
+[[gnu::always_inline]] inline void matvec_cols(const float* A, const float* x, int64_t xs, int64_t rows,
+                                               int64_t cols, float alpha, bool accumulate, float* y,
+                                               int64_t ys) {
+  if (cols == 64) return matvec_g<G, 4>(A, x, xs, rows, cols, alpha, accumulate, y, ys);
+  if (cols == 128) return matvec_g<G, 8>(A, x, xs, rows, cols, alpha, accumulate, y, ys);
+  matvec_g<G, 0>(A, x, xs, rows, cols, alpha, accumulate, y, ys);
+}
+
+// Columns [c, c + 16 W) of p . A for G inputs p (ps apart), the sums in registers, each
+// column's over the rows in order, each row's vectors loaded once for all inputs.
+template <int G, int W>
+[[gnu::always_inline]] inline void vecmat_columns_g(const float* p, int64_t ps, const float* A, int64_t rows,
+                                                    int64_t cols, int64_t c, float* y, int64_t ys) {
+  F32x16 acc[G][W] = {};
+  for (int64_t r = 0; r < rows; ++r) {
+    F32x16 a[W];
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w)
+      prefetch_stream(A + r * cols + c + 16 * w, kRowsAhead), load16(a[w], A + r * cols + c + 16 * w);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const float pr = p[g * ps + r];
+#pragma GCC unroll 4
+      for (int w = 0; w < W; ++w) acc[g][w] += pr * a[w];
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int w = 0; w < W; ++w) store16(y + g * ys + c + 16 * w, acc[g][w]);
+}
+
+// Column c of p . A, summed over the rows in order: vecmat's columns past its vectors.
+[[gnu::always_inline]] inline float column_sum(const float* p, const float* A, int64_t rows, int64_t cols,
+                                               int64_t c) {
+  float acc = 0.0f;
+  for (int64_t r = 0; r < rows; ++r) acc += p[r] * A[r * cols + c];
+  return acc;
+}
+
+template <int G>
+[[gnu::always_inline]] inline void vecmat_g(const float* p, int64_t ps, const float* A, int64_t rows,
+                                            int64_t cols, float* y, int64_t ys) {
+  int64_t c = 0;
+  for (; c + 64 <= cols; c += 64) vecmat_columns_g<G, 4>(p, ps, A, rows, cols, c, y, ys);
+  for (; c + 16 <= cols; c += 16) vecmat_columns_g<G, 1>(p, ps, A, rows, cols, c, y, ys);
+  for (int g = 0; g < G; ++g)
+    for (int64_t t = c; t < cols; ++t) y[g * ys + t] = column_sum(p + g * ps, A, rows, cols, t);
 }
 
 }  // namespace
 
-// Rows in groups of 16 whose lane sums are reduced together (lane_sums16), then each row's
-// tail of fewer than 16 columns in order: a row's value does not depend on its group.
 BRAID_DISPATCH void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha,
                            bool accumulate, float* y) {
-  const int64_t whole = cols / 16 * 16;
-  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
-    const int64_t m = std::min<int64_t>(16, rows - r0);
-    F32x16 p[16] = {};
-    for (int64_t j = 0; j < m; ++j) lane_products(A + (r0 + j) * cols, x, whole, p[j]);
-    float sums[16];
-    lane_sums16(p, sums);
-    for (int64_t j = 0; j < m; ++j) {
-      const float* a = A + (r0 + j) * cols;
-      float s = sums[j];
-      for (int64_t i = whole; i < cols; ++i) s += a[i] * x[i];
-      const float d = alpha * s;
-      y[r0 + j] = accumulate ? y[r0 + j] + d : d;
-    }
-  }
+  matvec_cols<1>(A, x, 0, rows, cols, alpha, accumulate, y, 0);
+}
+
+// Columns 64 and then 16 at a time with their sums in registers, then one at a time: each
+// column's sum runs over the rows in order, whichever group it falls in.
+BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y) {
+  vecmat_g<1>(p, 0, A, rows, cols, y, 0);
 }
 
 namespace {
@@ -101,31 +192,48 @@ void matvec_batch(const float* A, const float* x, int64_t B, int64_t rows, int64
     matvec_batch_generic(A, x, B, rows, cols, accumulate, y, ldy);
 }
 
-namespace {
-
-// Columns [c, c + 16 W) of p . A, the sums in registers, each column's over the rows in order.
-template <int W>
-inline void vecmat_columns(const float* p, const float* A, int64_t rows, int64_t cols, int64_t c, float* y) {
-  F32x16 acc[W] = {};
-  for (int64_t r = 0; r < rows; ++r)
-    for (int w = 0; w < W; ++w) {
-      F32x16 a;
-      load16(a, A + r * cols + c + 16 * w);
-      acc[w] += p[r] * a;
+// Up to four inputs a pass over A.
+BRAID_DISPATCH void matvec_multi(const float* A, const float* x, int64_t n, int64_t xs, int64_t rows,
+                                 int64_t cols, float alpha, float* y, int64_t ys) {
+  for (int64_t i = 0; i < n; i += 4) {
+    const float* xi = x + i * xs;
+    float* yi = y + i * ys;
+    switch (std::min<int64_t>(4, n - i)) {
+      case 1:
+        matvec_cols<1>(A, xi, xs, rows, cols, alpha, false, yi, ys);
+        break;
+      case 2:
+        matvec_cols<2>(A, xi, xs, rows, cols, alpha, false, yi, ys);
+        break;
+      case 3:
+        matvec_cols<3>(A, xi, xs, rows, cols, alpha, false, yi, ys);
+        break;
+      default:
+        matvec_cols<4>(A, xi, xs, rows, cols, alpha, false, yi, ys);
+        break;
     }
-  for (int w = 0; w < W; ++w) store16(y + c + 16 * w, acc[w]);
+  }
 }
 
-}  // namespace
-
-BRAID_DISPATCH void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y) {
-  int64_t c = 0;
-  for (; c + 64 <= cols; c += 64) vecmat_columns<4>(p, A, rows, cols, c, y);
-  for (; c + 16 <= cols; c += 16) vecmat_columns<1>(p, A, rows, cols, c, y);
-  for (; c < cols; ++c) {
-    float acc = 0.0f;
-    for (int64_t r = 0; r < rows; ++r) acc += p[r] * A[r * cols + c];
-    y[c] = acc;
+BRAID_DISPATCH void vecmat_multi(const float* p, int64_t n, int64_t ps, const float* A, int64_t rows,
+                                 int64_t cols, float* y, int64_t ys) {
+  for (int64_t i = 0; i < n; i += 4) {
+    const float* pi = p + i * ps;
+    float* yi = y + i * ys;
+    switch (std::min<int64_t>(4, n - i)) {
+      case 1:
+        vecmat_g<1>(pi, ps, A, rows, cols, yi, ys);
+        break;
+      case 2:
+        vecmat_g<2>(pi, ps, A, rows, cols, yi, ys);
+        break;
+      case 3:
+        vecmat_g<3>(pi, ps, A, rows, cols, yi, ys);
+        break;
+      default:
+        vecmat_g<4>(pi, ps, A, rows, cols, yi, ys);
+        break;
+    }
   }
 }
 

@@ -100,6 +100,14 @@ float dot(const float* a, const float* b, int64_t n);
 void matvec(const float* A, const float* x, int64_t rows, int64_t cols, float alpha, bool accumulate,
             float* y);
 void vecmat(const float* p, const float* A, int64_t rows, int64_t cols, float* y);
+// matvec and vecmat for n inputs at once (input i at x + i * xs or p + i * ps, its output at
+// y + i * ys), A read once for up to four of them: each output exactly what matvec (alpha,
+// not accumulating) or vecmat gives that input alone. Decode attention's query heads that
+// share a key-value head.
+void matvec_multi(const float* A, const float* x, int64_t n, int64_t xs, int64_t rows, int64_t cols,
+                  float alpha, float* y, int64_t ys);
+void vecmat_multi(const float* p, int64_t n, int64_t ps, const float* A, int64_t rows, int64_t cols, float* y,
+                  int64_t ys);
 // Decoding's f32 GEMV for B inputs x[B, cols] at once: y[b * ldy + r] (+)= A[r, :] . x[b, :],
 // every row of A read once for all B inputs, each value the same whatever B is (on the
 // AVX-512 path, ops::active_isa(), a register-blocked kernel, ops/cpu/gemv_f32.hpp; otherwise

@@ -122,11 +122,16 @@ template <int K>
 BRAID_DISPATCH void decay_update_readout(float* S, int64_t rows, int64_t n, float a, float d, const float* x,
                                          const float* b, const float* c, float* y) {
   switch (n) {  // the state widths of real models
-    case 16: return decay_rows<1>(S, rows, a, d, x, b, c, y);
-    case 32: return decay_rows<2>(S, rows, a, d, x, b, c, y);
-    case 64: return decay_rows<4>(S, rows, a, d, x, b, c, y);
-    case 128: return decay_rows<8>(S, rows, a, d, x, b, c, y);
-    default: break;
+    case 16:
+      return decay_rows<1>(S, rows, a, d, x, b, c, y);
+    case 32:
+      return decay_rows<2>(S, rows, a, d, x, b, c, y);
+    case 64:
+      return decay_rows<4>(S, rows, a, d, x, b, c, y);
+    case 128:
+      return decay_rows<8>(S, rows, a, d, x, b, c, y);
+    default:
+      break;
   }
   for (int64_t r = 0; r < rows; ++r) {
     float* s = S + r * n;
