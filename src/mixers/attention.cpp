@@ -212,7 +212,9 @@ void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const 
   float* out = ws.get(Workspace::kAttnOut, size_t(B * qd));
   int64_t L_max = 1;
   for (int64_t b = 0; b < B; ++b) L_max = std::max(L_max, pos[b] + 1);
-  const int64_t G = spec_.n_heads / spec_.n_kv_heads, per = heads_per_task(), tasks = (G + per - 1) / per;
+  // tasks: per_group for each key-value group of each sequence, each up to `per` query heads
+  const int64_t G = spec_.n_heads / spec_.n_kv_heads, per = heads_per_task();
+  const int64_t per_group = (G + per - 1) / per, per_seq = spec_.n_kv_heads * per_group;
   const size_t own = size_t(per) * size_t(L_max);  // a thread's scores
   float* scores = ws.get(Workspace::kScores, size_t(omp_get_max_threads()) * own);
   const Projections p = projections(q, k, v, gate ? gate + B * qd : nullptr);
@@ -230,9 +232,9 @@ void AttentionMixer::step(const float* x, int64_t B, KVState* const* kvs, const 
       for (int64_t b = 0; b < B; ++b) append_kv(k + b * kd, v + b * kd, 1, *kvs[b]);
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t job = 0; job < B * spec_.n_kv_heads * tasks; ++job) {
-      const int64_t b = job / (spec_.n_kv_heads * tasks), t = job % (spec_.n_kv_heads * tasks);
-      const int64_t h0 = t / tasks * G + t % tasks * per, nh = std::min(per, (t / tasks + 1) * G - h0);
+    for (int64_t job = 0; job < B * per_seq; ++job) {
+      const int64_t b = job / per_seq, g = job % per_seq / per_group, part = job % per_group;
+      const int64_t h0 = g * G + part * per, nh = std::min(per, G - part * per);
       float* o = out + b * qd + h0 * hd;
       attend_rows(q + b * qd + h0 * hd, h0, nh, pos[b], *kvs[b], o,
                   scores + size_t(omp_get_thread_num()) * own);
@@ -315,8 +317,9 @@ float AttentionMixer::score_scale() const {
   return spec_.scale > 0 ? float(spec_.scale) : 1.0f / std::sqrt(float(spec_.head_dim));
 }
 
-// One query row (few queries, as in decode): scores and weighted values as matrix-vector
-// products; GEMM packing would cost more than the arithmetic here.
+// One query row of each of a group's heads (few queries, as in decode): scores and weighted
+// values as matrix-vector products (GEMM packing would cost more than the arithmetic here),
+// each cached row read once for all the heads.
 void AttentionMixer::attend_rows(const float* qr, int64_t h0, int64_t nh, int64_t pos, KVState& kv, float* o,
                                  float* S) const {
   const int64_t hd = spec_.head_dim, g = h0 / (spec_.n_heads / spec_.n_kv_heads), W = spec_.sliding_window;

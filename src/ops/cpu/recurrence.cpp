@@ -76,10 +76,6 @@ template <bool Full>
   std::memcpy(y, out, size_t(count) * sizeof(float));
 }
 
-}  // namespace
-
-namespace {
-
 // decay_update_readout for rows of 16 K values: b and c stay in registers across the rows,
 // and each row's 16 partial sums wait in p until 16 rows' are reduced together (lane_sums16,
 // the order of sum16). Loading b and c again for every row, the loop read a state streamed
